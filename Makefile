@@ -1,0 +1,25 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(STAMP)
+
+## Start one broker on the embedded default (data in ./data, PLAINTEXT://127.0.0.1:9092)
+serve: $(STAMP)
+	$(VENV)/bin/lodestream serve $(ARGS)
+
+## Run the whole suite: unit, in-process integration, compat tests against real clients
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/produce_consume.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) data

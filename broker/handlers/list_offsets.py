@@ -1,0 +1,85 @@
+"""ListOffsets (key 2): earliest, latest, max timestamp, and offset by timestamp."""
+
+from __future__ import annotations
+
+import datetime
+
+from protocol.errors import ErrorCode
+from protocol.record_batch import record_timestamps
+
+API_KEY = 2
+VERSIONS = range(1, 11)
+
+LATEST = -1
+EARLIEST = -2
+MAX_TIMESTAMP = -3
+EARLIEST_LOCAL = -4  # KIP-1005; no tiered storage yet, so the same as earliest
+LATEST_TIERED = -5
+
+
+def _lookup(partition, timestamp: int) -> tuple[int, int]:
+    """(timestamp, offset) as Kafka answers; (-1, -1) when nothing matches."""
+    log = partition.log
+    high_watermark = partition.high_watermark
+    if timestamp == LATEST:
+        return -1, high_watermark
+    if timestamp in (EARLIEST, EARLIEST_LOCAL):
+        return -1, log.log_start_offset
+    if timestamp == LATEST_TIERED:
+        return -1, -1
+    if timestamp == MAX_TIMESTAMP:
+        location = log.batch_with_max_timestamp()
+        if location is None:
+            return -1, -1
+        batch = log.read_batch_at(location.base_offset)
+        if batch is None:
+            return -1, -1
+        # The first record carrying the batch's max timestamp (KIP-734).
+        best_offset, best_ts = max(record_timestamps(batch), key=lambda pair: (pair[1], -pair[0]))
+        return best_ts, best_offset
+    if timestamp < 0:
+        raise ValueError(timestamp)
+    location = log.first_batch_with_timestamp(timestamp)
+    while location is not None and location.base_offset < high_watermark:
+        batch = log.read_batch_at(location.base_offset)
+        if batch is not None:
+            for offset, record_ts in record_timestamps(batch):
+                if record_ts >= timestamp and offset >= log.log_start_offset:
+                    return record_ts, offset
+        location = _next_batch(log, location.last_offset + 1, timestamp)
+    return -1, -1
+
+
+def _next_batch(log, from_offset: int, timestamp: int):
+    for location in log.batch_locations()[log.locate(from_offset):]:
+        if location.max_timestamp >= timestamp:
+            return location
+    return None
+
+
+async def handle(ctx, request):
+    broker = ctx.broker
+    build = ctx.build
+    image = broker.image
+    topics = []
+    for requested_topic in request.topics:
+        topic = image.topic(requested_topic.name)
+        partitions = []
+        for requested in requested_topic.partitions:
+            index = int(requested.partition_index)
+            partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
+            if partition is None:
+                partitions.append(build.ListOffsetsPartitionResponse(
+                    partition_index=index, error_code=ErrorCode.unknown_topic_or_partition, timestamp=-1, offset=-1,
+                    leader_epoch=-1))
+                continue
+            try:
+                timestamp, offset = _lookup(partition, int(requested.timestamp))
+                error = ErrorCode.none
+            except ValueError:
+                timestamp, offset, error = -1, -1, ErrorCode.invalid_request
+            partitions.append(build.ListOffsetsPartitionResponse(
+                partition_index=index, error_code=error, timestamp=timestamp, offset=offset,
+                leader_epoch=partition.leader_epoch if offset >= 0 else -1))
+        topics.append(build.ListOffsetsTopicResponse(name=requested_topic.name, partitions=tuple(partitions)))
+    return build.ListOffsetsResponse(throttle_time=datetime.timedelta(0), topics=tuple(topics))

@@ -1,0 +1,121 @@
+"""Produce (key 0): validate batch headers and CRCs, append, answer after the write.
+
+Advertised from v0 although v0-v2 are refused (the connection is closed, kio
+has no schema for them): librdkafka stops compressing when Produce's minimum
+is above 0 (KAFKA-18659), so Apache Kafka 4 advertises 0 as well.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+from protocol.errors import ErrorCode
+from protocol.record_batch import InvalidBatch, split_batches
+
+from broker.replica_manager import AppendRequest
+
+API_KEY = 0
+VERSIONS = range(0, 14)
+
+
+def _partition_response(build, index: int, error: ErrorCode, base_offset: int = -1, log_start: int = -1,
+                        append_time_ms: int | None = None, message: str | None = None):
+    return build.PartitionProduceResponse(
+        index=index,
+        error_code=error,
+        base_offset=base_offset,
+        log_append_time=None if append_time_ms is None else datetime.datetime.fromtimestamp(append_time_ms / 1000, datetime.UTC),
+        log_start_offset=log_start,
+        record_errors=(),
+        error_message=message,
+    )
+
+
+def _validate(ctx, topic, partition_index: int, records, now_ms: int):
+    """Return (partition, batches, append_time) or (None, error, message)."""
+    broker = ctx.broker
+    partition = broker.replicas.get(topic.topic_id, partition_index)
+    if partition is None:
+        return None, ErrorCode.unknown_topic_or_partition, f"partition {partition_index} does not exist"
+    if records is None:
+        return None, ErrorCode.corrupt_message, "null record set"
+    try:
+        batches = split_batches(records)
+    except InvalidBatch as exc:
+        return None, ErrorCode.corrupt_message, str(exc)
+    config = broker.topic_config(topic)
+    max_bytes = int(config["max.message.bytes"])
+    after_max = int(config["message.timestamp.after.max.ms"])
+    log_append = config["message.timestamp.type"] == "LogAppendTime"
+    entries = []
+    for header, view in batches:
+        if header.size > max_bytes:
+            return None, ErrorCode.message_too_large, (
+                f"batch of {header.size} bytes is larger than max.message.bytes={max_bytes}")
+        if not log_append and header.max_timestamp > now_ms + after_max:
+            return None, ErrorCode.invalid_timestamp, (
+                f"timestamp {header.max_timestamp} is more than {after_max} ms in the future")
+        entries.append((header.last_offset_delta, now_ms if log_append else header.max_timestamp, header.size, view))
+    return partition, entries, (now_ms if log_append else None)
+
+
+def admit(ctx, request):
+    """Validate and queue every partition's batches now (arrival order), answer later."""
+    broker = ctx.broker
+    build = ctx.build
+    image = broker.image
+    now_ms = int(time.time() * 1000)
+    acks = int(request.acks)
+    uses_ids = ctx.api_version >= 13
+    plan = []  # (topic key for response, [(index, AppendRequest | (error, message))])
+    for topic_data in request.topic_data:
+        topic = image.topics_by_id.get(topic_data.topic_id) if uses_ids else image.topic(topic_data.name)
+        results = []
+        for partition_data in topic_data.partition_data:
+            index = int(partition_data.index)
+            if acks not in (-1, 0, 1):
+                results.append((index, (ErrorCode.invalid_required_acks, f"acks={acks} must be -1, 0 or 1")))
+                continue
+            if topic is None:
+                error = ErrorCode.unknown_topic_id if uses_ids else ErrorCode.unknown_topic_or_partition
+                results.append((index, (error, "unknown topic")))
+                continue
+            partition, entries, append_time = _validate(ctx, topic, index, partition_data.records, now_ms)
+            if partition is None:
+                results.append((index, (entries, append_time)))
+                continue
+            append = AppendRequest(partition, entries, append_time)
+            broker.replicas.enqueue(append)
+            results.append((index, append))
+        plan.append((topic_data, results))
+    return _complete(ctx, build, plan, acks, uses_ids)
+
+
+async def _complete(ctx, build, plan, acks: int, uses_ids: bool):
+    topics = []
+    for topic_data, results in plan:
+        partitions = []
+        for index, outcome in results:
+            if isinstance(outcome, AppendRequest):
+                await outcome.done.wait()
+                if outcome.error is not None:
+                    partitions.append(_partition_response(build, index, ErrorCode.kafka_storage_error, message=str(outcome.error)))
+                else:
+                    partitions.append(_partition_response(
+                        build, index, ErrorCode.none, outcome.base_offset, outcome.partition.log.log_start_offset,
+                        outcome.log_append_time_ms))
+            else:
+                error, message = outcome
+                partitions.append(_partition_response(build, index, error, message=message))
+        topics.append(build.TopicProduceResponse(
+            name=None if uses_ids else topic_data.name,
+            topic_id=topic_data.topic_id if uses_ids else None,
+            partition_responses=tuple(partitions)))
+    if acks == 0:
+        return None  # acks=0: Kafka sends no response at all
+    return build.ProduceResponse(responses=tuple(topics), throttle_time=datetime.timedelta(0), node_endpoints=())
+
+
+async def handle(ctx, request):
+    return await admit(ctx, request)

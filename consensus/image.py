@@ -1,0 +1,111 @@
+"""The immutable metadata image and the pure replay function that advances it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Mapping
+
+from .records import ConfigRecord, MetadataRecord, PartitionRecord, RemoveTopicRecord, TopicRecord
+
+_EMPTY: Mapping = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionImage:
+    partition: int
+    replicas: tuple[int, ...]
+    leader: int
+    leader_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicImage:
+    name: str
+    topic_id: uuid.UUID
+    partitions: Mapping[int, PartitionImage] = field(default_factory=lambda: _EMPTY)
+    configs: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # explicit overrides only
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataImage:
+    topics_by_name: Mapping[str, TopicImage] = field(default_factory=lambda: _EMPTY)
+    topics_by_id: Mapping[uuid.UUID, TopicImage] = field(default_factory=lambda: _EMPTY)
+    # broker id as string ("" = cluster-wide default) -> {config name: value}
+    broker_configs: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: _EMPTY)
+
+    def topic(self, name: str) -> TopicImage | None:
+        return self.topics_by_name.get(name)
+
+
+def _with_topic(image: MetadataImage, topic: TopicImage) -> MetadataImage:
+    by_name = dict(image.topics_by_name)
+    by_id = dict(image.topics_by_id)
+    by_name[topic.name] = topic
+    by_id[topic.topic_id] = topic
+    return replace(image, topics_by_name=MappingProxyType(by_name), topics_by_id=MappingProxyType(by_id))
+
+
+def _with_entry(mapping: Mapping, key, value) -> Mapping:
+    updated = dict(mapping)
+    if value is None:
+        updated.pop(key, None)
+    else:
+        updated[key] = value
+    return MappingProxyType(updated)
+
+
+def replay(image: MetadataImage, record: MetadataRecord) -> MetadataImage:
+    """Apply one record. Pure: returns a new image, never mutates the old one.
+
+    Records that refer to something already gone are ignored, so replaying a
+    journal that raced with a deletion is harmless.
+    """
+    match record:
+        case TopicRecord(name=name, topic_id=topic_id):
+            previous = image.topics_by_name.get(name)
+            if previous is not None and previous.topic_id != topic_id:  # a re-created name replaces the old id
+                image = replay(image, RemoveTopicRecord(previous.topic_id))
+            return _with_topic(image, TopicImage(name=name, topic_id=topic_id))
+        case PartitionRecord():
+            topic = image.topics_by_id.get(record.topic_id)
+            if topic is None:
+                return image
+            partition = PartitionImage(
+                partition=record.partition,
+                replicas=record.replicas,
+                leader=record.leader,
+                leader_epoch=record.leader_epoch,
+            )
+            return _with_topic(
+                image, replace(topic, partitions=_with_entry(topic.partitions, record.partition, partition))
+            )
+        case RemoveTopicRecord(topic_id=topic_id):
+            topic = image.topics_by_id.get(topic_id)
+            if topic is None:
+                return image
+            by_name = dict(image.topics_by_name)
+            by_id = dict(image.topics_by_id)
+            if by_name.get(topic.name) is topic:
+                del by_name[topic.name]
+            del by_id[topic_id]
+            return replace(image, topics_by_name=MappingProxyType(by_name), topics_by_id=MappingProxyType(by_id))
+        case ConfigRecord(resource_type="topic"):
+            topic = image.topics_by_name.get(record.resource_name)
+            if topic is None:
+                return image
+            return _with_topic(image, replace(topic, configs=_with_entry(topic.configs, record.name, record.value)))
+        case ConfigRecord(resource_type="broker"):
+            current = image.broker_configs.get(record.resource_name, _EMPTY)
+            updated = _with_entry(current, record.name, record.value)
+            return replace(
+                image, broker_configs=_with_entry(image.broker_configs, record.resource_name, updated)
+            )
+    raise ValueError(f"unknown metadata record {record!r}")
+
+
+def replay_all(image: MetadataImage, records) -> MetadataImage:
+    for record in records:
+        image = replay(image, record)
+    return image

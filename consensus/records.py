@@ -1,0 +1,84 @@
+"""Metadata records: the only way cluster metadata changes.
+
+Each record is a small frozen dataclass. On the Raft log they travel as JSON
+(a stable, inspectable encoding; pickle would tie the journal to class layout).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar, Union
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    type_name: ClassVar[str] = "topic"
+    name: str
+    topic_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRecord:
+    type_name: ClassVar[str] = "partition"
+    topic_id: uuid.UUID
+    partition: int
+    replicas: tuple[int, ...]
+    leader: int
+    leader_epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveTopicRecord:
+    type_name: ClassVar[str] = "remove_topic"
+    topic_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigRecord:
+    """Set (value is a string) or delete (value is None) one config key."""
+
+    type_name: ClassVar[str] = "config"
+    resource_type: str  # "topic" or "broker"
+    resource_name: str  # topic name, or broker id ("" = cluster-wide default)
+    name: str
+    value: str | None
+
+
+MetadataRecord = Union[TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord]
+_RECORD_TYPES = {cls.type_name: cls for cls in (TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord)}
+
+
+def _to_json_value(value):
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def encode_records(records: list[MetadataRecord]) -> bytes:
+    return json.dumps(
+        [
+            {"type": r.type_name, **{k: _to_json_value(v) for k, v in asdict(r).items()}}
+            for r in records
+        ],
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_records(data: bytes) -> list[MetadataRecord]:
+    records = []
+    for item in json.loads(data):
+        cls = _RECORD_TYPES[item.pop("type")]
+        kwargs = {}
+        for f in fields(cls):
+            value = item[f.name]
+            if f.name == "topic_id":
+                value = uuid.UUID(value)
+            elif f.name == "replicas":
+                value = tuple(value)
+            kwargs[f.name] = value
+        records.append(cls(**kwargs))
+    return records

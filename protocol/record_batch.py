@@ -1,0 +1,205 @@
+"""Record batch (magic v2) header handling without touching individual records.
+
+Layout of the 61-byte header (offsets in bytes):
+  0 base_offset i64 | 8 batch_length i32 | 12 partition_leader_epoch i32 |
+  16 magic i8 | 17 crc u32 | 21 attributes i16 | 23 last_offset_delta i32 |
+  27 base_timestamp i64 | 35 max_timestamp i64 | 43 producer_id i64 |
+  51 producer_epoch i16 | 53 base_sequence i32 | 57 records_count i32
+The CRC32C covers bytes 21..end, so base_offset and the leader epoch can be
+patched without recomputing it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from crc32c import crc32c
+
+HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_SIZE = HEADER.size  # 61
+LOG_OVERHEAD = 12  # base_offset + batch_length precede the length-counted part
+CRC_START = 21
+
+COMPRESSION_MASK = 0x07
+TIMESTAMP_TYPE_BIT = 0x08  # 1 = LogAppendTime
+TRANSACTIONAL_BIT = 0x10
+CONTROL_BIT = 0x20
+
+_BASE_OFFSET = struct.Struct(">q")
+_LEADER_EPOCH = struct.Struct(">i")
+_CRC = struct.Struct(">I")
+_ATTRIBUTES = struct.Struct(">h")
+_MAX_TIMESTAMP = struct.Struct(">q")
+
+
+class InvalidBatch(Exception):
+    """A produced record set is malformed (maps to CORRUPT_MESSAGE / INVALID_RECORD)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    records_count: int
+
+    @property
+    def size(self) -> int:
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def compression(self) -> int:
+        return self.attributes & COMPRESSION_MASK
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_BIT)
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL_BIT)
+
+
+def parse_header(data: bytes | bytearray | memoryview, offset: int = 0) -> BatchHeader:
+    return BatchHeader(*HEADER.unpack_from(data, offset))
+
+
+def split_batches(records: bytes) -> list[tuple[BatchHeader, memoryview]]:
+    """Split a produced record set into validated batches.
+
+    Checks framing, magic and CRC32C of each batch; raises InvalidBatch on any
+    problem. Records inside a batch are never decoded.
+    """
+    view = memoryview(records)
+    batches: list[tuple[BatchHeader, memoryview]] = []
+    position = 0
+    total = len(view)
+    if total == 0:
+        raise InvalidBatch("empty record set")
+    while position < total:
+        if total - position < HEADER_SIZE:
+            raise InvalidBatch(f"truncated batch header at byte {position}")
+        header = parse_header(view, position)
+        if header.magic != 2:
+            raise InvalidBatch(f"unsupported record batch magic {header.magic}")
+        end = position + header.size
+        if header.batch_length < HEADER_SIZE - LOG_OVERHEAD or end > total:
+            raise InvalidBatch(f"batch length {header.batch_length} does not fit the record set")
+        if header.last_offset_delta < 0 or header.records_count < 0:
+            raise InvalidBatch("negative record count or offset delta")
+        if crc32c(view[position + CRC_START : end]) != header.crc:
+            raise InvalidBatch("record batch CRC32C mismatch")
+        batches.append((header, view[position:end]))
+        position = end
+    return batches
+
+
+def stamp_for_append(
+    batch: memoryview,
+    base_offset: int,
+    leader_epoch: int,
+    log_append_time_ms: int | None,
+) -> bytes:
+    """Copy a batch with the broker-assigned base offset and leader epoch.
+
+    base_offset and the leader epoch lie before the CRC'd region, so patching
+    them is one copy and no CRC work. For LogAppendTime topics, the timestamp
+    type bit and max timestamp lie inside the CRC, so it is recomputed.
+    """
+    if log_append_time_ms is None:
+        prefix = bytearray(batch[:CRC_START])
+        _BASE_OFFSET.pack_into(prefix, 0, base_offset)
+        _LEADER_EPOCH.pack_into(prefix, 12, leader_epoch)
+        return b"".join((prefix, batch[CRC_START:]))
+    stamped = bytearray(batch)
+    _BASE_OFFSET.pack_into(stamped, 0, base_offset)
+    _LEADER_EPOCH.pack_into(stamped, 12, leader_epoch)
+    (attributes,) = _ATTRIBUTES.unpack_from(stamped, 21)
+    _ATTRIBUTES.pack_into(stamped, 21, attributes | TIMESTAMP_TYPE_BIT)
+    _MAX_TIMESTAMP.pack_into(stamped, 35, log_append_time_ms)
+    _CRC.pack_into(stamped, 17, crc32c(memoryview(stamped)[CRC_START:]))
+    return bytes(stamped)
+
+
+# -- record-level reads (ListOffsets by timestamp only; never on the produce/fetch path) --
+
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+
+
+def _decompress_snappy(data: bytes) -> bytes:
+    import cramjam
+
+    if data[:8] != _XERIAL_MAGIC:
+        return bytes(cramjam.snappy.decompress_raw(data))
+    # Java clients frame snappy the xerial way: 16-byte header, then [length][block]...
+    out = bytearray()
+    position = 16
+    while position < len(data):
+        (length,) = struct.unpack_from(">i", data, position)
+        position += 4
+        out += bytes(cramjam.snappy.decompress_raw(data[position : position + length]))
+        position += length
+    return bytes(out)
+
+
+def decompress_records(codec: int, data: bytes) -> bytes:
+    import cramjam
+
+    if codec == 0:
+        return data
+    if codec == 1:
+        return bytes(cramjam.gzip.decompress(data))
+    if codec == 2:
+        return _decompress_snappy(data)
+    if codec == 3:
+        return bytes(cramjam.lz4.decompress(data))
+    if codec == 4:
+        return bytes(cramjam.zstd.decompress(data))
+    raise InvalidBatch(f"unknown compression codec {codec}")
+
+
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    shift = 0
+    raw = 0
+    while True:
+        byte = data[position]
+        position += 1
+        raw |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (raw >> 1) ^ -(raw & 1), position
+        shift += 7
+        if shift > 63:
+            raise InvalidBatch("varint too long")
+
+
+def record_timestamps(batch: bytes) -> list[tuple[int, int]]:
+    """(offset, timestamp) of every record in a stored batch."""
+    header = parse_header(batch)
+    if header.attributes & TIMESTAMP_TYPE_BIT:  # LogAppendTime: every record has the batch's time
+        return [(header.base_offset + i, header.max_timestamp) for i in range(header.last_offset_delta + 1)]
+    records = decompress_records(header.compression, bytes(batch[HEADER_SIZE:]))
+    result = []
+    position = 0
+    for _ in range(header.records_count):
+        length, position = _read_varint(records, position)
+        end = position + length
+        position += 1  # attributes
+        timestamp_delta, position = _read_varint(records, position)
+        offset_delta, position = _read_varint(records, position)
+        result.append((header.base_offset + offset_delta, header.base_timestamp + timestamp_delta))
+        position = end
+    return result

@@ -1,0 +1,303 @@
+"""Partition logs in one LevelDB database per broker.
+
+Keys (all big-endian so LevelDB's byte order is offset order):
+  b"d" + topic_id(16) + partition(4) + base_offset(8)  -> batch bytes, as produced
+  b"i" + topic_id(16) + partition(4) + base_offset(8)  -> index entry (last offset,
+                                                          max timestamp, size)
+  b"m" + topic_id(16) + partition(4)                   -> partition meta (log start)
+
+A batch and its index entry are written in the same WriteBatch, so after a
+crash either both exist or neither does: a half-written batch is never seen.
+
+Appends are split in three steps so the caller can group-commit many
+partitions in one write and run the blocking part on a worker thread:
+prepare_append (assign offsets, stamp bytes; caller's thread),
+LogStore.write (one WriteBatch, optionally synced; any thread),
+complete_append / abort_append (publish or roll back; caller's thread).
+Everything here is synchronous and free of trio.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import plyvel
+
+_PARTITION_KEY = struct.Struct(">16si")
+_OFFSET = struct.Struct(">q")
+_INDEX_VALUE = struct.Struct(">qqi")  # last_offset, max_timestamp, size
+_META_VALUE = struct.Struct(">q")  # log_start_offset
+
+DATA, INDEX, META = b"d", b"i", b"m"
+
+
+class StorageError(Exception):
+    """The log could not be written (e.g. disk full); nothing was acknowledged."""
+
+
+def partition_prefix(kind: bytes, topic_id: uuid.UUID, partition: int) -> bytes:
+    return kind + _PARTITION_KEY.pack(topic_id.bytes, partition)
+
+
+@dataclass(slots=True)
+class PendingAppend:
+    """Batches with assigned offsets, not yet durable."""
+
+    log: "PartitionLog"
+    base_offset: int
+    next_offset: int
+    batches: list[bytes]  # emptied once staged into a WriteBatch
+    index_entries: list[tuple[int, int, int, int]]  # base, last, max_ts, size
+
+
+@dataclass(slots=True)
+class BatchLocation:
+    base_offset: int
+    last_offset: int
+    max_timestamp: int
+    size: int
+
+
+class PartitionLog:
+    """One partition's log: an in-memory batch index over LevelDB data.
+
+    Not thread-safe: its in-memory state is touched only from the owner's
+    thread; LevelDB itself may be written from a worker thread.
+    """
+
+    def __init__(self, store: "LogStore", topic_id: uuid.UUID, partition: int) -> None:
+        self.store = store
+        self.topic_id = topic_id
+        self.partition = partition
+        self._data_prefix = partition_prefix(DATA, topic_id, partition)
+        self._index_prefix = partition_prefix(INDEX, topic_id, partition)
+        self._meta_key = partition_prefix(META, topic_id, partition)
+        # Parallel lists, ordered by base offset.
+        self._base_offsets: list[int] = []
+        self._last_offsets: list[int] = []
+        self._max_timestamps: list[int] = []
+        self._sizes: list[int] = []
+        self.log_start_offset = 0
+        self.log_end_offset = 0  # next offset to be published (durable)
+        self._next_offset = 0  # next offset to assign (includes in-flight appends)
+        self.size_bytes = 0
+        self._load()
+
+    # -- recovery -------------------------------------------------------------
+    def _load(self) -> None:
+        db = self.store.db
+        meta = db.get(self._meta_key)
+        if meta is not None:
+            (self.log_start_offset,) = _META_VALUE.unpack(meta)
+        for key, value in db.iterator(prefix=self._index_prefix):
+            (base,) = _OFFSET.unpack_from(key, len(self._index_prefix))
+            last, max_ts, size = _INDEX_VALUE.unpack(value)
+            self._base_offsets.append(base)
+            self._last_offsets.append(last)
+            self._max_timestamps.append(max_ts)
+            self._sizes.append(size)
+            self.size_bytes += size
+        end = self._last_offsets[-1] + 1 if self._last_offsets else 0
+        self.log_end_offset = self._next_offset = max(end, self.log_start_offset)
+
+    # -- appends ----------------------------------------------------------------
+    def prepare_append(
+        self,
+        batches: Iterable[tuple[int, int, int, memoryview]],
+        stamp: Callable[[memoryview, int], bytes],
+    ) -> PendingAppend:
+        """Assign offsets to (last_offset_delta, max_timestamp, size, bytes) batches.
+
+        `stamp(batch, base_offset)` returns the bytes to store (patched header).
+        """
+        pending = PendingAppend(self, self._next_offset, self._next_offset, [], [])
+        for last_delta, max_ts, size, batch in batches:
+            base = pending.next_offset
+            pending.batches.append(stamp(batch, base))
+            pending.index_entries.append((base, base + last_delta, max_ts, size))
+            pending.next_offset = base + last_delta + 1
+        self._next_offset = pending.next_offset
+        return pending
+
+    def complete_append(self, pending: PendingAppend) -> None:
+        for base, last, max_ts, size in pending.index_entries:
+            self._base_offsets.append(base)
+            self._last_offsets.append(last)
+            self._max_timestamps.append(max_ts)
+            self._sizes.append(size)
+            self.size_bytes += size
+        self.log_end_offset = pending.next_offset
+
+    def abort_append(self, pending: PendingAppend) -> None:
+        """Forget offsets assigned to a failed write (and everything after it)."""
+        self._next_offset = min(self._next_offset, pending.base_offset)
+
+    # -- reads --------------------------------------------------------------------
+    def locate(self, offset: int) -> int:
+        """Index position of the batch containing `offset` (or the first after it)."""
+        return bisect.bisect_right(self._last_offsets, offset - 1)
+
+    def read(self, fetch_offset: int, max_bytes: int, upper_offset: int, first_may_exceed: bool = True) -> list[bytes]:
+        """Whole batches from the one containing fetch_offset, below upper_offset.
+
+        Stops before max_bytes is exceeded, except that the first batch is
+        returned even if larger when first_may_exceed (Kafka's rule, so a
+        consumer can always make progress).
+        """
+        position = self.locate(fetch_offset)
+        result: list[bytes] = []
+        total = 0
+        get = self.store.db.get
+        while position < len(self._base_offsets):
+            base = self._base_offsets[position]
+            if base >= upper_offset:
+                break
+            size = self._sizes[position]
+            if total + size > max_bytes and (result or not first_may_exceed):
+                break
+            data = get(self._data_prefix + _OFFSET.pack(base))
+            if data is None:  # deleted concurrently by retention/DeleteRecords
+                position += 1
+                continue
+            result.append(data)
+            total += size
+            position += 1
+        return result
+
+    def batch_locations(self) -> list[BatchLocation]:
+        return [
+            BatchLocation(b, l, t, s)
+            for b, l, t, s in zip(self._base_offsets, self._last_offsets, self._max_timestamps, self._sizes)
+        ]
+
+    def first_batch_with_timestamp(self, timestamp: int) -> BatchLocation | None:
+        """The first batch whose max timestamp is >= timestamp (records inside decide the exact offset)."""
+        for position, max_ts in enumerate(self._max_timestamps):
+            if max_ts >= timestamp:
+                return BatchLocation(
+                    self._base_offsets[position], self._last_offsets[position], max_ts, self._sizes[position]
+                )
+        return None
+
+    def batch_with_max_timestamp(self) -> BatchLocation | None:
+        if not self._max_timestamps:
+            return None
+        best = max(range(len(self._max_timestamps)), key=self._max_timestamps.__getitem__)
+        return BatchLocation(
+            self._base_offsets[best], self._last_offsets[best], self._max_timestamps[best], self._sizes[best]
+        )
+
+    def read_batch_at(self, base_offset: int) -> bytes | None:
+        return self.store.db.get(self._data_prefix + _OFFSET.pack(base_offset))
+
+    # -- truncation -----------------------------------------------------------------
+    def delete_records_before(self, offset: int) -> None:
+        """Advance the log start offset; drop batches that lie wholly below it. Synced."""
+        if offset <= self.log_start_offset:
+            return
+        keep_from = self.locate(offset)
+        with self.store.db.write_batch(sync=self.store.sync_writes) as batch:
+            batch.put(self._meta_key, _META_VALUE.pack(offset))
+            for base in self._base_offsets[:keep_from]:
+                suffix = _OFFSET.pack(base)
+                batch.delete(self._data_prefix + suffix)
+                batch.delete(self._index_prefix + suffix)
+        self.size_bytes -= sum(self._sizes[:keep_from])
+        del self._base_offsets[:keep_from]
+        del self._last_offsets[:keep_from]
+        del self._max_timestamps[:keep_from]
+        del self._sizes[:keep_from]
+        self.log_start_offset = offset
+        if offset > self.log_end_offset:  # Kafka allows deleting up to the high watermark only
+            self.log_end_offset = self._next_offset = offset
+
+
+class StagedWrite:
+    """A WriteBatch ready to be written with one (optionally synced) LevelDB write."""
+
+    def __init__(self, batch) -> None:
+        self._batch = batch
+
+    def commit(self) -> None:
+        try:
+            self._batch.write()
+        except (plyvel.Error, OSError) as exc:
+            raise StorageError(str(exc)) from exc
+        finally:
+            self._batch.clear()
+
+
+class LogStore:
+    """The broker's LevelDB database holding every partition log."""
+
+    def __init__(self, path: Path, sync_writes: bool = True) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.sync_writes = sync_writes
+        self.db = plyvel.DB(str(path), create_if_missing=True, write_buffer_size=64 << 20)
+        self._logs: dict[tuple[uuid.UUID, int], PartitionLog] = {}
+        self._write_batches: dict[bool, "plyvel.WriteBatch"] = {}
+
+    def partition(self, topic_id: uuid.UUID, partition: int) -> PartitionLog:
+        key = (topic_id, partition)
+        log = self._logs.get(key)
+        if log is None:
+            log = self._logs[key] = PartitionLog(self, topic_id, partition)
+        return log
+
+    def existing_partitions(self) -> set[tuple[uuid.UUID, int]]:
+        """Partitions that have any stored key (for dropping orphans at start-up)."""
+        found = set()
+        for kind in (DATA, META):
+            for key in self.db.iterator(prefix=kind, include_value=False):
+                topic_bytes, partition = _PARTITION_KEY.unpack_from(key, 1)
+                found.add((uuid.UUID(bytes=topic_bytes), partition))
+        return found
+
+    def stage(self, pendings: list[PendingAppend], sync: bool | None = None) -> "StagedWrite":
+        """Copy several partitions' appends into one WriteBatch (cheap, needs the GIL).
+
+        One staged write at a time: commit it before staging the next.
+
+        The returned StagedWrite's commit() does the I/O and releases the GIL,
+        so only that part needs a worker thread.
+        """
+        sync = self.sync_writes if sync is None else sync
+        # Reuse one WriteBatch per sync mode: its buffer keeps its capacity, so
+        # staging megabytes is a memcpy, not a fresh allocation that page-faults.
+        batch = self._write_batches.get(sync)
+        if batch is None:
+            batch = self._write_batches[sync] = self.db.write_batch(sync=sync)
+        for pending in pendings:
+            log = pending.log
+            for data, (base, last, max_ts, size) in zip(pending.batches, pending.index_entries):
+                suffix = _OFFSET.pack(base)
+                batch.put(log._data_prefix + suffix, data)
+                batch.put(log._index_prefix + suffix, _INDEX_VALUE.pack(last, max_ts, size))
+            pending.batches = []  # the WriteBatch holds the bytes now
+        return StagedWrite(batch)
+
+    def write(self, pendings: list[PendingAppend], sync: bool | None = None) -> None:
+        """stage() + commit() in one blocking call. Not for use while another staged write is pending."""
+        self.stage(pendings, sync).commit()
+
+    def sync(self) -> None:
+        """Force everything written so far to disk (an empty synced write flushes the WAL)."""
+        self.db.write_batch(sync=True).write()
+
+    def drop_partition(self, topic_id: uuid.UUID, partition: int) -> None:
+        self._logs.pop((topic_id, partition), None)
+        with self.db.write_batch(sync=self.sync_writes) as batch:
+            for kind in (DATA, INDEX):
+                for key in self.db.iterator(prefix=partition_prefix(kind, topic_id, partition), include_value=False):
+                    batch.delete(key)
+            batch.delete(partition_prefix(META, topic_id, partition))
+
+    def close(self) -> None:
+        if not self.db.closed:
+            self.db.close()

@@ -12,6 +12,8 @@ from kio.index import api_key_map, schema_name_map
 from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 
+from .decode_guard import walk as check_lengths
+
 _API_KEY_VERSION_CORRELATION = struct.Struct(">hhi")
 
 
@@ -61,7 +63,7 @@ def schema_versions(api_key: int) -> range:
 def _request_readers(api_key: int, api_version: int):
     body_type = load_request_schema(api_key, api_version)
     header_type = body_type.__header_schema__
-    return entity_reader(header_type), entity_reader(body_type)
+    return entity_reader(header_type), body_type, entity_reader(body_type)
 
 
 @cache
@@ -78,9 +80,10 @@ def _response_writers(response_cls: type):
 def decode_request(frame: bytes) -> DecodedRequest:
     """Parse header and body. The caller has already checked the version is served."""
     preamble = peek_preamble(frame)
-    read_header, read_body = _request_readers(preamble.api_key, preamble.api_version)
+    read_header, body_type, read_body = _request_readers(preamble.api_key, preamble.api_version)
     try:
         header, header_size = read_header(frame, 0)
+        check_lengths(body_type, frame, header_size, len(frame))  # before kio reserves memory
         body, body_size = read_body(frame, header_size)
     except Exception as exc:  # kio raises several types for malformed input
         raise DecodeError(

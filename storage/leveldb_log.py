@@ -196,25 +196,41 @@ class PartitionLog:
         return self.store.db.get(self._data_prefix + _OFFSET.pack(base_offset))
 
     # -- truncation -----------------------------------------------------------------
-    def delete_records_before(self, offset: int) -> None:
-        """Advance the log start offset; drop batches that lie wholly below it. Synced."""
+    def stage_delete_before(self, offset: int) -> "StagedWrite | None":
+        """Stage advancing the log start offset and dropping batches wholly below it.
+
+        The returned write is synced; commit it (any thread), then call
+        complete_delete_before on the owner's thread. None if nothing changes.
+        """
+        if offset <= self.log_start_offset:
+            return None
+        batch = self.store.db.write_batch(sync=True)
+        batch.put(self._meta_key, _META_VALUE.pack(offset))
+        for base in self._base_offsets[: self.locate(offset)]:
+            suffix = _OFFSET.pack(base)
+            batch.delete(self._data_prefix + suffix)
+            batch.delete(self._index_prefix + suffix)
+        return StagedWrite(batch)
+
+    def complete_delete_before(self, offset: int) -> None:
         if offset <= self.log_start_offset:
             return
         keep_from = self.locate(offset)
-        with self.store.db.write_batch(sync=self.store.sync_writes) as batch:
-            batch.put(self._meta_key, _META_VALUE.pack(offset))
-            for base in self._base_offsets[:keep_from]:
-                suffix = _OFFSET.pack(base)
-                batch.delete(self._data_prefix + suffix)
-                batch.delete(self._index_prefix + suffix)
         self.size_bytes -= sum(self._sizes[:keep_from])
         del self._base_offsets[:keep_from]
         del self._last_offsets[:keep_from]
         del self._max_timestamps[:keep_from]
         del self._sizes[:keep_from]
         self.log_start_offset = offset
-        if offset > self.log_end_offset:  # Kafka allows deleting up to the high watermark only
+        if offset > self.log_end_offset:  # only reachable through direct calls; Kafka caps at the high watermark
             self.log_end_offset = self._next_offset = offset
+
+    def delete_records_before(self, offset: int) -> None:
+        """stage + commit + complete in one blocking call (tests, tools)."""
+        staged = self.stage_delete_before(offset)
+        if staged is not None:
+            staged.commit()
+            self.complete_delete_before(offset)
 
 
 class StagedWrite:

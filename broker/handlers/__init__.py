@@ -17,7 +17,22 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from protocol.codec import schema_versions
 from protocol.messages import MessageBuilder, response_builder
 
-from . import api_versions, create_topics, fetch, list_offsets, metadata, produce
+from . import (
+    alter_configs,
+    api_versions,
+    create_partitions,
+    create_topics,
+    delete_records,
+    delete_topics,
+    describe_cluster,
+    describe_configs,
+    describe_log_dirs,
+    fetch,
+    incremental_alter_configs,
+    list_offsets,
+    metadata,
+    produce,
+)
 
 if TYPE_CHECKING:
     from broker.broker import Broker
@@ -60,6 +75,14 @@ HANDLER_MODULES = (
     metadata,
     api_versions,
     create_topics,
+    delete_topics,
+    delete_records,
+    describe_configs,
+    alter_configs,
+    create_partitions,
+    describe_log_dirs,
+    incremental_alter_configs,
+    describe_cluster,
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}

@@ -1,0 +1,69 @@
+"""DeleteRecords (key 21): advance partitions' log start offsets.
+
+As Kafka's Partition.deleteRecordsOnLeader: offset -1 means the high
+watermark; a negative offset or one above the high watermark is
+OFFSET_OUT_OF_RANGE; a topic whose cleanup.policy lacks "delete" refuses with
+POLICY_VIOLATION. The answer's low watermark is the resulting log start
+offset (which may be above the requested offset if it already was).
+"""
+
+from __future__ import annotations
+
+import datetime
+import weakref
+
+import trio
+
+from protocol.errors import ErrorCode
+
+API_KEY = 21
+VERSIONS = range(0, 3)
+
+HIGH_WATERMARK = -1
+
+# One deletion at a time per partition: its LevelDB write runs on a worker thread.
+_locks: "weakref.WeakKeyDictionary[object, trio.Lock]" = weakref.WeakKeyDictionary()
+
+
+def _lock(partition) -> trio.Lock:
+    lock = _locks.get(partition)
+    if lock is None:
+        lock = _locks[partition] = trio.Lock()
+    return lock
+
+
+async def _delete(ctx, topic, index: int, requested: int) -> tuple[ErrorCode, int]:
+    broker = ctx.broker
+    partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
+    if partition is None:
+        return ErrorCode.unknown_topic_or_partition, -1
+    policy = broker.topic_config(topic)["cleanup.policy"]
+    if "delete" not in policy.split(","):
+        return ErrorCode.policy_violation, -1
+    async with _lock(partition):
+        high_watermark = partition.high_watermark
+        offset = high_watermark if requested == HIGH_WATERMARK else requested
+        if offset < 0 or offset > high_watermark:
+            return ErrorCode.offset_out_of_range, -1
+        if offset > partition.log.log_start_offset:
+            staged = partition.log.stage_delete_before(offset)
+            if staged is not None:
+                await trio.to_thread.run_sync(staged.commit, limiter=broker.io_limiter)
+                partition.log.complete_delete_before(offset)
+        return ErrorCode.none, partition.log.log_start_offset
+
+
+async def handle(ctx, request):
+    build = ctx.build
+    image = ctx.broker.image
+    topics = []
+    for requested_topic in request.topics:
+        topic = image.topic(requested_topic.name)
+        partitions = []
+        for requested_partition in requested_topic.partitions:
+            index = int(requested_partition.partition_index)
+            error, low_watermark = await _delete(ctx, topic, index, int(requested_partition.offset))
+            partitions.append(build.DeleteRecordsPartitionResult(
+                partition_index=index, low_watermark=low_watermark, error_code=error))
+        topics.append(build.DeleteRecordsTopicResult(name=requested_topic.name, partitions=tuple(partitions)))
+    return build.DeleteRecordsResponse(throttle_time=datetime.timedelta(0), topics=tuple(topics))

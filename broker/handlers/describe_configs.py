@@ -1,0 +1,174 @@
+"""DescribeConfigs (key 32): topic and broker configs with sources and synonyms.
+
+Mirrors Kafka's ConfigHelper: a topic lists every topic config (synonym chain:
+topic override, then the broker properties it falls back to); a broker
+resource named with our node id lists every broker property; the empty name
+is the cluster-wide dynamic default and lists only the keys set there.
+configuration_keys null or empty = all keys; unknown keys are silently left out.
+BROKER_LOGGER answers an empty logger list (Kafka lists its log4j loggers).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from protocol.errors import ErrorCode, KafkaError
+
+from broker.broker import validate_topic_name
+from broker.config import (
+    BROKER_CONFIGS,
+    CONFIG_SOURCE_IDS,
+    CONFIG_TYPE_IDS,
+    TOPIC_CONFIGS,
+    describe_topic_config,
+    effective_broker_value,
+)
+
+API_KEY = 32
+VERSIONS = range(1, 5)
+
+# ConfigResource.Type ids
+TOPIC = 2
+BROKER = 4
+BROKER_LOGGER = 8
+
+# Broker properties that alias one another (most specific first), as Kafka's
+# DynamicBrokerConfig.brokerConfigSynonyms: log.retention.{ms,minutes,hours}, log.roll.{ms,hours}.
+_SYNONYM_GROUPS = [d.synonyms for d in TOPIC_CONFIGS.values() if len(d.synonyms) > 1]
+_ALIASES = ("broker.id", "log.dir")  # listed only when set
+
+
+def broker_synonym_names(key: str) -> tuple[str, ...]:
+    for group in _SYNONYM_GROUPS:
+        if key in group:
+            return group
+    return (key,)
+
+
+def parse_broker_id(name: str) -> int:
+    try:
+        return int(name)
+    except ValueError:
+        raise KafkaError(ErrorCode.invalid_request, f"Broker id must be an integer, but it is: {name}") from None
+
+
+def _wanted(resource, names):
+    keys = resource.configuration_keys
+    if not keys:  # null or empty: everything (ConfigHelperUtils.buildConfigEntries)
+        return list(names)
+    wanted = set(keys)
+    return [n for n in names if n in wanted]
+
+
+def _synonym_tuples(ctx, key: str, per_broker: bool) -> list[tuple[str, str | None, str]]:
+    """Kafka's ConfigHelper.configSynonyms for a broker property."""
+    broker = ctx.broker
+    dynamic = broker.image.broker_configs
+    names = broker_synonym_names(key)
+    defaults = {n: BROKER_CONFIGS[n].default for n in names if BROKER_CONFIGS[n].default is not None}
+    layers = [
+        (dynamic.get(str(broker.node_id), {}), "DYNAMIC_BROKER_CONFIG"),
+        (dynamic.get("", {}), "DYNAMIC_DEFAULT_BROKER_CONFIG"),
+        (broker.config.explicit, "STATIC_BROKER_CONFIG"),
+        (defaults, "DEFAULT_CONFIG"),
+    ]
+    synonyms = [(n, layer[n], source) for layer, source in layers for n in names if n in layer]
+    while synonyms and synonyms[0][0] != key:  # drop synonyms more specific than the described key
+        synonyms.pop(0)
+    if not per_broker:
+        synonyms = [s for s in synonyms if s[2] == "DYNAMIC_DEFAULT_BROKER_CONFIG"]
+    return synonyms
+
+
+def _entry(ctx, request, name, value, source, read_only, sensitive, kafka_type, doc, synonyms):
+    build = ctx.build
+    include_synonyms = bool(request.include_synonyms)
+    include_docs = bool(getattr(request, "include_documentation", False))
+    return build.DescribeConfigsResourceResult(
+        name=name,
+        value=None if sensitive else value,
+        read_only=read_only,
+        config_source=CONFIG_SOURCE_IDS[source],
+        is_sensitive=sensitive,
+        synonyms=tuple(
+            build.DescribeConfigsSynonym(name=n, value=None if sensitive else v, source=CONFIG_SOURCE_IDS[s])
+            for n, v, s in synonyms
+        ) if include_synonyms else (),
+        config_type=CONFIG_TYPE_IDS.get(kafka_type, 0),
+        documentation=(doc or None) if include_docs else None,
+    )
+
+
+def _topic_configs(ctx, request, resource) -> tuple:
+    broker = ctx.broker
+    validate_topic_name(resource.resource_name)
+    topic = broker.image.topic(resource.resource_name)
+    if topic is None:
+        raise KafkaError(ErrorCode.unknown_topic_or_partition, None)  # Kafka sends no message here
+    entries = []
+    for key in _wanted(resource, sorted(TOPIC_CONFIGS)):
+        view = describe_topic_config(key, topic.configs, broker.config, broker.image.broker_configs, broker.node_id)
+        entries.append(_entry(ctx, request, key, view.value, view.source, view.read_only, view.sensitive,
+                              view.kafka_type, view.doc, view.synonyms))
+    return tuple(entries)
+
+
+def _broker_configs(ctx, request, resource) -> tuple:
+    broker = ctx.broker
+    name = resource.resource_name
+    entries = []
+    if not name:  # cluster-wide dynamic defaults only
+        defaults = broker.image.broker_configs.get("", {})
+        for key in _wanted(resource, sorted(k for k in defaults if k in BROKER_CONFIGS)):
+            definition = BROKER_CONFIGS[key]
+            synonyms = _synonym_tuples(ctx, key, per_broker=False)
+            source = synonyms[0][2] if synonyms else "DEFAULT_CONFIG"
+            entries.append(_entry(ctx, request, key, defaults[key], source, definition.read_only,
+                                  definition.sensitive, definition.kafka_type, definition.doc, synonyms))
+        return tuple(entries)
+    if parse_broker_id(name) != broker.node_id:
+        raise KafkaError(ErrorCode.invalid_request,
+                         f"Unexpected broker id, expected {broker.node_id} or empty string, but received {name}")
+    for key in _wanted(resource, sorted(BROKER_CONFIGS)):
+        definition = BROKER_CONFIGS[key]
+        value, _ = effective_broker_value(broker.config, broker.image.broker_configs, broker.node_id, key)
+        if key in _ALIASES and value is None:
+            continue
+        synonyms = _synonym_tuples(ctx, key, per_broker=True)
+        source = synonyms[0][2] if synonyms else "DEFAULT_CONFIG"
+        entries.append(_entry(ctx, request, key, value, source, definition.read_only, definition.sensitive,
+                              definition.kafka_type, definition.doc, synonyms))
+    return tuple(entries)
+
+
+def _logger_configs(ctx, request, resource) -> tuple:
+    name = resource.resource_name
+    if not name:
+        raise KafkaError(ErrorCode.invalid_request, "Broker id must not be empty")
+    if parse_broker_id(name) != ctx.broker.node_id:
+        raise KafkaError(ErrorCode.invalid_request,
+                         f"Unexpected broker id, expected {ctx.broker.node_id} but received {name}")
+    return ()
+
+
+async def handle(ctx, request):
+    build = ctx.build
+    results = []
+    for resource in request.resources:
+        resource_type = int(resource.resource_type)
+        try:
+            if resource_type == TOPIC:
+                configs = _topic_configs(ctx, request, resource)
+            elif resource_type == BROKER:
+                configs = _broker_configs(ctx, request, resource)
+            elif resource_type == BROKER_LOGGER:
+                configs = _logger_configs(ctx, request, resource)
+            else:
+                raise KafkaError(ErrorCode.invalid_request, f"Unsupported resource type: {resource_type}")
+            error, message = ErrorCode.none, None
+        except KafkaError as exc:
+            configs, error, message = (), exc.code, exc.message
+        results.append(build.DescribeConfigsResult(
+            error_code=error, error_message=message, resource_type=resource.resource_type,
+            resource_name=resource.resource_name, configs=configs))
+    return build.DescribeConfigsResponse(throttle_time=datetime.timedelta(0), results=tuple(results))

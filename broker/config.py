@@ -165,10 +165,11 @@ TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
 
 
 def _broker_value_as_topic_value(broker_key: str, value: str) -> str:
-    if broker_key.endswith(".hours"):
-        return str(int(value) * _HOURS_TO_MS)
-    if broker_key.endswith(".minutes"):
-        return str(int(value) * 60 * 1000)
+    """log.retention.hours=168 -> retention.ms=604800000; any negative means unlimited (-1), as in Kafka."""
+    for suffix, factor in ((".hours", _HOURS_TO_MS), (".minutes", 60 * 1000)):
+        if broker_key.endswith(suffix):
+            number = int(value)
+            return "-1" if number < 0 else str(number * factor)
     return value
 
 
@@ -201,12 +202,11 @@ def parse_properties(text: str) -> dict[str, str]:
         line = raw.strip()
         if not line or line[0] in "#!":
             continue
-        for separator in ("=", ":"):
-            if separator in line:
-                key, value = line.split(separator, 1)
-                break
-        else:
+        # Like java.util.Properties: the first '=' or ':' separates key and value.
+        positions = [p for p in (line.find("="), line.find(":")) if p >= 0]
+        if not positions:
             raise ConfigError(f"line {line_number}: expected key=value, got {raw!r}")
+        key, value = line[: min(positions)], line[min(positions) + 1 :]
         result[key.strip()] = value.strip()
     return result
 

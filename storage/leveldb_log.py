@@ -223,7 +223,8 @@ class PartitionLog:
         del self._sizes[:keep_from]
         self.log_start_offset = offset
         if offset > self.log_end_offset:  # only reachable through direct calls; Kafka caps at the high watermark
-            self.log_end_offset = self._next_offset = offset
+            self.log_end_offset = offset
+            self._next_offset = max(self._next_offset, offset)  # never reuse offsets of an in-flight append
 
     def delete_records_before(self, offset: int) -> None:
         """stage + commit + complete in one blocking call (tests, tools)."""

@@ -47,16 +47,16 @@ async def handle(ctx, request):
     broker = ctx.broker
     build = ctx.build
     results = []
-    seen: set[str] = set()
+    names = [topic.name for topic in request.topics]
+    duplicated = {name for name in names if names.count(name) > 1}
     for topic in request.topics:
         spec = _spec(topic)
-        if topic.name in seen:
+        if topic.name in duplicated:  # Kafka creates none of the entries with a repeated name
             results.append(build.CreatableTopicResult(
                 name=topic.name, topic_id=None, error_code=ErrorCode.invalid_request,
                 error_message=f"Create topics request from client `{ctx.client_id}` contains multiple entries for the topic `{topic.name}`.",
                 topic_config_error_code=0, num_partitions=-1, replication_factor=-1, configs=None))
             continue
-        seen.add(topic.name)
         try:
             created = await broker.create_topic(spec, validate_only=bool(request.validate_only))
         except KafkaError as exc:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime
 
 from protocol.errors import ErrorCode, KafkaError
-from protocol.messages import has_field
+
+from broker.broker import validate_topic_name
 
 API_KEY = 3
 VERSIONS = range(0, 14)
@@ -72,6 +73,12 @@ async def handle(ctx, request):
                     topics.append(topic_response(ctx, topic))
                 continue
             topic = broker.image.topic(name)
+            if topic is None:
+                try:
+                    validate_topic_name(name)
+                except KafkaError as exc:
+                    topics.append(error_topic(ctx, name, None, exc.code))
+                    continue
             if topic is None and allow_create:
                 try:
                     topic = await broker.auto_create_topic(name)

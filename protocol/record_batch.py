@@ -203,3 +203,82 @@ def record_timestamps(batch: bytes) -> list[tuple[int, int]]:
         result.append((header.base_offset + offset_delta, header.base_timestamp + timestamp_delta))
         position = end
     return result
+
+
+# -- building and reading whole records (internal topics: __consumer_offsets, markers) --
+
+
+def _write_varint(out: bytearray, value: int) -> None:
+    raw = (value << 1) ^ (value >> 63)
+    while True:
+        byte = raw & 0x7F
+        raw >>= 7
+        if raw:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return
+
+
+def _write_varbytes(out: bytearray, data: bytes | None) -> None:
+    if data is None:
+        _write_varint(out, -1)
+    else:
+        _write_varint(out, len(data))
+        out += data
+
+
+def build_batch(
+    records: list[tuple[bytes | None, bytes | None]],
+    timestamp_ms: int,
+    *,
+    attributes: int = 0,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+) -> bytes:
+    """An uncompressed magic-v2 batch of (key, value) records, base offset 0, valid CRC."""
+    body = bytearray()
+    for delta, (key, value) in enumerate(records):
+        record = bytearray(b"\x00")  # record attributes
+        _write_varint(record, 0)  # timestamp delta
+        _write_varint(record, delta)
+        _write_varbytes(record, key)
+        _write_varbytes(record, value)
+        _write_varint(record, 0)  # no headers
+        _write_varint(body, len(record))
+        body += record
+    header = bytearray(HEADER.pack(
+        0, HEADER_SIZE - LOG_OVERHEAD + len(body), -1, 2, 0, attributes, len(records) - 1,
+        timestamp_ms, timestamp_ms, producer_id, producer_epoch, base_sequence, len(records),
+    ))
+    batch = header + body
+    _CRC.pack_into(batch, 17, crc32c(memoryview(batch)[CRC_START:]))
+    return bytes(batch)
+
+
+def _read_varbytes(data: bytes, position: int) -> tuple[bytes | None, int]:
+    length, position = _read_varint(data, position)
+    if length < 0:
+        return None, position
+    return data[position : position + length], position + length
+
+
+def iter_records(batch: bytes) -> list[tuple[int, int, bytes | None, bytes | None]]:
+    """(offset, timestamp, key, value) of every record in a stored batch (headers skipped)."""
+    header = parse_header(batch)
+    records = decompress_records(header.compression, bytes(batch[HEADER_SIZE : header.size]))
+    result = []
+    position = 0
+    for _ in range(header.records_count):
+        length, position = _read_varint(records, position)
+        end = position + length
+        position += 1  # attributes
+        timestamp_delta, position = _read_varint(records, position)
+        offset_delta, position = _read_varint(records, position)
+        key, position = _read_varbytes(records, position)
+        value, position = _read_varbytes(records, position)
+        timestamp = header.max_timestamp if header.attributes & TIMESTAMP_TYPE_BIT else header.base_timestamp + timestamp_delta
+        result.append((header.base_offset + offset_delta, timestamp, key, value))
+        position = end
+    return result

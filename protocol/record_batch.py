@@ -191,18 +191,7 @@ def record_timestamps(batch: bytes) -> list[tuple[int, int]]:
     header = parse_header(batch)
     if header.attributes & TIMESTAMP_TYPE_BIT:  # LogAppendTime: every record has the batch's time
         return [(header.base_offset + i, header.max_timestamp) for i in range(header.last_offset_delta + 1)]
-    records = decompress_records(header.compression, bytes(batch[HEADER_SIZE:]))
-    result = []
-    position = 0
-    for _ in range(header.records_count):
-        length, position = _read_varint(records, position)
-        end = position + length
-        position += 1  # attributes
-        timestamp_delta, position = _read_varint(records, position)
-        offset_delta, position = _read_varint(records, position)
-        result.append((header.base_offset + offset_delta, header.base_timestamp + timestamp_delta))
-        position = end
-    return result
+    return [(offset, timestamp) for offset, timestamp, _, _ in iter_records(batch)]
 
 
 # -- building and reading whole records (internal topics: __consumer_offsets, markers) --

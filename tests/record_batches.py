@@ -19,6 +19,7 @@ All varints are zigzag-encoded.
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass, field
 
 import cramjam
@@ -242,6 +243,13 @@ def simple_batch(count: int = 1, *, value_size: int = 10, prefix: bytes = b"v", 
         for i in range(count)
     ]
     return build_batch(records, compression=compression)
+
+
+def value_batch(values: list[bytes], timestamp_ms: int | None = None) -> bytes:
+    """One uncompressed record per value (no key, no headers), all at `timestamp_ms`
+    (now unless told), as a plain producer would send them."""
+    timestamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    return build_batch([Record(value=value, timestamp=timestamp) for value in values])
 
 
 # -- decoding -------------------------------------------------------------------

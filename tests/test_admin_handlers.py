@@ -6,17 +6,15 @@ a confluent-kafka AdminClient round trip."""
 from __future__ import annotations
 
 import datetime
-import struct
-import time
 import uuid
 
-import crc32c
 import pytest
 import trio
 
 from broker.config import BROKER_CONFIGS, TOPIC_CONFIGS
 from protocol.errors import ErrorCode
 from protocol.messages import request_builder
+from record_batches import value_batch
 
 TIMEOUT = datetime.timedelta(seconds=30)
 
@@ -26,37 +24,6 @@ TOPIC_SOURCE, BROKER_SOURCE, DEFAULT_BROKER_SOURCE, STATIC_SOURCE, DEFAULT_SOURC
 TOPIC, BROKER, BROKER_LOGGER = 2, 4, 8
 # IncrementalAlterConfigs operations
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
-
-
-# -- record batches -------------------------------------------------------------------------
-
-def _varint(value: int) -> bytes:
-    value = (value << 1) ^ (value >> 63)  # zigzag
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _bytes_field(data: bytes | None) -> bytes:
-    return _varint(-1) if data is None else _varint(len(data)) + data
-
-
-def record_batch(values: list[bytes], timestamp_ms: int | None = None) -> bytes:
-    """An uncompressed magic-2 batch with one record per value (no key, no headers)."""
-    timestamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-    records = b""
-    for delta, value in enumerate(values):
-        body = b"\x00" + _varint(0) + _varint(delta) + _bytes_field(None) + _bytes_field(value) + _varint(0)
-        records += _varint(len(body)) + body
-    after_crc = struct.pack(">hiqqqhii", 0, len(values) - 1, timestamp, timestamp, -1, -1, -1, len(values)) + records
-    after_length = struct.pack(">ibI", -1, 2, crc32c.crc32c(after_crc)) + after_crc
-    return struct.pack(">qi", 0, len(after_length)) + after_length
 
 
 # -- request helpers --------------------------------------------------------------------------
@@ -82,7 +49,7 @@ async def produce(client, topic: str, partition: int, values: list[bytes]):
     response = await client.request(b.ProduceRequest(
         transactional_id=None, acks=-1, timeout=TIMEOUT,
         topic_data=(b.TopicProduceData(name=topic, partition_data=(
-            b.PartitionProduceData(index=partition, records=record_batch(values)),)),)))
+            b.PartitionProduceData(index=partition, records=value_batch(values)),)),)))
     return response.responses[0].partition_responses[0]
 
 

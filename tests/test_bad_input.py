@@ -15,20 +15,15 @@ from __future__ import annotations
 
 import datetime
 import io
-import json
 import os
 import random
 import selectors
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -39,118 +34,15 @@ from kio.serial import entity_writer
 from protocol.codec import decode_response, encode_request, response_type
 from protocol.framing import FrameDecoder, FrameError, frame
 from protocol.messages import request_builder
-from protocol.record_batch import HEADER, HEADER_SIZE, LOG_OVERHEAD, CRC_START
-from crc32c import crc32c
+from broker_process import BrokerProcess
+from record_batches import value_batch
 
-READY_TIMEOUT_S = 30.0
-STOP_GRACE_S = 10.0
 IO_TIMEOUT_S = 10.0
 RSS_LIMIT_BYTES = 50 * 1024 * 1024
 
 UNSUPPORTED_VERSION = 35
 CORRUPT_MESSAGE = 2
 INVALID_RECORD = 87
-
-
-# -- the broker subprocess ------------------------------------------------------
-
-
-class BrokerProcess:
-    """`lodestream serve` on port 0 with its own data dir; stopped by the fixture."""
-
-    def __init__(self, base_dir: Path, overrides: dict[str, str] | None = None) -> None:
-        self.base_dir = base_dir
-        self.data_dir = base_dir / "data"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.ready_path = self.data_dir / "ready.json"
-        self.log_path = base_dir / "broker.log"
-        self.overrides = overrides or {}
-        self.proc: subprocess.Popen | None = None
-        self.host = "127.0.0.1"
-        self.port = 0
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the broker log, without native stack-frame lines (a Rust
-        or C backtrace would push the message that matters out of the tail)."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "<no broker log>"
-        kept = [line for line in text.splitlines() if not line.lstrip().startswith("at ")
-                and not line[:6].strip().rstrip(":").isdigit()]
-        return "\n".join(kept[-lines:])
-
-    def start(self) -> None:
-        assert self.proc is None
-        self.ready_path.unlink(missing_ok=True)
-        exe = Path(sys.executable).parent / "lodestream"
-        cmd = [str(exe), "serve",
-               "--override", "listeners=PLAINTEXT://127.0.0.1:0",
-               "--override", f"log.dirs={self.data_dir}",
-               "--ready-file", str(self.ready_path),
-               "--log-level", "INFO"]
-        for key, value in self.overrides.items():
-            cmd += ["--override", f"{key}={value}"]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if self.proc.poll() is not None:
-                rc = self.proc.returncode
-                self.proc = None
-                pytest.fail(f"broker exited with {rc} before becoming ready; log tail:\n{self.log_tail()}")
-            if self.ready_path.exists():
-                info = json.loads(self.ready_path.read_text())
-                host, port = info["listeners"]["PLAINTEXT"].rsplit(":", 1)
-                self.host, self.port = host, int(port)
-                assert info["pid"] == self.proc.pid
-                return
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"broker not ready within {READY_TIMEOUT_S}s; log tail:\n{self.log_tail()}")
-            time.sleep(0.05)  # poll interval inside a deadline loop
-
-    def stop(self) -> int | None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                return proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                return proc.wait(timeout=STOP_GRACE_S)
-        return proc.returncode
-
-    def wait_dead(self, timeout: float) -> bool:
-        """True if the process exits within `timeout` (used after a refused connection)."""
-        if self.proc is None:
-            return True
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def rss(self) -> int:
-        assert self.proc is not None
-        return psutil.Process(self.proc.pid).memory_info().rss
-
-    def assert_alive(self, after: str) -> None:
-        assert self.alive(), f"broker died after {after}; log tail:\n{self.log_tail()}"
 
 
 # -- a synchronous raw client -------------------------------------------------------
@@ -276,35 +168,6 @@ def fetch_request(topic: str, partition: int, offset: int, version: int = 12):
         forgotten_topics_data=(), rack_id="")
 
 
-def _varint(value: int) -> bytes:
-    zigzag = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while True:
-        byte = zigzag & 0x7F
-        zigzag >>= 7
-        if zigzag:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def record_batch(values: list[bytes], timestamp_ms: int | None = None) -> bytes:
-    """An uncompressed magic-v2 record batch with a correct CRC32C."""
-    timestamp_ms = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-    records = bytearray()
-    for delta, value in enumerate(values):
-        body = (b"\x00" + _varint(0) + _varint(delta) + _varint(-1)
-                + _varint(len(value)) + value + _varint(0))
-        records += _varint(len(body)) + body
-    length = HEADER_SIZE + len(records)
-    header = bytearray(HEADER.pack(0, length - LOG_OVERHEAD, -1, 2, 0, 0, len(values) - 1,
-                                   timestamp_ms, timestamp_ms, -1, -1, -1, len(values)))
-    batch = header + records
-    struct.pack_into(">I", batch, 17, crc32c(bytes(batch[CRC_START:])))
-    return bytes(batch)
-
-
 def ensure_topic(address: tuple[str, int], topic: str) -> None:
     """Auto-create a topic through Metadata and wait until it has a leader."""
     deadline = time.monotonic() + 20
@@ -324,7 +187,7 @@ def well_behaved_raw_roundtrip(address: tuple[str, int], topic: str) -> None:
     with RawConnection(address) as conn:
         versions = conn.request(api_versions_request())
         assert versions.error_code == 0
-        batch = record_batch([b"hello", b"world"])
+        batch = value_batch([b"hello", b"world"])
         produced = conn.request(produce_request(topic, 0, batch))
         part = produced.responses[0].partition_responses[0]
         assert part.error_code == 0, part
@@ -509,7 +372,7 @@ def check_api_versions_v99(address) -> None:
 
 
 def corrupt_batches(topic: str) -> list[tuple[str, bytes, set[int]]]:
-    good = record_batch([b"a", b"b", b"c"])
+    good = value_batch([b"a", b"b", b"c"])
     bad_crc = bytearray(good)
     bad_crc[17] ^= 0xFF
     flipped_payload = bytearray(good)
@@ -538,7 +401,7 @@ def send_corrupt_produce(address, topic: str) -> None:
             assert int(part.error_code) in expected, f"{label}: got error {part.error_code}, want {expected}"
             assert part.base_offset == -1, f"{label}: a rejected batch was given offset {part.base_offset}"
         # Same connection: a good batch is accepted at offset 0 (nothing corrupt was appended).
-        response = conn.request(produce_request(topic, 0, record_batch([b"ok"])))
+        response = conn.request(produce_request(topic, 0, value_batch([b"ok"])))
         part = response.responses[0].partition_responses[0]
         assert part.error_code == 0 and part.base_offset == 0, part
         fetched = conn.request(fetch_request(topic, 0, 0)).responses[0].partitions[0]

@@ -15,22 +15,16 @@ hold strictly increasing sequence numbers.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-READY_TIMEOUT_S = 30.0
-STOP_GRACE_S = 10.0
+from broker_process import BrokerProcess
+
 PARTITIONS = 3
 ACKED_BEFORE_KILL = 3000  # per kill cycle
 MAX_OUTSTANDING = 2000  # unacknowledged messages the producer may hold
@@ -38,85 +32,12 @@ PRODUCE_DEADLINE_S = 20.0
 CONSUME_DEADLINE_S = 20.0
 
 
-class BrokerProcess:
-    """`lodestream serve` on port 0; restartable on the same data dir."""
-
-    def __init__(self, base_dir: Path, overrides: dict[str, str] | None = None) -> None:
-        self.data_dir = base_dir / "data"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.ready_path = self.data_dir / "ready.json"
-        self.log_path = base_dir / "broker.log"
-        self.overrides = overrides or {}
-        self.proc: subprocess.Popen | None = None
-        self.bootstrap = ""
-        self.starts = 0
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "<no broker log>"
-
-    def start(self) -> None:
-        assert self.proc is None
-        self.ready_path.unlink(missing_ok=True)
-        exe = Path(sys.executable).parent / "lodestream"
-        cmd = [str(exe), "serve",
-               "--override", "listeners=PLAINTEXT://127.0.0.1:0",
-               "--override", f"log.dirs={self.data_dir}",
-               "--ready-file", str(self.ready_path),
-               "--log-level", "INFO"]
-        for key, value in self.overrides.items():
-            cmd += ["--override", f"{key}={value}"]
-        self.starts += 1
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n===== test: start #{self.starts}\n".encode())
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if self.proc.poll() is not None:
-                rc, self.proc = self.proc.returncode, None
-                pytest.fail(f"broker exited with {rc} before becoming ready; log tail:\n{self.log_tail()}")
-            if self.ready_path.exists():
-                info = json.loads(self.ready_path.read_text())
-                assert info["pid"] == self.proc.pid
-                self.bootstrap = info["listeners"]["PLAINTEXT"]
-                return
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"broker not ready within {READY_TIMEOUT_S}s; log tail:\n{self.log_tail()}")
-            time.sleep(0.05)  # poll interval inside a deadline loop
-
-    def kill(self) -> None:
-        """SIGKILL and reap."""
-        proc, self.proc = self.proc, None
-        assert proc is not None and proc.poll() is None, f"broker was not running; log tail:\n{self.log_tail()}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=STOP_GRACE_S)
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after a grace period. Returns the exit status."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                return proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=STOP_GRACE_S)
-                pytest.fail(f"broker ignored SIGTERM for {STOP_GRACE_S}s; log tail:\n{self.log_tail()}")
-        return proc.returncode
-
-
 @pytest.fixture
 def make_broker(tmp_path):
     started: list[BrokerProcess] = []
 
     def make(overrides: dict[str, str] | None = None) -> BrokerProcess:
-        broker = BrokerProcess(tmp_path / f"broker{len(started)}", overrides)
+        broker = BrokerProcess(tmp_path / f"broker{len(started)}", overrides, fail_on_ignored_sigterm=True)
         started.append(broker)
         broker.start()
         return broker

@@ -1,4 +1,4 @@
-"""In-process broker fixtures: a real Broker on a real loopback socket, port 0."""
+"""Fixtures for the in-process tests; helpers live in importable modules beside this file."""
 
 from __future__ import annotations
 
@@ -10,32 +10,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from broker.broker import Broker  # noqa: E402
-from broker.config import BrokerConfig  # noqa: E402
-from broker.server import serve_listeners  # noqa: E402
-from wire_client import WireClient  # noqa: E402
-
-
-class RunningBroker:
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-
-    @property
-    def port(self) -> int:
-        return self.broker.bound_listeners[0].port
-
-    async def client(self) -> WireClient:
-        return await WireClient.connect(self.port)
-
-
-async def start_broker(nursery: trio.Nursery, data_dir: Path, **overrides: str) -> RunningBroker:
-    settings = {"listeners": "PLAINTEXT://127.0.0.1:0", "log.dirs": str(data_dir), **overrides}
-    broker = Broker(BrokerConfig(settings))
-    broker.open()
-    nursery.start_soon(broker.replicas.run_committer)
-    nursery.start_soon(broker.replicas.run_flusher)
-    await nursery.start(serve_listeners, broker)
-    return RunningBroker(broker)
+from inprocess_broker import start_broker  # noqa: E402
 
 
 @pytest.fixture

@@ -1,0 +1,49 @@
+"""FindCoordinator (key 10): this broker coordinates every group (it leads every
+__consumer_offsets partition); v4+ batches several keys."""
+
+from __future__ import annotations
+
+import datetime
+
+from protocol.errors import ErrorCode, KafkaError
+
+API_KEY = 10
+VERSIONS = range(0, 7)
+
+GROUP_KEY, TRANSACTION_KEY = 0, 1
+
+
+async def _lookup(ctx, key: str, key_type: int) -> tuple[ErrorCode, str | None]:
+    if key_type == GROUP_KEY:
+        if not key:
+            return ErrorCode.invalid_request, "Group id must not be empty."
+        try:
+            await ctx.broker.groups.ensure_loaded()  # creates __consumer_offsets on first use
+        except KafkaError as exc:
+            return exc.code, exc.message
+        return ErrorCode.none, None
+    if key_type == TRANSACTION_KEY:
+        return ErrorCode.none, None  # a single node coordinates every transactional id
+    return ErrorCode.invalid_request, f"Unknown coordinator key type {key_type}"
+
+
+async def handle(ctx, request):
+    build = ctx.build
+    listener = ctx.broker.bound_listeners[0]
+    node, host, port = ctx.broker.node_id, listener.advertised_host, listener.advertised_port
+    key_type = int(getattr(request, "key_type", GROUP_KEY))
+    if ctx.api_version < 4:
+        error, message = await _lookup(ctx, request.key, key_type)
+        ok = error == ErrorCode.none
+        return build.FindCoordinatorResponse(
+            throttle_time=datetime.timedelta(0), error_code=error,
+            error_message=message if not ok else None,
+            node_id=node if ok else -1, host=host if ok else "", port=port if ok else -1)
+    coordinators = []
+    for key in request.coordinator_keys:
+        error, message = await _lookup(ctx, key, key_type)
+        ok = error == ErrorCode.none
+        coordinators.append(build.Coordinator(
+            key=key, node_id=node if ok else -1, host=host if ok else "", port=port if ok else -1,
+            error_code=error, error_message=message if not ok else None))
+    return build.FindCoordinatorResponse(throttle_time=datetime.timedelta(0), coordinators=tuple(coordinators))

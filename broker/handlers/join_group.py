@@ -1,0 +1,58 @@
+"""JoinGroup (key 11): classic group membership (broker/groups/classic.py)."""
+
+from __future__ import annotations
+
+import datetime
+
+from broker.groups.classic import JoinRequest, join_group
+
+API_KEY = 11
+VERSIONS = range(0, 10)
+
+
+def millis(value) -> int:
+    if isinstance(value, datetime.timedelta):
+        return int(value / datetime.timedelta(milliseconds=1))
+    return int(value)
+
+
+def client_host(ctx) -> str:
+    host = ctx.peer.rsplit(":", 1)[0] if ":" in ctx.peer else ctx.peer
+    return "/" + host.strip("[]")
+
+
+async def handle(ctx, request):
+    build = ctx.build
+    session = millis(request.session_timeout)
+    rebalance = millis(getattr(request, "rebalance_timeout", session))
+    if rebalance < 0 or ctx.api_version == 0:
+        rebalance = session
+    result = await join_group(ctx.broker.groups, JoinRequest(
+        group_id=request.group_id,
+        member_id=request.member_id,
+        group_instance_id=getattr(request, "group_instance_id", None),
+        protocol_type=request.protocol_type,
+        protocols=[(p.name, bytes(p.metadata)) for p in request.protocols],
+        session_timeout_ms=session,
+        rebalance_timeout_ms=rebalance,
+        client_id=ctx.client_id or "",
+        client_host=client_host(ctx),
+        api_version=ctx.api_version,
+        reason=getattr(request, "reason", None),
+    ))
+    members = tuple(
+        build.JoinGroupResponseMember(member_id=member_id, group_instance_id=instance_id, metadata=metadata)
+        for member_id, instance_id, metadata in result.members
+    )
+    return build.JoinGroupResponse(
+        throttle_time=datetime.timedelta(0),
+        error_code=result.error,
+        generation_id=result.generation_id,
+        protocol_type=result.protocol_type,
+        # v0-v6 have a non-nullable protocol name: "" when there is none.
+        protocol_name=result.protocol_name if (result.protocol_name is not None or ctx.api_version >= 7) else "",
+        leader=result.leader,
+        skip_assignment=result.skip_assignment,
+        member_id=result.member_id,
+        members=members,
+    )

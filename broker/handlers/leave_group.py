@@ -1,0 +1,32 @@
+"""LeaveGroup (key 13): one member (v0-v2) or a batch of members (v3+, KIP-345)."""
+
+from __future__ import annotations
+
+import datetime
+
+from protocol.errors import ErrorCode
+
+from broker.groups.classic import leave_group
+
+API_KEY = 13
+VERSIONS = range(0, 6)
+
+
+async def handle(ctx, request):
+    build = ctx.build
+    if ctx.api_version < 3:
+        members = [(request.member_id, None, None)]
+    else:
+        members = [(m.member_id, m.group_instance_id, getattr(m, "reason", None)) for m in request.members]
+    top, errors = await leave_group(ctx.broker.groups, request.group_id, members)
+    if ctx.api_version < 3:
+        # A single member: its error is the response's error (Kafka's LeaveGroupResponse does the same).
+        if top == ErrorCode.none and errors:
+            top = errors[0]
+        return build.LeaveGroupResponse(throttle_time=datetime.timedelta(0), error_code=top)
+    responses = tuple(
+        build.MemberResponse(member_id=member_id, group_instance_id=instance_id, error_code=error)
+        for (member_id, instance_id, _), error in zip(members, errors)
+    )
+    return build.LeaveGroupResponse(throttle_time=datetime.timedelta(0), error_code=top,
+                                    members=responses if top == ErrorCode.none else ())

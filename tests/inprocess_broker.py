@@ -1,0 +1,35 @@
+"""A real Broker on a real loopback socket (port 0), inside the test's trio run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from broker.broker import Broker
+from broker.config import BrokerConfig
+from broker.server import serve_listeners
+from wire_client import WireClient
+
+
+class RunningBroker:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    @property
+    def port(self) -> int:
+        return self.broker.bound_listeners[0].port
+
+    async def client(self) -> WireClient:
+        return await WireClient.connect(self.port)
+
+
+async def start_broker(nursery: trio.Nursery, data_dir: Path, **overrides: str) -> RunningBroker:
+    settings = {"listeners": "PLAINTEXT://127.0.0.1:0", "log.dirs": str(data_dir), **overrides}
+    broker = Broker(BrokerConfig(settings))
+    broker.open()
+    nursery.start_soon(broker.replicas.run_committer)
+    nursery.start_soon(broker.replicas.run_flusher)
+    await nursery.start(broker.groups.run)
+    await nursery.start(serve_listeners, broker)
+    return RunningBroker(broker)

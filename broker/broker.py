@@ -30,13 +30,18 @@ from .config import (
     validate_broker_config,
     validate_topic_config,
 )
+from .groups.coordinator import BrokerGroupLog, GroupCoordinator
+from .groups.offsets_log import OFFSETS_TOPIC
 from .listeners import ListenerSpec, parse_listeners, parse_quorum_voters
+from .metrics import BrokerMetrics
 from .replica_manager import ReplicaManager
 
 log = logging.getLogger(__name__)
 
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_TOPIC_NAME_LENGTH = 249
+# Kafka's Topic.INTERNAL_TOPICS: flagged is_internal in Metadata.
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state", "__share_group_state"})
 MAX_PARTITIONS = 10_000
 
 
@@ -93,6 +98,9 @@ class Broker:
         self.store: LogStore | None = None
         self.replicas: ReplicaManager | None = None
         self._metadata_lock = trio.Lock()
+        self.groups: GroupCoordinator | None = None  # the group coordinator (broker/groups)
+        self.connections: set = set()  # server.Connection objects, for metrics
+        self.metrics = BrokerMetrics(self)  # a registry of its own: several brokers may share a process
 
     # -- start-up / shut-down -----------------------------------------------------
     def open(self) -> None:
@@ -105,7 +113,8 @@ class Broker:
         self.quorum.start()
         self.store = LogStore(self.data_dir / "log", sync_writes=self.config.sync_on_append)
         self.replicas = ReplicaManager(
-            self.store, self.config.sync_on_append, self.config.flush_interval_seconds, self.io_limiter
+            self.store, self.config.sync_on_append, self.config.flush_interval_seconds, self.io_limiter,
+            metrics=self.metrics,
         )
         self._reconcile(self.quorum.image)
         # Drop data of topics deleted while their files were being removed.
@@ -113,6 +122,9 @@ class Broker:
         for topic_id, index in self.store.existing_partitions() - live:
             log.info("dropping orphaned partition data %s-%d", topic_id, index)
             self.store.drop_partition(topic_id, index)
+        # Groups and committed offsets: replay __consumer_offsets before serving.
+        self.groups = GroupCoordinator(self.broker_config_value, BrokerGroupLog(self))
+        self.groups.load()
 
     def _raft_address(self) -> str:
         if self.controller_specs:
@@ -234,8 +246,29 @@ class Broker:
             log.info("created topic %s (%s) with %d partitions", spec.name, topic_id, count)
             return image.topics_by_id[topic_id]
 
+    async def create_internal_topic(self, name: str, num_partitions: int, configs: dict[str, str]) -> TopicImage:
+        """Create an internal topic (__consumer_offsets) with its own partition count and configs.
+
+        Skips the broker defaults and CreateTopics' validation; a concurrent creation is tolerated."""
+        async with self._metadata_lock:
+            existing = self.image.topic(name)
+            if existing is not None:
+                return existing
+            topic_id = uuid.uuid4()
+            records: list[MetadataRecord] = [TopicRecord(name, topic_id)]
+            records += [ConfigRecord("topic", name, k, v) for k, v in configs.items()]
+            records += [PartitionRecord(topic_id, i, (self.node_id,), self.node_id, 0) for i in range(num_partitions)]
+            image = await self.propose(records)
+            log.info("created internal topic %s (%s) with %d partitions", name, topic_id, num_partitions)
+            return image.topics_by_id[topic_id]
+
     async def auto_create_topic(self, name: str) -> TopicImage:
         """Create a topic with broker defaults, tolerating a concurrent creation."""
+        if name == OFFSETS_TOPIC and self.groups is not None:  # created with its own settings, as in Kafka
+            await self.groups.ensure_loaded()
+            topic = self.image.topic(name)
+            assert topic is not None
+            return topic
         try:
             created = await self.create_topic(TopicSpec(name))
             assert created is not None
@@ -256,6 +289,7 @@ class Broker:
                 raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic '{topic.name}' does not exist.")
             await self.propose([RemoveTopicRecord(topic.topic_id)])
             await self.replicas.drop_topic(topic.topic_id)
+            self.metrics.forget_topic(topic.name)
             log.info("deleted topic %s (%s)", topic.name, topic.topic_id)
 
     async def create_partitions(self, name: str, count: int, assignments: list[list[int]] | None, validate_only: bool) -> None:

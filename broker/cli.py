@@ -1,4 +1,4 @@
-"""`lodestream serve`: run one broker process."""
+"""`lodestream serve`: run one broker process. `lodestream topics|groups|configs`: see admin_cli.py."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ import logging
 import os
 import signal
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import trio
 
+from . import admin_cli
 from .broker import Broker
 from .config import BrokerConfig, ConfigError
 from .server import serve_listeners
 
 log = logging.getLogger("lodestream")
+
+SERVICES_GROUP = "lodestream.services"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,15 +33,34 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--ready-file", type=Path,
                        help="write {\"listeners\": {NAME: host:port}} here once listening (for tests and tools)")
+    admin_cli.add_subcommands(sub)
     return parser
 
 
-def _write_ready_file(path: Path, broker: Broker) -> None:
-    content = {"listeners": {b.name: f"{b.advertised_host}:{b.port}" for b in broker.bound_listeners},
+def _write_ready_file(path: Path, broker: Broker, services: dict[str, str]) -> None:
+    listeners = {b.name: f"{b.advertised_host}:{b.port}" for b in broker.bound_listeners}
+    listeners.update(services)
+    content = {"listeners": listeners,
                "cluster_id": broker.cluster_id, "node_id": broker.node_id, "pid": os.getpid()}
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(content))
     temporary.replace(path)
+
+
+def _services() -> list:
+    """Extra services registered under the `lodestream.services` entry-point group (the REST API
+    registers itself there: the broker never imports it). Each is `async def(broker, *, task_status)`
+    and reports its address (or None when disabled) through task_status.started."""
+    return sorted(entry_points(group=SERVICES_GROUP), key=lambda entry: entry.name)
+
+
+async def _start_services(nursery: trio.Nursery, broker: Broker) -> dict[str, str]:
+    addresses: dict[str, str] = {}
+    for entry in _services():
+        address = await nursery.start(entry.load(), broker)
+        if address:
+            addresses[entry.name.upper()] = address if isinstance(address, str) else ",".join(address)
+    return addresses
 
 
 async def run_broker(config: BrokerConfig, ready_file: Path | None) -> None:
@@ -50,9 +73,11 @@ async def run_broker(config: BrokerConfig, ready_file: Path | None) -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(replicas.run_committer)
                 nursery.start_soon(replicas.run_flusher)
+                await nursery.start(broker.groups.run)
                 await nursery.start(serve_listeners, broker)
+                services = await _start_services(nursery, broker)
                 if ready_file is not None:
-                    _write_ready_file(ready_file, broker)
+                    _write_ready_file(ready_file, broker, services)
                 log.info("broker %d ready, cluster %s, data in %s", broker.node_id, broker.cluster_id, broker.data_dir)
                 async for received in signals:
                     log.info("received %s, shutting down", signal.Signals(received).name)
@@ -67,6 +92,8 @@ async def run_broker(config: BrokerConfig, ready_file: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in admin_cli.ADMIN_COMMANDS:
+        return admin_cli.run(args)
     logging.basicConfig(
         level=getattr(logging, args.log_level),
         stream=sys.stderr,
@@ -80,10 +107,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         trio.run(run_broker, config, args.ready_file)
-    except ConfigError as exc:
-        print(f"lodestream: configuration error: {exc}", file=sys.stderr)
+    except (ConfigError, BaseExceptionGroup) as exc:
+        error = _config_error(exc)
+        if error is None:
+            raise
+        print(f"lodestream: configuration error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _config_error(exc: BaseException) -> ConfigError | None:
+    """The ConfigError behind a failed start-up (a service's start raises it inside the nursery)."""
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(ConfigError)
+        if matched is not None and rest is None:
+            while isinstance(matched, BaseExceptionGroup):
+                matched = matched.exceptions[0]
+            return matched
+    return None
 
 
 if __name__ == "__main__":

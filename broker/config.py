@@ -7,6 +7,7 @@ reports as synonyms. Unknown keys and bad values raise ConfigError naming the ke
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -58,6 +59,44 @@ def _at_least(minimum: int) -> Callable[[str], int]:
         return number
 
     return parse
+
+
+def _http_listeners(value: str) -> tuple[tuple[str, int], ...]:
+    """admin.listeners: `http://host:port[,http://host:port]`; empty = no REST API."""
+    result = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        scheme, sep, address = item.partition("://")
+        if not sep or scheme.lower() != "http":
+            raise ValueError(f"expected http://host:port, got {item!r} (https comes with the security work)")
+        host, sep, port_text = address.rpartition(":")
+        if not sep or not port_text.isdigit() or int(port_text) > 65535:
+            raise ValueError(f"bad port in {item!r}")
+        result.append((host.strip("[]"), int(port_text)))
+    return tuple(result)
+
+
+def _basic_users(value: str) -> dict[str, str]:
+    """admin.auth.basic.users: `user:password[,user:password]` (never echoes the passwords)."""
+    users: dict[str, str] = {}
+    for position, item in enumerate((part.strip() for part in value.split(",")), 1):
+        if not item:
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user.strip() or not password:
+            raise ValueError(f"entry {position}: expected user:password")
+        users[user.strip()] = password
+    return users
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -117,8 +156,41 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("log.cleaner.min.compaction.lag.ms", _at_least(0), "0", "LONG", ""),
         ConfigDef("log.message.timestamp.before.max.ms", _at_least(0), str(LONG_MAX), "LONG", ""),
         ConfigDef("log.message.timestamp.after.max.ms", _at_least(0), "3600000", "LONG", ""),
+        # Group coordinator (docs/groups.md).
+        ConfigDef("offsets.topic.num.partitions", _at_least(1), "50", "INT",
+                  "Partitions of __consumer_offsets (fixed once the topic exists)", read_only=True),
+        ConfigDef("offsets.topic.replication.factor", _at_least(1), "1", "SHORT",
+                  "Replication factor of __consumer_offsets", read_only=True),
+        ConfigDef("offsets.retention.minutes", _at_least(1), "10080", "INT",
+                  "Committed offsets of an empty group are kept this long"),
+        ConfigDef("offsets.retention.check.interval.ms", _at_least(1), "600000", "LONG",
+                  "How often expired offsets are removed"),
+        ConfigDef("offset.metadata.max.bytes", _at_least(0), "4096", "INT",
+                  "Largest metadata string of a committed offset"),
+        ConfigDef("group.initial.rebalance.delay.ms", _at_least(0), "3000", "INT",
+                  "Delay of a new classic group's first rebalance, waiting for more members"),
+        ConfigDef("group.min.session.timeout.ms", _at_least(0), "6000", "INT", "Smallest session timeout"),
+        ConfigDef("group.max.session.timeout.ms", _at_least(0), "1800000", "INT", "Largest session timeout"),
+        ConfigDef("group.max.size", _at_least(1), "2147483647", "INT", "Most members of a classic group"),
+        ConfigDef("group.consumer.session.timeout.ms", _at_least(1), "45000", "INT",
+                  "Session timeout of consumer-protocol (KIP-848) members"),
+        ConfigDef("group.consumer.heartbeat.interval.ms", _at_least(1), "5000", "INT",
+                  "Heartbeat interval of consumer-protocol (KIP-848) members"),
+        ConfigDef("group.consumer.assignors", _str, "uniform,range", "LIST",
+                  "Server-side assignors of consumer groups; the first is the default"),
+        ConfigDef("group.consumer.max.size", _at_least(1), "2147483647", "INT",
+                  "Most members of a consumer group"),
+        ConfigDef("group.coordinator.rebalance.protocols", _str, "classic,consumer", "LIST",
+                  "Group protocols the coordinator accepts", read_only=True),
         ConfigDef("cluster.id", _str, None, "STRING", "Cluster id (generated and stored under log.dirs if unset)",
                   read_only=True),
+        ConfigDef("admin.listeners", _http_listeners, "http://127.0.0.1:8083", "LIST",
+                  "REST API listeners, http://host:port,...; port 0 binds a free port; empty disables the REST API. "
+                  "Without admin.auth.* only loopback addresses are accepted", read_only=True),
+        ConfigDef("admin.auth.bearer.token", _str, None, "PASSWORD",
+                  "REST API: accept `Authorization: Bearer <token>`", read_only=True, sensitive=True),
+        ConfigDef("admin.auth.basic.users", _basic_users, None, "PASSWORD",
+                  "REST API: HTTP basic users, user:password,...", read_only=True, sensitive=True),
     ]
 }
 
@@ -180,7 +252,8 @@ def validate_broker_config(key: str, value: str) -> object:
     try:
         return definition.parse(value)
     except ValueError as exc:
-        raise ConfigError(f"invalid value {value!r} for {key!r}: {exc}") from None
+        shown = "(hidden)" if definition.sensitive else repr(value)
+        raise ConfigError(f"invalid value {shown} for {key!r}: {exc}") from None
 
 
 def validate_topic_config(key: str, value: str | None) -> object:
@@ -242,6 +315,18 @@ class BrokerConfig:
             self._parsed["log.dirs"] = parsed["log.dir"]
         if "," in str(self.get("log.dirs")):
             raise ConfigError("log.dirs: a single data directory is supported")
+        self._check_admin_exposure()
+
+    def _check_admin_exposure(self) -> None:
+        """Without REST API authentication, bind loopback addresses only (refuse anything else)."""
+        if self.get("admin.auth.bearer.token") or self.get("admin.auth.basic.users"):
+            return
+        for host, port in self.get("admin.listeners"):
+            if not is_loopback_host(host):
+                raise ConfigError(
+                    f"admin.listeners: http://{host}:{port} is not a loopback address and no REST API "
+                    "authentication is configured; set admin.auth.bearer.token or admin.auth.basic.users, "
+                    "or bind 127.0.0.1")
 
     @classmethod
     def load(cls, path: Path | None, overrides: list[str]) -> "BrokerConfig":
@@ -301,6 +386,39 @@ def effective_broker_value(
     if key in static.explicit:
         return static.explicit[key], "STATIC_BROKER_CONFIG"
     return BROKER_CONFIGS[key].default, "DEFAULT_CONFIG"
+
+
+# Broker properties that alias one another (most specific first), as Kafka's
+# DynamicBrokerConfig.brokerConfigSynonyms: log.retention.{ms,minutes,hours}, log.roll.{ms,hours}.
+_SYNONYM_GROUPS = [d.synonyms for d in TOPIC_CONFIGS.values() if len(d.synonyms) > 1]
+
+
+def broker_synonym_names(key: str) -> tuple[str, ...]:
+    for group in _SYNONYM_GROUPS:
+        if key in group:
+            return group
+    return (key,)
+
+
+def broker_config_synonyms(
+    key: str, static: BrokerConfig, dynamic: Mapping[str, Mapping[str, str]], node_id: int, per_broker: bool
+) -> list[tuple[str, str | None, str]]:
+    """Kafka's ConfigHelper.configSynonyms for a broker property: (name, value, source), first wins.
+    per_broker=False describes the cluster-wide dynamic default (only that layer is listed)."""
+    names = broker_synonym_names(key)
+    defaults = {n: BROKER_CONFIGS[n].default for n in names if BROKER_CONFIGS[n].default is not None}
+    layers = [
+        (dynamic.get(str(node_id), {}), "DYNAMIC_BROKER_CONFIG"),
+        (dynamic.get("", {}), "DYNAMIC_DEFAULT_BROKER_CONFIG"),
+        (static.explicit, "STATIC_BROKER_CONFIG"),
+        (defaults, "DEFAULT_CONFIG"),
+    ]
+    synonyms = [(n, layer[n], source) for layer, source in layers for n in names if n in layer]
+    while synonyms and synonyms[0][0] != key:  # drop synonyms more specific than the described key
+        synonyms.pop(0)
+    if not per_broker:
+        synonyms = [s for s in synonyms if s[2] == "DYNAMIC_DEFAULT_BROKER_CONFIG"]
+    return synonyms
 
 
 def describe_topic_config(

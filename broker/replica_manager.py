@@ -13,11 +13,15 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
 from protocol.record_batch import parse_header, stamp_for_append
 from storage.leveldb_log import LogStore, PartitionLog, StorageError
+
+if TYPE_CHECKING:
+    from .metrics import BrokerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +60,10 @@ class Partition:
 
 
 class ReplicaManager:
-    def __init__(self, store: LogStore, sync_on_append: bool, flush_interval: float, io_limiter: trio.CapacityLimiter) -> None:
+    def __init__(self, store: LogStore, sync_on_append: bool, flush_interval: float, io_limiter: trio.CapacityLimiter,
+                 metrics: "BrokerMetrics | None" = None) -> None:
         self.store = store
+        self.metrics = metrics
         self.sync_on_append = sync_on_append
         self.flush_interval = flush_interval
         self.io_limiter = io_limiter
@@ -129,7 +135,7 @@ class ReplicaManager:
         started = time.perf_counter()
         try:
             staged = self.store.stage(pendings, self.sync_on_append)
-            await trio.to_thread.run_sync(staged.commit, limiter=self.io_limiter)
+            write_seconds = await trio.to_thread.run_sync(_timed, staged.commit, limiter=self.io_limiter)
         except Exception as exc:  # disk full, I/O error: fail the whole group, keep serving
             log.error("log write failed, %d appends rejected: %s", len(group), exc)
             for pending in reversed(pendings):
@@ -141,11 +147,17 @@ class ReplicaManager:
         self.last_write_seconds = time.perf_counter() - started
         if not self.sync_on_append:
             self.unflushed_writes += 1
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.log_written(write_seconds, self.sync_on_append)
         woken = set()
         for pending, request in zip(pendings, group):
             pending.log.complete_append(pending)
             woken.add(request.partition)
             request.done.set()
+            if metrics is not None:  # bytes and records from batch headers (offsets assigned = records)
+                metrics.appended(request.partition.topic_name, sum([entry[2] for entry in request.batches]),
+                                 pending.next_offset - pending.base_offset)
         for partition in woken:
             partition.notify_appended()
 
@@ -160,7 +172,9 @@ class ReplicaManager:
     async def flush(self) -> None:
         if self.unflushed_writes:
             self.unflushed_writes = 0
-            await trio.to_thread.run_sync(self.store.sync, limiter=self.io_limiter)
+            seconds = await trio.to_thread.run_sync(_timed, self.store.sync, limiter=self.io_limiter)
+            if self.metrics is not None:
+                self.metrics.log_flushed(seconds)
 
     async def close(self) -> None:
         """Stop accepting appends, finish what is queued, and sync."""
@@ -169,3 +183,10 @@ class ReplicaManager:
             group, self._queue = self._queue, []
             await self._commit_group(group)
         await trio.to_thread.run_sync(self.store.sync, limiter=self.io_limiter)
+
+
+def _timed(operation) -> float:
+    """Run a blocking operation (on a worker thread); return how long it took."""
+    started = time.perf_counter()
+    operation()
+    return time.perf_counter() - started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable
 
@@ -34,6 +35,13 @@ class ResponseSlot:
     ready: trio.Event
     payload: list | None = None  # buffers to send, in order
     close_after: bool = False
+    # For metrics (perf_counter seconds): frame complete, handler started, response ready.
+    api_key: int = -1
+    api_version: int = -1
+    received: float = 0.0
+    started: float = 0.0
+    completed: float = 0.0
+    body: Any = None
 
 
 class Connection:
@@ -43,6 +51,12 @@ class Connection:
         self.peer = peer
         self.decoder = FrameDecoder(int(broker.config.get("socket.request.max.bytes")))
         self.slots_send, self.slots_receive = trio.open_memory_channel[ResponseSlot](MAX_IN_FLIGHT_PER_CONNECTION)
+        self.metrics = broker.metrics
+        self.in_flight = 0  # requests read, response not yet written
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self.decoder.buffered_bytes
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -60,6 +74,7 @@ class Connection:
                 return
             if not data:
                 return
+            received = time.perf_counter()
             self.decoder.receive_data(data)
             while True:
                 try:
@@ -70,12 +85,12 @@ class Connection:
                 if frame is None:
                     break
                 try:
-                    await self._dispatch(frame, nursery)
+                    await self._dispatch(frame, nursery, received)
                 except CloseConnection as exc:
                     log.warning("closing connection from %s: %s", self.peer, exc)
                     return
 
-    async def _dispatch(self, frame: bytes, nursery: trio.Nursery) -> None:
+    async def _dispatch(self, frame: bytes, nursery: trio.Nursery, received: float) -> None:
         try:
             preamble = peek_preamble(frame)
         except DecodeError as exc:
@@ -86,7 +101,7 @@ class Connection:
         if preamble.api_version not in handler.parseable:
             if preamble.api_key == api_versions.API_KEY and preamble.api_version > handler.versions.stop - 1:
                 # A newer client: answer v0 with UNSUPPORTED_VERSION and our ranges (KIP-511).
-                await self._respond_now(preamble.correlation_id, api_versions.unsupported_version_response())
+                await self._respond_now(preamble, api_versions.unsupported_version_response(), received)
                 return
             raise CloseConnection(
                 f"unsupported version {preamble.api_version} of api key {preamble.api_key} "
@@ -104,8 +119,11 @@ class Connection:
             client_id=request.header.client_id,
             peer=self.peer,
         )
-        slot = ResponseSlot(preamble.correlation_id, trio.Event())
+        slot = ResponseSlot(preamble.correlation_id, trio.Event(), api_key=preamble.api_key,
+                            api_version=preamble.api_version, received=received)
+        self.in_flight += 1
         await self.slots_send.send(slot)
+        slot.started = time.perf_counter()
         if handler.admit is not None:
             completion = handler.admit(ctx, request.body)
             nursery.start_soon(self._complete, slot, completion)
@@ -115,16 +133,23 @@ class Connection:
     async def _complete(self, slot: ResponseSlot, response: Awaitable[Any]) -> None:
         try:
             body = await response
+            slot.completed = time.perf_counter()
+            slot.body = body
             slot.payload = None if body is None else encode_response_chunks(slot.correlation_id, body)
         except Exception:
             log.exception("request from %s failed; closing the connection", self.peer)
+            self.metrics.request_failed(slot.api_key)
             slot.close_after = True
         finally:
             slot.ready.set()
 
-    async def _respond_now(self, correlation_id: int, body: Any) -> None:
-        slot = ResponseSlot(correlation_id, trio.Event(), encode_response_chunks(correlation_id, body))
+    async def _respond_now(self, preamble, body: Any, received: float) -> None:
+        now = time.perf_counter()
+        slot = ResponseSlot(preamble.correlation_id, trio.Event(), encode_response_chunks(preamble.correlation_id, body),
+                            api_key=preamble.api_key, api_version=preamble.api_version, received=received,
+                            started=now, completed=now, body=body)
         slot.ready.set()
+        self.in_flight += 1
         await self.slots_send.send(slot)
 
     async def _write_responses(self) -> None:
@@ -139,6 +164,9 @@ class Connection:
                         await self.stream.send_all(chunk)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
+            self.in_flight -= 1
+            self.metrics.request_done(slot.api_key, slot.api_version, slot.body,
+                                      slot.received, slot.started, slot.completed, time.perf_counter())
 
 
 async def _serve_connection(broker: Broker, stream: trio.SocketStream) -> None:
@@ -152,11 +180,16 @@ async def _serve_connection(broker: Broker, stream: trio.SocketStream) -> None:
     except OSError:
         pass
     log.debug("connection from %s", peer)
+    connection = Connection(broker, stream, peer)
+    broker.connections.add(connection)
+    broker.metrics.connection_opened()
     try:
-        await Connection(broker, stream, peer).run()
+        await connection.run()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:
+        broker.connections.discard(connection)
+        broker.metrics.connection_closed()
         await trio.aclose_forcefully(stream)
         log.debug("connection from %s closed", peer)
 

@@ -218,7 +218,7 @@ def _write_varbytes(out: bytearray, data: bytes | None) -> None:
 
 
 def build_batch(
-    records: list[tuple[bytes | None, bytes | None]],
+    records: list[tuple[bytes | None, bytes | None]] | list[tuple[bytes | None, bytes | None, list]],
     timestamp_ms: int,
     *,
     attributes: int = 0,
@@ -226,15 +226,21 @@ def build_batch(
     producer_epoch: int = -1,
     base_sequence: int = -1,
 ) -> bytes:
-    """An uncompressed magic-v2 batch of (key, value) records, base offset 0, valid CRC."""
+    """An uncompressed magic-v2 batch of (key, value) or (key, value, headers) records, base
+    offset 0, valid CRC. headers: [(name: str, value: bytes | None), ...]."""
     body = bytearray()
-    for delta, (key, value) in enumerate(records):
+    for delta, fields in enumerate(records):
+        key, value = fields[0], fields[1]
+        headers = fields[2] if len(fields) > 2 else ()
         record = bytearray(b"\x00")  # record attributes
         _write_varint(record, 0)  # timestamp delta
         _write_varint(record, delta)
         _write_varbytes(record, key)
         _write_varbytes(record, value)
-        _write_varint(record, 0)  # no headers
+        _write_varint(record, len(headers))
+        for name, header_value in headers:
+            _write_varbytes(record, name.encode())
+            _write_varbytes(record, header_value)
         _write_varint(body, len(record))
         body += record
     header = bytearray(HEADER.pack(

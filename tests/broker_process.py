@@ -69,6 +69,7 @@ class BrokerProcess:
         exe = Path(sys.executable).parent / "lodestream"
         cmd = [str(exe), "serve",
                "--override", "listeners=PLAINTEXT://127.0.0.1:0",
+               "--override", "admin.listeners=http://127.0.0.1:0",
                "--override", f"log.dirs={self.data_dir}",
                "--ready-file", str(self.ready_path),
                "--log-level", "INFO"]

@@ -274,7 +274,8 @@ def test_serve_refuses_bad_configuration(tmp_path, args, expected):
     args = [a.format(tmp=tmp_path) for a in args]
     data_dir = tmp_path / "data"
     # Should the config be accepted by mistake, the broker must not bind a fixed port or touch ./data.
-    safe = ["--override", "listeners=PLAINTEXT://127.0.0.1:0", "--override", f"log.dirs={data_dir}"]
+    safe = ["--override", "listeners=PLAINTEXT://127.0.0.1:0", "--override", "admin.listeners=http://127.0.0.1:0",
+            "--override", f"log.dirs={data_dir}"]
     result = subprocess.run([_lodestream(), "serve", *args, *safe], capture_output=True, text=True,
                             timeout=CLI_TIMEOUT_S, cwd=tmp_path)
     assert result.returncode != 0

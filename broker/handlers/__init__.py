@@ -33,6 +33,20 @@ from . import (
     metadata,
     produce,
 )
+from . import consumer_group_describe, consumer_group_heartbeat  # KIP-848 consumer groups
+from . import (  # the group coordinator's APIs (broker/groups)
+    delete_groups,
+    describe_groups,
+    find_coordinator,
+    heartbeat,
+    join_group,
+    leave_group,
+    list_groups,
+    offset_commit,
+    offset_delete,
+    offset_fetch,
+    sync_group,
+)
 
 if TYPE_CHECKING:
     from broker.broker import Broker
@@ -83,6 +97,18 @@ HANDLER_MODULES = (
     describe_log_dirs,
     incremental_alter_configs,
     describe_cluster,
+    offset_commit,
+    offset_fetch,
+    find_coordinator,
+    join_group,
+    heartbeat,
+    leave_group,
+    sync_group,
+    describe_groups,
+    list_groups,
+    delete_groups,
+    offset_delete,
+    consumer_group_heartbeat, consumer_group_describe,
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}

@@ -20,6 +20,7 @@ from broker.config import (
     CONFIG_SOURCE_IDS,
     CONFIG_TYPE_IDS,
     TOPIC_CONFIGS,
+    broker_config_synonyms,
     describe_topic_config,
     effective_broker_value,
 )
@@ -32,17 +33,7 @@ TOPIC = 2
 BROKER = 4
 BROKER_LOGGER = 8
 
-# Broker properties that alias one another (most specific first), as Kafka's
-# DynamicBrokerConfig.brokerConfigSynonyms: log.retention.{ms,minutes,hours}, log.roll.{ms,hours}.
-_SYNONYM_GROUPS = [d.synonyms for d in TOPIC_CONFIGS.values() if len(d.synonyms) > 1]
 _ALIASES = ("broker.id", "log.dir")  # listed only when set
-
-
-def broker_synonym_names(key: str) -> tuple[str, ...]:
-    for group in _SYNONYM_GROUPS:
-        if key in group:
-            return group
-    return (key,)
 
 
 def parse_broker_id(name: str) -> int:
@@ -61,23 +52,8 @@ def _wanted(resource, names):
 
 
 def _synonym_tuples(ctx, key: str, per_broker: bool) -> list[tuple[str, str | None, str]]:
-    """Kafka's ConfigHelper.configSynonyms for a broker property."""
     broker = ctx.broker
-    dynamic = broker.image.broker_configs
-    names = broker_synonym_names(key)
-    defaults = {n: BROKER_CONFIGS[n].default for n in names if BROKER_CONFIGS[n].default is not None}
-    layers = [
-        (dynamic.get(str(broker.node_id), {}), "DYNAMIC_BROKER_CONFIG"),
-        (dynamic.get("", {}), "DYNAMIC_DEFAULT_BROKER_CONFIG"),
-        (broker.config.explicit, "STATIC_BROKER_CONFIG"),
-        (defaults, "DEFAULT_CONFIG"),
-    ]
-    synonyms = [(n, layer[n], source) for layer, source in layers for n in names if n in layer]
-    while synonyms and synonyms[0][0] != key:  # drop synonyms more specific than the described key
-        synonyms.pop(0)
-    if not per_broker:
-        synonyms = [s for s in synonyms if s[2] == "DYNAMIC_DEFAULT_BROKER_CONFIG"]
-    return synonyms
+    return broker_config_synonyms(key, broker.config, broker.image.broker_configs, broker.node_id, per_broker)
 
 
 def _entry(ctx, request, name, value, source, read_only, sensitive, kafka_type, doc, synonyms):

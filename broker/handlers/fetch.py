@@ -20,7 +20,7 @@ READ_COMMITTED = 1
 
 
 def _read(ctx, request):
-    """One pass over the requested partitions: (topic responses, bytes, partitions read, any error)."""
+    """One pass over the requested partitions: (topic responses, bytes, partitions read, any error, bytes per topic)."""
     broker = ctx.broker
     build = ctx.build
     image = broker.image
@@ -31,6 +31,7 @@ def _read(ctx, request):
     had_error = False
     read_partitions = []
     topics = []
+    per_topic: dict[str, int] = {}  # record bytes by topic name, for lodestream_topic_bytes_out
     for fetch_topic in request.topics:
         topic = image.topics_by_id.get(fetch_topic.topic_id) if uses_ids else image.topic(fetch_topic.topic)
         partitions = []
@@ -58,6 +59,7 @@ def _read(ctx, request):
                 batches = log.read(offset, limit, high_watermark, first_may_exceed=first_batch_may_exceed)
                 if batches:
                     size = sum(map(len, batches))
+                    per_topic[partition.topic_name] = per_topic.get(partition.topic_name, 0) + size
                     total += size
                     remaining -= size
                     first_batch_may_exceed = False
@@ -75,7 +77,7 @@ def _read(ctx, request):
             topic=None if uses_ids else fetch_topic.topic,
             topic_id=fetch_topic.topic_id if uses_ids else None,
             partitions=tuple(partitions)))
-    return topics, total, read_partitions, had_error
+    return topics, total, read_partitions, had_error, per_topic
 
 
 async def handle(ctx, request):
@@ -83,7 +85,7 @@ async def handle(ctx, request):
     deadline = trio.current_time() + request.max_wait.total_seconds()
     min_bytes = int(request.min_bytes)
     while True:
-        topics, total, partitions, had_error = _read(ctx, request)
+        topics, total, partitions, had_error, per_topic = _read(ctx, request)
         if total >= min_bytes or had_error or not partitions or trio.current_time() >= deadline:
             break
         arrived = trio.Event()
@@ -95,6 +97,8 @@ async def handle(ctx, request):
         finally:
             for partition in partitions:
                 partition.waiters.discard(arrived)
+    if per_topic:
+        ctx.broker.metrics.fetched(per_topic)
     return build.FetchResponse(
         throttle_time=datetime.timedelta(0),
         error_code=ErrorCode.none,

@@ -6,7 +6,7 @@ import datetime
 
 from protocol.errors import ErrorCode, KafkaError
 
-from broker.broker import validate_topic_name
+from broker.broker import INTERNAL_TOPICS, validate_topic_name
 
 API_KEY = 3
 VERSIONS = range(0, 14)
@@ -36,7 +36,7 @@ def topic_response(ctx, topic, error: ErrorCode = ErrorCode.none):
         for p in sorted(topic.partitions.values(), key=lambda p: p.partition)
     )
     return build.MetadataResponseTopic(
-        error_code=error, name=topic.name, topic_id=topic.topic_id, is_internal=topic.name.startswith("__"),
+        error_code=error, name=topic.name, topic_id=topic.topic_id, is_internal=topic.name in INTERNAL_TOPICS,
         partitions=partitions, topic_authorized_operations=_NO_OPS,
     )
 

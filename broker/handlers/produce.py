@@ -11,8 +11,8 @@ import datetime
 import time
 
 from protocol.errors import ErrorCode
-from protocol.record_batch import InvalidBatch, split_batches
 
+from broker.append import validate_batches
 from broker.replica_manager import AppendRequest
 
 API_KEY = 0
@@ -34,30 +34,7 @@ def _partition_response(build, index: int, error: ErrorCode, base_offset: int = 
 
 def _validate(ctx, topic, partition_index: int, records, now_ms: int):
     """Return (partition, batches, append_time) or (None, error, message)."""
-    broker = ctx.broker
-    partition = broker.replicas.get(topic.topic_id, partition_index)
-    if partition is None:
-        return None, ErrorCode.unknown_topic_or_partition, f"partition {partition_index} does not exist"
-    if records is None:
-        return None, ErrorCode.corrupt_message, "null record set"
-    try:
-        batches = split_batches(records)
-    except InvalidBatch as exc:
-        return None, ErrorCode.corrupt_message, str(exc)
-    config = broker.topic_config(topic)
-    max_bytes = int(config["max.message.bytes"])
-    after_max = int(config["message.timestamp.after.max.ms"])
-    log_append = config["message.timestamp.type"] == "LogAppendTime"
-    entries = []
-    for header, view in batches:
-        if header.size > max_bytes:
-            return None, ErrorCode.message_too_large, (
-                f"batch of {header.size} bytes is larger than max.message.bytes={max_bytes}")
-        if not log_append and header.max_timestamp > now_ms + after_max:
-            return None, ErrorCode.invalid_timestamp, (
-                f"timestamp {header.max_timestamp} is more than {after_max} ms in the future")
-        entries.append((header.last_offset_delta, now_ms if log_append else header.max_timestamp, header.size, view))
-    return partition, entries, (now_ms if log_append else None)
+    return validate_batches(ctx.broker, topic, partition_index, records, now_ms)
 
 
 def admit(ctx, request):

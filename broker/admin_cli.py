@@ -1,0 +1,1011 @@
+"""`lodestream topics|groups|configs ...`: admin commands against a running broker.
+
+Two transports, one set of operations (`Backend`):
+
+  --bootstrap-server host:port   the Kafka protocol: a small synchronous client on a
+                                 socket using our kio codecs (works against Apache
+                                 Kafka too; versions are negotiated with ApiVersions)
+  --rest http://host:port        the broker's REST API (stdlib urllib)
+
+Output is a table (default) or JSON (`--output json`, stable keys, for scripts).
+Exit status: 0 success, 1 the broker reported an error (or the thing does not
+exist), 2 bad usage, 3 the broker could not be reached or answered garbage.
+
+Only the broker's own dependencies are used (no third-party Kafka client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import os
+import socket
+import struct
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from protocol.codec import decode_response, encode_request, response_type, schema_versions
+from protocol.errors import ErrorCode
+from protocol.messages import request_builder
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+# API keys
+PRODUCE, FETCH, LIST_OFFSETS, METADATA, OFFSET_FETCH, FIND_COORDINATOR = 0, 1, 2, 3, 9, 10
+DESCRIBE_GROUPS, LIST_GROUPS, API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS = 15, 16, 18, 19, 20
+DESCRIBE_CONFIGS, CREATE_PARTITIONS, INCREMENTAL_ALTER_CONFIGS, CONSUMER_GROUP_DESCRIBE = 32, 37, 44, 69
+
+# (oldest version this client can build, newest it prefers)
+CLIENT_VERSIONS = {
+    METADATA: (1, 12), LIST_OFFSETS: (1, 8), CREATE_TOPICS: (2, 7), DELETE_TOPICS: (1, 6),
+    DESCRIBE_CONFIGS: (1, 4), INCREMENTAL_ALTER_CONFIGS: (0, 1), CREATE_PARTITIONS: (0, 3),
+    LIST_GROUPS: (0, 5), DESCRIBE_GROUPS: (0, 5), OFFSET_FETCH: (1, 9), FIND_COORDINATOR: (0, 4),
+    CONSUMER_GROUP_DESCRIBE: (0, 1),
+}
+API_NAMES = {
+    METADATA: "Metadata", LIST_OFFSETS: "ListOffsets", CREATE_TOPICS: "CreateTopics", DELETE_TOPICS: "DeleteTopics",
+    DESCRIBE_CONFIGS: "DescribeConfigs", INCREMENTAL_ALTER_CONFIGS: "IncrementalAlterConfigs",
+    CREATE_PARTITIONS: "CreatePartitions", LIST_GROUPS: "ListGroups", DESCRIBE_GROUPS: "DescribeGroups",
+    OFFSET_FETCH: "OffsetFetch", FIND_COORDINATOR: "FindCoordinator", CONSUMER_GROUP_DESCRIBE: "ConsumerGroupDescribe",
+}
+
+TOPIC_RESOURCE, BROKER_RESOURCE = 2, 4
+SET, DELETE = 0, 1
+CONFIG_SOURCES = {
+    0: "UNKNOWN", 1: "DYNAMIC_TOPIC_CONFIG", 2: "DYNAMIC_BROKER_CONFIG", 3: "DYNAMIC_DEFAULT_BROKER_CONFIG",
+    4: "STATIC_BROKER_CONFIG", 5: "DEFAULT_CONFIG", 6: "DYNAMIC_BROKER_LOGGER_CONFIG", 7: "CLIENT_METRICS_CONFIG",
+    8: "GROUP_CONFIG",
+}
+OVERRIDE_SOURCES = {"DYNAMIC_TOPIC_CONFIG", "DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG",
+                    "DYNAMIC_BROKER_LOGGER_CONFIG", "CLIENT_METRICS_CONFIG", "GROUP_CONFIG"}
+LATEST_TIMESTAMP = -1
+
+
+class CliError(Exception):
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _error_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name.upper()
+    except ValueError:
+        return f"ERROR_{code}"
+
+
+def _check(code: int, message: str | None, what: str) -> None:
+    if int(code) != 0:
+        detail = f": {message}" if message else ""
+        raise CliError(f"{what}: {_error_name(code)}{detail}")
+
+
+# -- a synchronous Kafka client ---------------------------------------------------------------------
+
+class KafkaConnection:
+    """One socket to one broker; requests are answered in order."""
+
+    def __init__(self, host: str, port: int, timeout: float, client_id: str = "lodestream-cli") -> None:
+        self.address = f"{host}:{port}"
+        self.client_id = client_id
+        try:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise CliError(f"cannot connect to {self.address}: {exc.strerror or exc}", EXIT_UNREACHABLE) from None
+        self.sock.settimeout(timeout)
+        self._correlation = 0
+        self.versions: dict[int, range] = {}
+
+    def _read_exactly(self, count: int) -> bytes:
+        chunks = []
+        while count:
+            try:
+                chunk = self.sock.recv(min(count, 1 << 20))
+            except socket.timeout:
+                raise CliError(f"{self.address} did not answer in time", EXIT_UNREACHABLE) from None
+            except OSError as exc:
+                raise CliError(f"connection to {self.address} failed: {exc}", EXIT_UNREACHABLE) from None
+            if not chunk:
+                raise CliError(f"{self.address} closed the connection (request not supported?)", EXIT_UNREACHABLE)
+            chunks.append(chunk)
+            count -= len(chunk)
+        return b"".join(chunks)
+
+    def request(self, body: Any) -> Any:
+        self._correlation += 1
+        try:
+            self.sock.sendall(encode_request(self._correlation, body, self.client_id))
+        except OSError as exc:
+            raise CliError(f"connection to {self.address} failed: {exc}", EXIT_UNREACHABLE) from None
+        (length,) = struct.unpack(">i", self._read_exactly(4))
+        frame = self._read_exactly(length)
+        try:
+            correlation, response = decode_response(frame, response_type(body.__api_key__, body.__version__))
+        except Exception as exc:
+            raise CliError(f"cannot parse the answer from {self.address}: {exc}", EXIT_UNREACHABLE) from None
+        if correlation != self._correlation:
+            raise CliError(f"{self.address} answered out of order", EXIT_UNREACHABLE)
+        return response
+
+    def negotiate(self) -> None:
+        for version in (3, 0):
+            response = self.request(request_builder(API_VERSIONS, version).ApiVersionsRequest(
+                client_software_name="lodestream-cli", client_software_version="1"))
+            if int(response.error_code) == 0:
+                self.versions = {int(k.api_key): range(int(k.min_version), int(k.max_version) + 1)
+                                 for k in response.api_keys}
+                return
+            if int(response.error_code) != int(ErrorCode.unsupported_version):
+                _check(response.error_code, None, "ApiVersions")
+        raise CliError(f"{self.address} refused every ApiVersions version", EXIT_UNREACHABLE)
+
+    def version(self, api_key: int) -> int:
+        """The newest version both sides speak."""
+        ours_min, ours_max = CLIENT_VERSIONS[api_key]
+        known = schema_versions(api_key)
+        theirs = self.versions.get(api_key)
+        name = API_NAMES.get(api_key, str(api_key))
+        if theirs is None:
+            raise CliError(f"the broker at {self.address} does not support {name}")
+        version = min(ours_max, theirs.stop - 1, known.stop - 1)
+        if version < max(ours_min, theirs.start):
+            raise CliError(f"no common {name} version with the broker at {self.address} "
+                           f"(it serves {theirs.start}-{theirs.stop - 1}, we speak {ours_min}-{ours_max})")
+        return version
+
+    def supports(self, api_key: int) -> bool:
+        try:
+            self.version(api_key)
+            return True
+        except CliError:
+            return False
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def parse_host_port(text: str, default_port: int = 9092) -> tuple[str, int]:
+    text = text.strip()
+    if text.startswith("["):  # [::1]:9092
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = text, str(default_port)
+    if not host or not port.isdigit():
+        raise CliError(f"bad broker address {text!r}, expected host:port", EXIT_USAGE)
+    return host, int(port)
+
+
+# -- operations, transport-independent --------------------------------------------------------------
+
+class Backend:
+    def list_topics(self, include_internal: bool) -> list[dict]: raise NotImplementedError
+    def describe_topic(self, name: str) -> dict: raise NotImplementedError
+    def create_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]) -> dict:
+        raise NotImplementedError
+    def delete_topic(self, name: str) -> None: raise NotImplementedError
+    def describe_configs(self, resource: str, name: str) -> list[dict]: raise NotImplementedError
+    def alter_configs(self, resource: str, name: str, set_: dict[str, str], delete: list[str]) -> None:
+        raise NotImplementedError
+    def list_groups(self) -> list[dict]: raise NotImplementedError
+    def describe_group(self, group_id: str) -> dict: raise NotImplementedError
+    def close(self) -> None: pass
+
+
+@dataclass
+class _BrokerNode:
+    node_id: int
+    host: str
+    port: int
+
+
+class KafkaBackend(Backend):
+    def __init__(self, bootstrap: str, timeout: float) -> None:
+        self.timeout = timeout
+        servers = [s for s in bootstrap.split(",") if s.strip()]
+        if not servers:
+            raise CliError("--bootstrap-server is empty", EXIT_USAGE)
+        last_error: CliError | None = None
+        for server in servers:
+            try:
+                self.bootstrap = self._open(*parse_host_port(server))
+                break
+            except CliError as exc:
+                if exc.exit_code != EXIT_UNREACHABLE:
+                    raise
+                last_error = exc
+        else:
+            assert last_error is not None
+            raise last_error
+        self._connections: dict[str, KafkaConnection] = {self.bootstrap.address: self.bootstrap}
+        self._brokers: dict[int, _BrokerNode] | None = None
+
+    def _open(self, host: str, port: int) -> KafkaConnection:
+        connection = KafkaConnection(host, port, self.timeout)
+        connection.negotiate()
+        return connection
+
+    def _connection(self, host: str, port: int) -> KafkaConnection:
+        address = f"{host}:{port}"
+        if address not in self._connections:
+            self._connections[address] = self._open(host, port)
+        return self._connections[address]
+
+    def _node(self, node_id: int) -> KafkaConnection:
+        if self._brokers is None:
+            self._metadata(())
+        node = (self._brokers or {}).get(node_id)
+        if node is None:
+            return self.bootstrap
+        return self._connection(node.host, node.port)
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+
+    # -- metadata -----------------------------------------------------------------------------------
+    def _metadata(self, names: Iterable[str] | None):
+        conn = self.bootstrap
+        version = conn.version(METADATA)
+        b = request_builder(METADATA, version)
+        topics = None if names is None else tuple(b.MetadataRequestTopic(name=n, topic_id=None) for n in names)
+        response = conn.request(b.MetadataRequest(
+            topics=topics, allow_auto_topic_creation=False, include_cluster_authorized_operations=False,
+            include_topic_authorized_operations=False))
+        self._brokers = {int(b_.node_id): _BrokerNode(int(b_.node_id), b_.host, int(b_.port)) for b_ in response.brokers}
+        return response
+
+    def list_topics(self, include_internal: bool) -> list[dict]:
+        response = self._metadata(None)
+        topics = []
+        for topic in response.topics:
+            internal = bool(getattr(topic, "is_internal", False)) or topic.name.startswith("__")
+            if internal and not include_internal:
+                continue
+            topics.append({"name": topic.name, "topic_id": _topic_id(topic), "partitions": len(topic.partitions),
+                           "replication_factor": _replication_factor(topic), "internal": internal})
+        return sorted(topics, key=lambda t: t["name"])
+
+    def describe_topic(self, name: str) -> dict:
+        response = self._metadata([name])
+        (topic,) = response.topics
+        if int(topic.error_code) == int(ErrorCode.unknown_topic_or_partition):
+            raise CliError(f"topic {name!r} does not exist")
+        _check(topic.error_code, None, f"describe topic {name}")
+        partitions = sorted(topic.partitions, key=lambda p: int(p.partition_index))
+        end_offsets = self._offsets(name, [(int(p.partition_index), int(p.leader_id)) for p in partitions],
+                                    LATEST_TIMESTAMP)
+        configs = [c for c in self.describe_configs("topic", name) if c["source"] in OVERRIDE_SOURCES]
+        return {
+            "name": topic.name,
+            "topic_id": _topic_id(topic),
+            "internal": bool(getattr(topic, "is_internal", False)),
+            "partition_count": len(partitions),
+            "replication_factor": _replication_factor(topic),
+            "configs": {c["name"]: c["value"] for c in configs},
+            "partitions": [{
+                "partition": int(p.partition_index),
+                "leader": int(p.leader_id),
+                "replicas": [int(r) for r in p.replica_nodes],
+                "isr": [int(r) for r in p.isr_nodes],
+                "offline_replicas": [int(r) for r in getattr(p, "offline_replicas", ()) or ()],
+                "end_offset": end_offsets.get(int(p.partition_index)),
+            } for p in partitions],
+        }
+
+    def _offsets(self, topic: str, partitions: list[tuple[int, int]], timestamp: int) -> dict[int, int | None]:
+        """ListOffsets for (partition, leader) pairs, each sent to its leader."""
+        by_leader: dict[int, list[int]] = {}
+        for index, leader in partitions:
+            by_leader.setdefault(leader, []).append(index)
+        result: dict[int, int | None] = {}
+        for leader, indexes in by_leader.items():
+            conn = self._node(leader) if leader >= 0 else self.bootstrap
+            version = conn.version(LIST_OFFSETS)
+            b = request_builder(LIST_OFFSETS, version)
+            response = conn.request(b.ListOffsetsRequest(
+                replica_id=-1, isolation_level=0, timeout=datetime.timedelta(seconds=self.timeout),
+                topics=(b.ListOffsetsTopic(name=topic, partitions=tuple(
+                    b.ListOffsetsPartition(partition_index=i, current_leader_epoch=-1, timestamp=timestamp)
+                    for i in indexes)),)))
+            for topic_response in response.topics:
+                for p in topic_response.partitions:
+                    result[int(p.partition_index)] = int(p.offset) if int(p.error_code) == 0 else None
+        return result
+
+    # -- topic administration -----------------------------------------------------------------------
+    def create_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]) -> dict:
+        conn = self.bootstrap
+        version = conn.version(CREATE_TOPICS)
+        b = request_builder(CREATE_TOPICS, version)
+        response = conn.request(b.CreateTopicsRequest(
+            topics=(b.CreatableTopic(
+                name=name, num_partitions=partitions, replication_factor=replication_factor, assignments=(),
+                configs=tuple(b.CreatableTopicConfig(name=k, value=v) for k, v in configs.items())),),
+            timeout=datetime.timedelta(seconds=self.timeout), validate_only=False))
+        (result,) = response.topics
+        _check(result.error_code, getattr(result, "error_message", None), f"create topic {name}")
+        topic_id = getattr(result, "topic_id", None)
+        return {"name": name, "topic_id": str(topic_id) if topic_id else None,
+                "partitions": int(getattr(result, "num_partitions", partitions)),
+                "replication_factor": int(getattr(result, "replication_factor", replication_factor))}
+
+    def delete_topic(self, name: str) -> None:
+        conn = self.bootstrap
+        version = conn.version(DELETE_TOPICS)
+        b = request_builder(DELETE_TOPICS, version)
+        timeout = datetime.timedelta(seconds=self.timeout)
+        if version >= 6:
+            request = b.DeleteTopicsRequest(topics=(b.DeleteTopicState(name=name, topic_id=None),), timeout=timeout)
+        else:
+            request = b.DeleteTopicsRequest(topic_names=(name,), timeout=timeout)
+        (result,) = conn.request(request).responses
+        _check(result.error_code, getattr(result, "error_message", None), f"delete topic {name}")
+
+    def describe_configs(self, resource: str, name: str) -> list[dict]:
+        conn = self.bootstrap
+        version = conn.version(DESCRIBE_CONFIGS)
+        b = request_builder(DESCRIBE_CONFIGS, version)
+        response = conn.request(b.DescribeConfigsRequest(
+            resources=(b.DescribeConfigsResource(resource_type=_resource_type(resource), resource_name=name,
+                                                 configuration_keys=None),),
+            include_synonyms=False, include_documentation=False))
+        (result,) = response.results
+        _check(result.error_code, result.error_message, f"describe {resource} {name or '(defaults)'} configs")
+        return sorted(({
+            "name": c.name,
+            "value": c.value,
+            "source": CONFIG_SOURCES.get(int(c.config_source), str(int(c.config_source))),
+            "read_only": bool(c.read_only),
+            "sensitive": bool(c.is_sensitive),
+        } for c in result.configs), key=lambda c: c["name"])
+
+    def alter_configs(self, resource: str, name: str, set_: dict[str, str], delete: list[str]) -> None:
+        conn = self.bootstrap
+        version = conn.version(INCREMENTAL_ALTER_CONFIGS)
+        b = request_builder(INCREMENTAL_ALTER_CONFIGS, version)
+        ops = [b.AlterableConfig(name=k, config_operation=SET, value=v) for k, v in set_.items()]
+        ops += [b.AlterableConfig(name=k, config_operation=DELETE, value=None) for k in delete]
+        response = conn.request(b.IncrementalAlterConfigsRequest(
+            resources=(b.AlterConfigsResource(resource_type=_resource_type(resource), resource_name=name,
+                                              configs=tuple(ops)),),
+            validate_only=False))
+        (result,) = response.responses
+        _check(result.error_code, result.error_message, f"alter {resource} {name or '(defaults)'} configs")
+
+    # -- groups -------------------------------------------------------------------------------------
+    def list_groups(self) -> list[dict]:
+        self._metadata(())
+        nodes = list((self._brokers or {}).values())
+        connections = [self._connection(n.host, n.port) for n in nodes] or [self.bootstrap]
+        groups: dict[str, dict] = {}
+        for conn in connections:
+            version = conn.version(LIST_GROUPS)
+            b = request_builder(LIST_GROUPS, version)
+            response = conn.request(b.ListGroupsRequest(states_filter=(), types_filter=()))
+            _check(response.error_code, None, f"list groups on {conn.address}")
+            for g in response.groups:
+                groups[g.group_id] = {
+                    "group": g.group_id,
+                    "type": getattr(g, "group_type", None) or ("classic" if g.protocol_type else "simple"),
+                    "state": getattr(g, "group_state", None) or "",
+                    "protocol_type": g.protocol_type,
+                }
+        return sorted(groups.values(), key=lambda g: g["group"])
+
+    def _coordinator(self, group_id: str) -> KafkaConnection:
+        conn = self.bootstrap
+        if not conn.supports(FIND_COORDINATOR):
+            return conn
+        version = conn.version(FIND_COORDINATOR)
+        b = request_builder(FIND_COORDINATOR, version)
+        if version >= 4:
+            response = conn.request(b.FindCoordinatorRequest(key_type=0, coordinator_keys=(group_id,)))
+            (found,) = response.coordinators
+        else:
+            found = conn.request(b.FindCoordinatorRequest(key=group_id, key_type=0))
+        _check(found.error_code, getattr(found, "error_message", None), f"find the coordinator of group {group_id}")
+        return self._connection(found.host, int(found.port))
+
+    def describe_group(self, group_id: str) -> dict:
+        conn = self._coordinator(group_id)
+        described = None
+        if conn.supports(CONSUMER_GROUP_DESCRIBE):
+            described = self._consumer_group_describe(conn, group_id)
+        if described is None:
+            described = self._describe_classic(conn, group_id)
+        offsets = self._committed(conn, group_id)
+        if described["state"] in ("Dead", "") and not offsets and not described["members"]:
+            raise CliError(f"group {group_id!r} does not exist")
+        owner = {}
+        for member in described["members"]:
+            for topic, partition in member.pop("_owned"):
+                owner[(topic, partition)] = member
+        rows = []
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in offsets:
+            by_topic.setdefault(topic, []).append(partition)
+        end_offsets: dict[tuple[str, int], int | None] = {}
+        if by_topic:
+            metadata = self._metadata(list(by_topic))
+            leaders = {(t.name, int(p.partition_index)): int(p.leader_id) for t in metadata.topics for p in t.partitions}
+            for topic, partitions in by_topic.items():
+                found = self._offsets(topic, [(p, leaders.get((topic, p), -1)) for p in partitions], LATEST_TIMESTAMP)
+                end_offsets.update({(topic, p): o for p, o in found.items()})
+        for (topic, partition), committed in sorted(offsets.items()):
+            end = end_offsets.get((topic, partition))
+            member = owner.get((topic, partition), {})
+            rows.append({"topic": topic, "partition": partition, "committed_offset": committed,
+                         "end_offset": end, "lag": None if end is None else max(0, end - committed),
+                         "member_id": member.get("member_id"), "client_id": member.get("client_id"),
+                         "host": member.get("host")})
+        described["offsets"] = rows
+        return described
+
+    def _consumer_group_describe(self, conn: KafkaConnection, group_id: str) -> dict | None:
+        version = conn.version(CONSUMER_GROUP_DESCRIBE)
+        b = request_builder(CONSUMER_GROUP_DESCRIBE, version)
+        response = conn.request(b.ConsumerGroupDescribeRequest(group_ids=(group_id,),
+                                                              include_authorized_operations=False))
+        (group,) = response.groups
+        if int(group.error_code) != 0:
+            return None  # not a consumer (KIP-848) group: describe it as a classic one
+        members = []
+        for m in group.members:
+            owned = [(tp.topic_name, int(p)) for tp in m.assignment.topic_partitions for p in tp.partitions]
+            members.append({"member_id": m.member_id, "instance_id": m.instance_id, "client_id": m.client_id,
+                            "host": m.client_host, "assignment": [f"{t}-{p}" for t, p in sorted(owned)],
+                            "_owned": owned})
+        return {"group": group_id, "type": "consumer", "state": group.group_state, "protocol_type": "consumer",
+                "protocol": group.assignor_name, "members": members}
+
+    def _describe_classic(self, conn: KafkaConnection, group_id: str) -> dict:
+        version = conn.version(DESCRIBE_GROUPS)
+        b = request_builder(DESCRIBE_GROUPS, version)
+        response = conn.request(b.DescribeGroupsRequest(groups=(group_id,), include_authorized_operations=False))
+        (group,) = response.groups
+        if int(group.error_code) == int(ErrorCode.group_id_not_found):
+            return {"group": group_id, "type": "classic", "state": "Dead", "protocol_type": "", "protocol": "",
+                    "members": []}
+        _check(group.error_code, getattr(group, "error_message", None), f"describe group {group_id}")
+        members = []
+        for m in group.members:
+            owned = _consumer_assignment(m.member_assignment) if group.protocol_type == "consumer" else []
+            members.append({"member_id": m.member_id, "instance_id": getattr(m, "group_instance_id", None),
+                            "client_id": m.client_id, "host": m.client_host,
+                            "assignment": [f"{t}-{p}" for t, p in sorted(owned)], "_owned": owned})
+        return {"group": group_id, "type": "classic" if group.protocol_type else "simple", "state": group.group_state,
+                "protocol_type": group.protocol_type, "protocol": group.protocol_data, "members": members}
+
+    def _committed(self, conn: KafkaConnection, group_id: str) -> dict[tuple[str, int], int]:
+        version = conn.version(OFFSET_FETCH)
+        b = request_builder(OFFSET_FETCH, version)
+        if version >= 8:
+            response = conn.request(b.OffsetFetchRequest(groups=(b.OffsetFetchRequestGroup(
+                group_id=group_id, member_id=None, member_epoch=-1, topics=None),), require_stable=False))
+            (group,) = response.groups
+            _check(group.error_code, None, f"fetch the offsets of group {group_id}")
+            topics = group.topics
+        else:
+            response = conn.request(b.OffsetFetchRequest(group_id=group_id, topics=None, require_stable=False))
+            _check(getattr(response, "error_code", 0), None, f"fetch the offsets of group {group_id}")
+            topics = response.topics
+        result = {}
+        for topic in topics:
+            for p in topic.partitions:
+                if int(p.error_code) == 0 and int(p.committed_offset) >= 0:
+                    result[(topic.name, int(p.partition_index))] = int(p.committed_offset)
+        return result
+
+
+def _topic_id(topic) -> str | None:
+    topic_id = getattr(topic, "topic_id", None)
+    if topic_id is None or int(getattr(topic_id, "int", 0)) == 0:
+        return None
+    return str(topic_id)
+
+
+def _replication_factor(topic) -> int:
+    return max((len(p.replica_nodes) for p in topic.partitions), default=0)
+
+
+def _resource_type(resource: str) -> int:
+    return TOPIC_RESOURCE if resource == "topic" else BROKER_RESOURCE
+
+
+def _consumer_assignment(data: bytes | None) -> list[tuple[str, int]]:
+    """ConsumerProtocolAssignment (any version): the (topic, partition) pairs assigned."""
+    if not data:
+        return []
+    try:
+        position = 2  # version
+        (topics,) = struct.unpack_from(">i", data, position)
+        position += 4
+        owned = []
+        for _ in range(max(topics, 0)):
+            (length,) = struct.unpack_from(">h", data, position)
+            position += 2
+            topic = data[position:position + length].decode()
+            position += length
+            (count,) = struct.unpack_from(">i", data, position)
+            position += 4
+            for _ in range(max(count, 0)):
+                owned.append((topic, struct.unpack_from(">i", data, position)[0]))
+                position += 4
+        return owned
+    except (struct.error, UnicodeDecodeError):
+        return []
+
+
+# -- the REST transport -------------------------------------------------------------------------------
+
+def _kafka_state(rest_state: str | None) -> str:
+    """REST Proxy's state enum ("PREPARING_REBALANCE") as Kafka names it ("PreparingRebalance")."""
+    if not rest_state:
+        return ""
+    return "".join(part.capitalize() for part in rest_state.split("_"))
+
+
+class RestBackend(Backend):
+    """The same operations over the broker's REST API (Confluent REST Proxy v3 shape, admin/rest.py)."""
+
+    def __init__(self, base_url: str, timeout: float, token: str | None, user: str | None) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise CliError(f"bad --rest URL {base_url!r}, expected http://host:port", EXIT_USAGE)
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+        self.headers = {"Accept": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        elif user:
+            self.headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
+        self._cluster: str | None = None
+
+    def _call(self, method: str, path: str, body: Any = None, missing: str | None = None) -> Any:
+        data = None
+        headers = dict(self.headers)
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            message = _rest_error_message(exc.read()) or exc.reason
+            if exc.code == 404 and missing:
+                raise CliError(missing) from None
+            if exc.code in (401, 403):
+                raise CliError(f"the REST API refused the request ({exc.code}): {message}; "
+                               "see --rest-token / --rest-user") from None
+            raise CliError(f"{message} (HTTP {exc.code} from {method} {path})") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CliError(f"cannot reach the REST API at {self.base}: {reason}", EXIT_UNREACHABLE) from None
+        if not payload:
+            return None
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise CliError(f"{method} {path}: the REST API answered something that is not JSON",
+                           EXIT_UNREACHABLE) from None
+
+    def _c(self, path: str) -> str:
+        """A path under /v3/clusters/{this cluster}."""
+        if self._cluster is None:
+            clusters = self._call("GET", "/v3/clusters")["data"]
+            if not clusters:
+                raise CliError(f"the REST API at {self.base} lists no cluster", EXIT_UNREACHABLE)
+            self._cluster = clusters[0]["cluster_id"]
+        return f"/v3/clusters/{self._cluster}{path}"
+
+    @staticmethod
+    def _q(name: str) -> str:
+        return urllib.parse.quote(name, safe="")
+
+    def list_topics(self, include_internal: bool) -> list[dict]:
+        topics = []
+        for t in self._call("GET", self._c("/topics"))["data"]:
+            internal = bool(t.get("is_internal")) or t["topic_name"].startswith("__")
+            if internal and not include_internal:
+                continue
+            topics.append({"name": t["topic_name"], "topic_id": t.get("topic_id"), "partitions": t["partitions_count"],
+                           "replication_factor": t["replication_factor"], "internal": internal})
+        return sorted(topics, key=lambda t: t["name"])
+
+    def describe_topic(self, name: str) -> dict:
+        missing = f"topic {name!r} does not exist"
+        topic = self._call("GET", self._c(f"/topics/{self._q(name)}"), missing=missing)
+        partitions = self._call("GET", self._c(f"/topics/{self._q(name)}/partitions"), missing=missing)["data"]
+        configs = [c for c in self.describe_configs("topic", name) if c["source"] in OVERRIDE_SOURCES]
+        return {
+            "name": topic["topic_name"],
+            "topic_id": topic.get("topic_id"),
+            "internal": bool(topic.get("is_internal")),
+            "partition_count": len(partitions),
+            "replication_factor": topic["replication_factor"],
+            "configs": {c["name"]: c["value"] for c in configs},
+            "partitions": [{
+                "partition": p["partition_id"],
+                "leader": -1 if p.get("leader_id") is None else p["leader_id"],
+                "replicas": list(p.get("replica_ids", [])),
+                "isr": list(p.get("isr_ids", [])),
+                "offline_replicas": [],
+                "end_offset": p.get("latest_offset"),
+            } for p in sorted(partitions, key=lambda p: p["partition_id"])],
+        }
+
+    def create_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]) -> dict:
+        body: dict[str, Any] = {"topic_name": name, "configs": [{"name": k, "value": v} for k, v in configs.items()]}
+        if partitions != -1:
+            body["partitions_count"] = partitions
+        if replication_factor != -1:
+            body["replication_factor"] = replication_factor
+        created = self._call("POST", self._c("/topics"), body)
+        return {"name": name, "topic_id": created.get("topic_id"), "partitions": created["partitions_count"],
+                "replication_factor": created["replication_factor"]}
+
+    def delete_topic(self, name: str) -> None:
+        self._call("DELETE", self._c(f"/topics/{self._q(name)}"), missing=f"topic {name!r} does not exist")
+
+    def _config_path(self, resource: str, name: str) -> tuple[str, str]:
+        if resource == "topic":
+            return self._c(f"/topics/{self._q(name)}/configs"), f"topic {name!r} does not exist"
+        if not name:
+            return self._c("/broker-configs"), "no cluster-wide broker configs"
+        return self._c(f"/brokers/{self._q(name)}/configs"), f"broker {name} does not exist"
+
+    def describe_configs(self, resource: str, name: str) -> list[dict]:
+        path, missing = self._config_path(resource, name)
+        return sorted(({
+            "name": c["name"],
+            "value": c.get("value"),
+            "source": c.get("source", "UNKNOWN"),
+            "read_only": bool(c.get("is_read_only")),
+            "sensitive": bool(c.get("is_sensitive")),
+        } for c in self._call("GET", path, missing=missing)["data"]), key=lambda c: c["name"])
+
+    def alter_configs(self, resource: str, name: str, set_: dict[str, str], delete: list[str]) -> None:
+        path, missing = self._config_path(resource, name)
+        data = [{"name": k, "value": v, "operation": "SET"} for k, v in set_.items()]
+        data += [{"name": k, "operation": "DELETE"} for k in delete]
+        self._call("POST", path + ":alter", {"data": data}, missing=missing)
+
+    def list_groups(self) -> list[dict]:
+        return sorted(({
+            "group": g["consumer_group_id"],
+            "type": str(g.get("type", "")).lower(),
+            "state": _kafka_state(g.get("state")),
+            "protocol_type": g.get("protocol_type", ""),
+        } for g in self._call("GET", self._c("/consumer-groups"))["data"]), key=lambda g: g["group"])
+
+    def describe_group(self, group_id: str) -> dict:
+        missing = f"group {group_id!r} does not exist"
+        base = f"/consumer-groups/{self._q(group_id)}"
+        group = self._call("GET", self._c(base), missing=missing)
+        members = []
+        for m in self._call("GET", self._c(base + "/consumers"), missing=missing)["data"]:
+            assigned = self._call("GET", self._c(f"{base}/consumers/{self._q(m['consumer_id'])}/assignments"),
+                                  missing=missing)["data"]
+            members.append({"member_id": m["consumer_id"], "instance_id": m.get("instance_id"),
+                            "client_id": m.get("client_id"), "host": None,
+                            "assignment": sorted(f"{a['topic_name']}-{a['partition_id']}" for a in assigned)})
+        by_id = {m["member_id"]: m for m in members}
+        offsets = []
+        for lag in self._call("GET", self._c(base + "/lags"), missing=missing)["data"]:
+            owner = by_id.get(lag.get("consumer_id") or "")
+            offsets.append({"topic": lag["topic_name"], "partition": lag["partition_id"],
+                            "committed_offset": lag["current_offset"], "end_offset": lag["log_end_offset"],
+                            "lag": lag["lag"], "member_id": lag.get("consumer_id") or None,
+                            "client_id": lag.get("client_id") or None, "host": owner["host"] if owner else None})
+        return {"group": group_id, "type": str(group.get("type", "")).lower(),
+                "state": _kafka_state(group.get("state")), "protocol_type": group.get("protocol_type", ""),
+                "protocol": group.get("partition_assignor", ""), "members": members,
+                "offsets": sorted(offsets, key=lambda o: (o["topic"], o["partition"]))}
+
+
+def _rest_error_message(raw: bytes) -> str | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace").strip() or None
+    if isinstance(data, dict):
+        for key in ("message", "detail", "error_message", "error"):
+            if data.get(key):
+                detail = data[key]
+                return detail if isinstance(detail, str) else json.dumps(detail)
+    return None
+
+
+# -- output ----------------------------------------------------------------------------------------
+
+@dataclass
+class Output:
+    data: Any  # what --output json prints
+    tables: list[tuple[str | None, list[str], list[list[Any]]]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # table mode: plain lines before the tables
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) if value else "-"
+    return str(value)
+
+
+def render_table(columns: list[str], rows: list[list[Any]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def emit(output: Output, fmt: str, stream=None) -> None:
+    stream = stream or sys.stdout
+    if fmt == "json":
+        stream.write(json.dumps(output.data, indent=2, sort_keys=False) + "\n")
+        return
+    parts = list(output.lines)
+    for title, columns, rows in output.tables:
+        block = render_table(columns, rows)
+        parts.append(f"{title}\n{block}" if title else block)
+    if parts:
+        stream.write("\n\n".join(parts) if output.tables else "\n".join(parts))
+        stream.write("\n")
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+def _key_values(items: list[str], option: str) -> dict[str, str]:
+    result = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"{option} expects KEY=VALUE, got {item!r}", EXIT_USAGE)
+        result[key.strip()] = val
+    return result
+
+
+def cmd_topics_list(backend: Backend, args) -> Output:
+    topics = backend.list_topics(args.include_internal)
+    return Output(topics, [(None, ["TOPIC", "PARTITIONS", "REPLICATION", "TOPIC-ID"],
+                            [[t["name"], t["partitions"], t["replication_factor"], t["topic_id"]] for t in topics])])
+
+
+def cmd_topics_describe(backend: Backend, args) -> Output:
+    names = args.topics or [t["name"] for t in backend.list_topics(include_internal=False)]
+    described = [backend.describe_topic(name) for name in names]
+    output = Output(described)
+    for topic in described:
+        configs = ",".join(f"{k}={v}" for k, v in sorted(topic["configs"].items())) or "-"
+        output.tables.append((
+            f"Topic: {topic['name']}  TopicId: {topic['topic_id'] or '-'}  PartitionCount: {topic['partition_count']}  "
+            f"ReplicationFactor: {topic['replication_factor']}  Configs: {configs}",
+            ["PARTITION", "LEADER", "REPLICAS", "ISR", "END-OFFSET"],
+            [[p["partition"], p["leader"], p["replicas"], p["isr"], p["end_offset"]] for p in topic["partitions"]]))
+    return output
+
+
+def cmd_topics_create(backend: Backend, args) -> Output:
+    configs = _key_values(args.config, "--config")
+    created = backend.create_topic(args.topic, args.partitions, args.replication_factor, configs)
+    return Output(created, lines=[f"Created topic {args.topic} ({created['partitions']} partitions)."])
+
+
+def cmd_topics_delete(backend: Backend, args) -> Output:
+    results, failed = [], []
+    for name in args.topics:
+        try:
+            backend.delete_topic(name)
+            results.append({"name": name, "deleted": True})
+        except CliError as exc:
+            if exc.exit_code != EXIT_ERROR:
+                raise
+            results.append({"name": name, "deleted": False, "error": str(exc)})
+            failed.append(str(exc))
+    output = Output(results, lines=[f"Deleted topic {r['name']}." for r in results if r["deleted"]])
+    if failed:
+        raise _PartialFailure(output, failed)
+    return output
+
+
+def cmd_topics_alter_config(backend: Backend, args) -> Output:
+    args.resource, args.name = "topic", args.topic
+    return cmd_configs_alter(backend, args)
+
+
+def _resource_of(args) -> tuple[str, str]:
+    if args.topic is not None:
+        return "topic", args.topic
+    if args.broker_defaults:
+        return "broker", ""
+    return "broker", str(args.broker)
+
+
+def cmd_configs_describe(backend: Backend, args) -> Output:
+    resource, name = _resource_of(args)
+    configs = backend.describe_configs(resource, name)
+    if not args.all:
+        configs = [c for c in configs if c["source"] in OVERRIDE_SOURCES]
+    label = f"{resource} {name}" if name else "broker defaults"
+    rows = [[c["name"], "(sensitive)" if c["sensitive"] and c["value"] is None else c["value"], c["source"],
+             c["read_only"]] for c in configs]
+    output = Output({"resource": resource, "name": name, "configs": configs},
+                    [(f"Configs of {label}" + ("" if args.all else " (overrides; --all for every config)"),
+                      ["NAME", "VALUE", "SOURCE", "READ-ONLY"], rows)])
+    return output
+
+
+def cmd_configs_alter(backend: Backend, args) -> Output:
+    resource, name = getattr(args, "resource", None), getattr(args, "name", None)
+    if resource is None:
+        resource, name = _resource_of(args)
+    set_ = _key_values(args.set, "--set")
+    delete = [k.strip() for k in args.delete]
+    if not set_ and not delete:
+        raise CliError("nothing to change: give --set KEY=VALUE and/or --delete KEY", EXIT_USAGE)
+    backend.alter_configs(resource, name, set_, delete)
+    label = f"{resource} {name}" if name else "broker defaults"
+    return Output({"resource": resource, "name": name, "set": set_, "deleted": delete},
+                  lines=[f"Updated the configs of {label}."])
+
+
+def cmd_groups_list(backend: Backend, args) -> Output:
+    groups = backend.list_groups()
+    return Output(groups, [(None, ["GROUP", "TYPE", "STATE", "PROTOCOL-TYPE"],
+                            [[g["group"], g["type"], g["state"], g["protocol_type"]] for g in groups])])
+
+
+def cmd_groups_describe(backend: Backend, args) -> Output:
+    names = args.groups or [g["group"] for g in backend.list_groups()]
+    described = [backend.describe_group(name) for name in names]
+    output = Output(described)
+    for group in described:
+        total_lag = sum(o["lag"] or 0 for o in group["offsets"])
+        output.tables.append((
+            f"Group: {group['group']}  Type: {group['type']}  State: {group['state']}  "
+            f"Members: {len(group['members'])}  TotalLag: {total_lag}",
+            ["TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST", "CLIENT-ID"],
+            [[o["topic"], o["partition"], o["committed_offset"], o["end_offset"], o["lag"], o["member_id"], o["host"],
+              o["client_id"]] for o in group["offsets"]]))
+        if group["members"]:
+            output.tables.append((
+                f"Members of {group['group']}",
+                ["CONSUMER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"],
+                [[m["member_id"], m["client_id"], m["host"], m["assignment"]] for m in group["members"]]))
+    return output
+
+
+class _PartialFailure(Exception):
+    def __init__(self, output: Output, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.output = output
+        self.errors = errors
+
+
+# -- argparse wiring ---------------------------------------------------------------------------------
+
+def _connection_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("broker")
+    where.add_argument("--bootstrap-server", metavar="HOST:PORT",
+                       help="talk the Kafka protocol to this broker (default: $LODESTREAM_BOOTSTRAP_SERVER "
+                            "or localhost:9092)")
+    where.add_argument("--rest", metavar="URL",
+                       help="use the broker's REST API instead, e.g. http://127.0.0.1:8083 (or $LODESTREAM_REST)")
+    where.add_argument("--rest-token", metavar="TOKEN", help="REST bearer token (or $LODESTREAM_REST_TOKEN)")
+    where.add_argument("--rest-user", metavar="USER:PASSWORD", help="REST basic auth (or $LODESTREAM_REST_USER)")
+    where.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
+    where.add_argument("--output", "-o", choices=["table", "json"], default="table", help="output format")
+    return common
+
+
+def _resource_options(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--topic", help="a topic's configs")
+    target.add_argument("--broker", type=int, metavar="ID", help="a broker's configs (its node id)")
+    target.add_argument("--broker-defaults", action="store_true", help="the cluster-wide broker defaults")
+
+
+def _change_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a config (repeatable)")
+    parser.add_argument("--delete", action="append", default=[], metavar="KEY",
+                        help="remove an override, back to the default (repeatable)")
+
+
+def add_subcommands(sub) -> None:
+    """Add `topics`, `groups` and `configs` to the `lodestream` parser's subparsers."""
+    common = _connection_options()
+
+    topics = sub.add_parser("topics", help="list, describe, create, delete topics; change topic configs")
+    topic_sub = topics.add_subparsers(dest="action", required=True)
+    p = topic_sub.add_parser("list", parents=[common], help="list topics")
+    p.add_argument("--include-internal", action="store_true", help="also list internal topics (__consumer_offsets)")
+    p.set_defaults(run=cmd_topics_list)
+    p = topic_sub.add_parser("describe", parents=[common], help="partitions, leaders, end offsets and config overrides")
+    p.add_argument("topics", nargs="*", metavar="TOPIC", help="topics to describe (default: all)")
+    p.set_defaults(run=cmd_topics_describe)
+    p = topic_sub.add_parser("create", parents=[common], help="create a topic")
+    p.add_argument("topic", metavar="TOPIC")
+    p.add_argument("--partitions", type=int, default=-1, help="partition count (default: the broker's num.partitions)")
+    p.add_argument("--replication-factor", type=int, default=-1,
+                   help="replicas per partition (default: the broker's default.replication.factor)")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="topic config (repeatable)")
+    p.set_defaults(run=cmd_topics_create)
+    p = topic_sub.add_parser("delete", parents=[common], help="delete topics")
+    p.add_argument("topics", nargs="+", metavar="TOPIC")
+    p.set_defaults(run=cmd_topics_delete)
+    p = topic_sub.add_parser("alter-config", parents=[common], help="set or remove topic config overrides")
+    p.add_argument("topic", metavar="TOPIC")
+    _change_options(p)
+    p.set_defaults(run=cmd_topics_alter_config)
+
+    groups = sub.add_parser("groups", help="list and describe consumer groups (members, offsets, lag)")
+    group_sub = groups.add_subparsers(dest="action", required=True)
+    p = group_sub.add_parser("list", parents=[common], help="list groups with their type and state")
+    p.set_defaults(run=cmd_groups_list)
+    p = group_sub.add_parser("describe", parents=[common], help="members, committed offsets and lag per partition")
+    p.add_argument("groups", nargs="*", metavar="GROUP", help="groups to describe (default: all)")
+    p.set_defaults(run=cmd_groups_describe)
+
+    configs = sub.add_parser("configs", help="describe and alter topic and broker configs")
+    config_sub = configs.add_subparsers(dest="action", required=True)
+    p = config_sub.add_parser("describe", parents=[common], help="config overrides (or --all with defaults)")
+    _resource_options(p)
+    p.add_argument("--all", action="store_true", help="every config with its source, not only overrides")
+    p.set_defaults(run=cmd_configs_describe)
+    p = config_sub.add_parser("alter", parents=[common], help="set or remove config overrides")
+    _resource_options(p)
+    _change_options(p)
+    p.set_defaults(run=cmd_configs_alter)
+
+
+ADMIN_COMMANDS = ("topics", "groups", "configs")
+
+
+def _backend(args) -> Backend:
+    rest = args.rest or (None if args.bootstrap_server else os.environ.get("LODESTREAM_REST"))
+    if args.rest and args.bootstrap_server:
+        raise CliError("give either --bootstrap-server or --rest, not both", EXIT_USAGE)
+    if rest:
+        return RestBackend(rest, args.timeout, args.rest_token or os.environ.get("LODESTREAM_REST_TOKEN"),
+                           args.rest_user or os.environ.get("LODESTREAM_REST_USER"))
+    bootstrap = args.bootstrap_server or os.environ.get("LODESTREAM_BOOTSTRAP_SERVER") or "localhost:9092"
+    return KafkaBackend(bootstrap, args.timeout)
+
+
+def run(args) -> int:
+    """Run a parsed `topics|groups|configs` command; returns the exit status."""
+    backend = None
+    try:
+        backend = _backend(args)
+        output = args.run(backend, args)
+        emit(output, args.output)
+        return EXIT_OK
+    except _PartialFailure as exc:
+        emit(exc.output, args.output)
+        for error in exc.errors:
+            print(f"lodestream: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except CliError as exc:
+        print(f"lodestream: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    finally:
+        if backend is not None:
+            backend.close()

@@ -57,6 +57,7 @@ class BrokerProcess:
             ready = self.workdir / "ready.json"
             self.process = subprocess.Popen(
                 [str(VENV_BIN / "lodestream"), "serve", "--override", "listeners=PLAINTEXT://127.0.0.1:0",
+                 "--override", "admin.listeners=http://127.0.0.1:0",
                  "--override", f"log.dirs={self.workdir / 'data'}", "--ready-file", str(ready), "--log-level", "WARNING"],
                 stdout=log, stderr=log)
             _wait_for(ready.exists, 30, "lodestream ready file")

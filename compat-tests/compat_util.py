@@ -275,3 +275,43 @@ def ck_wait_for_leaders(admin, names: Iterable[str], partitions: int, timeout: f
             return
         deadline.check(f"(topics {names}; last metadata: { {n: md.topics.get(n) for n in names} })")
         time.sleep(0.1)  # polling interval
+
+
+def wait_until(predicate, seconds: float, what: str, describe=lambda: "", interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy (returned) or ``seconds`` pass (AssertionError
+    with ``describe()``). The sleep is the polling interval, not synchronisation."""
+    deadline = Deadline(seconds, what)
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if deadline.expired():
+            raise AssertionError(f"{what}: not reached within {seconds}s\n{describe()}")
+        time.sleep(interval)
+
+
+def api_versions(bootstrap: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """ApiVersions v0 over a plain socket: {api_key: (min_version, max_version)}."""
+    import socket
+    import struct
+
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        client_id = b"compat-tests"
+        body = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
+        s.sendall(struct.pack(">i", len(body)) + body)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("broker closed the connection during ApiVersions")
+            buf += chunk
+    data = buf[4:]
+    _corr, err, count = struct.unpack(">ihi", data[:10])
+    if err:
+        raise AssertionError(f"ApiVersions v0 returned error {err}")
+    out = {}
+    for i in range(count):
+        key, lo, hi = struct.unpack(">hhh", data[10 + 6 * i:16 + 6 * i])
+        out[key] = (lo, hi)
+    return out

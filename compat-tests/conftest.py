@@ -119,6 +119,7 @@ class BrokerProcess:
         cmd = [
             str(exe), "serve",
             "--override", "listeners=PLAINTEXT://127.0.0.1:0",
+            "--override", "admin.listeners=http://127.0.0.1:0",
             "--override", f"log.dirs={self.data_dir}",
             "--ready-file", str(self.ready_path),
         ]

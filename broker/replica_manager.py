@@ -132,7 +132,6 @@ class ReplicaManager:
             pending = request.partition.log.prepare_append(request.batches, stamp)
             request.base_offset = pending.base_offset
             pendings.append(pending)
-        started = time.perf_counter()
         try:
             staged = self.store.stage(pendings, self.sync_on_append)
             write_seconds = await trio.to_thread.run_sync(_timed, staged.commit, limiter=self.io_limiter)
@@ -144,7 +143,6 @@ class ReplicaManager:
                 request.error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
                 request.done.set()
             return
-        self.last_write_seconds = time.perf_counter() - started
         if not self.sync_on_append:
             self.unflushed_writes += 1
         metrics = self.metrics

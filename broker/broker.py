@@ -32,8 +32,10 @@ from .config import (
 )
 from .groups.coordinator import BrokerGroupLog, GroupCoordinator
 from .groups.offsets_log import OFFSETS_TOPIC
+from .limits import LimitReporter, MemoryPool
 from .listeners import ListenerSpec, parse_listeners, parse_quorum_voters
 from .metrics import BrokerMetrics
+from .quotas import QuotaManager
 from .replica_manager import ReplicaManager
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,12 @@ class Broker:
         self._metadata_lock = trio.Lock()
         self.groups: GroupCoordinator | None = None  # the group coordinator (broker/groups)
         self.connections: set = set()  # server.Connection objects, for metrics
+        self.connections_per_ip: dict[str, int] = {}  # open connections by peer IP (max.connections.per.ip)
+        pool_bytes = int(config.get("queued.max.request.bytes"))
+        self.request_pool = MemoryPool(None if pool_bytes < 0 else pool_bytes)  # queued.max.request.bytes
+        self.limits = LimitReporter()  # limit hits: counted (metrics) and logged once per interval
         self.metrics = BrokerMetrics(self)  # a registry of its own: several brokers may share a process
+        self.quotas = QuotaManager(lambda: self.image.client_quotas)  # client quotas (broker/quotas.py)
 
     # -- start-up / shut-down -----------------------------------------------------
     def open(self) -> None:

@@ -90,6 +90,19 @@ def _basic_users(value: str) -> dict[str, str]:
     return users
 
 
+def _pool_bytes(value: str) -> int:
+    number = int(value.strip())
+    if number == 0 or number < -1:
+        raise ValueError("must be -1 (unbounded) or positive")
+    return number
+
+
+def _ip_overrides(value: str) -> dict[str, int]:
+    from .limits import parse_ip_overrides
+
+    return parse_ip_overrides(value)
+
+
 def is_loopback_host(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -136,6 +149,18 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("message.max.bytes", _at_least(0), "1048588", "INT", "Largest record batch"),
         ConfigDef("socket.request.max.bytes", _at_least(1024), "104857600", "INT", "Largest request frame",
                   read_only=True),
+        # Back-pressure and connection limits (broker/limits.py, docs/limits.md).
+        ConfigDef("queued.max.request.bytes", _pool_bytes, "268435456", "LONG",
+                  "Broker-wide budget of request bytes being read or handled; when used up the broker stops "
+                  "reading sockets. -1 = unbounded (Kafka's default); ours is 256 MiB", read_only=True),
+        ConfigDef("max.connections", _at_least(0), "2147483647", "INT",
+                  "Most client connections; more are closed right after accept"),
+        ConfigDef("max.connections.per.ip", _at_least(0), "2147483647", "INT",
+                  "Most client connections from one IP address"),
+        ConfigDef("max.connections.per.ip.overrides", _ip_overrides, "", "STRING",
+                  "Per-IP exceptions to max.connections.per.ip: ip:count,ip:count"),
+        ConfigDef("connections.max.idle.ms", _at_least(1), "600000", "LONG",
+                  "Close a connection with no request and nothing in flight for this long", read_only=True),
         ConfigDef("log.flush.interval.messages", _at_least(1), "1", "LONG",
                   "1 (default) = fsync before acknowledging; larger = fsync in the background"),
         ConfigDef("log.flush.interval.ms", _at_least(0), None, "LONG", "Background fsync period"),

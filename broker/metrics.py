@@ -365,10 +365,27 @@ class BrokerStateCollector(Collector):
         gauge = _gauge("lodestream_connections", "Open client connections.")
         gauge.add_metric([], len(connections))
         yield gauge
+        request_pool = getattr(broker, "request_pool", None)
         pool = _gauge("lodestream_request_pool_used_bytes",
-                      "Bytes of received, not yet dispatched request data buffered in connections' frame decoders.")
-        pool.add_metric([], sum(c.buffered_bytes for c in connections))
+                      "Bytes of the request memory pool (queued.max.request.bytes) reserved by requests being "
+                      "read or handled.")
+        pool.add_metric([], request_pool.used if request_pool is not None else 0)
         yield pool
+        capacity = _gauge("lodestream_request_pool_capacity_bytes",
+                          "Size of the request memory pool (queued.max.request.bytes); -1 = unbounded.")
+        capacity.add_metric([], -1 if request_pool is None or request_pool.capacity is None else request_pool.capacity)
+        yield capacity
+        waiting = _gauge("lodestream_request_pool_waiting_connections",
+                         "Connections not reading their socket because the request pool is used up.")
+        waiting.add_metric([], request_pool.waiting if request_pool is not None else 0)
+        yield waiting
+        limits = getattr(broker, "limits", None)
+        hits = CounterMetricFamily("lodestream_limit_hits",
+                                   "Times a resource limit was hit, by limit (the broker property's name).",
+                                   labels=["limit"])
+        for limit, count in sorted((limits.hits if limits is not None else {}).items()):
+            hits.add_metric([limit], count)
+        yield hits
         in_flight = _gauge("lodestream_requests_in_flight",
                            "Requests read and not yet answered, over all connections.")
         in_flight.add_metric([], sum(c.in_flight for c in connections))

@@ -16,11 +16,17 @@ from protocol.framing import FrameDecoder, FrameError
 from .broker import BoundListener, Broker
 from .handlers import REGISTRY, RequestContext
 from .handlers import api_versions
+from .quotas import apply_throttle
 
 log = logging.getLogger(__name__)
 
-RECEIVE_CHUNK = 256 * 1024
+RECEIVE_CHUNK = 256 * 1024  # when between frames (many small requests per read)
+MAX_RECEIVE = 1024 * 1024  # the largest read inside a frame
 MAX_IN_FLIGHT_PER_CONNECTION = 16
+# Fetch responses reference stored batches (up to the request's max_bytes each): a client that does
+# not read its socket can pin at most this many of them per connection (docs/limits.md).
+MAX_IN_FLIGHT_FETCHES_PER_CONNECTION = 2
+FETCH_API_KEY = 1
 
 
 class CloseConnection(Exception):
@@ -42,6 +48,9 @@ class ResponseSlot:
     started: float = 0.0
     completed: float = 0.0
     body: Any = None
+    reserved: int = 0  # request-pool bytes held for this request (released when the handler is done)
+    fetch_permit: bool = False  # holds one of the connection's fetch slots until written
+    ctx: Any = None  # the RequestContext: its throttle_ms is the quota throttle (broker/quotas.py)
 
 
 class Connection:
@@ -53,44 +62,95 @@ class Connection:
         self.slots_send, self.slots_receive = trio.open_memory_channel[ResponseSlot](MAX_IN_FLIGHT_PER_CONNECTION)
         self.metrics = broker.metrics
         self.in_flight = 0  # requests read, response not yet written
+        self.pool = broker.request_pool
+        self.reserved = 0  # request-pool bytes this connection holds
+        self._frame_reserved = False  # the frame being read has its bytes reserved
+        self.fetch_slots = trio.Semaphore(MAX_IN_FLIGHT_FETCHES_PER_CONNECTION)
+        self.idle_s = int(broker.config.get("connections.max.idle.ms")) / 1000
+        self.muted_until = 0.0  # quota throttle: nothing is read before this trio time (KIP-219)
 
     @property
     def buffered_bytes(self) -> int:
         return self.decoder.buffered_bytes
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write_responses)
-            try:
-                await self._read_requests(nursery)
-            finally:
-                await self.slots_send.aclose()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_responses)
+                try:
+                    await self._read_requests(nursery)
+                finally:
+                    await self.slots_send.aclose()
+        finally:
+            self._release(self.reserved)
+
+    def _release(self, size: int) -> None:
+        if size:
+            self.reserved -= size
+            self.pool.release(size)
+
+    async def _reserve(self, size: int) -> None:
+        """Take `size` bytes from the broker's request pool, waiting (not reading) while it is used up."""
+        if not self.pool.try_acquire(size):
+            self.broker.limits.hit(
+                "queued.max.request.bytes",
+                "request pool of %s bytes in use (%d used); not reading from %s until a %d-byte request fits",
+                self.pool.capacity, self.pool.used, self.peer, size)
+            await self.pool.acquire(size)
+        self.reserved += size
+
+    async def _receive(self) -> bytes | None:
+        """The next bytes from the socket; None at EOF, on error, or when idle for connections.max.idle.ms.
+
+        Inside a frame whose length is known, reads no further than its end, so a large frame's
+        buffer holds exactly that frame (reserved in the pool) and nothing unreserved behind it."""
+        missing = self.decoder.missing_bytes
+        size = RECEIVE_CHUNK if not missing else min(missing, MAX_RECEIVE)
+        while True:
+            with trio.move_on_after(self.idle_s) as idle:
+                try:
+                    data = await self.stream.receive_some(size)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return None
+                return data or None
+            if idle.cancelled_caught and self.in_flight == 0:
+                self.broker.limits.hit("connections.max.idle.ms", "closing connection from %s, idle for %d ms",
+                                       self.peer, int(self.idle_s * 1000), level=logging.INFO)
+                return None
 
     async def _read_requests(self, nursery: trio.Nursery) -> None:
+        # One frame at a time: its length, then its bytes reserved in the pool, then its body.
+        # At most RECEIVE_CHUNK bytes beyond the current frame are buffered unreserved.
+        received = time.perf_counter()
         while True:
+            if self.muted_until > trio.current_time():
+                await trio.sleep_until(self.muted_until)
             try:
-                data = await self.stream.receive_some(RECEIVE_CHUNK)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                length = self.decoder.next_length()
+            except FrameError as exc:
+                log.warning("closing connection from %s: %s", self.peer, exc)
                 return
-            if not data:
+            if length is not None:
+                if not self._frame_reserved:
+                    await self._reserve(length)
+                    self._frame_reserved = True
+                if self.decoder.missing_bytes == 0:
+                    self._frame_reserved = False
+                    try:
+                        await self._dispatch(nursery, received, length)
+                    except CloseConnection as exc:
+                        log.warning("closing connection from %s: %s", self.peer, exc)
+                        return
+                    continue
+            data = await self._receive()
+            if data is None:
                 return
             received = time.perf_counter()
             self.decoder.receive_data(data)
-            while True:
-                try:
-                    frame = self.decoder.next_frame()
-                except FrameError as exc:
-                    log.warning("closing connection from %s: %s", self.peer, exc)
-                    return
-                if frame is None:
-                    break
-                try:
-                    await self._dispatch(frame, nursery, received)
-                except CloseConnection as exc:
-                    log.warning("closing connection from %s: %s", self.peer, exc)
-                    return
 
-    async def _dispatch(self, frame: bytes, nursery: trio.Nursery, received: float) -> None:
+    async def _dispatch(self, nursery: trio.Nursery, received: float, reserved: int = 0) -> None:
+        frame = self.decoder.next_frame()
+        assert frame is not None
         try:
             preamble = peek_preamble(frame)
         except DecodeError as exc:
@@ -101,7 +161,7 @@ class Connection:
         if preamble.api_version not in handler.parseable:
             if preamble.api_key == api_versions.API_KEY and preamble.api_version > handler.versions.stop - 1:
                 # A newer client: answer v0 with UNSUPPORTED_VERSION and our ranges (KIP-511).
-                await self._respond_now(preamble, api_versions.unsupported_version_response(), received)
+                await self._respond_now(preamble, api_versions.unsupported_version_response(), received, reserved)
                 return
             raise CloseConnection(
                 f"unsupported version {preamble.api_version} of api key {preamble.api_key} "
@@ -111,6 +171,7 @@ class Connection:
             request = decode_request(frame)
         except DecodeError as exc:
             raise CloseConnection(str(exc)) from None
+        del frame  # the decoded request holds what it needs; a produce's frame is not kept twice
         ctx = RequestContext(
             broker=self.broker,
             api_key=preamble.api_key,
@@ -120,7 +181,14 @@ class Connection:
             peer=self.peer,
         )
         slot = ResponseSlot(preamble.correlation_id, trio.Event(), api_key=preamble.api_key,
-                            api_version=preamble.api_version, received=received)
+                            api_version=preamble.api_version, received=received, reserved=reserved, ctx=ctx)
+        if preamble.api_key == FETCH_API_KEY:
+            if self.fetch_slots.value == 0:
+                self._slow_reader("fetches", MAX_IN_FLIGHT_FETCHES_PER_CONNECTION)
+            await self.fetch_slots.acquire()
+            slot.fetch_permit = True
+        if self.slots_send.statistics().current_buffer_used >= MAX_IN_FLIGHT_PER_CONNECTION:
+            self._slow_reader("requests", MAX_IN_FLIGHT_PER_CONNECTION)
         self.in_flight += 1
         await self.slots_send.send(slot)
         slot.started = time.perf_counter()
@@ -130,9 +198,14 @@ class Connection:
         else:
             await self._complete(slot, handler.handle(ctx, request.body))
 
+    def _slow_reader(self, what: str, limit: int) -> None:
+        self.broker.limits.hit("in.flight.per.connection",
+                               "%s has %d %s unanswered or unread; not reading more from it until one is written",
+                               self.peer, limit, what, level=logging.INFO)
+
     async def _complete(self, slot: ResponseSlot, response: Awaitable[Any]) -> None:
         try:
-            body = await response
+            body = apply_throttle(await response, slot.ctx)
             slot.completed = time.perf_counter()
             slot.body = body
             slot.payload = None if body is None else encode_response_chunks(slot.correlation_id, body)
@@ -141,9 +214,14 @@ class Connection:
             self.metrics.request_failed(slot.api_key)
             slot.close_after = True
         finally:
+            # The request's bytes are garbage once the handler is done (as Kafka releases the
+            # buffer after KafkaApis.handle): a client that does not read cannot pin the pool.
+            reserved, slot.reserved = slot.reserved, 0
+            self._release(reserved)
             slot.ready.set()
 
-    async def _respond_now(self, preamble, body: Any, received: float) -> None:
+    async def _respond_now(self, preamble, body: Any, received: float, reserved: int = 0) -> None:
+        self._release(reserved)
         now = time.perf_counter()
         slot = ResponseSlot(preamble.correlation_id, trio.Event(), encode_response_chunks(preamble.correlation_id, body),
                             api_key=preamble.api_key, api_version=preamble.api_version, received=received,
@@ -164,6 +242,12 @@ class Connection:
                         await self.stream.send_all(chunk)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
+            slot.payload = None
+            if slot.ctx is not None and slot.ctx.throttle_ms > 0:  # over quota: pause reading (KIP-219)
+                self.muted_until = max(self.muted_until, trio.current_time() + slot.ctx.throttle_ms / 1000)
+            if slot.fetch_permit:
+                slot.fetch_permit = False
+                self.fetch_slots.release()
             self.in_flight -= 1
             self.metrics.request_done(slot.api_key, slot.api_version, slot.body,
                                       slot.received, slot.started, slot.completed, time.perf_counter())
@@ -174,7 +258,35 @@ async def _serve_connection(broker: Broker, stream: trio.SocketStream) -> None:
         host, port = stream.socket.getpeername()[:2]
         peer = f"{host}:{port}"
     except OSError:
-        peer = "?"
+        host, peer = "?", "?"
+    refused = _connection_refused(broker, host)
+    if refused is not None:
+        limit, allowed = refused
+        broker.limits.hit(limit, "closing new connection from %s (%d allowed)", peer, allowed)
+        await trio.aclose_forcefully(stream)
+        return
+    broker.connections_per_ip[host] = broker.connections_per_ip.get(host, 0) + 1
+    try:
+        await _run_connection(broker, stream, peer)
+    finally:
+        remaining = broker.connections_per_ip.pop(host, 1) - 1
+        if remaining > 0:
+            broker.connections_per_ip[host] = remaining
+
+
+def _connection_refused(broker: Broker, ip: str) -> tuple[str, int] | None:
+    """(limit, allowed) when a new connection from `ip` is over max.connections or max.connections.per.ip."""
+    allowed = int(broker.broker_config_value("max.connections"))
+    if len(broker.connections) >= allowed:
+        return "max.connections", allowed
+    overrides = broker.broker_config_value("max.connections.per.ip.overrides") or {}
+    allowed = int(overrides.get(ip, broker.broker_config_value("max.connections.per.ip")))
+    if broker.connections_per_ip.get(ip, 0) >= allowed:
+        return "max.connections.per.ip", allowed
+    return None
+
+
+async def _run_connection(broker: Broker, stream: trio.SocketStream, peer: str) -> None:
     try:
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:

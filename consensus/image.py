@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
-from .records import ConfigRecord, MetadataRecord, PartitionRecord, RemoveTopicRecord, TopicRecord
+from .records import ConfigRecord, MetadataRecord, PartitionRecord, QuotaRecord, RemoveTopicRecord, TopicRecord
 
 _EMPTY: Mapping = MappingProxyType({})
 
@@ -34,6 +34,8 @@ class MetadataImage:
     topics_by_id: Mapping[uuid.UUID, TopicImage] = field(default_factory=lambda: _EMPTY)
     # broker id as string ("" = cluster-wide default) -> {config name: value}
     broker_configs: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: _EMPTY)
+    # quota entity (sorted ((type, name|None), ...)) -> {quota key: value}; see broker/quotas.py
+    client_quotas: Mapping[tuple, Mapping[str, float]] = field(default_factory=lambda: _EMPTY)
 
     def topic(self, name: str) -> TopicImage | None:
         return self.topics_by_name.get(name)
@@ -101,6 +103,12 @@ def replay(image: MetadataImage, record: MetadataRecord) -> MetadataImage:
             updated = _with_entry(current, record.name, record.value)
             return replace(
                 image, broker_configs=_with_entry(image.broker_configs, record.resource_name, updated)
+            )
+        case QuotaRecord(entity=entity, key=key, value=value):
+            current = image.client_quotas.get(entity, _EMPTY)
+            updated = _with_entry(current, key, None if value is None else float(value))
+            return replace(
+                image, client_quotas=_with_entry(image.client_quotas, entity, updated if updated else None)
             )
     raise ValueError(f"unknown metadata record {record!r}")
 

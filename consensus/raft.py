@@ -175,6 +175,8 @@ def image_to_snapshot(image: MetadataImage) -> bytes:
             "topics_by_id": [_topic_to_json(t) for t in image.topics_by_id.values()],
             "topics_by_name": by_name,
             "broker_configs": [[k, dict(v)] for k, v in image.broker_configs.items()],
+            "client_quotas": [[[list(pair) for pair in entity], dict(values)]
+                              for entity, values in image.client_quotas.items()],
         },
         separators=(",", ":"),
     ).encode()
@@ -198,6 +200,10 @@ def image_from_snapshot(data: bytes) -> MetadataImage:
         broker_configs=MappingProxyType(
             {k: MappingProxyType(dict(v)) for k, v in doc["broker_configs"]}
         ),
+        client_quotas=MappingProxyType({
+            tuple((str(t), n) for t, n in entity): MappingProxyType({k: float(x) for k, x in values.items()})
+            for entity, values in doc.get("client_quotas", ())
+        }),
     )
 
 

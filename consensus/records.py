@@ -46,15 +46,31 @@ class ConfigRecord:
     value: str | None
 
 
-MetadataRecord = Union[TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord]
-_RECORD_TYPES = {cls.type_name: cls for cls in (TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord)}
+@dataclass(frozen=True, slots=True)
+class QuotaRecord:
+    """Set (value is a float) or delete (value is None) one client quota key.
+
+    entity: sorted ((entity type, name), ...) pairs, e.g. (("client-id", "app"),)
+    or (("client-id", None), ("user", "alice")); a None name is the type's default.
+    """
+
+    type_name: ClassVar[str] = "quota"
+    entity: tuple[tuple[str, str | None], ...]
+    key: str
+    value: float | None
+
+
+MetadataRecord = Union[TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord]
+_RECORD_TYPES = {
+    cls.type_name: cls for cls in (TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord)
+}
 
 
 def _to_json_value(value):
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, tuple):
-        return list(value)
+        return [_to_json_value(v) for v in value]
     return value
 
 
@@ -79,6 +95,8 @@ def decode_records(data: bytes) -> list[MetadataRecord]:
                 value = uuid.UUID(value)
             elif f.name == "replicas":
                 value = tuple(value)
+            elif f.name == "entity":
+                value = tuple((str(t), n) for t, n in value)
             kwargs[f.name] = value
         records.append(cls(**kwargs))
     return records

@@ -31,9 +31,10 @@ class FrameDecoder:
     def buffered_bytes(self) -> int:
         return len(self._buffer)
 
-    def next_frame(self) -> bytes | None:
-        """Return the next complete frame body, or None if more bytes are needed.
+    def next_length(self) -> int | None:
+        """The length of the next frame once its 4-byte prefix is buffered, else None.
 
+        Lets the caller reserve memory for the body before reading it.
         Raises FrameError for a negative or oversized length prefix.
         """
         if self._expected is None:
@@ -48,12 +49,31 @@ class FrameDecoder:
                 )
             self._expected = length
             del self._buffer[:4]
-        if len(self._buffer) < self._expected:
+        return self._expected
+
+    def next_frame(self) -> bytes | None:
+        """Return the next complete frame body, or None if more bytes are needed.
+
+        Raises FrameError for a negative or oversized length prefix.
+        """
+        expected = self.next_length()
+        if expected is None or len(self._buffer) < expected:
             return None
-        frame = bytes(self._buffer[: self._expected])
-        del self._buffer[: self._expected]
+        if len(self._buffer) == expected:
+            frame = bytes(self._buffer)
+            self._buffer = bytearray()  # drop the grown buffer: idle connections keep no capacity
+        else:
+            frame = bytes(self._buffer[:expected])
+            del self._buffer[:expected]
         self._expected = None
         return frame
+
+    @property
+    def missing_bytes(self) -> int | None:
+        """Bytes still to receive for the frame whose length is known, else None."""
+        if self._expected is None:
+            return None
+        return max(self._expected - len(self._buffer), 0)
 
 
 def frame(payload: bytes) -> bytes:

@@ -25,7 +25,7 @@ from consensus.raft import (
     image_from_snapshot,
     image_to_snapshot,
 )
-from consensus.records import ConfigRecord, PartitionRecord, RemoveTopicRecord, TopicRecord
+from consensus.records import ConfigRecord, PartitionRecord, QuotaRecord, RemoveTopicRecord, TopicRecord
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -305,6 +305,10 @@ def test_snapshot_codec_is_exact_for_odd_images():
         ConfigRecord("broker", "1", "log.retention.ms", "5"),
         ConfigRecord("broker", "1", "log.retention.ms", None),  # leaves an empty mapping
         ConfigRecord("broker", "", "num.partitions", "6"),
+        QuotaRecord((("client-id", "app"),), "producer_byte_rate", 1048576.0),
+        QuotaRecord((("client-id", None), ("user", "alice")), "consumer_byte_rate", 2.5),
+        QuotaRecord((("consumer-group", "g"),), "consumer_byte_rate", 7.0),
+        QuotaRecord((("consumer-group", "g"),), "consumer_byte_rate", None),  # removes the entity
     ]
     image = replay_all(MetadataImage(), records)
     restored = image_from_snapshot(image_to_snapshot(image))
@@ -313,4 +317,8 @@ def test_snapshot_codec_is_exact_for_odd_images():
     assert list(restored.topics_by_id) == list(image.topics_by_id)
     assert a not in restored.topics_by_id and restored.topics_by_name["dup"].topic_id == b
     assert restored.broker_configs["1"] == {}
+    assert restored.client_quotas == {
+        (("client-id", "app"),): {"producer_byte_rate": 1048576.0},
+        (("client-id", None), ("user", "alice")): {"consumer_byte_rate": 2.5},
+    }
     assert image_from_snapshot(image_to_snapshot(MetadataImage())) == MetadataImage()

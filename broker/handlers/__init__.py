@@ -34,6 +34,7 @@ from . import (
     produce,
 )
 from . import consumer_group_describe, consumer_group_heartbeat  # KIP-848 consumer groups
+from . import alter_client_quotas, describe_client_quotas  # client quotas (broker/quotas.py)
 from . import (  # the group coordinator's APIs (broker/groups)
     delete_groups,
     describe_groups,
@@ -60,6 +61,17 @@ class RequestContext:
     correlation_id: int
     client_id: str | None
     peer: str
+    throttle_ms: int = 0  # quota throttle: set in the response's throttle_time, then reading pauses (KIP-219)
+
+    def throttle(self, ms: int) -> None:
+        self.throttle_ms = max(self.throttle_ms, ms)
+
+    @property
+    def usage(self):
+        from broker.quotas import Usage
+
+        host = self.peer.rsplit(":", 1)[0] if ":" in self.peer else self.peer
+        return Usage(client_id=self.client_id or "", host=host)
 
     @property
     def build(self) -> MessageBuilder:
@@ -109,6 +121,7 @@ HANDLER_MODULES = (
     delete_groups,
     offset_delete,
     consumer_group_heartbeat, consumer_group_describe,
+    describe_client_quotas, alter_client_quotas,
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}

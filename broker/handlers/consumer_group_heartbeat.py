@@ -52,6 +52,8 @@ def _host(peer: str) -> str:
 async def handle(ctx, request):
     build = ctx.build
     coordinator = getattr(ctx.broker, "groups", None)
+    if request.group_id:  # consumer-group quotas: this client's fetches count against its group
+        ctx.broker.quotas.note_group_member(ctx.usage.host, ctx.client_id or "", request.group_id)
     if coordinator is None:
         result = consumer.HeartbeatResult(error=ErrorCode.coordinator_not_available)
     else:

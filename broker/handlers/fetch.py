@@ -99,6 +99,8 @@ async def handle(ctx, request):
                 partition.waiters.discard(arrived)
     if per_topic:
         ctx.broker.metrics.fetched(per_topic)
+    if total:  # over quota: answered in full, throttle_time set, then the connection pauses (KIP-219)
+        ctx.throttle(ctx.broker.quotas.record_fetch(ctx.usage, total))
     return build.FetchResponse(
         throttle_time=datetime.timedelta(0),
         error_code=ErrorCode.none,

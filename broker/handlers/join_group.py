@@ -27,6 +27,8 @@ async def handle(ctx, request):
     rebalance = millis(getattr(request, "rebalance_timeout", session))
     if rebalance < 0 or ctx.api_version == 0:
         rebalance = session
+    # consumer-group quotas: this client's fetches count against its group (broker/quotas.py)
+    ctx.broker.quotas.note_group_member(ctx.usage.host, ctx.client_id or "", request.group_id)
     result = await join_group(ctx.broker.groups, JoinRequest(
         group_id=request.group_id,
         member_id=request.member_id,

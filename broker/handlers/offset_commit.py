@@ -33,6 +33,7 @@ async def handle(ctx, request):
     if not request.group_id:
         error = ErrorCode.invalid_group_id
     else:
+        ctx.throttle(broker.quotas.record_commit(request.group_id))  # consumer-group commit_request_rate
         try:
             await coordinator.ensure_loaded()
         except KafkaError as exc:

@@ -46,11 +46,13 @@ def admit(ctx, request):
     acks = int(request.acks)
     uses_ids = ctx.api_version >= 13
     plan = []  # (topic key for response, [(index, AppendRequest | (error, message))])
+    produced = 0  # request record bytes, charged to the producer_byte_rate quota
     for topic_data in request.topic_data:
         topic = image.topics_by_id.get(topic_data.topic_id) if uses_ids else image.topic(topic_data.name)
         results = []
         for partition_data in topic_data.partition_data:
             index = int(partition_data.index)
+            produced += len(partition_data.records) if partition_data.records is not None else 0
             if acks not in (-1, 0, 1):
                 results.append((index, (ErrorCode.invalid_required_acks, f"acks={acks} must be -1, 0 or 1")))
                 continue
@@ -66,6 +68,8 @@ def admit(ctx, request):
             broker.replicas.enqueue(append)
             results.append((index, append))
         plan.append((topic_data, results))
+    if produced:
+        ctx.throttle(broker.quotas.record_produce(ctx.usage, produced))
     return _complete(ctx, build, plan, acks, uses_ids)
 
 

@@ -1,0 +1,50 @@
+"""AlterClientQuotas (key 49): set / remove quotas as QuotaRecords (broker/quotas.py).
+
+Entity types: Kafka's user and client-id (alone or together), plus
+consumer-group (alone; keys consumer_byte_rate and commit_request_rate). A
+null entity name is the type's default. validate_only checks and changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from protocol.errors import ErrorCode
+
+from consensus.records import QuotaRecord
+from broker.quotas import QuotaError, make_entity, validate
+
+API_KEY = 49
+VERSIONS = range(0, 2)
+
+
+async def handle(ctx, request):
+    build = ctx.build
+    results = []
+    records = []
+    for entry in request.entries:
+        entity_data = tuple(build.EntityData(entity_type=e.entity_type, entity_name=e.entity_name)
+                            for e in entry.entity)
+        error, message = ErrorCode.none, None
+        entry_records = []
+        try:
+            types = [e.entity_type for e in entry.entity]
+            if len(set(types)) != len(types):
+                raise QuotaError("Invalid quota entity: duplicate entity type")
+            entity = make_entity((e.entity_type, e.entity_name) for e in entry.entity)
+            keys = set()
+            for op in entry.ops:
+                if op.key in keys:
+                    raise QuotaError(f"Duplicate quota key {op.key}")
+                keys.add(op.key)
+                value = None if op.remove else float(op.value)
+                validate(entity, op.key, value)
+                entry_records.append(QuotaRecord(entity, op.key, value))
+        except QuotaError as exc:
+            error, message = ErrorCode.invalid_request, str(exc)
+            entry_records = []
+        records.extend(entry_records)
+        results.append(build.EntryData(error_code=error, error_message=message, entity=entity_data))
+    if records and not request.validate_only:
+        await ctx.broker.propose(records)
+    return build.AlterClientQuotasResponse(throttle_time=datetime.timedelta(0), entries=tuple(results))

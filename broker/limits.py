@@ -1,0 +1,124 @@
+"""Back-pressure and resource limits (docs/limits.md).
+
+* MemoryPool: the broker-wide budget for request bytes (queued.max.request.bytes).
+  A connection reserves a frame's size as soon as its 4-byte length is known,
+  before reading the body; while the pool is exhausted it simply stops reading
+  its socket (TCP flow control pushes back on the client).
+* LimitReporter: every limit hit is counted (lodestream_limit_hits_total{limit})
+  and logged at most once per interval per limit, with the number suppressed.
+* parse_ip_overrides: max.connections.per.ip.overrides, "ip:n,ip:n".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Callable
+
+import trio
+
+log = logging.getLogger(__name__)
+
+LOG_INTERVAL_S = 60.0
+
+
+class MemoryPool:
+    """A trio byte budget with FIFO waiters.
+
+    acquire(n) returns at once when n fits (and nobody is queued before it),
+    otherwise waits its turn. A single request larger than the whole pool is
+    admitted when the pool is empty (as Kafka does), so it cannot wait forever.
+    capacity None = unbounded (only counts usage).
+    """
+
+    def __init__(self, capacity: int | None) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._waiters: deque[list] = deque()  # [size, trio.Event, granted]
+
+    @property
+    def available(self) -> int | None:
+        return None if self.capacity is None else self.capacity - self.used
+
+    def _fits(self, size: int) -> bool:
+        return self.capacity is None or self.used + size <= self.capacity or self.used == 0
+
+    def try_acquire(self, size: int) -> bool:
+        if not self._waiters and self._fits(size):
+            self.used += size
+            return True
+        return False
+
+    async def acquire(self, size: int) -> None:
+        if self.try_acquire(size):
+            await trio.lowlevel.checkpoint()
+            return
+        waiter = [size, trio.Event(), False]
+        self._waiters.append(waiter)
+        try:
+            await waiter[1].wait()
+        except BaseException:
+            if waiter[2]:  # granted, but we were cancelled: give it back
+                self.release(size)
+            else:
+                self._waiters.remove(waiter)
+                self._wake()  # a smaller waiter behind us may fit now
+            raise
+
+    def release(self, size: int) -> None:
+        if size <= 0:
+            return
+        self.used -= size
+        assert self.used >= 0, "pool released more than acquired"
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._fits(self._waiters[0][0]):
+            waiter = self._waiters.popleft()
+            self.used += waiter[0]
+            waiter[2] = True
+            waiter[1].set()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+
+class LimitReporter:
+    """Counts limit hits; logs each limit at most once per interval."""
+
+    def __init__(self, interval_s: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self.hits: dict[str, int] = {}
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def hit(self, limit: str, message: str, *args: object, level: int = logging.WARNING) -> bool:
+        """Record one hit of `limit`; returns True if it was logged."""
+        self.hits[limit] = self.hits.get(limit, 0) + 1
+        now = self.clock()
+        last = self._last_logged.get(limit)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[limit] = self._suppressed.get(limit, 0) + 1
+            return False
+        suppressed = self._suppressed.pop(limit, 0)
+        self._last_logged[limit] = now
+        suffix = f" ({suppressed} more since the last report)" if suppressed else ""
+        log.log(level, "limit %s reached: " + message + suffix, limit, *args)
+        return True
+
+
+def parse_ip_overrides(value: str) -> dict[str, int]:
+    """max.connections.per.ip.overrides: `ip:n[,ip:n]` (IPv6 addresses may be in brackets)."""
+    result: dict[str, int] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        host, sep, count = item.rpartition(":")
+        host = host.strip().strip("[]")
+        if not sep or not host or not count.strip().isdigit():
+            raise ValueError(f"expected ip:count, got {item!r}")
+        result[host] = int(count)
+    return result

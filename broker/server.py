@@ -69,10 +69,6 @@ class Connection:
         self.idle_s = int(broker.config.get("connections.max.idle.ms")) / 1000
         self.muted_until = 0.0  # quota throttle: nothing is read before this trio time (KIP-219)
 
-    @property
-    def buffered_bytes(self) -> int:
-        return self.decoder.buffered_bytes
-
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:

@@ -12,6 +12,8 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 import trio
 
@@ -100,6 +102,8 @@ class Broker:
         self.store: LogStore | None = None
         self.replicas: ReplicaManager | None = None
         self._metadata_lock = trio.Lock()
+        # topic id -> (its config overrides, dynamic broker configs, effective configs): see topic_config
+        self._topic_configs: dict[uuid.UUID, tuple[Mapping, Mapping, Mapping[str, str]]] = {}
         self.groups: GroupCoordinator | None = None  # the group coordinator (broker/groups)
         self.connections: set = set()  # server.Connection objects, for metrics
         self.connections_per_ip: dict[str, int] = {}  # open connections by peer IP (max.connections.per.ip)
@@ -180,8 +184,20 @@ class Broker:
         self._reconcile(image)
         return image
 
-    def topic_config(self, topic: TopicImage) -> dict[str, str]:
-        return effective_topic_config(topic.configs, self.config, self.image.broker_configs, self.node_id)
+    def topic_config(self, topic: TopicImage) -> Mapping[str, str]:
+        """Effective topic configs (overrides, then broker synonyms, then defaults).
+
+        Produce asks for this per partition per request, so the result is kept
+        until the topic's overrides or the dynamic broker configs change; both
+        are immutable mappings in the image, so identity tells whether they did.
+        """
+        broker_configs = self.image.broker_configs
+        cached = self._topic_configs.get(topic.topic_id)
+        if cached is not None and cached[0] is topic.configs and cached[1] is broker_configs:
+            return cached[2]
+        effective = MappingProxyType(effective_topic_config(topic.configs, self.config, broker_configs, self.node_id))
+        self._topic_configs[topic.topic_id] = (topic.configs, broker_configs, effective)
+        return effective
 
     def broker_config_value(self, key: str):
         """Effective value of a broker property (dynamic overrides win), parsed."""
@@ -296,6 +312,7 @@ class Broker:
                 raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic '{topic.name}' does not exist.")
             await self.propose([RemoveTopicRecord(topic.topic_id)])
             await self.replicas.drop_topic(topic.topic_id)
+            self._topic_configs.pop(topic.topic_id, None)
             self.metrics.forget_topic(topic.name)
             log.info("deleted topic %s (%s)", topic.name, topic.topic_id)
 

@@ -4,6 +4,10 @@ Shared by the Kafka Produce handler (broker/handlers/produce.py) and the REST
 API's record endpoint, so both apply the same checks (CRC and header via
 split_batches, max.message.bytes, message.timestamp.after.max.ms,
 LogAppendTime) and go through the replica manager's group commit.
+
+A batch with a producer id (idempotent / transactional) must come alone, with
+a sequence, and never as a control batch (only the broker writes markers);
+its header fields ride on the AppendRequest for the committer's checks.
 """
 
 from __future__ import annotations
@@ -12,36 +16,52 @@ import time
 
 from consensus.image import TopicImage
 from protocol.errors import ErrorCode, KafkaError
-from protocol.record_batch import InvalidBatch, split_batches
+from protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, InvalidBatch, split_batches
 
 from .replica_manager import AppendRequest
 
 
 def validate_batches(broker, topic: TopicImage, partition_index: int, records, now_ms: int):
-    """Return (partition, entries, append_time) or (None, error code, message)."""
+    """Return (partition, entries, append_time, producer batch header or None) or (None, error code, message, None)."""
     partition = broker.replicas.get(topic.topic_id, partition_index)
     if partition is None:
-        return None, ErrorCode.unknown_topic_or_partition, f"partition {partition_index} does not exist"
+        return None, ErrorCode.unknown_topic_or_partition, f"partition {partition_index} does not exist", None
     if records is None:
-        return None, ErrorCode.corrupt_message, "null record set"
+        return None, ErrorCode.corrupt_message, "null record set", None
     try:
         batches = split_batches(records)
     except InvalidBatch as exc:
-        return None, ErrorCode.corrupt_message, str(exc)
+        return None, ErrorCode.corrupt_message, str(exc), None
     config = broker.topic_config(topic)
     max_bytes = int(config["max.message.bytes"])
     after_max = int(config["message.timestamp.after.max.ms"])
     log_append = config["message.timestamp.type"] == "LogAppendTime"
     entries = []
+    producer = None
     for header, view in batches:
         if header.size > max_bytes:
             return None, ErrorCode.message_too_large, (
-                f"batch of {header.size} bytes is larger than max.message.bytes={max_bytes}")
+                f"batch of {header.size} bytes is larger than max.message.bytes={max_bytes}"), None
         if not log_append and header.max_timestamp > now_ms + after_max:
             return None, ErrorCode.invalid_timestamp, (
-                f"timestamp {header.max_timestamp} is more than {after_max} ms in the future")
+                f"timestamp {header.max_timestamp} is more than {after_max} ms in the future"), None
+        if header.attributes & CONTROL_BIT:
+            return None, ErrorCode.invalid_record, "clients may not write control batches", None
+        if header.producer_id >= 0:
+            if len(batches) > 1:
+                return None, ErrorCode.invalid_record, "a batch with a producer id must be alone in its partition", None
+            if header.base_sequence < 0:
+                return None, ErrorCode.invalid_record, f"invalid sequence {header.base_sequence} of an idempotent batch", None
+            producer = header
         entries.append((header.last_offset_delta, now_ms if log_append else header.max_timestamp, header.size, view))
-    return partition, entries, (now_ms if log_append else None)
+    return partition, entries, (now_ms if log_append else None), producer
+
+
+def new_append(partition, entries, append_time, producer) -> AppendRequest:
+    append = AppendRequest(partition, entries, append_time)
+    if producer is not None:
+        append.set_producer(producer.producer_id, producer.producer_epoch, producer.base_sequence, producer.attributes)
+    return append
 
 
 def enqueue_batches(broker, topic: TopicImage, partition_index: int, records: bytes,
@@ -50,9 +70,11 @@ def enqueue_batches(broker, topic: TopicImage, partition_index: int, records: by
     `.error` / `.base_offset` / `.log_append_time_ms` from the returned request."""
     if now_ms is None:
         now_ms = int(time.time() * 1000)
-    partition, entries, append_time = validate_batches(broker, topic, partition_index, records, now_ms)
+    partition, entries, append_time, producer = validate_batches(broker, topic, partition_index, records, now_ms)
     if partition is None:
         raise KafkaError(entries, append_time)
-    append = AppendRequest(partition, entries, append_time)
+    if producer is not None and producer.attributes & TRANSACTIONAL_BIT:
+        raise KafkaError(ErrorCode.transactional_id_authorization_failed, "transactional batches need a transactional id")
+    append = new_append(partition, entries, append_time, producer)
     broker.replicas.enqueue(append)
     return append

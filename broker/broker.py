@@ -37,6 +37,7 @@ from .groups.offsets_log import OFFSETS_TOPIC
 from .limits import LimitReporter, MemoryPool
 from .listeners import ListenerSpec, parse_listeners, parse_quorum_voters
 from .metrics import BrokerMetrics
+from .producer_ids import ProducerIdManager
 from .quotas import QuotaManager
 from .replica_manager import ReplicaManager
 
@@ -105,6 +106,8 @@ class Broker:
         # topic id -> (its config overrides, dynamic broker configs, effective configs): see topic_config
         self._topic_configs: dict[uuid.UUID, tuple[Mapping, Mapping, Mapping[str, str]]] = {}
         self.groups: GroupCoordinator | None = None  # the group coordinator (broker/groups)
+        self.producer_ids = ProducerIdManager(self)  # InitProducerId (broker/producer_ids.py)
+        self.transactions = None  # the transaction coordinator (broker/transactions), docs/transactions.md
         self.connections: set = set()  # server.Connection objects, for metrics
         self.connections_per_ip: dict[str, int] = {}  # open connections by peer IP (max.connections.per.ip)
         pool_bytes = int(config.get("queued.max.request.bytes"))
@@ -122,10 +125,13 @@ class Broker:
         voters = [address for _, address in self.voters] or [self_address]
         self.quorum = MetadataQuorum(self_address, voters, self.data_dir / "metadata")
         self.quorum.start()
-        self.store = LogStore(self.data_dir / "log", sync_writes=self.config.sync_on_append)
+        expiration_ms = int(self.config.get("producer.id.expiration.ms"))
+        self.store = LogStore(self.data_dir / "log", sync_writes=self.config.sync_on_append,
+                              producer_id_expiration_ms=expiration_ms)
         self.replicas = ReplicaManager(
             self.store, self.config.sync_on_append, self.config.flush_interval_seconds, self.io_limiter,
-            metrics=self.metrics,
+            metrics=self.metrics, producer_id_expiration_ms=expiration_ms,
+            producer_expiration_check_seconds=int(self.config.get("producer.id.expiration.check.interval.ms")) / 1000,
         )
         self._reconcile(self.quorum.image)
         # Drop data of topics deleted while their files were being removed.

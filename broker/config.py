@@ -207,6 +207,12 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "Most members of a consumer group"),
         ConfigDef("group.coordinator.rebalance.protocols", _str, "classic,consumer", "LIST",
                   "Group protocols the coordinator accepts", read_only=True),
+        # Idempotent producers (storage/producer_state.py, docs/transactions.md).
+        ConfigDef("producer.id.expiration.ms", _at_least(1), "86400000", "INT",
+                  "Producer state of a producer idle this long (and with no open transaction) is dropped",
+                  read_only=True),
+        ConfigDef("producer.id.expiration.check.interval.ms", _at_least(1), "600000", "INT",
+                  "How often idle producers are looked for", read_only=True),
         ConfigDef("cluster.id", _str, None, "STRING", "Cluster id (generated and stored under log.dirs if unset)",
                   read_only=True),
         ConfigDef("admin.listeners", _http_listeners, "http://127.0.0.1:8083", "LIST",

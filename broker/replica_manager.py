@@ -5,6 +5,11 @@ appends queued since the last write, assigns offsets, writes them with one
 LevelDB WriteBatch (one fsync) on a worker thread, then publishes the new end
 offsets and wakes long-polling fetches. That is the group commit: a slow
 fsync makes the next group bigger, not the queue longer.
+
+Batches with a producer id (idempotent / transactional) are checked against
+the partition's producer state in the committer too, in arrival order, just
+before their offsets are assigned; the state changes are undone if the
+group's write fails. Transaction markers (write_markers) take the same path.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from protocol.record_batch import parse_header, stamp_for_append
-from storage.leveldb_log import LogStore, PartitionLog, StorageError
+from protocol.errors import ErrorCode, KafkaError
+from protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, build_control_batch, parse_header, stamp_for_append
+from storage.leveldb_log import DEFAULT_PRODUCER_ID_EXPIRATION_MS, LogStore, PartitionLog, StorageError, producer_index_tail
+from storage.producer_state import ProducerStateError, last_sequence
 
 if TYPE_CHECKING:
     from .metrics import BrokerMetrics
@@ -35,7 +42,21 @@ class AppendRequest:
     log_append_time_ms: int | None
     done: trio.Event = field(default_factory=trio.Event)
     base_offset: int = -1
-    error: Exception | None = None
+    error: Exception | None = None  # StorageError, or KafkaError for a refused producer batch / marker
+    # A batch with a producer id comes alone (Kafka: one batch per partition); these are its header fields.
+    producer_id: int = -1
+    producer_epoch: int = -1
+    base_sequence: int = -1
+    attributes: int = 0
+    client: bool = True  # False: written by the broker (no sequence checks, no duplicate detection)
+    marker: int = -1  # transaction markers: 0 abort, 1 commit
+    coordinator_epoch: int = -1
+
+    def set_producer(self, producer_id: int, producer_epoch: int, base_sequence: int, attributes: int) -> None:
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.base_sequence = base_sequence
+        self.attributes = attributes
 
 
 class Partition:
@@ -54,6 +75,13 @@ class Partition:
         # Single node: everything durable (or written, with background flush) is committed.
         return self.log.log_end_offset
 
+    @property
+    def last_stable_offset(self) -> int:
+        """READ_COMMITTED consumers stop here: the first offset of the oldest ongoing transaction."""
+        first_unstable = self.log.producers.first_unstable_offset()
+        high_watermark = self.log.log_end_offset
+        return high_watermark if first_unstable is None else min(first_unstable, high_watermark)
+
     def notify_appended(self) -> None:
         for waiter in self.waiters:
             waiter.set()
@@ -61,7 +89,9 @@ class Partition:
 
 class ReplicaManager:
     def __init__(self, store: LogStore, sync_on_append: bool, flush_interval: float, io_limiter: trio.CapacityLimiter,
-                 metrics: "BrokerMetrics | None" = None) -> None:
+                 metrics: "BrokerMetrics | None" = None,
+                 producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+                 producer_expiration_check_seconds: float = 600.0) -> None:
         self.store = store
         self.metrics = metrics
         self.sync_on_append = sync_on_append
@@ -72,6 +102,9 @@ class ReplicaManager:
         self._queue_nonempty = trio.Event()
         self._closed = False
         self.unflushed_writes = 0
+        self.producer_id_expiration_ms = producer_id_expiration_ms
+        self.producer_expiration_check_seconds = producer_expiration_check_seconds
+        self._next_expiration_check = time.monotonic() + producer_expiration_check_seconds
 
     # -- partition lifecycle -------------------------------------------------------
     def ensure_partition(self, topic_name: str, topic_id: uuid.UUID, index: int, leader_epoch: int) -> Partition:
@@ -104,14 +137,50 @@ class ReplicaManager:
         self._queue_nonempty.set()
 
     async def append_batch(self, partition: Partition, batch: bytes) -> int:
-        """Append one broker-built batch (internal topics); returns its base offset once durable."""
+        """Append one broker-built batch (internal topics); returns its base offset once durable.
+
+        A transactional batch (TxnOffsetCommit) opens its producer's transaction on
+        the partition; it gets the epoch check but no sequence check, as in Kafka.
+        Raises StorageError, or KafkaError if the producer state refuses it."""
         header = parse_header(batch)
-        request = AppendRequest(partition, [(header.last_offset_delta, header.max_timestamp, header.size, memoryview(batch))], None)
+        request = AppendRequest(partition, [(header.last_offset_delta, header.max_timestamp, header.size, memoryview(batch))], None,
+                                client=False)
+        if header.producer_id >= 0:
+            request.set_producer(header.producer_id, header.producer_epoch, header.base_sequence, header.attributes)
         self.enqueue(request)
         await request.done.wait()
         if request.error is not None:
             raise request.error
         return request.base_offset
+
+    async def write_markers(self, partitions: list[Partition], producer_id: int, producer_epoch: int, commit: bool,
+                            coordinator_epoch: int) -> dict[Partition, ErrorCode]:
+        """Write a COMMIT / ABORT marker to each partition in one group commit; durable on return.
+
+        Ends the producer's transaction on each partition (LSO moves, an abort
+        is recorded in the aborted-transaction index) and wakes fetchers.
+        Returns the partitions that refused the marker (older producer epoch:
+        INVALID_PRODUCER_EPOCH; older coordinator epoch:
+        TRANSACTION_COORDINATOR_FENCED); raises StorageError if the write failed.
+        """
+        now_ms = int(time.time() * 1000)
+        requests = []
+        for partition in partitions:
+            batch = build_control_batch(producer_id, producer_epoch, commit, coordinator_epoch, now_ms)
+            request = AppendRequest(partition, [(0, now_ms, len(batch), memoryview(batch))], None, client=False,
+                                    marker=int(commit), coordinator_epoch=coordinator_epoch)
+            request.set_producer(producer_id, producer_epoch, -1, CONTROL_BIT | TRANSACTIONAL_BIT)
+            self.enqueue(request)  # enqueued together, so written in one group
+            requests.append(request)
+        refused: dict[Partition, ErrorCode] = {}
+        for request in requests:
+            await request.done.wait()
+        for request in requests:
+            if isinstance(request.error, KafkaError):
+                refused[request.partition] = request.error.code
+            elif request.error is not None:
+                raise request.error
+        return refused
 
     async def run_committer(self) -> None:
         while True:
@@ -119,29 +188,103 @@ class ReplicaManager:
             group, self._queue = self._queue, []
             self._queue_nonempty = trio.Event()
             await self._commit_group(group)
+            if time.monotonic() >= self._next_expiration_check:
+                self.expire_producers()
+
+    def expire_producers(self) -> None:
+        """Forget producers idle for producer.id.expiration.ms (Kafka checks every 10 minutes too)."""
+        self._next_expiration_check = time.monotonic() + self.producer_expiration_check_seconds
+        now_ms = int(time.time() * 1000)
+        for partition in self.partitions.values():
+            partition.log.producers.remove_expired(now_ms, self.producer_id_expiration_ms)
+
+    def _check_producer(self, request: AppendRequest, journaled: list) -> bool:
+        """Producer-state checks for one request, before offsets are assigned.
+
+        False: nothing to append (a refused batch, with request.error set, or a
+        duplicate, answered with the original base offset).
+        """
+        state = request.partition.log.producers
+        pid, epoch, first_seq = request.producer_id, request.producer_epoch, request.base_sequence
+        last_delta = request.batches[0][0]
+        try:
+            if request.marker >= 0:
+                state.check_marker(pid, epoch, request.coordinator_epoch)
+            else:
+                if request.client:
+                    duplicate = state.find_duplicate(pid, epoch, first_seq, last_sequence(first_seq, last_delta))
+                    if duplicate is not None:
+                        request.base_offset = duplicate[0]
+                        return False
+                state.check_data(pid, epoch, first_seq, bool(request.attributes & TRANSACTIONAL_BIT), request.client)
+        except ProducerStateError as exc:
+            request.error = KafkaError(ErrorCode[exc.error_name], str(exc))
+            return False
+        if not state.in_journal:
+            state.begin()
+            journaled.append(state)
+        return True
+
+    @staticmethod
+    def _apply_producer(request: AppendRequest, base: int, last: int) -> None:
+        state = request.partition.log.producers
+        max_timestamp = request.batches[0][1]
+        if request.marker >= 0:
+            state.append_marker(request.producer_id, request.producer_epoch, request.coordinator_epoch, base,
+                                request.marker == 1, max_timestamp)
+        else:
+            state.append_data(request.producer_id, request.producer_epoch, request.base_sequence,
+                              last_sequence(request.base_sequence, last - base), base, last, max_timestamp,
+                              bool(request.attributes & TRANSACTIONAL_BIT))
 
     async def _commit_group(self, group: list[AppendRequest]) -> None:
         pendings = []
+        appended = []  # requests with a pending append, parallel to pendings
+        settled: list[AppendRequest] = []  # refused or duplicate: nothing appended
+        journaled: list = []  # producer states changed by this group, to undo if the write fails
         for request in group:
+            tail = b""
+            if request.producer_id >= 0:
+                if not self._check_producer(request, journaled):
+                    settled.append(request)
+                    continue
+                tail = producer_index_tail(request.producer_id, request.producer_epoch, request.base_sequence,
+                                           request.attributes, request.marker, request.coordinator_epoch)
             epoch = request.partition.leader_epoch
             append_time = request.log_append_time_ms
 
             def stamp(batch, base_offset, epoch=epoch, append_time=append_time):
                 return stamp_for_append(batch, base_offset, epoch, append_time)
 
-            pending = request.partition.log.prepare_append(request.batches, stamp)
+            pending = request.partition.log.prepare_append(request.batches, stamp, tail)
             request.base_offset = pending.base_offset
             pendings.append(pending)
+            appended.append(request)
+            if tail:
+                base, last = pending.index_entries[0][:2]
+                self._apply_producer(request, base, last)
         try:
-            staged = self.store.stage(pendings, self.sync_on_append)
-            write_seconds = await trio.to_thread.run_sync(_timed, staged.commit, limiter=self.io_limiter)
+            if pendings:
+                staged = self.store.stage(pendings, self.sync_on_append)
+                write_seconds = await trio.to_thread.run_sync(_timed, staged.commit, limiter=self.io_limiter)
+            else:
+                write_seconds = None
         except Exception as exc:  # disk full, I/O error: fail the whole group, keep serving
             log.error("log write failed, %d appends rejected: %s", len(group), exc)
             for pending in reversed(pendings):
                 pending.log.abort_append(pending)
+            for state in journaled:
+                state.rollback()
             for request in group:
-                request.error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
+                if request.error is None:  # duplicates too: their original may have been in this group
+                    request.error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
                 request.done.set()
+            return
+        for state in journaled:
+            state.commit()
+        for request in settled:
+            request.done.set()
+        if write_seconds is None:
             return
         if not self.sync_on_append:
             self.unflushed_writes += 1
@@ -149,7 +292,7 @@ class ReplicaManager:
         if metrics is not None:
             metrics.log_written(write_seconds, self.sync_on_append)
         woken = set()
-        for pending, request in zip(pendings, group):
+        for pending, request in zip(pendings, appended):
             pending.log.complete_append(pending)
             woken.add(request.partition)
             request.done.set()

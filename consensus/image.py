@@ -7,7 +7,15 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
-from .records import ConfigRecord, MetadataRecord, PartitionRecord, QuotaRecord, RemoveTopicRecord, TopicRecord
+from .records import (
+    ConfigRecord,
+    MetadataRecord,
+    PartitionRecord,
+    ProducerIdsRecord,
+    QuotaRecord,
+    RemoveTopicRecord,
+    TopicRecord,
+)
 
 _EMPTY: Mapping = MappingProxyType({})
 
@@ -36,6 +44,7 @@ class MetadataImage:
     broker_configs: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: _EMPTY)
     # quota entity (sorted ((type, name|None), ...)) -> {quota key: value}; see broker/quotas.py
     client_quotas: Mapping[tuple, Mapping[str, float]] = field(default_factory=lambda: _EMPTY)
+    next_producer_id: int = 0  # producer ids below this are reserved (broker/producer_ids.py)
 
     def topic(self, name: str) -> TopicImage | None:
         return self.topics_by_name.get(name)
@@ -110,6 +119,9 @@ def replay(image: MetadataImage, record: MetadataRecord) -> MetadataImage:
             return replace(
                 image, client_quotas=_with_entry(image.client_quotas, entity, updated if updated else None)
             )
+        case ProducerIdsRecord(next_producer_id=next_id):
+            # Never moves back, so a replayed or reordered reservation cannot hand out an id twice.
+            return replace(image, next_producer_id=max(image.next_producer_id, next_id))
     raise ValueError(f"unknown metadata record {record!r}")
 
 

@@ -177,6 +177,7 @@ def image_to_snapshot(image: MetadataImage) -> bytes:
             "broker_configs": [[k, dict(v)] for k, v in image.broker_configs.items()],
             "client_quotas": [[[list(pair) for pair in entity], dict(values)]
                               for entity, values in image.client_quotas.items()],
+            "next_producer_id": image.next_producer_id,
         },
         separators=(",", ":"),
     ).encode()
@@ -204,6 +205,7 @@ def image_from_snapshot(data: bytes) -> MetadataImage:
             tuple((str(t), n) for t, n in entity): MappingProxyType({k: float(x) for k, x in values.items()})
             for entity, values in doc.get("client_quotas", ())
         }),
+        next_producer_id=int(doc.get("next_producer_id", 0)),
     )
 
 

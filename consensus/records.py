@@ -60,9 +60,19 @@ class QuotaRecord:
     value: float | None
 
 
-MetadataRecord = Union[TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord]
+@dataclass(frozen=True, slots=True)
+class ProducerIdsRecord:
+    """A broker reserved producer ids below next_producer_id (Kafka's ProducerIdsRecord)."""
+
+    type_name: ClassVar[str] = "producer_ids"
+    broker_id: int
+    next_producer_id: int
+
+
+MetadataRecord = Union[TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord]
 _RECORD_TYPES = {
-    cls.type_name: cls for cls in (TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord)
+    cls.type_name: cls
+    for cls in (TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord)
 }
 
 

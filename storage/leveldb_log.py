@@ -3,11 +3,17 @@
 Keys (all big-endian so LevelDB's byte order is offset order):
   b"d" + topic_id(16) + partition(4) + base_offset(8)  -> batch bytes, as produced
   b"i" + topic_id(16) + partition(4) + base_offset(8)  -> index entry (last offset,
-                                                          max timestamp, size)
+                                                          max timestamp, size; for
+                                                          batches with a producer id
+                                                          also its id, epoch, base
+                                                          sequence, attributes, marker
+                                                          type, coordinator epoch)
   b"m" + topic_id(16) + partition(4)                   -> partition meta (log start)
 
 A batch and its index entry are written in the same WriteBatch, so after a
 crash either both exist or neither does: a half-written batch is never seen.
+Producer state (storage/producer_state.py) is rebuilt from the index entries
+at load, so it always matches the log: no separate snapshot to lag behind.
 
 Appends are split in three steps so the caller can group-commit many
 partitions in one write and run the blocking part on a worker thread:
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +35,17 @@ from typing import Callable, Iterable
 
 import plyvel
 
+from .producer_state import ProducerStateManager, last_sequence
+
 _PARTITION_KEY = struct.Struct(">16si")
 _OFFSET = struct.Struct(">q")
 _INDEX_VALUE = struct.Struct(">qqi")  # last_offset, max_timestamp, size
+# Appended to the index value of batches with a producer id: producer_id, epoch,
+# base_sequence, attributes, marker (-1 data, 0 abort, 1 commit), coordinator_epoch.
+_PRODUCER_TAIL = struct.Struct(">qhihbi")
+_TRANSACTIONAL_BIT = 0x10  # record batch attributes (protocol/record_batch.py; storage imports nothing of ours)
+NO_MARKER = -1
+DEFAULT_PRODUCER_ID_EXPIRATION_MS = 86_400_000
 _META_VALUE = struct.Struct(">q")  # log_start_offset
 
 DATA, INDEX, META = b"d", b"i", b"m"
@@ -38,6 +53,12 @@ DATA, INDEX, META = b"d", b"i", b"m"
 
 class StorageError(Exception):
     """The log could not be written (e.g. disk full); nothing was acknowledged."""
+
+
+def producer_index_tail(producer_id: int, epoch: int, base_sequence: int, attributes: int,
+                        marker: int = NO_MARKER, coordinator_epoch: int = -1) -> bytes:
+    """What a batch with a producer id adds to its index entry (prepare_append's index_tail)."""
+    return _PRODUCER_TAIL.pack(producer_id, epoch, base_sequence, attributes, marker, coordinator_epoch)
 
 
 def partition_prefix(kind: bytes, topic_id: uuid.UUID, partition: int) -> bytes:
@@ -53,6 +74,7 @@ class PendingAppend:
     next_offset: int
     batches: list[bytes]  # emptied once staged into a WriteBatch
     index_entries: list[tuple[int, int, int, int]]  # base, last, max_ts, size
+    index_tail: bytes = b""  # producer fields of the (single) batch, see producer_index_tail
 
 
 @dataclass(slots=True)
@@ -86,6 +108,7 @@ class PartitionLog:
         self.log_end_offset = 0  # next offset to be published (durable)
         self._next_offset = 0  # next offset to assign (includes in-flight appends)
         self.size_bytes = 0
+        self.producers = ProducerStateManager()
         self._load()
 
     # -- recovery -------------------------------------------------------------
@@ -94,9 +117,18 @@ class PartitionLog:
         meta = db.get(self._meta_key)
         if meta is not None:
             (self.log_start_offset,) = _META_VALUE.unpack(meta)
+        producers = self.producers
         for key, value in db.iterator(prefix=self._index_prefix):
             (base,) = _OFFSET.unpack_from(key, len(self._index_prefix))
-            last, max_ts, size = _INDEX_VALUE.unpack(value)
+            last, max_ts, size = _INDEX_VALUE.unpack_from(value)
+            if len(value) > _INDEX_VALUE.size:  # entries without producer fields are 20 bytes (also older logs)
+                pid, epoch, base_seq, attributes, marker, coordinator_epoch = _PRODUCER_TAIL.unpack_from(
+                    value, _INDEX_VALUE.size)
+                if marker != NO_MARKER:
+                    producers.append_marker(pid, epoch, coordinator_epoch, base, marker == 1, max_ts)
+                else:
+                    producers.append_data(pid, epoch, base_seq, last_sequence(base_seq, last - base), base, last,
+                                          max_ts, bool(attributes & _TRANSACTIONAL_BIT))
             self._base_offsets.append(base)
             self._last_offsets.append(last)
             self._max_timestamps.append(max_ts)
@@ -104,18 +136,22 @@ class PartitionLog:
             self.size_bytes += size
         end = self._last_offsets[-1] + 1 if self._last_offsets else 0
         self.log_end_offset = self._next_offset = max(end, self.log_start_offset)
+        producers.truncate_before(self.log_start_offset)
+        producers.remove_expired(int(time.time() * 1000), self.store.producer_id_expiration_ms)
 
     # -- appends ----------------------------------------------------------------
     def prepare_append(
         self,
         batches: Iterable[tuple[int, int, int, memoryview]],
         stamp: Callable[[memoryview, int], bytes],
+        index_tail: bytes = b"",
     ) -> PendingAppend:
         """Assign offsets to (last_offset_delta, max_timestamp, size, bytes) batches.
 
         `stamp(batch, base_offset)` returns the bytes to store (patched header).
+        `index_tail` (producer_index_tail) is for a single batch with a producer id.
         """
-        pending = PendingAppend(self, self._next_offset, self._next_offset, [], [])
+        pending = PendingAppend(self, self._next_offset, self._next_offset, [], [], index_tail)
         for last_delta, max_ts, size, batch in batches:
             base = pending.next_offset
             pending.batches.append(stamp(batch, base))
@@ -192,6 +228,10 @@ class PartitionLog:
             self._base_offsets[best], self._last_offsets[best], self._max_timestamps[best], self._sizes[best]
         )
 
+    def aborted_transactions(self, first_offset: int, upper_offset: int) -> list[tuple[int, int]]:
+        """(producer id, first offset) of aborted transactions overlapping [first_offset, upper_offset)."""
+        return self.producers.aborted_transactions(first_offset, upper_offset)
+
     def read_batch_at(self, base_offset: int) -> bytes | None:
         return self.store.db.get(self._data_prefix + _OFFSET.pack(base_offset))
 
@@ -222,6 +262,7 @@ class PartitionLog:
         del self._max_timestamps[:keep_from]
         del self._sizes[:keep_from]
         self.log_start_offset = offset
+        self.producers.truncate_before(offset)
         if offset > self.log_end_offset:  # only reachable through direct calls; Kafka caps at the high watermark
             self.log_end_offset = offset
             self._next_offset = max(self._next_offset, offset)  # never reuse offsets of an in-flight append
@@ -252,10 +293,12 @@ class StagedWrite:
 class LogStore:
     """The broker's LevelDB database holding every partition log."""
 
-    def __init__(self, path: Path, sync_writes: bool = True) -> None:
+    def __init__(self, path: Path, sync_writes: bool = True,
+                 producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.sync_writes = sync_writes
+        self.producer_id_expiration_ms = producer_id_expiration_ms  # idle producers are forgotten at load
         self.db = plyvel.DB(str(path), create_if_missing=True, write_buffer_size=64 << 20)
         self._logs: dict[tuple[uuid.UUID, int], PartitionLog] = {}
         self._write_batches: dict[bool, "plyvel.WriteBatch"] = {}
@@ -292,10 +335,12 @@ class LogStore:
             batch = self._write_batches[sync] = self.db.write_batch(sync=sync)
         for pending in pendings:
             log = pending.log
+            tail = pending.index_tail
             for data, (base, last, max_ts, size) in zip(pending.batches, pending.index_entries):
                 suffix = _OFFSET.pack(base)
                 batch.put(log._data_prefix + suffix, data)
-                batch.put(log._index_prefix + suffix, _INDEX_VALUE.pack(last, max_ts, size))
+                value = _INDEX_VALUE.pack(last, max_ts, size)
+                batch.put(log._index_prefix + suffix, value + tail if tail else value)
             pending.batches = []  # the WriteBatch holds the bytes now
         return StagedWrite(batch)
 

@@ -35,6 +35,7 @@ from . import (
 )
 from . import consumer_group_describe, consumer_group_heartbeat  # KIP-848 consumer groups
 from . import alter_client_quotas, describe_client_quotas  # client quotas (broker/quotas.py)
+from . import describe_producers, init_producer_id  # idempotent producers (docs/transactions.md)
 from . import (  # the group coordinator's APIs (broker/groups)
     delete_groups,
     describe_groups,
@@ -122,6 +123,7 @@ HANDLER_MODULES = (
     offset_delete,
     consumer_group_heartbeat, consumer_group_describe,
     describe_client_quotas, alter_client_quotas,
+    init_producer_id, describe_producers,
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}

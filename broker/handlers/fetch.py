@@ -2,6 +2,10 @@
 
 Sessionless: we always answer session_id 0, which every client treats as
 "send full fetch requests" (KIP-227 allows a broker not to cache sessions).
+
+READ_COMMITTED reads stop at the last stable offset and list the aborted
+transactions overlapping the returned batches; consumers drop those records
+(and every control batch) themselves.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import trio
 
 from protocol.codec import RecordChunks
 from protocol.errors import ErrorCode
+from protocol.record_batch import parse_header
 
 API_KEY = 1
 VERSIONS = range(4, 18)
@@ -32,6 +37,7 @@ def _read(ctx, request):
     read_partitions = []
     topics = []
     per_topic: dict[str, int] = {}  # record bytes by topic name, for lodestream_topic_bytes_out
+    read_committed = request.isolation_level == READ_COMMITTED
     for fetch_topic in request.topics:
         topic = image.topics_by_id.get(fetch_topic.topic_id) if uses_ids else image.topic(fetch_topic.topic)
         partitions = []
@@ -48,28 +54,35 @@ def _read(ctx, request):
             read_partitions.append(partition)
             log = partition.log
             high_watermark = partition.high_watermark
+            stable = partition.last_stable_offset
+            upper = stable if read_committed else high_watermark
             offset = int(fetch_partition.fetch_offset)
             error = ErrorCode.none
             batches: list[bytes] = []
+            aborted = None
             if offset < log.log_start_offset or offset > high_watermark:
                 error = ErrorCode.offset_out_of_range
                 had_error = True
-            elif offset < high_watermark and (remaining > 0 or first_batch_may_exceed):
+            elif offset < upper and (remaining > 0 or first_batch_may_exceed):
                 limit = min(int(fetch_partition.partition_max_bytes), remaining)
-                batches = log.read(offset, limit, high_watermark, first_may_exceed=first_batch_may_exceed)
+                batches = log.read(offset, limit, upper, first_may_exceed=first_batch_may_exceed)
                 if batches:
                     size = sum(map(len, batches))
                     per_topic[partition.topic_name] = per_topic.get(partition.topic_name, 0) + size
                     total += size
                     remaining -= size
                     first_batch_may_exceed = False
+                    if read_committed and log.producers.aborted:
+                        aborted = tuple(
+                            build.AbortedTransaction(producer_id=pid, first_offset=first)
+                            for pid, first in log.aborted_transactions(offset, parse_header(batches[-1]).last_offset + 1))
             partitions.append(build.PartitionData(
                 partition_index=index,
                 error_code=error,
                 high_watermark=high_watermark,
-                last_stable_offset=high_watermark,
+                last_stable_offset=stable,
                 log_start_offset=log.log_start_offset,
-                aborted_transactions=() if request.isolation_level == READ_COMMITTED else None,
+                aborted_transactions=(aborted or ()) if read_committed else None,
                 preferred_read_replica=-1,
                 records=RecordChunks(batches),
             ))

@@ -17,10 +17,15 @@ EARLIEST_LOCAL = -4  # KIP-1005; no tiered storage yet, so the same as earliest
 LATEST_TIERED = -5
 
 
-def _lookup(partition, timestamp: int) -> tuple[int, int]:
-    """(timestamp, offset) as Kafka answers; (-1, -1) when nothing matches."""
+READ_COMMITTED = 1
+
+
+def _lookup(partition, timestamp: int, read_committed: bool = False) -> tuple[int, int]:
+    """(timestamp, offset) as Kafka answers; (-1, -1) when nothing matches.
+
+    READ_COMMITTED bounds everything by the last stable offset instead of the high watermark."""
     log = partition.log
-    high_watermark = partition.high_watermark
+    high_watermark = partition.last_stable_offset if read_committed else partition.high_watermark
     if timestamp == LATEST:
         return -1, high_watermark
     if timestamp in (EARLIEST, EARLIEST_LOCAL):
@@ -62,6 +67,7 @@ async def handle(ctx, request):
     build = ctx.build
     image = broker.image
     topics = []
+    read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED  # v2+
     for requested_topic in request.topics:
         topic = image.topic(requested_topic.name)
         partitions = []
@@ -74,7 +80,7 @@ async def handle(ctx, request):
                     leader_epoch=-1))
                 continue
             try:
-                timestamp, offset = _lookup(partition, int(requested.timestamp))
+                timestamp, offset = _lookup(partition, int(requested.timestamp), read_committed)
                 error = ErrorCode.none
             except ValueError:
                 timestamp, offset, error = -1, -1, ErrorCode.invalid_request

@@ -3,6 +3,11 @@
 Advertised from v0 although v0-v2 are refused (the connection is closed, kio
 has no schema for them): librdkafka stops compressing when Produce's minimum
 is above 0 (KAFKA-18659), so Apache Kafka 4 advertises 0 as well.
+
+Idempotent batches are checked (sequence, epoch, duplicates) by the replica
+manager's committer; transactional ones are first verified with the
+transaction coordinator (KIP-890 part 1: the partition must be in the
+producer's ongoing transaction).
 """
 
 from __future__ import annotations
@@ -10,9 +15,10 @@ from __future__ import annotations
 import datetime
 import time
 
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, KafkaError
+from protocol.record_batch import TRANSACTIONAL_BIT
 
-from broker.append import validate_batches
+from broker.append import new_append, validate_batches
 from broker.replica_manager import AppendRequest
 
 API_KEY = 0
@@ -32,9 +38,14 @@ def _partition_response(build, index: int, error: ErrorCode, base_offset: int = 
     )
 
 
-def _validate(ctx, topic, partition_index: int, records, now_ms: int):
-    """Return (partition, batches, append_time) or (None, error, message)."""
-    return validate_batches(ctx.broker, topic, partition_index, records, now_ms)
+def _verify_transactional(broker, transactional_id, producer, topic_name: str, index: int) -> ErrorCode:
+    if transactional_id is None:  # Kafka: transactional records need an (authorized) transactional id
+        return ErrorCode.transactional_id_authorization_failed
+    transactions = broker.transactions
+    if transactions is None:
+        return ErrorCode.none
+    return transactions.verify_partition(transactional_id, producer.producer_id, producer.producer_epoch,
+                                         topic_name, index)
 
 
 def admit(ctx, request):
@@ -60,11 +71,17 @@ def admit(ctx, request):
                 error = ErrorCode.unknown_topic_id if uses_ids else ErrorCode.unknown_topic_or_partition
                 results.append((index, (error, "unknown topic")))
                 continue
-            partition, entries, append_time = _validate(ctx, topic, index, partition_data.records, now_ms)
+            partition, entries, append_time, producer = validate_batches(broker, topic, index, partition_data.records,
+                                                                          now_ms)
             if partition is None:
                 results.append((index, (entries, append_time)))
                 continue
-            append = AppendRequest(partition, entries, append_time)
+            if producer is not None and producer.attributes & TRANSACTIONAL_BIT:
+                error = _verify_transactional(broker, request.transactional_id, producer, topic.name, index)
+                if error != ErrorCode.none:
+                    results.append((index, (error, f"transactional batch refused: {error.name}")))
+                    continue
+            append = new_append(partition, entries, append_time, producer)
             broker.replicas.enqueue(append)
             results.append((index, append))
         plan.append((topic_data, results))
@@ -80,7 +97,9 @@ async def _complete(ctx, build, plan, acks: int, uses_ids: bool):
         for index, outcome in results:
             if isinstance(outcome, AppendRequest):
                 await outcome.done.wait()
-                if outcome.error is not None:
+                if isinstance(outcome.error, KafkaError):  # refused by the producer state
+                    partitions.append(_partition_response(build, index, outcome.error.code, message=outcome.error.message))
+                elif outcome.error is not None:
                     partitions.append(_partition_response(build, index, ErrorCode.kafka_storage_error, message=str(outcome.error)))
                 else:
                     partitions.append(_partition_response(

@@ -163,7 +163,6 @@ def test_create_topic_already_exists(broker):
         admin.close()
 
 
-@pytest.mark.xfail(strict=True, reason="InitProducerId / idempotent produce is issue 6 (not implemented yet)")
 def test_default_idempotent_producer(broker):
     """kafka-python >= 2.1 / 3.x enables idempotence by default (KIP-679): a producer with
     default settings first sends InitProducerId (API 22), then produces with a producer

@@ -113,6 +113,8 @@ async def test_init_producer_id_hands_out_fresh_ids_that_survive_a_restart(tmp_p
             second = await init_producer_id(client, version=5)
             # KIP-360: a non-transactional producer sending its id and epoch still gets a new id, epoch 0.
             third = await init_producer_id(client, producer_id=second.producer_id, producer_epoch=0)
+            half = await init_producer_id(client, producer_id=second.producer_id)  # an id without an epoch
+            assert (half.error_code, half.producer_id) == (ErrorCode.invalid_request, -1)
         ids = [r.producer_id for r in (first, second, third)]
         assert [r.error_code for r in (first, second, third)] == [NONE] * 3
         assert [r.producer_epoch for r in (first, second, third)] == [0, 0, 0]
@@ -322,3 +324,35 @@ async def test_describe_producers(running_broker, client):
         assert (state.producer_id, state.producer_epoch, state.last_sequence, state.coordinator_epoch,
                 state.current_txn_start_offset) == (pid, 0, 3, -1, 3)
         assert state.last_timestamp > 0
+
+
+async def test_producer_state_survives_sigkill(tmp_path):
+    """No snapshot to lag behind: after kill -9 the state is rebuilt from the index entries."""
+    from broker_process import BrokerProcess
+    from wire_client import WireClient
+
+    process = BrokerProcess(tmp_path / "killed")
+    try:
+        with trio.fail_after(DEADLINE_S * 2):
+            process.start()
+            client = await WireClient.connect(process.port)
+            await create_topic(client, "killed")
+            pid = (await init_producer_id(client)).producer_id
+            for seq in range(10):
+                assert (await produce(client, "killed", batch(pid, 0, seq))).base_offset == seq
+            await client.aclose()
+            process.kill()
+            process.start()
+            client = await WireClient.connect(process.port)
+            try:
+                for seq in (9, 5):  # still among the last five batches: duplicates
+                    retry = await produce(client, "killed", batch(pid, 0, seq))
+                    assert (retry.error_code, retry.base_offset) == (NONE, seq)
+                assert (await produce(client, "killed", batch(pid, 0, 11))).error_code == (
+                    ErrorCode.out_of_order_sequence_number)
+                assert (await produce(client, "killed", batch(pid, 0, 10))).base_offset == 10
+                assert (await init_producer_id(client)).producer_id > pid
+            finally:
+                await client.aclose()
+    finally:
+        process.stop()

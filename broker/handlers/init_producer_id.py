@@ -20,13 +20,15 @@ async def handle(ctx, request):
     broker = ctx.broker
     build = ctx.build
     transactional_id = request.transactional_id
-    if transactional_id is None:
+    current_id = int(getattr(request, "producer_id", -1))  # v3+ (KIP-360)
+    current_epoch = int(getattr(request, "producer_epoch", -1))
+    if (current_id == -1) != (current_epoch == -1):  # Kafka: both or neither
+        error, producer_id, producer_epoch = ErrorCode.invalid_request, -1, -1
+    elif transactional_id is None:
         error, producer_id, producer_epoch = ErrorCode.none, await broker.producer_ids.allocate(), 0
     elif broker.transactions is None:
         error, producer_id, producer_epoch = ErrorCode.coordinator_not_available, -1, -1
     else:
-        current_id = int(getattr(request, "producer_id", -1))  # v3+ (KIP-360)
-        current_epoch = int(getattr(request, "producer_epoch", -1))
         timeout_ms = int(request.transaction_timeout.total_seconds() * 1000)
         error, producer_id, producer_epoch = await broker.transactions.init_producer_id(
             transactional_id, timeout_ms, current_id, current_epoch)

@@ -53,10 +53,11 @@ async def broker_at(data_dir, **overrides):
     running.broker.close()
 
 
-def batch(pid: int, epoch: int, seq: int, count: int = 1, transactional: bool = False, prefix: bytes = b"v") -> bytes:
+def batch(pid: int, epoch: int, seq: int, count: int = 1, transactional: bool = False, prefix: bytes = b"v",
+          age_ms: int = 0) -> bytes:
     # Current timestamps: producer state expires producer.id.expiration.ms after a batch's max timestamp.
-    now_ms = int(time.time() * 1000)
-    records = [rb.Record(key=None, value=prefix + b"%d" % (seq + i), timestamp=now_ms) for i in range(count)]
+    timestamp = int(time.time() * 1000) - age_ms
+    records = [rb.Record(key=None, value=prefix + b"%d" % (seq + i), timestamp=timestamp) for i in range(count)]
     return rb.build_batch(records, producer_id=pid, producer_epoch=epoch, base_sequence=seq,
                           extra_attributes=TRANSACTIONAL_BIT if transactional else 0)
 
@@ -324,6 +325,24 @@ async def test_describe_producers(running_broker, client):
         assert (state.producer_id, state.producer_epoch, state.last_sequence, state.coordinator_epoch,
                 state.current_txn_start_offset) == (pid, 0, 3, -1, 3)
         assert state.last_timestamp > 0
+
+
+async def test_idle_producers_expire_at_load_and_periodically(tmp_path):
+    hour = 3_600_000
+    with trio.fail_after(DEADLINE_S):
+        async with broker_at(tmp_path / "data", **{"producer.id.expiration.ms": str(hour)}) as (running, client):
+            await create_topic(client, "expiring")
+            await produce(client, "expiring", batch(1, 0, 0, age_ms=2 * hour))  # idle for two hours already
+            await produce(client, "expiring", batch(2, 0, 0))
+            await produce(client, "expiring", batch(3, 0, 0, age_ms=2 * hour, transactional=True), transactional_id="t")
+            producers = partition_of(running, "expiring").log.producers.producers
+            assert set(producers) == {1, 2, 3}
+            running.broker.replicas.expire_producers()
+            assert set(producers) == {2, 3}  # 3 has an open transaction
+            # Forgotten: any sequence is accepted again (Kafka 2.5+), nothing is refused as unknown.
+            assert (await produce(client, "expiring", batch(1, 0, 7, age_ms=2 * hour))).error_code == NONE
+        async with broker_at(tmp_path / "data", **{"producer.id.expiration.ms": str(hour)}) as (running, client):
+            assert set(partition_of(running, "expiring").log.producers.producers) == {2, 3}
 
 
 async def test_producer_state_survives_sigkill(tmp_path):

@@ -169,3 +169,15 @@ def test_truncate_forgets_aborted_transactions_below_the_log_start():
         state.append_marker(pid, 0, 0, offset=n * 10 + 1, commit=False, timestamp=0)
     state.truncate_before(11)
     assert state.aborted_transactions(0, 100) == [(2, 10), (3, 20)]
+
+
+def test_producer_id_blocks_in_the_metadata_image_never_move_back_and_survive_snapshots():
+    from consensus.image import MetadataImage, replay_all
+    from consensus.raft import image_from_snapshot, image_to_snapshot
+    from consensus.records import ProducerIdsRecord, decode_records, encode_records
+
+    records = [ProducerIdsRecord(1, 1000), ProducerIdsRecord(1, 2000), ProducerIdsRecord(2, 1500)]
+    assert decode_records(encode_records(records)) == records
+    image = replay_all(MetadataImage(), records)
+    assert image.next_producer_id == 2000
+    assert image_from_snapshot(image_to_snapshot(image)).next_producer_id == 2000

@@ -32,7 +32,7 @@ from .config import (
     validate_broker_config,
     validate_topic_config,
 )
-from .groups.coordinator import BrokerGroupLog, GroupCoordinator
+from .groups.coordinator import BrokerGroupLog, BrokerInternalLog, GroupCoordinator
 from .groups.offsets_log import OFFSETS_TOPIC
 from .limits import LimitReporter, MemoryPool
 from .listeners import ListenerSpec, parse_listeners, parse_quorum_voters
@@ -40,6 +40,8 @@ from .metrics import BrokerMetrics
 from .producer_ids import ProducerIdManager
 from .quotas import QuotaManager
 from .replica_manager import ReplicaManager
+from .transactions.coordinator import TransactionCoordinator, broker_marker_writer
+from .transactions.state_log import TOPIC_CONFIGS as TXN_TOPIC_CONFIGS, TRANSACTION_STATE_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,15 @@ class Broker:
         # Groups and committed offsets: replay __consumer_offsets before serving.
         self.groups = GroupCoordinator(self.broker_config_value, BrokerGroupLog(self))
         self.groups.load()
+        # Transactions: replay __transaction_state; the coordinator's task runs in the group coordinator's.
+        self.transactions = TransactionCoordinator(
+            self.broker_config_value, BrokerInternalLog(self, TRANSACTION_STATE_TOPIC, TXN_TOPIC_CONFIGS),
+            self.groups, self._allocate_producer_id, broker_marker_writer(self))
+        self.transactions.load()
+        self.groups.spawn(self.transactions.run)
+
+    async def _allocate_producer_id(self) -> int:
+        return await self.producer_ids.allocate()
 
     def _raft_address(self) -> str:
         if self.controller_specs:
@@ -295,6 +306,11 @@ class Broker:
         """Create a topic with broker defaults, tolerating a concurrent creation."""
         if name == OFFSETS_TOPIC and self.groups is not None:  # created with its own settings, as in Kafka
             await self.groups.ensure_loaded()
+            topic = self.image.topic(name)
+            assert topic is not None
+            return topic
+        if name == TRANSACTION_STATE_TOPIC and self.transactions is not None:
+            await self.transactions.ensure_loaded()
             topic = self.image.topic(name)
             assert topic is not None
             return topic

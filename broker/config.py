@@ -207,6 +207,17 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "Most members of a consumer group"),
         ConfigDef("group.coordinator.rebalance.protocols", _str, "classic,consumer", "LIST",
                   "Group protocols the coordinator accepts", read_only=True),
+        # Transaction coordinator (docs/transactions.md).
+        ConfigDef("transaction.state.log.num.partitions", _at_least(1), "50", "INT",
+                  "Partitions of __transaction_state (fixed once the topic exists)", read_only=True),
+        ConfigDef("transaction.max.timeout.ms", _at_least(1), "900000", "INT",
+                  "Largest transaction.timeout.ms a producer may ask for"),
+        ConfigDef("transactional.id.expiration.ms", _at_least(1), "604800000", "INT",
+                  "A transactional id without a transaction for this long is removed"),
+        ConfigDef("transaction.abort.timed.out.transaction.cleanup.interval.ms", _at_least(1), "10000", "INT",
+                  "How often transactions past their timeout are aborted"),
+        ConfigDef("transaction.remove.expired.transaction.cleanup.interval.ms", _at_least(1), "3600000", "INT",
+                  "How often expired transactional ids are removed"),
         # Idempotent producers (storage/producer_state.py, docs/transactions.md).
         ConfigDef("producer.id.expiration.ms", _at_least(1), "86400000", "INT",
                   "Producer state of a producer idle this long (and with no open transaction) is dropped",

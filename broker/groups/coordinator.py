@@ -69,7 +69,7 @@ import itertools
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, NamedTuple, Protocol
 
 import trio
 
@@ -110,6 +110,16 @@ def kafka_abs(n: int) -> int:
     return 0 if n == -(1 << 31) else abs(n)
 
 
+class LogRecord(NamedTuple):
+    """One record of an internal topic, as replay() yields it."""
+
+    partition: int
+    key: bytes | None
+    value: bytes | None
+    producer_id: int = -1  # >= 0: a transactional record (TxnOffsetCommit) of this producer
+    marker: bool | None = None  # a transaction marker (control batch) of producer_id: True = commit
+
+
 class GroupLog(Protocol):
     """Where the coordinator's records go (the broker's log, or memory in unit tests)."""
 
@@ -117,16 +127,21 @@ class GroupLog(Protocol):
 
     async def append(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> None: ...
 
-    def replay(self) -> Iterator[tuple[int, bytes | None, bytes | None]]:
-        """(partition, key, value) of every stored record, in log order per partition."""
+    async def append_transactional(self, partition: int, records: list[tuple[bytes, bytes | None]],
+                                   producer_id: int, producer_epoch: int) -> None: ...
+
+    def replay(self) -> Iterator[LogRecord]:
+        """Every stored record (and transaction marker), in log order per partition."""
         ...
 
 
 class MemoryGroupLog:
-    """An in-memory GroupLog: unit tests, and 'restarts' by building a new coordinator on it."""
+    """An in-memory GroupLog: unit tests, and 'restarts' by building a new coordinator on it.
+    Also the in-memory __transaction_state of the transaction coordinator's tests."""
 
     def __init__(self) -> None:
-        self.partitions: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        # (key, value), or (key, value, producer_id, marker) for transactional records and markers
+        self.partitions: dict[int, list[tuple]] = {}
         self.created = False
         self.append_hook: Callable[[], Any] | None = None
 
@@ -138,51 +153,78 @@ class MemoryGroupLog:
             await self.append_hook()
         self.partitions.setdefault(partition, []).extend(records)
 
-    def replay(self) -> Iterator[tuple[int, bytes | None, bytes | None]]:
+    async def append_transactional(self, partition: int, records: list[tuple[bytes, bytes | None]],
+                                   producer_id: int, producer_epoch: int) -> None:
+        await self.append(partition, [(key, value, producer_id, None) for key, value in records])
+
+    def write_marker(self, partition: int, producer_id: int, commit: bool) -> None:
+        """What the partition layer's write_markers leaves in the log (fakes of it in tests)."""
+        self.partitions.setdefault(partition, []).append((None, None, producer_id, commit))
+
+    def replay(self) -> Iterator[LogRecord]:
         for partition, records in sorted(self.partitions.items()):
-            for key, value in records:
-                yield partition, key, value
+            for record in records:
+                yield LogRecord(partition, *record)
 
 
-class BrokerGroupLog:
-    """__consumer_offsets in the broker's own partition logs."""
+class BrokerInternalLog:
+    """An internal topic (__consumer_offsets, __transaction_state) in the broker's own partition logs."""
 
     READ_CHUNK = 4 * 1024 * 1024
 
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: "Broker", topic: str = OFFSETS_TOPIC,
+                 configs: dict[str, str] | None = None) -> None:
         self.broker = broker
+        self.topic = topic
+        self.configs = configs if configs is not None else {"cleanup.policy": "compact", "segment.bytes": "104857600"}
         self._create_lock = trio.Lock()
 
     def _topic(self):
-        return self.broker.image.topic(OFFSETS_TOPIC)
+        return self.broker.image.topic(self.topic)
 
     async def ensure_topic(self, num_partitions: int) -> None:
         if self._topic() is not None:
             return
         async with self._create_lock:
             if self._topic() is None:
-                await self.broker.create_internal_topic(
-                    OFFSETS_TOPIC, num_partitions, {"cleanup.policy": "compact", "segment.bytes": "104857600"}
-                )
+                await self.broker.create_internal_topic(self.topic, num_partitions, self.configs)
 
     async def append(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
         from protocol.record_batch import build_batch
 
+        await self._append(partition, build_batch(records, int(time.time() * 1000)))
+
+    async def append_transactional(self, partition: int, records: list[tuple[bytes, bytes | None]],
+                                   producer_id: int, producer_epoch: int) -> None:
+        from protocol.record_batch import TRANSACTIONAL_BIT, build_batch
+
+        batch = build_batch(records, int(time.time() * 1000), attributes=TRANSACTIONAL_BIT,
+                            producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=0)
+        await self._append(partition, batch)
+
+    def partition(self, index: int):
+        """The Partition of this topic (None if it does not exist or this broker does not lead it)."""
         topic = self._topic()
-        if topic is None:
-            raise KafkaError(ErrorCode.coordinator_not_available, f"{OFFSETS_TOPIC} does not exist")
+        if topic is None or self.broker.replicas is None:
+            return None
+        return self.broker.replicas.get(topic.topic_id, index)
+
+    async def _append(self, partition: int, batch: bytes) -> None:
+        if self._topic() is None:
+            raise KafkaError(ErrorCode.coordinator_not_available, f"{self.topic} does not exist")
         assert self.broker.replicas is not None
-        target = self.broker.replicas.get(topic.topic_id, partition)
+        target = self.partition(partition)
         if target is None:
-            raise KafkaError(ErrorCode.not_coordinator, f"not the leader of {OFFSETS_TOPIC}-{partition}")
-        batch = build_batch(records, int(time.time() * 1000))
+            raise KafkaError(ErrorCode.not_coordinator, f"not the leader of {self.topic}-{partition}")
         try:
             await self.broker.replicas.append_batch(target, batch)
+        except KafkaError:
+            raise  # the partition's producer state refused a transactional batch (fenced epoch)
         except Exception as exc:  # storage failure: Kafka maps a failed append to COORDINATOR_NOT_AVAILABLE
-            log.error("writing to %s-%d failed: %s", OFFSETS_TOPIC, partition, exc)
+            log.error("writing to %s-%d failed: %s", self.topic, partition, exc)
             raise KafkaError(ErrorCode.coordinator_not_available, str(exc)) from None
 
-    def replay(self) -> Iterator[tuple[int, bytes | None, bytes | None]]:
+    def replay(self) -> Iterator[LogRecord]:
         from protocol.record_batch import iter_records, parse_header
 
         topic = self._topic()
@@ -200,10 +242,20 @@ class BrokerGroupLog:
                 if not batches:
                     break
                 for batch in batches:
+                    header = parse_header(batch)
+                    producer_id = header.producer_id if header.is_transactional else -1
                     for offset, _timestamp, key, value in iter_records(batch):
-                        if offset >= position:
-                            yield index, key, value
-                    position = max(position, parse_header(batch).last_offset + 1)
+                        if offset < position:
+                            continue
+                        if header.is_control:
+                            if key is not None and len(key) >= 4:  # version i16, type i16 (0 abort, 1 commit)
+                                yield LogRecord(index, None, None, producer_id, key[3] == 1 and key[2] == 0)
+                        else:
+                            yield LogRecord(index, key, value, producer_id)
+                    position = max(position, header.last_offset + 1)
+
+
+BrokerGroupLog = BrokerInternalLog  # __consumer_offsets with its defaults
 
 
 class GroupCoordinator:
@@ -221,6 +273,12 @@ class GroupCoordinator:
         self._nursery: trio.Nursery | None = None
         self._pending_spawns: list[tuple[Callable, tuple]] = []
         self._clock_base: tuple[float, float] | None = None  # (trio time, wall ms)
+        # TxnOffsetCommit: producer id -> group -> partition -> (offset, commit order) until the marker
+        self.pending_txn_offsets: dict[int, dict[str, dict[tuple[str, int], tuple[OffsetAndMetadata, int]]]] = {}
+        # commit order (log order) of the latest plain commit per (group, partition): a transactional
+        # offset committed before it must not overwrite it when its transaction commits (as in Kafka)
+        self._commit_order: dict[tuple[str, tuple[str, int]], int] = {}
+        self._order = itertools.count()
         self._last_retention_check = -math.inf
 
     # -- time ------------------------------------------------------------------------------
@@ -258,12 +316,19 @@ class GroupCoordinator:
         self.loading = True
         try:
             records = 0
-            for _partition, key, value in self.log.replay():
+            for record in self.log.replay():
+                if record.marker is not None:
+                    self.complete_transaction(record.producer_id, record.marker)
+                    continue
+                key, value = record.key, record.value
                 if key is None:
                     continue
                 records += 1
                 try:
-                    self._apply(key, value)
+                    if record.producer_id >= 0:
+                        self._apply_transactional(record.producer_id, key, value)
+                    else:
+                        self._apply(key, value)
                 except Exception as exc:  # a record we cannot read must not stop the broker from starting
                     log.warning("skipping unreadable %s record %r: %s", OFFSETS_TOPIC, key[:100], exc)
             for group_id in self.offsets:
@@ -295,6 +360,7 @@ class GroupCoordinator:
                         del self.offsets[group_id]
             else:
                 self.offsets.setdefault(group_id, {})[tp] = OffsetAndMetadata.from_value(value)
+                self._commit_order[(group_id, tp)] = next(self._order)
         elif kind == "group":
             if value is None:
                 self.groups.pop(group_id, None)
@@ -364,20 +430,75 @@ class GroupCoordinator:
         return self.offsets.get(group_id, {})
 
     def pending_transactional_offsets(self, group_id: str) -> set[tuple[str, int]]:
-        """Partitions with transactional offset commits not yet completed (OffsetFetch require_stable).
-        Transactions are not implemented yet: always empty."""
-        return set()
+        """Partitions with transactional offset commits not yet completed (OffsetFetch require_stable)."""
+        pending: set[tuple[str, int]] = set()
+        for by_group in self.pending_txn_offsets.values():
+            pending.update(by_group.get(group_id, ()))
+        return pending
+
+    async def commit_transactional_offsets(self, group_id: str, producer_id: int, producer_epoch: int,
+                                           offsets: dict[tuple[str, int], tuple[int, int, str | None]]) -> None:
+        """TxnOffsetCommit: written in a transactional batch of the producer; visible only once
+        complete_transaction(producer_id, True) runs after the commit marker."""
+        if not offsets:
+            return
+        values, records = await self._offset_records(group_id, offsets)
+        # Pending before the write: a marker that lands right after the batch must find it.
+        pending = self.pending_txn_offsets.setdefault(producer_id, {}).setdefault(group_id, {})
+        previous = {tp: pending[tp] for tp in values if tp in pending}
+        order = next(self._order)
+        pending.update({tp: (v, order) for tp, v in values.items()})
+        try:
+            await self.log.append_transactional(self.partition_for(group_id), records, producer_id, producer_epoch)
+        except BaseException:
+            for tp in values:
+                if tp in previous:
+                    pending[tp] = previous[tp]
+                else:
+                    pending.pop(tp, None)
+            raise
+        if group_id not in self.groups:
+            self._create_simple_group(group_id)
+
+    async def _offset_records(self, group_id: str, offsets: dict[tuple[str, int], tuple[int, int, str | None]]):
+        """(values, records) of a commit, once __consumer_offsets exists."""
+        await self.ensure_loaded()
+        now = self.wall_ms()
+        values = {tp: OffsetAndMetadata(int(o), int(e), m, now) for tp, (o, e, m) in offsets.items()}
+        return values, [(offset_key(group_id, t, p), v.to_value()) for (t, p), v in values.items()]
+
+    def _apply_transactional(self, producer_id: int, key: bytes, value: bytes | None) -> None:
+        decoded = decode_key(key)
+        if decoded.get("k") != "offset" or value is None:
+            return
+        tp = (decoded["topic"], int(decoded["partition"]))
+        by_group = self.pending_txn_offsets.setdefault(producer_id, {}).setdefault(decoded["group"], {})
+        by_group[tp] = (OffsetAndMetadata.from_value(value), next(self._order))
+
+    def complete_transaction(self, producer_id: int, commit: bool) -> None:
+        """The producer's marker is durable on __consumer_offsets: apply (commit) or drop (abort)
+        its pending transactional offsets."""
+        by_group = self.pending_txn_offsets.pop(producer_id, None)
+        if not by_group or not commit:
+            return
+        for group_id, pending in by_group.items():
+            offsets = self.offsets.setdefault(group_id, {})
+            for tp, (value, order) in pending.items():
+                if self._commit_order.get((group_id, tp), -1) < order:
+                    offsets[tp] = value
+                    self._commit_order[(group_id, tp)] = order
+            if group_id not in self.groups and not self.loading:
+                self._create_simple_group(group_id)
 
     async def commit_offsets(self, group_id: str, offsets: dict[tuple[str, int], tuple[int, int, str | None]]) -> None:
         """Write committed offsets; the cache is updated once the write is durable."""
         if not offsets:
             return
-        await self.ensure_loaded()
-        now = self.wall_ms()
-        values = {tp: OffsetAndMetadata(int(o), int(e), m, now) for tp, (o, e, m) in offsets.items()}
-        records = [(offset_key(group_id, t, p), v.to_value()) for (t, p), v in values.items()]
+        values, records = await self._offset_records(group_id, offsets)
         await self.log.append(self.partition_for(group_id), records)
         self.offsets.setdefault(group_id, {}).update(values)
+        order = next(self._order)
+        self._commit_order.update({(group_id, tp): order for tp in values})
         if group_id not in self.groups:
             self._create_simple_group(group_id)
 

@@ -36,6 +36,14 @@ from . import (
 from . import consumer_group_describe, consumer_group_heartbeat  # KIP-848 consumer groups
 from . import alter_client_quotas, describe_client_quotas  # client quotas (broker/quotas.py)
 from . import describe_producers, init_producer_id  # idempotent producers (docs/transactions.md)
+from . import (  # the transaction coordinator's APIs (broker/transactions)
+    add_offsets_to_txn,
+    add_partitions_to_txn,
+    describe_transactions,
+    end_txn,
+    list_transactions,
+    txn_offset_commit,
+)
 from . import (  # the group coordinator's APIs (broker/groups)
     delete_groups,
     describe_groups,
@@ -124,6 +132,7 @@ HANDLER_MODULES = (
     consumer_group_heartbeat, consumer_group_describe,
     describe_client_quotas, alter_client_quotas,
     init_producer_id, describe_producers,
+    add_partitions_to_txn, add_offsets_to_txn, end_txn, txn_offset_commit, describe_transactions, list_transactions,
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}

@@ -1,5 +1,5 @@
-"""FindCoordinator (key 10): this broker coordinates every group (it leads every
-__consumer_offsets partition); v4+ batches several keys."""
+"""FindCoordinator (key 10): this broker coordinates every group and transactional id (it leads
+every __consumer_offsets and __transaction_state partition); v4+ batches several keys."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ GROUP_KEY, TRANSACTION_KEY = 0, 1
 
 
 async def _lookup(ctx, key: str, key_type: int) -> tuple[ErrorCode, str | None]:
-    if key_type == GROUP_KEY:
-        if not key:
-            return ErrorCode.invalid_request, "Group id must not be empty."
-        try:
-            await ctx.broker.groups.ensure_loaded()  # creates __consumer_offsets on first use
-        except KafkaError as exc:
-            return exc.code, exc.message
-        return ErrorCode.none, None
-    if key_type == TRANSACTION_KEY:
-        return ErrorCode.none, None  # a single node coordinates every transactional id
-    return ErrorCode.invalid_request, f"Unknown coordinator key type {key_type}"
+    coordinators = {GROUP_KEY: ("Group id", ctx.broker.groups), TRANSACTION_KEY: ("Transactional id", ctx.broker.transactions)}
+    if key_type not in coordinators:
+        return ErrorCode.invalid_request, f"Unknown coordinator key type {key_type}"
+    what, coordinator = coordinators[key_type]
+    if not key:
+        return ErrorCode.invalid_request, f"{what} must not be empty."
+    try:
+        await coordinator.ensure_loaded()  # creates __consumer_offsets / __transaction_state on first use
+    except KafkaError as exc:
+        return exc.code, exc.message
+    return ErrorCode.none, None
 
 
 async def handle(ctx, request):

@@ -25,6 +25,29 @@ def _group_error(ctx, coordinator, request) -> ErrorCode:
     return group.validate_offset_commit(member_id, generation, instance_id, False)
 
 
+def check_partitions(broker, topics, error: ErrorCode):
+    """Per-partition checks (also TxnOffsetCommit's): ({(topic, partition): error}, {(topic, partition):
+    (offset, leader epoch, metadata)} to commit). A request-level error applies to every partition."""
+    max_metadata = int(broker.broker_config_value("offset.metadata.max.bytes"))
+    results: dict[tuple[str, int], ErrorCode] = {}
+    to_commit = {}
+    for topic in topics:
+        image_topic = broker.image.topic(topic.name)
+        for p in topic.partitions:
+            key = (topic.name, int(p.partition_index))
+            if error != ErrorCode.none:
+                results[key] = error
+            elif image_topic is None or int(p.partition_index) not in image_topic.partitions:
+                results[key] = ErrorCode.unknown_topic_or_partition
+            elif p.committed_metadata is not None and len(p.committed_metadata.encode()) > max_metadata:
+                results[key] = ErrorCode.offset_metadata_too_large
+            else:
+                results[key] = ErrorCode.none
+                to_commit[key] = (int(p.committed_offset), int(getattr(p, "committed_leader_epoch", -1)),
+                                  p.committed_metadata if p.committed_metadata is not None else "")
+    return results, to_commit
+
+
 async def handle(ctx, request):
     build = ctx.build
     broker = ctx.broker
@@ -40,23 +63,7 @@ async def handle(ctx, request):
             error = exc.code
     if error == ErrorCode.none:
         error = _group_error(ctx, coordinator, request)
-    max_metadata = int(broker.broker_config_value("offset.metadata.max.bytes"))
-    results: dict[tuple[str, int], ErrorCode] = {}
-    to_commit = {}
-    for topic in request.topics:
-        image_topic = broker.image.topic(topic.name)
-        for p in topic.partitions:
-            key = (topic.name, int(p.partition_index))
-            if error != ErrorCode.none:
-                results[key] = error
-            elif image_topic is None or int(p.partition_index) not in image_topic.partitions:
-                results[key] = ErrorCode.unknown_topic_or_partition
-            elif p.committed_metadata is not None and len(p.committed_metadata.encode()) > max_metadata:
-                results[key] = ErrorCode.offset_metadata_too_large
-            else:
-                results[key] = ErrorCode.none
-                to_commit[key] = (int(p.committed_offset), int(getattr(p, "committed_leader_epoch", -1)),
-                                  p.committed_metadata if p.committed_metadata is not None else "")
+    results, to_commit = check_partitions(broker, request.topics, error)
     if to_commit:
         try:
             await coordinator.commit_offsets(request.group_id, to_commit)

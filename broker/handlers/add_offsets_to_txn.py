@@ -1,0 +1,32 @@
+"""AddOffsetsToTxn (key 25): the group's __consumer_offsets partition joins the transaction, so
+that TxnOffsetCommit can write there and the markers reach it."""
+
+from __future__ import annotations
+
+import datetime
+
+from protocol.errors import ErrorCode, KafkaError
+
+from ..groups.offsets_log import OFFSETS_TOPIC
+from ..transactions.coordinator import compatible_error
+
+API_KEY = 25
+VERSIONS = range(0, 5)
+
+
+async def handle(ctx, request):
+    broker = ctx.broker
+    error = ErrorCode.none
+    if not request.group_id:
+        error = ErrorCode.invalid_group_id
+    else:
+        try:
+            await broker.groups.ensure_loaded()  # creates __consumer_offsets on first use
+        except KafkaError as exc:
+            error = exc.code
+    if error == ErrorCode.none:
+        partition = (OFFSETS_TOPIC, broker.groups.partition_for(request.group_id))
+        error = await broker.transactions.add_partitions(request.transactional_id, int(request.producer_id),
+                                                         int(request.producer_epoch), [partition])
+    return ctx.build.AddOffsetsToTxnResponse(throttle_time=datetime.timedelta(0),
+                                             error_code=compatible_error(error, ctx.api_version, 2))

@@ -1,0 +1,69 @@
+"""TxnOffsetCommit (key 28): offsets committed inside a transaction. Checked against the
+transaction (the group's __consumer_offsets partition must be in it, via AddOffsetsToTxn; v5, the
+KIP-890 part 2 version, adds it implicitly) and, v3+, the group's generation and member; written
+to __consumer_offsets in a transactional batch and visible only once the transaction commits."""
+
+from __future__ import annotations
+
+import datetime
+
+from protocol.errors import ErrorCode, KafkaError
+
+from ..groups.offsets_log import OFFSETS_TOPIC
+from .offset_commit import check_partitions
+
+API_KEY = 28
+VERSIONS = range(0, 6)
+
+
+async def _request_error(ctx, request) -> ErrorCode:
+    broker = ctx.broker
+    if not request.group_id:
+        return ErrorCode.invalid_group_id
+    try:
+        await broker.groups.ensure_loaded()
+    except KafkaError as exc:
+        return exc.code
+    transactions = broker.transactions
+    group_partition = (OFFSETS_TOPIC, broker.groups.partition_for(request.group_id))
+    producer_id, producer_epoch = int(request.producer_id), int(request.producer_epoch)
+    if ctx.api_version >= 5:
+        error = await transactions.add_partitions(request.transactional_id, producer_id, producer_epoch,
+                                                  [group_partition])
+        if error == ErrorCode.producer_fenced:
+            error = ErrorCode.invalid_producer_epoch
+        if error != ErrorCode.none:
+            return error
+    else:
+        error = transactions.check_txn_offset_commit(request.transactional_id, producer_id, producer_epoch,
+                                                     group_partition)
+        if error != ErrorCode.none:
+            return error
+    generation = int(getattr(request, "generation_id", -1))
+    member_id = getattr(request, "member_id", "") or ""
+    instance_id = getattr(request, "group_instance_id", None)
+    group = broker.groups.get_group(request.group_id)
+    if group is None:
+        return ErrorCode.none if generation < 0 else ErrorCode.illegal_generation
+    return group.validate_offset_commit(member_id, generation, instance_id, True)
+
+
+async def handle(ctx, request):
+    build = ctx.build
+    broker = ctx.broker
+    error = await _request_error(ctx, request)
+    results, to_commit = check_partitions(broker, request.topics, error)
+    if to_commit:
+        try:
+            await broker.groups.commit_transactional_offsets(request.group_id, int(request.producer_id),
+                                                             int(request.producer_epoch), to_commit)
+        except KafkaError as exc:
+            for key in to_commit:
+                results[key] = exc.code
+    topics = tuple(
+        build.TxnOffsetCommitResponseTopic(name=topic.name, partitions=tuple(
+            build.TxnOffsetCommitResponsePartition(partition_index=p.partition_index,
+                                                   error_code=results[(topic.name, int(p.partition_index))])
+            for p in topic.partitions))
+        for topic in request.topics)
+    return build.TxnOffsetCommitResponse(throttle_time=datetime.timedelta(0), topics=topics)

@@ -40,6 +40,7 @@ MarkerWriter = Callable[[list[TopicPartition], int, int, bool, int], Awaitable[N
 """(partitions, producer id, producer epoch, commit, coordinator epoch): durable on return; raises on failure."""
 
 RETRY_BACKOFF_MS = (50, 100, 200, 500, 1000, 2000, 5000)
+COMPLETION_WAIT_S = 5.0  # EndTxn / a fencing InitProducerId wait this long for the markers
 
 
 @dataclass(slots=True)
@@ -60,7 +61,7 @@ class TransactionCoordinator:
         self.coordinator_epoch = 0
         self.loading = False
         self.loaded = False
-        self._completing: set[str] = set()  # ids whose markers are being written
+        self._completing: dict[str, trio.Event] = {}  # ids whose markers are being written -> set when done
 
     # -- time, placement -------------------------------------------------------------------------
     def now_ms(self) -> int:
@@ -97,7 +98,7 @@ class TransactionCoordinator:
             self.loaded = True
         for transactional_id, entry in self.entries.items():
             if entry.metadata.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
-                self._spawn(self._complete, transactional_id, entry.metadata)
+                self._start_completion(transactional_id, entry.metadata)
 
     async def ensure_loaded(self) -> None:
         """Create __transaction_state on first use; COORDINATOR_LOAD_IN_PROGRESS while loading."""
@@ -134,6 +135,15 @@ class TransactionCoordinator:
         if self.loading or not self.loaded:
             return (ErrorCode.coordinator_load_in_progress, *failed)
         expected = (producer_id, producer_epoch) if producer_id >= 0 or producer_epoch >= 0 else None
+        error, producer_id, producer_epoch = await self._init(transactional_id, timeout_ms, expected, fence=True)
+        if error == ErrorCode.concurrent_transactions and transactional_id not in self._completing:
+            # We fenced an ongoing transaction and its abort completed: go on, as the client's retry would.
+            error, producer_id, producer_epoch = await self._init(transactional_id, timeout_ms, expected, fence=False)
+        return error, producer_id, producer_epoch
+
+    async def _init(self, transactional_id: str, timeout_ms: int, expected: tuple[int, int] | None,
+                    fence: bool) -> tuple[ErrorCode, int, int]:
+        failed = (sm.NO_PRODUCER_ID, sm.NO_PRODUCER_EPOCH)
         entry = self.entries.get(transactional_id)
         if entry is None or entry.metadata.epoch_exhausted:
             try:
@@ -151,9 +161,11 @@ class TransactionCoordinator:
         if isinstance(action, ErrorCode):
             return (action, *failed)
         if action == sm.InitAction.FENCE:
+            if not fence:
+                return (ErrorCode.concurrent_transactions, *failed)
             fenced = sm.prepare_fence_epoch(md)
             error, _, _ = await self._end(transactional_id, fenced.producer_id, fenced.producer_epoch, False,
-                                          from_client=False, tv2=False, fence=fenced)
+                                          from_client=False, tv2=False, fence=fenced, wait=True)
             return (error if error != ErrorCode.none else ErrorCode.concurrent_transactions, *failed)
         now = self.now_ms()
         if action == sm.InitAction.ROTATE:
@@ -227,10 +239,14 @@ class TransactionCoordinator:
             return ErrorCode.invalid_request, sm.NO_PRODUCER_ID, sm.NO_PRODUCER_EPOCH
         if self.loading or not self.loaded:
             return ErrorCode.coordinator_load_in_progress, sm.NO_PRODUCER_ID, sm.NO_PRODUCER_EPOCH
-        return await self._end(transactional_id, producer_id, producer_epoch, commit, from_client=True, tv2=tv2)
+        return await self._end(transactional_id, producer_id, producer_epoch, commit, from_client=True, tv2=tv2,
+                               wait=True)
 
     async def _end(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool, *,
-                   from_client: bool, tv2: bool, fence: TxnMetadata | None = None) -> tuple[ErrorCode, int, int]:
+                   from_client: bool, tv2: bool, fence: TxnMetadata | None = None,
+                   wait: bool = False) -> tuple[ErrorCode, int, int]:
+        """wait: answer once the markers and the Complete record are written (bounded by
+        COMPLETION_WAIT_S), not right after Prepare* as Kafka does; see docs/transactions.md."""
         entry = self.entries.get(transactional_id)
         md = entry.metadata if entry is not None else None
         next_id = sm.NO_PRODUCER_ID
@@ -264,15 +280,22 @@ class TransactionCoordinator:
             return error, sm.NO_PRODUCER_ID, sm.NO_PRODUCER_EPOCH
         log.info("transactional id %s: %s (producer id %d epoch %d, %d partitions)", transactional_id,
                  transit.state.value, transit.producer_id, transit.producer_epoch, len(transit.partitions))
-        self._spawn(self._complete, transactional_id, transit)
+        done = self._start_completion(transactional_id, transit)
+        if wait:
+            with trio.move_on_after(COMPLETION_WAIT_S):
+                await done.wait()
         return (ErrorCode.none, *sm.end_response_producer(transit))
 
-    async def _complete(self, transactional_id: str, prepared: TxnMetadata) -> None:
+    def _start_completion(self, transactional_id: str, prepared: TxnMetadata) -> trio.Event:
+        done = self._completing.get(transactional_id)
+        if done is None:
+            done = self._completing[transactional_id] = trio.Event()
+            self._spawn(self._complete, transactional_id, prepared, done)
+        return done
+
+    async def _complete(self, transactional_id: str, prepared: TxnMetadata, done: trio.Event) -> None:
         """Markers, transactional offsets, then CompleteCommit/CompleteAbort; retried until done."""
         commit = prepared.state == TxnState.PREPARE_COMMIT
-        if transactional_id in self._completing:
-            return
-        self._completing.add(transactional_id)
         try:
             for attempt in itertools.count():
                 entry = self.entries.get(transactional_id)
@@ -291,7 +314,9 @@ class TransactionCoordinator:
                                 attempt + 1, exc)
                 await trio.sleep(RETRY_BACKOFF_MS[min(attempt, len(RETRY_BACKOFF_MS) - 1)] / 1000)
         finally:
-            self._completing.discard(transactional_id)
+            if self._completing.get(transactional_id) is done:
+                del self._completing[transactional_id]
+            done.set()
 
     # -- timeouts and expiry --------------------------------------------------------------------
     async def abort_timed_out_transactions(self) -> None:

@@ -436,3 +436,50 @@ async def test_transaction_over_the_wire_and_after_a_restart(tmp_path):
             described = await describe_txn(client)
             assert (described.transaction_state, described.producer_id) == ("CompleteCommit", pid)
             assert await fetch_committed(client, "g", True) == (1, NONE)
+
+
+async def test_errors_over_the_wire_by_version(tmp_path):
+    from test_produce_fetch import create_topic
+
+    with trio.fail_after(60):
+        async with broker_at(tmp_path / "data") as (running, client):
+            await create_topic(client, "orders", 1)
+            init = await client.request(req(22, 4).InitProducerIdRequest(
+                transactional_id=TX, transaction_timeout=datetime.timedelta(seconds=60), producer_id=-1,
+                producer_epoch=-1))
+            pid, epoch = init.producer_id, init.producer_epoch
+            # A stale epoch: PRODUCER_FENCED from v2 on, INVALID_PRODUCER_EPOCH before (KIP-588).
+            for version, expected in ((1, ErrorCode.invalid_producer_epoch), (2, ErrorCode.producer_fenced)):
+                added = await client.request(req(25, version).AddOffsetsToTxnRequest(
+                    transactional_id=TX, producer_id=pid, producer_epoch=epoch + 1, group_id="g"))
+                assert added.error_code == expected
+                ended = await client.request(req(26, version).EndTxnRequest(
+                    transactional_id=TX, producer_id=pid, producer_epoch=epoch + 1, committed=True))
+                assert ended.error_code == expected
+            # Unknown transactional id / producer id; no transaction to commit.
+            unknown = await client.request(req(26, 3).EndTxnRequest(
+                transactional_id="nope", producer_id=pid, producer_epoch=epoch, committed=True))
+            assert unknown.error_code == ErrorCode.invalid_producer_id_mapping
+            empty = await client.request(req(26, 3).EndTxnRequest(
+                transactional_id=TX, producer_id=pid, producer_epoch=epoch, committed=True))
+            assert empty.error_code == ErrorCode.invalid_txn_state
+            b = req(28, 3)
+            offsets = await client.request(b.TxnOffsetCommitRequest(
+                transactional_id=TX, group_id="g", producer_id=pid, producer_epoch=epoch, generation_id=-1,
+                member_id="", group_instance_id=None, topics=(b.TxnOffsetCommitRequestTopic(name="orders", partitions=(
+                    b.TxnOffsetCommitRequestPartition(partition_index=0, committed_offset=1, committed_leader_epoch=-1,
+                                                      committed_metadata=""),)),)))
+            assert offsets.topics[0].partitions[0].error_code == ErrorCode.invalid_txn_state  # no AddOffsetsToTxn
+            # EndTxn v5 (KIP-890): the epoch is bumped at the end of every transaction and returned.
+            b = req(24, 3)
+            await client.request(b.AddPartitionsToTxnRequest(
+                v3_and_below_transactional_id=TX, v3_and_below_producer_id=pid, v3_and_below_producer_epoch=epoch,
+                v3_and_below_topics=(b.AddPartitionsToTxnTopic(name="orders", partitions=(0,)),)))
+            ended = await client.request(req(26, 5).EndTxnRequest(
+                transactional_id=TX, producer_id=pid, producer_epoch=epoch, committed=False))
+            assert (ended.error_code, ended.producer_id, ended.producer_epoch) == (NONE, pid, epoch + 1)
+            missing = await describe_txn(client, "nope")
+            assert missing.error_code == ErrorCode.transactional_id_not_found
+            listed = await client.request(req(66, 0).ListTransactionsRequest(state_filters=("Bogus",),
+                                                                             producer_id_filters=()))
+            assert listed.unknown_state_filters == ("Bogus",) and listed.transaction_states == ()

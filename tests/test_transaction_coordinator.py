@@ -353,6 +353,16 @@ async def fetch_committed(client, group: str, require_stable: bool):
     return part.committed_offset, part.error_code
 
 
+async def txn_offset_commit(client, pid: int, epoch: int, offset: int, metadata: str = "") -> ErrorCode:
+    b = req(28, 3)
+    response = await client.request(b.TxnOffsetCommitRequest(
+        transactional_id=TX, group_id="g", producer_id=pid, producer_epoch=epoch, generation_id=-1, member_id="",
+        group_instance_id=None, topics=(b.TxnOffsetCommitRequestTopic(name="orders", partitions=(
+            b.TxnOffsetCommitRequestPartition(partition_index=0, committed_offset=offset, committed_leader_epoch=-1,
+                                              committed_metadata=metadata),)),)))
+    return response.topics[0].partitions[0].error_code
+
+
 async def test_transaction_over_the_wire_and_after_a_restart(tmp_path):
     from test_produce_fetch import create_topic, produce_request
 
@@ -395,13 +405,7 @@ async def test_transaction_over_the_wire_and_after_a_restart(tmp_path):
             offsets_added = await client.request(b.AddOffsetsToTxnRequest(
                 transactional_id=TX, producer_id=pid, producer_epoch=epoch, group_id="g"))
             assert offsets_added.error_code == NONE
-            b = req(28, 3)
-            committed = await client.request(b.TxnOffsetCommitRequest(
-                transactional_id=TX, group_id="g", producer_id=pid, producer_epoch=epoch, generation_id=-1,
-                member_id="", group_instance_id=None, topics=(b.TxnOffsetCommitRequestTopic(name="orders", partitions=(
-                    b.TxnOffsetCommitRequestPartition(partition_index=0, committed_offset=1, committed_leader_epoch=-1,
-                                                      committed_metadata="m"),)),)))
-            assert committed.topics[0].partitions[0].error_code == NONE
+            assert await txn_offset_commit(client, pid, epoch, 1, "m") == NONE
             assert await fetch_committed(client, "g", True) == (-1, ErrorCode.unstable_offset_commit)
             assert await fetch_committed(client, "g", False) == (-1, NONE)
             described = await describe_txn(client)
@@ -463,13 +467,7 @@ async def test_errors_over_the_wire_by_version(tmp_path):
             empty = await client.request(req(26, 3).EndTxnRequest(
                 transactional_id=TX, producer_id=pid, producer_epoch=epoch, committed=True))
             assert empty.error_code == ErrorCode.invalid_txn_state
-            b = req(28, 3)
-            offsets = await client.request(b.TxnOffsetCommitRequest(
-                transactional_id=TX, group_id="g", producer_id=pid, producer_epoch=epoch, generation_id=-1,
-                member_id="", group_instance_id=None, topics=(b.TxnOffsetCommitRequestTopic(name="orders", partitions=(
-                    b.TxnOffsetCommitRequestPartition(partition_index=0, committed_offset=1, committed_leader_epoch=-1,
-                                                      committed_metadata=""),)),)))
-            assert offsets.topics[0].partitions[0].error_code == ErrorCode.invalid_txn_state  # no AddOffsetsToTxn
+            assert await txn_offset_commit(client, pid, epoch, 1) == ErrorCode.invalid_txn_state  # no AddOffsetsToTxn
             # EndTxn v5 (KIP-890): the epoch is bumped at the end of every transaction and returned.
             b = req(24, 3)
             await client.request(b.AddPartitionsToTxnRequest(

@@ -299,7 +299,9 @@ class LogStore:
         self.path = path
         self.sync_writes = sync_writes
         self.producer_id_expiration_ms = producer_id_expiration_ms  # idle producers are forgotten at load
-        self.db = plyvel.DB(str(path), create_if_missing=True, write_buffer_size=64 << 20)
+        # Up to two memtables of write_buffer_size live at once, outside the request pool: 8 MiB
+        # (LevelDB's default is 4) keeps a burst within the broker's memory bound (docs/limits.md).
+        self.db = plyvel.DB(str(path), create_if_missing=True, write_buffer_size=8 << 20)
         self._logs: dict[tuple[uuid.UUID, int], PartitionLog] = {}
         self._write_batches: dict[bool, "plyvel.WriteBatch"] = {}
 

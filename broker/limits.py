@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 
 LOG_INTERVAL_S = 60.0
 
+# What the pool charges per request byte. A frame's API is unknown until its body is read, so every
+# frame is charged as a Produce: its record bytes exist up to three times at once while it is
+# handled (kio's decoded copy, held until the response is built; the batch stamped with its offsets;
+# the group commit's LevelDB WriteBatch, both made while its group is written). Other requests give
+# back all but one copy as soon as their header is decoded (docs/limits.md).
+PRODUCE_CHARGE_FACTOR = 3
+
 
 class MemoryPool:
     """A trio byte budget with FIFO waiters.

@@ -16,17 +16,21 @@ from protocol.framing import FrameDecoder, FrameError
 from .broker import BoundListener, Broker
 from .handlers import REGISTRY, RequestContext
 from .handlers import api_versions
+from .limits import PRODUCE_CHARGE_FACTOR
 from .quotas import apply_throttle
 
 log = logging.getLogger(__name__)
 
-RECEIVE_CHUNK = 256 * 1024  # when between frames (many small requests per read)
+# Between frames (many small requests per read). It is also what a connection waiting for the pool
+# holds unreserved (the start of its next frame), so it is kept small (docs/limits.md).
+RECEIVE_CHUNK = 64 * 1024
 MAX_RECEIVE = 1024 * 1024  # the largest read inside a frame
 MAX_IN_FLIGHT_PER_CONNECTION = 16
 # Fetch responses reference stored batches (up to the request's max_bytes each): a client that does
 # not read its socket can pin at most this many of them per connection (docs/limits.md).
 MAX_IN_FLIGHT_FETCHES_PER_CONNECTION = 2
 FETCH_API_KEY = 1
+PRODUCE_API_KEY = 0
 
 
 class CloseConnection(Exception):
@@ -64,7 +68,7 @@ class Connection:
         self.in_flight = 0  # requests read, response not yet written
         self.pool = broker.request_pool
         self.reserved = 0  # request-pool bytes this connection holds
-        self._frame_reserved = False  # the frame being read has its bytes reserved
+        self._frame_reserved = 0  # what the frame being read holds in the pool (0: nothing yet)
         self.fetch_slots = trio.Semaphore(MAX_IN_FLIGHT_FETCHES_PER_CONNECTION)
         self.idle_s = int(broker.config.get("connections.max.idle.ms")) / 1000
         self.muted_until = 0.0  # quota throttle: nothing is read before this trio time (KIP-219)
@@ -128,12 +132,13 @@ class Connection:
                 return
             if length is not None:
                 if not self._frame_reserved:
-                    await self._reserve(length)
-                    self._frame_reserved = True
+                    charge = max(length * PRODUCE_CHARGE_FACTOR, 1)
+                    await self._reserve(charge)
+                    self._frame_reserved = charge
                 if self.decoder.missing_bytes == 0:
-                    self._frame_reserved = False
+                    reserved, self._frame_reserved = self._frame_reserved, 0
                     try:
-                        await self._dispatch(nursery, received, length)
+                        await self._dispatch(nursery, received, reserved)
                     except CloseConnection as exc:
                         log.warning("closing connection from %s: %s", self.peer, exc)
                         return
@@ -151,6 +156,10 @@ class Connection:
             preamble = peek_preamble(frame)
         except DecodeError as exc:
             raise CloseConnection(str(exc)) from None
+        if preamble.api_key != PRODUCE_API_KEY and reserved > len(frame):
+            # Only a Produce's records are copied while it is handled: keep one copy's worth.
+            self._release(reserved - len(frame))
+            reserved = len(frame)
         handler = REGISTRY.get(preamble.api_key)
         if handler is None:
             raise CloseConnection(f"unknown api key {preamble.api_key}")

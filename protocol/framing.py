@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 
 _LENGTH = struct.Struct(">i")
+_KEEP_BUFFER_BELOW = 64 * 1024  # after a larger frame, the rest moves to a buffer of its own
 
 
 class FrameError(Exception):
@@ -64,7 +65,12 @@ class FrameDecoder:
             self._buffer = bytearray()  # drop the grown buffer: idle connections keep no capacity
         else:
             frame = bytes(self._buffer[:expected])
-            del self._buffer[:expected]
+            if expected >= _KEEP_BUFFER_BELOW:
+                # `del buffer[:expected]` would keep the frame-sized allocation behind the few
+                # bytes of the next frame for as long as the connection waits: copy them out.
+                self._buffer = self._buffer[expected:]
+            else:
+                del self._buffer[:expected]  # small frames: cheap, no copy of the rest
         self._expected = None
         return frame
 

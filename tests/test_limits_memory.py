@@ -112,9 +112,6 @@ def test_fifty_producers_of_1mb_batches_stay_within_the_request_pool(broker):
     assert (low, high) == (0, total), "messages lost"
     log = broker.log_path.read_text()
     assert "limit queued.max.request.bytes reached" in log, "the pool was never exhausted: no pressure tested"
-    if peak >= POOL_BYTES + RSS_ALLOWANCE:
-        # Known gap (docs/limits.md): LevelDB's 64 MB write buffer (up to two memtables) and the
-        # per-request copies the pool does not count (kio's records copy, the group-commit
-        # WriteBatch) put the peak above pool + 150 MB; the baseline alone is ~80 MB.
-        pytest.xfail(f"broker RSS peaked at {peak / 1e6:.1f} MB (baseline {baseline / 1e6:.1f} MB), "
-                     f"over pool + 150 MB = {(POOL_BYTES + RSS_ALLOWANCE) / 1e6:.1f} MB")
+    assert peak < POOL_BYTES + RSS_ALLOWANCE, (
+        f"broker RSS peaked at {peak / 1e6:.1f} MB (baseline {baseline / 1e6:.1f} MB), over pool + 150 MB = "
+        f"{(POOL_BYTES + RSS_ALLOWANCE) / 1e6:.1f} MB")

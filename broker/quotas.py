@@ -1,13 +1,20 @@
 """Client quotas: token buckets, Kafka's precedence rules, KIP-219 throttling.
 
-A quota is a rate (bytes/s, or requests/s for commit_request_rate). Each
-quota'd identity gets a TokenBucket holding at most ``rate * BURST_SECONDS``
+A quota is a rate (bytes/s, requests/s for commit_request_rate, or for
+request_percentage a share of one request thread's time: 100 = one second of
+handler time per second, Kafka's unit). Each quota'd identity gets a TokenBucket holding at most ``rate * BURST_SECONDS``
 tokens. A request is never refused or shrunk for being over quota: its bytes
 are taken from the bucket even if that leaves a debt, and the response says
 ``throttle_time_ms`` = the time the bucket needs to be out of debt (capped at
 MAX_THROTTLE_SECONDS; any remaining debt throttles the next request). The
 connection then stops reading for that long (broker/server.py), so clients
 that ignore the field are held to the rate as well.
+
+request_percentage is charged with the time the broker's (one) trio thread
+spent on the request: decoding it, running its handler (only while it runs, not
+while it waits for a write or a long poll: BusyTime), and encoding the answer.
+Every API is charged, as in Kafka; the response's throttle is the larger of the
+byte-rate and the request-time throttles.
 
 Entities and precedence are Kafka's (docs "Quotas"): the most specific match
 of
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -167,6 +175,8 @@ class QuotaManager:
         self._clock = clock
         self._buckets: dict[tuple, TokenBucket] = {}
         self._groups: dict[tuple[str, str], str] = {}  # (host, client id) -> consumer group id
+        self._request_time_checked_for: object = None
+        self._request_time_quotas = False
 
     # -- group membership -----------------------------------------------------
     def note_group_member(self, host: str, client_id: str, group_id: str) -> None:
@@ -188,11 +198,13 @@ class QuotaManager:
             bucket.set_rate(rate, now)
         return bucket
 
-    def _client_record(self, key: str, user: str, client_id: str, amount: float, now: float) -> float:
+    def _client_record(self, key: str, user: str, client_id: str, amount: float, now: float,
+                       unit: float = 1.0) -> float:
         found = resolve(self._quotas(), user, client_id, key)
         if found is None:
             return 0.0
-        entity, rate = found
+        entity, value = found
+        rate = value * unit
         actual = {USER: user, CLIENT_ID: client_id}
         bucket_key = (key, tuple((t, actual[t]) for t, _ in entity))
         return self._bucket(bucket_key, rate, now).record(amount, now)
@@ -217,6 +229,19 @@ class QuotaManager:
         client = self._client_record(CONSUMER_BYTE_RATE, usage.user, usage.client_id, nbytes, now)
         group = self._group_record(CONSUMER_BYTE_RATE, self.group_of(usage.host, usage.client_id), nbytes, now)
         return _ms(max(client, group))
+
+    def request_time_quotas(self) -> bool:
+        """Whether any entity has a request_percentage quota (else handler time is not even measured)."""
+        quotas = self._quotas()
+        if quotas is not self._request_time_checked_for:
+            self._request_time_checked_for = quotas
+            self._request_time_quotas = any(REQUEST_PERCENTAGE in values for values in quotas.values())
+        return self._request_time_quotas
+
+    def record_request_time(self, usage: Usage, seconds: float) -> int:
+        """Charge `seconds` of request-thread time to the client's request_percentage quota; the throttle in ms."""
+        now = self._clock()
+        return _ms(self._client_record(REQUEST_PERCENTAGE, usage.user, usage.client_id, seconds, now, unit=0.01))
 
     def record_commit(self, group_id: str) -> int:
         return _ms(self._group_record(COMMIT_REQUEST_RATE, group_id, 1, self._clock()))
@@ -257,3 +282,42 @@ def apply_throttle(body, ctx):
     if body is None or ctx is None or ctx.throttle_ms <= 0 or not hasattr(body, "throttle_time"):
         return body
     return dataclasses.replace(body, throttle_time=datetime.timedelta(milliseconds=ctx.throttle_ms))
+
+
+class BusyTime:
+    """Await a coroutine, adding to ``seconds`` only the time it runs, not the time it is suspended
+    (waiting for a write, a long poll, a lock): the handler time a request_percentage quota charges.
+
+    Drives the coroutine step by step, passing what it yields to trio and what trio sends (or
+    throws, e.g. Cancelled) back into it, as ``await`` would.
+    """
+
+    __slots__ = ("coro", "seconds", "timer")
+
+    def __init__(self, coro, timer: Callable[[], float] = time.perf_counter) -> None:
+        self.coro = coro
+        self.seconds = 0.0
+        self.timer = timer
+
+    def __await__(self):
+        coro, timer = self.coro, self.timer
+        value = error = None
+        while True:
+            started = timer()
+            try:
+                yielded = coro.send(value) if error is None else coro.throw(error)
+            except StopIteration as stop:
+                self.seconds += timer() - started
+                return stop.value
+            except BaseException:
+                self.seconds += timer() - started
+                raise
+            self.seconds += timer() - started
+            value = error = None
+            try:
+                value = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine, as await does
+                error = exc

@@ -17,7 +17,7 @@ from .broker import BoundListener, Broker
 from .handlers import REGISTRY, RequestContext
 from .handlers import api_versions
 from .limits import PRODUCE_CHARGE_FACTOR
-from .quotas import apply_throttle
+from .quotas import BusyTime, apply_throttle
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class ResponseSlot:
     reserved: int = 0  # request-pool bytes held for this request (released when the handler is done)
     fetch_permit: bool = False  # holds one of the connection's fetch slots until written
     ctx: Any = None  # the RequestContext: its throttle_ms is the quota throttle (broker/quotas.py)
+    busy: float = -1.0  # seconds of this thread spent on it, when request_percentage quotas exist (-1: not measured)
 
 
 class Connection:
@@ -172,10 +173,13 @@ class Connection:
                 f"unsupported version {preamble.api_version} of api key {preamble.api_key} "
                 f"(supported {handler.versions.start}-{handler.versions.stop - 1})"
             )
+        timing = self.broker.quotas.request_time_quotas()
+        decode_started = time.perf_counter()
         try:
             request = decode_request(frame)
         except DecodeError as exc:
             raise CloseConnection(str(exc)) from None
+        decode_s = time.perf_counter() - decode_started
         del frame  # the decoded request holds what it needs; a produce's frame is not kept twice
         ctx = RequestContext(
             broker=self.broker,
@@ -197,8 +201,12 @@ class Connection:
         self.in_flight += 1
         await self.slots_send.send(slot)
         slot.started = time.perf_counter()
+        if timing:
+            slot.busy = decode_s
         if handler.admit is not None:
             completion = handler.admit(ctx, request.body)
+            if timing:
+                slot.busy += time.perf_counter() - slot.started
             nursery.start_soon(self._complete, slot, completion)
         else:
             await self._complete(slot, handler.handle(ctx, request.body))
@@ -210,10 +218,18 @@ class Connection:
 
     async def _complete(self, slot: ResponseSlot, response: Awaitable[Any]) -> None:
         try:
-            body = apply_throttle(await response, slot.ctx)
+            if slot.busy < 0:
+                result = await response
+            else:  # request_percentage: charge the time spent on it (not its waits) before answering
+                timed = BusyTime(response)
+                result = await timed
+                slot.ctx.throttle(self.broker.quotas.record_request_time(slot.ctx.usage, slot.busy + timed.seconds))
+            body = apply_throttle(result, slot.ctx)
             slot.completed = time.perf_counter()
             slot.body = body
             slot.payload = None if body is None else encode_response_chunks(slot.correlation_id, body)
+            if slot.busy >= 0:  # encoding is charged too; its debt throttles the next request
+                self.broker.quotas.record_request_time(slot.ctx.usage, time.perf_counter() - slot.completed)
         except Exception:
             log.exception("request from %s failed; closing the connection", self.peer)
             self.metrics.request_failed(slot.api_key)

@@ -17,7 +17,9 @@ from broker.quotas import (
     CONSUMER_GROUP,
     MAX_THROTTLE_SECONDS,
     PRODUCER_BYTE_RATE,
+    REQUEST_PERCENTAGE,
     USER,
+    BusyTime,
     QuotaError,
     QuotaManager,
     TokenBucket,
@@ -178,6 +180,55 @@ async def test_group_quota_shared_by_members(autojump_clock):
     assert quotas.record_commit("other") == 0
 
 
+async def test_request_percentage_charges_thread_time_under_mock_clock(autojump_clock):
+    """request_percentage 10 = 0.1 s of request-thread time per second, burst 1 s of it; Kafka's precedence."""
+    image = _image([QuotaRecord(make_entity([(CLIENT_ID, None)]), REQUEST_PERCENTAGE, 10.0),
+                    QuotaRecord(make_entity([(USER, ANONYMOUS), (CLIENT_ID, "admin")]), REQUEST_PERCENTAGE, 200.0)])
+    quotas = QuotaManager(lambda: image.client_quotas)
+    assert quotas.request_time_quotas()
+    busy = Usage("busy", "h")
+    assert quotas.record_request_time(busy, 0.1) == 0  # the burst: 0.1 s
+    assert quotas.record_request_time(busy, 0.05) == 500  # 0.05 s over at 0.1 s/s
+    await trio.sleep(0.25)
+    assert quotas.record_request_time(busy, 0.0) == 250
+    await trio.sleep(0.25)
+    assert quotas.record_request_time(busy, 0.0) == 0  # paid back
+    assert quotas.record_request_time(Usage("other", "h"), 0.1) == 0  # /clients/<default>: a bucket per client
+    admin = Usage("admin", "h")  # /users/ANONYMOUS/clients/admin (more specific) allows two threads' time
+    assert quotas.record_request_time(admin, 2.0) == 0
+    assert quotas.record_request_time(admin, 1.0) == 500
+    assert quotas.record_request_time(busy, 100.0) == MAX_THROTTLE_SECONDS * 1000  # capped; the debt stays
+    none = QuotaManager(lambda: _image([QuotaRecord(make_entity([(CLIENT_ID, None)]), PRODUCER_BYTE_RATE, 1.0)]
+                                       ).client_quotas)
+    assert not none.request_time_quotas()  # then the server does not even measure
+
+
+async def test_busy_time_counts_running_not_waiting(autojump_clock):
+    """BusyTime adds up the steps a coroutine runs, not its suspensions; results, errors and
+    cancellation pass through as with a plain await."""
+    now = [0.0]
+
+    async def handler(work: list[float], fail: bool = False):
+        for step in work:
+            now[0] += step  # "runs" for `step` seconds of the fake timer
+            await trio.sleep(5)  # then waits (mock clock): not charged
+        if fail:
+            raise KeyError("boom")
+        return "answer"
+
+    timed = BusyTime(handler([0.25, 0.5, 0.125]), timer=lambda: now[0])
+    assert await timed == "answer"
+    assert timed.seconds == 0.875
+    failing = BusyTime(handler([0.5], fail=True), timer=lambda: now[0])
+    with pytest.raises(KeyError):
+        await failing
+    assert failing.seconds == 0.5
+    cancelled = BusyTime(handler([0.25, 1.0]), timer=lambda: now[0])
+    with trio.move_on_after(1):
+        await cancelled
+    assert cancelled.seconds == 0.25
+
+
 def test_records_codec_and_replay():
     entity = make_entity([(USER, None), (CLIENT_ID, "c")])
     records = [QuotaRecord(entity, PRODUCER_BYTE_RATE, 10.0), QuotaRecord(entity, CONSUMER_BYTE_RATE, 20.0),
@@ -296,3 +347,30 @@ async def test_quotas_survive_a_restart(tmp_path):
         await client.aclose()
         nursery.cancel_scope.cancel()
     running.broker.close()
+
+
+async def test_request_percentage_throttles_over_the_wire(running_broker):
+    """A client over its request_percentage gets throttle_time_ms and its connection is paused for it;
+    another client id is not affected."""
+    client = await running_broker.client()
+    await alter(client, [(CLIENT_ID, "chatty")], {REQUEST_PERCENTAGE: 1.0})  # 10 ms of handler time per s
+    b = req(3, 12)
+    metadata = b.MetadataRequest(topics=None, allow_auto_topic_creation=False,
+                                 include_topic_authorized_operations=False)
+    throttled = None
+    with trio.fail_after(30):
+        for _ in range(5000):  # each answer costs ~0.1-1 ms; the 10 ms burst is spent within a few hundred
+            response = await client.request(metadata, client_id="chatty")
+            if response.throttle_time > datetime.timedelta(0):
+                throttled = response.throttle_time
+                break
+    assert throttled is not None, "never throttled"
+    assert throttled <= datetime.timedelta(seconds=MAX_THROTTLE_SECONDS)
+    started = trio.current_time()
+    await client.request(metadata, client_id="chatty")  # KIP-219: not read before the throttle ends
+    assert trio.current_time() - started >= throttled.total_seconds() * 0.9
+    other = await running_broker.client()
+    for _ in range(50):
+        assert (await other.request(metadata, client_id="quiet")).throttle_time == datetime.timedelta(0)
+    await client.aclose()
+    await other.aclose()

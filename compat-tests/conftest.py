@@ -273,6 +273,52 @@ def broker_factory(tmp_path_factory):
             b.stop()
 
 
+class ProxiedBroker:
+    """A lodestream broker behind a ``drop_proxy.DropProxy`` that it advertises.
+
+    ``bootstrap`` is the proxy's address, which stays the same when the broker
+    is SIGKILLed and restarted on another port (``kill()`` re-points the
+    proxy), so running clients reconnect to the restarted broker by
+    themselves. Every client connection goes through the proxy: Metadata and
+    FindCoordinator return the advertised (proxy) address.
+    """
+
+    def __init__(self, broker: BrokerProcess, proxy):
+        self.broker = broker
+        self.proxy = proxy
+        self.bootstrap = proxy.address
+
+    def kill(self) -> "ProxiedBroker":
+        self.broker.kill()
+        self.proxy.set_upstream(self.broker.bootstrap)
+        return self
+
+
+@pytest.fixture
+def proxied_broker(broker_factory):
+    """``proxied_broker(overrides=None, **proxy_options) -> ProxiedBroker`` (lodestream only:
+    it needs ``advertised.listeners``). The proxies are closed at teardown, the brokers by
+    ``broker_factory``."""
+    from drop_proxy import DropProxy
+
+    proxies = []
+
+    def make(overrides: dict[str, str] | None = None, **proxy_options) -> ProxiedBroker:
+        if BROKER_KIND != "lodestream":
+            pytest.skip(f"{BROKER_KIND} cannot advertise a proxy address (--override is ignored)")
+        proxy = DropProxy(**proxy_options)
+        proxies.append(proxy)
+        b = broker_factory({**(overrides or {}), "advertised.listeners": f"PLAINTEXT://{proxy.address}"})
+        proxy.set_upstream(b.bootstrap)
+        return ProxiedBroker(b, proxy)
+
+    try:
+        yield make
+    finally:
+        for p in proxies:
+            p.close()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -1,0 +1,284 @@
+"""Transactional producers with real clients (issue 6, "Show" items 2 and 5).
+
+``test_commit_abort_commit`` (confluent-kafka's transactional API, and
+aiokafka's transactional producer): three transactions over 3 partitions of 2
+topics (``A`` with 2 partitions, ``B`` with 1), each also committing a consumer
+offset of a source topic for a group (``send_offsets_to_transaction``):
+
+1. commit: 3 records per partition, group offset 10;
+2. abort: 4 records per partition, group offset 20;
+3. commit: 2 records per partition, group offset 30.
+
+Each transaction end writes one control record (marker) per partition, so
+every partition must read ``c1 c1 c1 [C] a2 a2 a2 a2 [A] c3 c3 [C]`` at offsets
+0-11. Checked with both confluent-kafka's and aiokafka's consumers:
+
+* ``read_committed`` delivers exactly the records of transactions 1 and 3, at
+  offsets 0-2 and 9-10; ``read_uncommitted`` delivers all 9 data records
+  (aborted ones included) at 0-2, 4-7, 9-10. The gaps at 3, 8 and 11 are the
+  markers: control records are never delivered to the application, and the
+  record counts match exactly;
+* while transaction 3 is open, ``read_committed`` stops at its first offset
+  (the last stable offset, 9) while ``read_uncommitted`` already sees 9-10;
+* the producer's delivery reports give the same offsets;
+* the group's committed offset (OffsetFetch) is unset while transaction 1 is
+  open, 10 after its commit, still 10 after transaction 2's abort (also while
+  it is open), and 30 after transaction 3.
+
+``test_zombie_fenced`` (confluent-kafka): producer 1 begins a transaction and
+writes records; producer 2 with the same ``transactional.id`` calls
+``init_transactions``, which fences producer 1 and aborts its transaction.
+Producer 1 then either produces once more and commits, or commits at once
+(EndTxn with the old epoch): each fails with a fatal fencing error; none of its
+records is visible to ``read_committed`` and its late record is not in the log
+at all; producer 2's committed records are visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from compat_util import ck_create_topics, unique_topic
+from eos_util import aio_read_all, ck_read_all
+
+TXN_TIMEOUT_MS = 60_000
+OP_TIMEOUT_S = 30
+FENCING_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+
+
+@pytest.fixture(autouse=True)
+def _lodestream_only(broker_kind):
+    if broker_kind != "lodestream":
+        pytest.skip("transactions are not implemented by the comparison broker")
+
+
+class CkTxnProducer:
+    """confluent-kafka's transactional API, one call per step."""
+
+    def __init__(self, bootstrap: str, transactional_id: str):
+        self.bootstrap = bootstrap
+        self.delivery_errors: list = []
+        self.p = Producer({"bootstrap.servers": bootstrap, "transactional.id": transactional_id,
+                           "transaction.timeout.ms": TXN_TIMEOUT_MS, "linger.ms": 1})
+        self.p.init_transactions(OP_TIMEOUT_S)
+
+    def begin(self) -> None:
+        self.p.begin_transaction()
+
+    def produce(self, topic: str, partition: int, values: list[bytes]) -> list[int]:
+        """Produce and wait for the delivery reports; the offsets, in order."""
+        offsets: list[int] = []
+
+        def on_delivery(err, msg):
+            if err is not None:
+                self.delivery_errors.append(err)
+            else:
+                offsets.append(msg.offset())
+
+        for v in values:
+            self.p.produce(topic, value=v, partition=partition, on_delivery=on_delivery)
+        assert self.p.flush(OP_TIMEOUT_S) == 0, "flush timed out"
+        assert not self.delivery_errors, self.delivery_errors
+        return offsets
+
+    def send_offsets(self, group: str, topic: str, partition: int, offset: int) -> None:
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        try:
+            self.p.send_offsets_to_transaction([TopicPartition(topic, partition, offset)],
+                                               c.consumer_group_metadata(), OP_TIMEOUT_S)
+        finally:
+            c.close()
+
+    def commit(self) -> None:
+        self.p.commit_transaction(OP_TIMEOUT_S)
+
+    def abort(self) -> None:
+        self.p.abort_transaction(OP_TIMEOUT_S)
+
+    def close(self) -> None:
+        self.p.flush(5)
+
+
+class AioTxnProducer:
+    """aiokafka's transactional producer driven from sync code on a private event loop."""
+
+    def __init__(self, bootstrap: str, transactional_id: str):
+        from aiokafka import AIOKafkaProducer
+
+        self.loop = asyncio.new_event_loop()
+
+        async def make():
+            p = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id,
+                                 enable_idempotence=True, transaction_timeout_ms=TXN_TIMEOUT_MS,
+                                 request_timeout_ms=30000)
+            await p.start()
+            return p
+
+        self.p = self._run(make())
+
+    def _run(self, coro):
+        return self.loop.run_until_complete(asyncio.wait_for(coro, OP_TIMEOUT_S))
+
+    def begin(self) -> None:
+        self._run(self.p.begin_transaction())
+
+    def produce(self, topic: str, partition: int, values: list[bytes]) -> list[int]:
+        async def send_all():
+            futs = [await self.p.send(topic, value=v, partition=partition) for v in values]
+            return [(await f).offset for f in futs]
+
+        return self._run(send_all())
+
+    def send_offsets(self, group: str, topic: str, partition: int, offset: int) -> None:
+        from aiokafka import TopicPartition as AioTP
+
+        self._run(self.p.send_offsets_to_transaction({AioTP(topic, partition): offset}, group))
+
+    def commit(self) -> None:
+        self._run(self.p.commit_transaction())
+
+    def abort(self) -> None:
+        self._run(self.p.abort_transaction())
+
+    def close(self) -> None:
+        try:
+            self._run(self.p.stop())
+        finally:
+            self.loop.close()
+
+
+PRODUCERS = {"confluent": CkTxnProducer, "aiokafka": AioTxnProducer}
+READERS = {"confluent": ck_read_all, "aiokafka": aio_read_all}
+
+
+def _committed_offset(bootstrap: str, group: str, topic: str, partition: int) -> int | None:
+    """The group's committed offset through OffsetFetch (require_stable off: read_uncommitted)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_uncommitted"})
+    try:
+        (tp,) = c.committed([TopicPartition(topic, partition)], timeout=OP_TIMEOUT_S)
+        assert tp.error is None, tp.error
+        return tp.offset if tp.offset >= 0 else None
+    finally:
+        c.close()
+
+
+def _check_reads(bootstrap: str, topics: dict[str, int], expected: dict[str, dict[str, dict[int, list]]]) -> None:
+    """``expected[isolation][topic][partition]`` = [(offset, value), ...]; read with both clients."""
+    for reader_name, read in READERS.items():
+        for isolation, per_topic in expected.items():
+            for topic, nparts in topics.items():
+                got = read(bootstrap, topic, range(nparts), isolation=isolation)
+                got = {p: [(off, v) for off, _k, v in recs] for p, recs in got.items()}
+                assert got == per_topic[topic], f"{reader_name} {isolation} read of {topic}"
+
+
+@pytest.mark.parametrize("client", list(PRODUCERS))
+def test_commit_abort_commit(broker, client):
+    topic_a, topic_b, source = unique_topic(f"txn-{client}-a"), unique_topic(f"txn-{client}-b"), unique_topic("txn-src")
+    topics = {topic_a: 2, topic_b: 1}
+    for name, n in topics.items():
+        ck_create_topics(broker.bootstrap, [name], partitions=n)
+    ck_create_topics(broker.bootstrap, [source], partitions=1)
+    group = unique_topic(f"txn-{client}-group")
+    targets = [(topic_a, 0), (topic_a, 1), (topic_b, 0)]
+
+    def values(tag: str, n: int, t: str, p: int) -> list[bytes]:
+        return [f"{tag}-{t[-4:]}-{p}-{i}".encode() for i in range(n)]
+
+    txns = [("c1", 3, 10, True), ("a2", 4, 20, False), ("c3", 2, 30, True)]
+    # expected offsets per partition: data records then one marker per transaction
+    layout: dict[str, list[int]] = {}  # per transaction: the offsets of its records in every partition
+    next_off = 0
+    for tag, n, _, _ in txns:
+        layout[tag] = list(range(next_off, next_off + n))
+        next_off += n + 1  # + the marker
+    high_watermark = next_off
+
+    def expect(tags) -> dict[str, dict[int, list]]:
+        out: dict[str, dict[int, list]] = {t: {} for t in topics}
+        for t, p in targets:
+            out[t][p] = [(off, v) for tag, n, _, _ in txns if tag in tags
+                         for off, v in zip(layout[tag], values(tag, n, t, p))]
+        return out
+
+    producer = PRODUCERS[client](broker.bootstrap, unique_topic(f"txn-{client}-id"))
+    try:
+        for tag, n, group_offset, commit in txns:
+            producer.begin()
+            for t, p in targets:
+                offsets = producer.produce(t, p, values(tag, n, t, p))
+                assert offsets == layout[tag], f"{tag}: delivery offsets on {t}[{p}]"
+            producer.send_offsets(group, source, 0, group_offset)
+            before = _committed_offset(broker.bootstrap, group, source, 0)
+            assert before == (None if tag == "c1" else 10), f"{tag}: group offset visible before the transaction ended"
+            if tag == "c3":
+                # the open transaction holds read_committed back at its first offset (the LSO)
+                _check_reads(broker.bootstrap, topics, {"read_committed": expect({"c1"}),
+                                                        "read_uncommitted": expect({"c1", "a2", "c3"})})
+            if commit:
+                producer.commit()
+            else:
+                producer.abort()
+            after = _committed_offset(broker.bootstrap, group, source, 0)
+            assert after == (group_offset if commit else 10), f"{tag}: committed group offset after the end"
+    finally:
+        producer.close()
+
+    _check_reads(broker.bootstrap, topics, {"read_committed": expect({"c1", "c3"}),
+                                            "read_uncommitted": expect({"c1", "a2", "c3"})})
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    try:
+        for t, p in targets:
+            lo, hi = c.get_watermark_offsets(TopicPartition(t, p), timeout=OP_TIMEOUT_S)
+            assert (lo, hi) == (0, high_watermark), f"{t}[{p}]: the three markers take one offset each"
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("late", ["produce", "commit"])
+def test_zombie_fenced(broker, late):
+    topic = unique_topic("txn-zombie")
+    ck_create_topics(broker.bootstrap, [topic], partitions=2)
+    txn_id = unique_topic("txn-zombie-id")
+
+    zombie = CkTxnProducer(broker.bootstrap, txn_id)
+    zombie.begin()
+    for p in range(2):
+        assert zombie.produce(topic, p, [b"zombie-%d-%d" % (p, i) for i in range(5)]) == list(range(5))
+
+    successor = CkTxnProducer(broker.bootstrap, txn_id)  # init_transactions fences the zombie
+    successor.begin()
+    for p in range(2):
+        # offset 5 is the abort marker of the zombie's transaction
+        assert successor.produce(topic, p, [b"successor-%d-%d" % (p, i) for i in range(3)]) == [6, 7, 8]
+
+    # The zombie, still believing in its transaction, either produces once more (the broker refuses the
+    # old epoch; confluent-kafka raises the fatal error from flush, before the delivery report) and then
+    # commits, or commits straight away (EndTxn with the old epoch).
+    errors: list = []
+    if late == "produce":
+        zombie.p.produce(topic, value=b"zombie-late", partition=0)
+        try:
+            zombie.p.flush(OP_TIMEOUT_S)
+        except KafkaException as e:
+            errors.append(e.args[0])
+        assert errors, "the fenced producer's late produce succeeded"
+    with pytest.raises(KafkaException) as excinfo:
+        zombie.commit()
+    errors.append(excinfo.value.args[0])
+    print(f"\nzombie ({late}): {errors}")
+    for err in errors:
+        assert err.fatal() and err.code() in FENCING_CODES, f"the fenced producer's {late}: {err}"
+
+    successor.commit()
+    successor.close()
+
+    committed = ck_read_all(broker.bootstrap, topic, range(2), isolation="read_committed")
+    everything = ck_read_all(broker.bootstrap, topic, range(2), isolation="read_uncommitted")
+    for p in range(2):
+        assert [(o, v) for o, _, v in committed[p]] == [(6 + i, b"successor-%d-%d" % (p, i)) for i in range(3)]
+        assert [(o, v) for o, _, v in everything[p]] == (
+            [(i, b"zombie-%d-%d" % (p, i)) for i in range(5)] + [(6 + i, b"successor-%d-%d" % (p, i)) for i in range(3)])

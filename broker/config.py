@@ -526,6 +526,9 @@ CONFIG_SOURCE_IDS = {
     "DYNAMIC_DEFAULT_BROKER_CONFIG": 3,
     "STATIC_BROKER_CONFIG": 4,
     "DEFAULT_CONFIG": 5,
+    "DYNAMIC_BROKER_LOGGER_CONFIG": 6,
+    "CLIENT_METRICS_CONFIG": 7,
+    "GROUP_CONFIG": 8,
 }
 
 # DescribeConfigs v3+ wire ids of config types.

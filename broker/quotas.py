@@ -35,6 +35,12 @@ and ``commit_request_rate`` (OffsetCommit requests/s of the group). A fetching
 client belongs to the group it last joined (JoinGroup / ConsumerGroupHeartbeat)
 with the same client id from the same host. A fetch is throttled by the larger
 of its client quota and its group quota.
+
+The same consumer-group quotas are also group configs (Kafka 4's config
+resource type GROUP, 32): IncrementalAlterConfigs / DescribeConfigs on group
+`g` with keys consumer.byte.rate and commit.request.rate read and write the
+consumer-group=g quota entity (group_config_records / describe_group_configs);
+the consumer-group=<default> entity is their cluster-wide default.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import trio
+
+from consensus.records import QuotaRecord
 
 ANONYMOUS = "ANONYMOUS"
 
@@ -271,6 +279,63 @@ class QuotaManager:
             if ok:
                 out.append((entity, values))
         return out
+
+
+# -- consumer-group quotas as group configs (resource type GROUP) ---------------------------------------
+
+GROUP_RESOURCE_TYPE = 32  # Kafka's ConfigResource.Type.GROUP
+GROUP_CONFIG_KEYS = {"consumer.byte.rate": CONSUMER_BYTE_RATE, "commit.request.rate": COMMIT_REQUEST_RATE}
+GROUP_CONFIG_DOCS = {
+    "consumer.byte.rate": "Fetch bytes/s shared by all members of the group (quota consumer_byte_rate "
+                          "of entity consumer-group). Unset: unlimited.",
+    "commit.request.rate": "OffsetCommit requests/s of the whole group (quota commit_request_rate of "
+                           "entity consumer-group). Unset: unlimited.",
+}
+
+
+def group_config_records(group_id: str, changes: Mapping[str, str | None]) -> list[QuotaRecord]:
+    """QuotaRecords for group config changes (None = delete); QuotaError names a bad key or value."""
+    if not group_id:
+        raise QuotaError("group id must not be empty")
+    records = []
+    for key, text in changes.items():
+        quota_key = GROUP_CONFIG_KEYS.get(key)
+        if quota_key is None:
+            raise QuotaError(f"Unknown group config name: {key} (supported: {', '.join(GROUP_CONFIG_KEYS)})")
+        value = None
+        if text is not None:
+            try:
+                value = float(text)
+            except ValueError:
+                raise QuotaError(f"Invalid value {text} for configuration {key}: not a number") from None
+        try:
+            validate(((CONSUMER_GROUP, group_id),), quota_key, value)
+        except QuotaError as exc:
+            raise QuotaError(f"Invalid value {text} for configuration {key}: {exc}") from None
+        records.append(QuotaRecord(((CONSUMER_GROUP, group_id),), quota_key, value))
+    return records
+
+
+def describe_group_configs(quotas: Mapping[Entity, Mapping[str, float]], group_id: str
+                           ) -> list[tuple[str, str | None, str, list[tuple[str, str, str]]]]:
+    """(key, value, source, synonyms) per group config: the group's own value (GROUP_CONFIG), else the
+    consumer-group=<default> entity's (DYNAMIC_DEFAULT_BROKER_CONFIG), else unset (DEFAULT_CONFIG)."""
+    own = quotas.get(((CONSUMER_GROUP, group_id),), {})
+    default = quotas.get(((CONSUMER_GROUP, None),), {})
+    out = []
+    for key, quota_key in GROUP_CONFIG_KEYS.items():
+        synonyms = []
+        if quota_key in own:
+            synonyms.append((key, _number(own[quota_key]), "GROUP_CONFIG"))
+        if quota_key in default:
+            synonyms.append((key, _number(default[quota_key]), "DYNAMIC_DEFAULT_BROKER_CONFIG"))
+        value, source = (synonyms[0][1], synonyms[0][2]) if synonyms else (None, "DEFAULT_CONFIG")
+        out.append((key, value, source, synonyms))
+    return out
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _ms(seconds: float) -> int:

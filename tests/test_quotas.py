@@ -374,3 +374,41 @@ async def test_request_percentage_throttles_over_the_wire(running_broker):
         assert (await other.request(metadata, client_id="quiet")).throttle_time == datetime.timedelta(0)
     await client.aclose()
     await other.aclose()
+
+
+async def test_consumer_group_quotas_as_group_configs(running_broker):
+    """Resource type GROUP (32): consumer.byte.rate / commit.request.rate are the consumer-group entity's
+    quotas, so IncrementalAlterConfigs and AlterClientQuotas edit, and both Describe APIs show, one value."""
+    from test_admin_handlers import by_name, describe_configs, incremental_alter
+
+    group, SET, DELETE, APPEND = 32, 0, 1, 2
+    client = await running_broker.client()
+    result = await incremental_alter(client, 1, group, "g", [("consumer.byte.rate", SET, "2097152"),
+                                                             ("commit.request.rate", SET, "2.5")])
+    assert result.error_code == ErrorCode.none, result
+    assert await describe(client, [(CONSUMER_GROUP, 0, "g")]) == {
+        ((CONSUMER_GROUP, "g"),): {CONSUMER_BYTE_RATE: 2097152.0, "commit_request_rate": 2.5}}
+    configs = by_name(await describe_configs(client, 4, group, "g", documentation=True))
+    assert (configs["consumer.byte.rate"].value, configs["consumer.byte.rate"].config_source) == ("2097152", 8)
+    assert configs["commit.request.rate"].value == "2.5" and configs["commit.request.rate"].documentation
+    # the consumer-group=<default> quota entity is the cluster-wide default
+    await alter(client, [(CONSUMER_GROUP, None)], {CONSUMER_BYTE_RATE: 1000.0})
+    other = by_name(await describe_configs(client, 4, group, "other"))
+    assert (other["consumer.byte.rate"].value, other["consumer.byte.rate"].config_source) == ("1000", 3)
+    assert (other["commit.request.rate"].value, other["commit.request.rate"].config_source) == (None, 5)
+    assert [s.source for s in by_name(await describe_configs(client, 4, group, "g"))["consumer.byte.rate"].synonyms
+            ] == [8, 3]
+    # errors: unknown key, not a number, not positive, APPEND; nothing is applied; validate_only changes nothing
+    for ops in ([("consumer.session.timeout.ms", SET, "45000")], [("consumer.byte.rate", SET, "fast")],
+                [("consumer.byte.rate", SET, "0")], [("consumer.byte.rate", APPEND, "1")]):
+        bad = await incremental_alter(client, 1, group, "g", ops)
+        assert bad.error_code == ErrorCode.invalid_config and bad.error_message, ops
+    assert (await incremental_alter(client, 1, group, "g", [("consumer.byte.rate", SET, "5")], validate_only=True)
+            ).error_code == ErrorCode.none
+    assert by_name(await describe_configs(client, 4, group, "g"))["consumer.byte.rate"].value == "2097152"
+    # DELETE falls back to the default; the quota manager sees the same mapping
+    assert (await incremental_alter(client, 1, group, "g", [("consumer.byte.rate", DELETE, None)])
+            ).error_code == ErrorCode.none
+    assert await describe(client, [(CONSUMER_GROUP, 0, "g")]) == {((CONSUMER_GROUP, "g"),): {"commit_request_rate": 2.5}}
+    assert by_name(await describe_configs(client, 4, group, "g"))["consumer.byte.rate"].value == "1000"
+    await client.aclose()

@@ -6,6 +6,7 @@ resource named with our node id lists every broker property; the empty name
 is the cluster-wide dynamic default and lists only the keys set there.
 configuration_keys null or empty = all keys; unknown keys are silently left out.
 BROKER_LOGGER answers an empty logger list (Kafka lists its log4j loggers).
+GROUP (32) lists a consumer group's quota configs (broker/quotas.py, docs/quotas.md).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from broker.config import (
     describe_topic_config,
     effective_broker_value,
 )
+from broker.quotas import GROUP_CONFIG_DOCS, GROUP_RESOURCE_TYPE, describe_group_configs
 
 API_KEY = 32
 VERSIONS = range(1, 5)
@@ -127,6 +129,15 @@ def _logger_configs(ctx, request, resource) -> tuple:
     return ()
 
 
+def _group_configs(ctx, request, resource) -> tuple:
+    if not resource.resource_name:
+        raise KafkaError(ErrorCode.invalid_request, "Group id must not be empty")
+    described = describe_group_configs(ctx.broker.image.client_quotas, resource.resource_name)
+    wanted = set(_wanted(resource, [key for key, *_ in described]))
+    return tuple(_entry(ctx, request, key, value, source, False, False, "DOUBLE", GROUP_CONFIG_DOCS[key], synonyms)
+                 for key, value, source, synonyms in described if key in wanted)
+
+
 async def handle(ctx, request):
     build = ctx.build
     results = []
@@ -139,6 +150,8 @@ async def handle(ctx, request):
                 configs = _broker_configs(ctx, request, resource)
             elif resource_type == BROKER_LOGGER:
                 configs = _logger_configs(ctx, request, resource)
+            elif resource_type == GROUP_RESOURCE_TYPE:
+                configs = _group_configs(ctx, request, resource)
             else:
                 raise KafkaError(ErrorCode.invalid_request, f"Unsupported resource type: {resource_type}")
             error, message = ErrorCode.none, None

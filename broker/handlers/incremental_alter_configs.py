@@ -4,6 +4,7 @@ APPEND and SUBTRACT work on LIST-type configs only (cleanup.policy,
 log.cleanup.policy, ...) and start from the resource's explicit value, or the
 config's default when none is set (Kafka's ConfigurationControlManager). All
 of a resource's operations apply together or not at all.
+GROUP (32): a consumer group's quota configs, SET / DELETE only (broker/quotas.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import datetime
 from protocol.errors import ErrorCode, KafkaError
 
 from broker.config import BROKER_CONFIGS, TOPIC_CONFIGS
+from broker.quotas import GROUP_RESOURCE_TYPE, QuotaError, group_config_records
 
 from .alter_configs import apply_changes, broker_scope, check_keys, duplicate_resources, resource_response
 from .describe_configs import BROKER, BROKER_LOGGER, TOPIC
@@ -84,6 +86,22 @@ def _check_logger_changes(ctx, resource, validate_only: bool) -> None:
         raise KafkaError(ErrorCode.invalid_config, f"Logger {config.name} does not exist!")
 
 
+async def _alter_group_configs(ctx, resource, validate_only: bool) -> None:
+    changes: dict[str, str | None] = {}
+    for config in resource.configs:
+        op = int(config.config_operation)
+        if op not in (SET, DELETE):
+            raise KafkaError(ErrorCode.invalid_config,
+                             f"Can't {_OP_NAMES.get(op, op)} to key {config.name} because its type is not LIST.")
+        changes[config.name] = config.value if op == SET else None
+    try:
+        records = group_config_records(resource.resource_name, changes)
+    except QuotaError as exc:
+        raise KafkaError(ErrorCode.invalid_config, str(exc)) from None
+    if records and not validate_only:
+        await ctx.broker.propose(records)
+
+
 async def handle(ctx, request):
     duplicates = duplicate_resources(request.resources)
     validate_only = bool(request.validate_only)
@@ -97,6 +115,8 @@ async def handle(ctx, request):
             check_keys(resource.configs, null_allowed=lambda c: int(c.config_operation) == DELETE)
             if resource_type == BROKER_LOGGER:
                 _check_logger_changes(ctx, resource, validate_only)
+            elif resource_type == GROUP_RESOURCE_TYPE:
+                await _alter_group_configs(ctx, resource, validate_only)
             elif resource_type in (TOPIC, BROKER):
                 changes = _changes(ctx, resource_type, resource.resource_name, resource.configs)
                 await apply_changes(ctx, resource_type, resource.resource_name, changes,

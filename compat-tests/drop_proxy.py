@@ -19,6 +19,12 @@ two ways (``cut_modes``):
 Requests pipelined behind the cut one on the same connection lose their
 responses too, as with a real network failure.
 
+``hold_responses()`` makes every connection hold back the next response it
+reads from the broker (``held()`` counts those held for Produce); ``cut_held()``
+then drops the held responses and cuts those connections. With a broker
+SIGKILL in between, that is "the broker wrote the batch, acknowledged it and
+crashed before the client heard": the retry goes to the restarted broker.
+
 The proxy also gives a broker a stable address across restarts: start the
 broker with ``advertised.listeners=PLAINTEXT://<proxy.address>`` and call
 ``set_upstream`` with its new port after each restart (conftest's
@@ -48,6 +54,9 @@ class _Link:
         self.client = client
         self.server = server
         self.swallow: dict[int, int] = {}  # correlation id -> api key: drop that response, then cut
+        self.requests: dict[int, int] = {}  # correlation id -> api key, forwarded and not answered yet
+        self.held_key: int | None = None  # api key of the response held back (hold_responses)
+        self.drop_held = False
         self._lock = threading.Lock()
         self._open_pumps = 2
 
@@ -85,6 +94,8 @@ class DropProxy:
         self.cuts: list[tuple[str, int, int]] = []  # (mode, api_key, correlation_id), when done
         self._links: set[_Link] = set()
         self._closed = False
+        self._hold_cv = threading.Condition()
+        self._holding = False
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=128)
         self.port = self.listener.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
@@ -101,6 +112,33 @@ class DropProxy:
             for mode, _, _ in self.cuts:
                 out[mode] = out.get(mode, 0) + 1
             return out
+
+    def hold_responses(self) -> None:
+        """From now on, responses are read from the broker but not passed on (see ``cut_held``)."""
+        with self._hold_cv:
+            self._holding = True
+
+    def held(self, api_key: int = PRODUCE) -> int:
+        """How many connections hold back a response to a request with ``api_key``."""
+        with self._lock:
+            links = list(self._links)
+        return sum(1 for link in links if link.held_key == api_key)
+
+    def cut_held(self) -> int:
+        """Stop holding: every connection that holds a response drops it and is cut (the client
+        never learns that the broker handled the request); the others carry on. Returns how many
+        connections were cut."""
+        with self._lock:
+            links = list(self._links)
+        with self._hold_cv:
+            self._holding = False
+            cut = 0
+            for link in links:
+                if link.held_key is not None:
+                    link.drop_held = True
+                    cut += 1
+            self._hold_cv.notify_all()
+        return cut
 
     # -- internals ----------------------------------------------------------
 
@@ -159,6 +197,7 @@ class DropProxy:
                 mode = self._cut_decision(api_key)
                 if mode == "response":
                     link.swallow[corr] = api_key  # before forwarding: the response may come back at once
+                link.requests[corr] = api_key
                 link.server.sendall(struct.pack(">i", len(frame)) + frame)
                 if mode == "request":
                     self._record_cut(mode, api_key, corr)
@@ -172,8 +211,18 @@ class DropProxy:
         try:
             while (frame := _read_frame(link.server)) is not None:
                 (corr,) = struct.unpack(">i", frame[:4])
+                api_key = link.requests.pop(corr, None)
                 if corr in link.swallow:
-                    self._record_cut("response", link.swallow[corr], corr)
+                    self._record_cut("response", api_key, corr)
+                    return
+                with self._hold_cv:
+                    if self._holding:
+                        link.held_key = api_key
+                        while self._holding:
+                            self._hold_cv.wait()
+                        link.held_key = None
+                if link.drop_held:
+                    self._record_cut("held", api_key, corr)
                     return
                 link.client.sendall(struct.pack(">i", len(frame)) + frame)
         except (OSError, struct.error):
@@ -184,6 +233,7 @@ class DropProxy:
                 self._links.discard(link)
 
     def close(self) -> None:
+        self.cut_held()
         with self._lock:
             self._closed = True
             links = list(self._links)

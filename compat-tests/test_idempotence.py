@@ -1,15 +1,26 @@
-"""Idempotent producer under connection cuts (issue 6, "Show" item 4).
+"""Idempotent producer under retries (issue 6, "Show" item 4).
 
 An idempotent confluent-kafka producer (``enable.idempotence=true``,
-``acks=all``, 5 requests in flight per connection) sends 50,000 numbered
-messages to 4 partitions through ``drop_proxy.DropProxy``, which cuts the
-connection on every 5th Produce request after forwarding it to the broker and
-before the client sees the response: alternately after the broker's response
-came back (the batch is certainly in the log, the client does not know) and
-right after forwarding (it may or may not be). librdkafka retries the
-unanswered batches with their original producer id, epoch and sequence numbers;
-the broker must answer a batch it already has with its original offsets and
-append nothing.
+``acks=all``, 5 requests in flight per connection, batches of 100 so that
+there are many requests) sends 50,000 numbered messages to 4 partitions
+through ``drop_proxy.DropProxy``:
+
+* ``test_idempotent_producer_survives_connection_cuts``: the proxy cuts the
+  connection on every 5th Produce request after forwarding it to the broker and
+  before the client sees the response: alternately after the broker's response
+  came back (the batch is certainly in the log, the client does not know) and
+  right after forwarding (it may or may not be). librdkafka retries the
+  unanswered batches with their original producer id, epoch and sequence
+  numbers; the broker must answer a batch it already has with its original
+  offsets and append nothing. (The same run with ``enable.idempotence=false``
+  writes thousands of duplicates.)
+* ``test_idempotent_producer_survives_broker_kill``: once 15,000 messages are
+  acknowledged, the proxy holds back the broker's responses until one to a
+  Produce is held (the batch is written and fsynced), the broker is SIGKILLed
+  and restarted on the same data dir, and the held responses are dropped; the
+  producer reconnects through the proxy and retries. The broker must recognise
+  the retried batches that it wrote before the crash from the producer state it
+  rebuilt at start-up.
 
 Afterwards, per partition:
 
@@ -17,7 +28,7 @@ Afterwards, per partition:
   the n-th message sent to the partition is n (a retried batch written twice
   would move every later offset);
 * reading the partition back yields exactly the sent sequence: zero duplicates,
-  zero reorderings, nothing missing, and the high watermark equals the count.
+  zero reorderings, nothing missing, and the offsets are dense.
 """
 
 from __future__ import annotations
@@ -26,22 +37,35 @@ import time
 
 from confluent_kafka import Producer
 
-from compat_util import Deadline, ck_create_topics, unique_topic
+from compat_util import Deadline, ck_create_topics, unique_topic, wait_until
 from eos_util import ck_read_all, order_figures
 
 MESSAGES = 50_000
 PARTITIONS = 4
 CUT_EVERY = 5
 MIN_CUTS = 8
+KILL_AFTER_ACKED = 15_000
+PRODUCER_CONFIG = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "max.in.flight.requests.per.connection": 5,
+    "linger.ms": 2,
+    "batch.num.messages": 100,  # many small requests
+    "retry.backoff.ms": 20,
+    "reconnect.backoff.ms": 10,
+    "reconnect.backoff.max.ms": 200,
+    "message.timeout.ms": 120_000,
+}
 
 
 def _value(p: int, n: int) -> bytes:
     return b"%d:%06d" % (p, n)
 
 
-def test_idempotent_producer_survives_connection_cuts(proxied_broker):
-    pb = proxied_broker()
-    topic = unique_topic("idem-cuts")
+def _produce_and_check(pb, label: str, on_progress=lambda acked: None) -> dict:
+    """Produce MESSAGES numbered messages idempotently, calling ``on_progress(acked)`` while waiting
+    for the acknowledgements; check delivery reports and the read-back. Returns the figures."""
+    topic = unique_topic(f"idem-{label}")
     ck_create_topics(pb.bootstrap, [topic], partitions=PARTITIONS)
 
     errors: list[str] = []
@@ -51,23 +75,14 @@ def test_idempotent_producer_survives_connection_cuts(proxied_broker):
         if err is not None:
             errors.append(f"delivery {msg.partition()} {msg.value()!r}: {err}")
             return
-        p_s, n_s = msg.value().split(b":")
-        delivered[msg.partition()].append((int(n_s), msg.offset()))
+        _, n = msg.value().split(b":")
+        delivered[msg.partition()].append((int(n), msg.offset()))
 
-    producer = Producer({
-        "bootstrap.servers": pb.bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
-        "max.in.flight.requests.per.connection": 5,
-        "linger.ms": 2,
-        "batch.num.messages": 100,  # many small requests, so many cuts
-        "retry.backoff.ms": 20,
-        "reconnect.backoff.ms": 10,
-        "reconnect.backoff.max.ms": 200,
-        "message.timeout.ms": 120_000,
-        "error_cb": lambda e: errors.append(f"error_cb: {e} fatal={e.fatal()}") if e.fatal() else None,
-    })
-    pb.proxy.cut_every = CUT_EVERY
+    def on_error(err):
+        if err.fatal():
+            errors.append(f"fatal error: {err}")
+
+    producer = Producer({"bootstrap.servers": pb.bootstrap, **PRODUCER_CONFIG, "error_cb": on_error})
     started = time.monotonic()
     sent = {p: 0 for p in range(PARTITIONS)}
     for i in range(MESSAGES):
@@ -79,23 +94,16 @@ def test_idempotent_producer_survives_connection_cuts(proxied_broker):
             except BufferError:
                 producer.poll(0.05)
         sent[p] += 1
-        if i % 1000 == 0:
-            producer.poll(0)
-    deadline = Deadline(150, "idempotent produce through the drop proxy")
-    while len(producer) > 0 and not deadline.expired():
-        producer.flush(1)
+    deadline = Deadline(150, f"idempotent produce ({label})")
+    while len(producer) > 0 and not deadline.expired() and not errors:
+        producer.flush(0.1)
+        on_progress(sum(len(d) for d in delivered.values()))
     elapsed = time.monotonic() - started
-    pb.proxy.cut_every = 0
     remaining = len(producer)
     del producer
 
-    cuts = pb.proxy.cut_counts()
-    print(f"\nidempotence: {MESSAGES} messages to {PARTITIONS} partitions in {elapsed:.1f}s; "
-          f"{pb.proxy.matching_requests} produce requests, cuts {cuts}, connections {pb.proxy.connections}")
-    assert remaining == 0, f"{remaining} messages still undelivered after {deadline.seconds}s; cuts {cuts}"
     assert not errors, f"{len(errors)} errors, e.g. {errors[:10]}"
-    assert sum(cuts.values()) >= MIN_CUTS, f"only {cuts} cuts over {pb.proxy.matching_requests} produce requests"
-
+    assert remaining == 0, f"{remaining} messages still undelivered after {deadline.seconds}s"
     for p in range(PARTITIONS):
         d = sorted(delivered[p])
         assert [n for n, _ in d] == list(range(sent[p])), f"partition {p}: delivery reports are not one per message"
@@ -105,11 +113,39 @@ def test_idempotent_producer_survives_connection_cuts(proxied_broker):
     got = ck_read_all(pb.bootstrap, topic, range(PARTITIONS), isolation="read_uncommitted")
     figures = {}
     for p in range(PARTITIONS):
-        expected = [_value(p, n) for n in range(sent[p])]
         values = [v for _, _, v in got[p]]
-        figures[p] = order_figures(expected, values)
+        figures[p] = order_figures([_value(p, n) for n in range(sent[p])], values)
         assert [off for off, _, _ in got[p]] == list(range(len(values))), f"partition {p}: offsets not dense"
-    print(f"idempotence read-back per partition: {figures}")
+    print(f"\nidempotence ({label}): {MESSAGES} messages to {PARTITIONS} partitions in {elapsed:.1f}s; "
+          f"{pb.proxy.matching_requests} produce requests, cuts {pb.proxy.cut_counts()}, "
+          f"connections {pb.proxy.connections}; read back per partition: {figures}")
     for p in range(PARTITIONS):
         assert figures[p] == {"duplicates": 0, "reorderings": 0, "missing": 0, "unexpected": 0}, (p, figures[p])
-        assert [v for _, _, v in got[p]] == [_value(p, n) for n in range(sent[p])]
+    return figures
+
+
+def test_idempotent_producer_survives_connection_cuts(proxied_broker):
+    pb = proxied_broker()
+    pb.proxy.cut_every = CUT_EVERY
+    _produce_and_check(pb, "cuts")
+    cuts = sum(pb.proxy.cut_counts().values())
+    assert cuts >= MIN_CUTS, f"only {cuts} cuts over {pb.proxy.matching_requests} produce requests"
+
+
+def test_idempotent_producer_survives_broker_kill(proxied_broker):
+    pb = proxied_broker()
+    killed: list[tuple[int, int]] = []  # (acknowledged messages, connections cut with a held response)
+
+    def kill_once(acked: int) -> None:
+        if killed or acked < KILL_AFTER_ACKED:
+            return
+        # the broker has answered a Produce that the producer will never hear of, then it dies
+        pb.proxy.hold_responses()
+        wait_until(lambda: pb.proxy.held() >= 1, 30, "a Produce response held back by the proxy")
+        pb.kill()  # SIGKILL + restart on the same data dir; the proxy follows the new port
+        killed.append((acked, pb.proxy.cut_held()))
+
+    _produce_and_check(pb, "broker-kill", kill_once)
+    assert killed, "the broker was never killed"
+    print(f"broker SIGKILLed after {killed[0][0]} acknowledged messages, with {killed[0][1]} Produce "
+          f"response(s) written by the broker and never delivered")

@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from broker.config import BrokerConfig, ConfigError
-from broker.limits import LimitReporter, MemoryPool, parse_ip_overrides
+from broker.limits import PRODUCE_CHARGE_FACTOR, LimitReporter, MemoryPool, parse_ip_overrides
 from broker.server import MAX_IN_FLIGHT_FETCHES_PER_CONNECTION, MAX_IN_FLIGHT_PER_CONNECTION
 from inprocess_broker import start_broker
 from protocol.codec import decode_response, encode_request, response_type
@@ -321,6 +321,40 @@ async def test_exhausted_pool_stops_reading_and_keeps_order(tmp_path):
         assert got == [1, 2, 3]
         await trio.testing.wait_all_tasks_blocked()
         assert pool.used == 0  # every reservation released
+        nursery.cancel_scope.cancel()
+    running.broker.close()
+
+
+async def test_produce_holds_three_times_its_size_in_the_pool_until_written(tmp_path):
+    """A Produce is charged PRODUCE_CHARGE_FACTOR x its frame (its records live as kio's copy, the stamped
+    batch and the WriteBatch) until its group commit is written and the answer built; then all is freed."""
+    async with trio.open_nursery() as nursery:
+        running = await _broker(nursery, tmp_path)
+        pool = running.broker.request_pool
+        client = await running.client()
+        await create_topic(client, "held", 1)
+        limiter = running.broker.io_limiter  # hold every log-writer slot: the group commit cannot run
+        borrowers = [object() for _ in range(int(limiter.total_tokens))]
+        for borrower in borrowers:
+            await limiter.acquire_on_behalf_of(borrower)
+        b = request_builder(0, 9)
+        frame = encode_request(7, b.ProduceRequest(
+            transactional_id=None, acks=1, timeout=datetime.timedelta(seconds=30),
+            topic_data=(b.TopicProduceData(name="held", partition_data=(
+                b.PartitionProduceData(index=0, records=value_batch([b"x" * 200_000])),)),)), "held")
+        stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+        await stream.send_all(frame)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.3)
+        assert pool.used == PRODUCE_CHARGE_FACTOR * (len(frame) - 4)
+        for borrower in borrowers:
+            limiter.release_on_behalf_of(borrower)
+        with trio.fail_after(DEADLINE_S):
+            _, response = await _read_response(stream, bytearray(), 0, 9)
+        assert response.responses[0].partition_responses[0].error_code == ErrorCode.none
+        await trio.testing.wait_all_tasks_blocked()
+        assert pool.used == 0
+        await stream.aclose()
+        await client.aclose()
         nursery.cancel_scope.cancel()
     running.broker.close()
 

@@ -1,19 +1,20 @@
 """Idempotent producer under retries (issue 6, "Show" item 4).
 
-An idempotent confluent-kafka producer (``enable.idempotence=true``,
-``acks=all``, 5 requests in flight per connection, batches of 100 so that
-there are many requests) sends 50,000 numbered messages to 4 partitions
-through ``drop_proxy.DropProxy``:
+An idempotent producer sends 50,000 numbered messages to 4 partitions through
+``drop_proxy.DropProxy``: confluent-kafka (``enable.idempotence=true``,
+``acks=all``, 5 requests in flight per connection, batches of 100 messages so
+that there are many requests) and aiokafka (``enable_idempotence=True``,
+2,000-byte batches).
 
 * ``test_idempotent_producer_survives_connection_cuts``: the proxy cuts the
   connection on every 5th Produce request after forwarding it to the broker and
   before the client sees the response: alternately after the broker's response
   came back (the batch is certainly in the log, the client does not know) and
-  right after forwarding (it may or may not be). librdkafka retries the
+  right after forwarding (it may or may not be). The client retries the
   unanswered batches with their original producer id, epoch and sequence
   numbers; the broker must answer a batch it already has with its original
-  offsets and append nothing. (The same run with ``enable.idempotence=false``
-  writes thousands of duplicates.)
+  offsets and append nothing. (The same runs without idempotence write
+  thousands of duplicates.)
 * ``test_idempotent_producer_survives_broker_kill``: once 15,000 messages are
   acknowledged, the proxy holds back the broker's responses until one to a
   Produce is held (the batch is written and fsynced), the broker is SIGKILLed
@@ -33,15 +34,17 @@ Afterwards, per partition:
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import pytest
 from confluent_kafka import Producer
 
 from compat_util import Deadline, ck_create_topics, unique_topic, wait_until
 from eos_util import ck_read_all, order_figures
 
 MESSAGES = 50_000
-PARTITIONS = 4
+PARTITIONS = 4  # MESSAGES is a multiple
 CUT_EVERY = 5
 MIN_CUTS = 8
 KILL_AFTER_ACKED = 15_000
@@ -62,14 +65,13 @@ def _value(p: int, n: int) -> bytes:
     return b"%d:%06d" % (p, n)
 
 
-def _produce_and_check(pb, label: str, on_progress=lambda acked: None) -> dict:
-    """Produce MESSAGES numbered messages idempotently, calling ``on_progress(acked)`` while waiting
-    for the acknowledgements; check delivery reports and the read-back. Returns the figures."""
-    topic = unique_topic(f"idem-{label}")
-    ck_create_topics(pb.bootstrap, [topic], partitions=PARTITIONS)
+Delivered = dict[int, list[tuple[int, int]]]  # partition -> [(message number, offset)]
 
+
+def _ck_produce(bootstrap: str, topic: str, on_progress, deadline: Deadline) -> tuple[Delivered, list[str]]:
+    """confluent-kafka: queue every message, then flush in 0.1 s steps, calling ``on_progress(acked)``."""
     errors: list[str] = []
-    delivered: dict[int, list[tuple[int, int]]] = {p: [] for p in range(PARTITIONS)}  # (n, offset)
+    delivered: Delivered = {p: [] for p in range(PARTITIONS)}
 
     def on_delivery(err, msg):
         if err is not None:
@@ -82,31 +84,78 @@ def _produce_and_check(pb, label: str, on_progress=lambda acked: None) -> dict:
         if err.fatal():
             errors.append(f"fatal error: {err}")
 
-    producer = Producer({"bootstrap.servers": pb.bootstrap, **PRODUCER_CONFIG, "error_cb": on_error})
-    started = time.monotonic()
-    sent = {p: 0 for p in range(PARTITIONS)}
+    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONFIG, "error_cb": on_error})
     for i in range(MESSAGES):
-        p = i % PARTITIONS
         while True:
             try:
-                producer.produce(topic, value=_value(p, sent[p]), partition=p, on_delivery=on_delivery)
+                producer.produce(topic, value=_value(i % PARTITIONS, i // PARTITIONS), partition=i % PARTITIONS,
+                                 on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.05)
-        sent[p] += 1
-    deadline = Deadline(150, f"idempotent produce ({label})")
     while len(producer) > 0 and not deadline.expired() and not errors:
         producer.flush(0.1)
         on_progress(sum(len(d) for d in delivered.values()))
-    elapsed = time.monotonic() - started
-    remaining = len(producer)
-    del producer
+    if len(producer):
+        errors.append(f"{len(producer)} messages still undelivered after {deadline.seconds}s")
+    return delivered, errors
 
+
+def _aio_produce(bootstrap: str, topic: str, on_progress, deadline: Deadline) -> tuple[Delivered, list[str]]:
+    """aiokafka (``enable_idempotence=True``): send everything, await the futures; ``on_progress``
+    runs in a thread so that the client keeps going meanwhile."""
+    from aiokafka import AIOKafkaProducer
+
+    errors: list[str] = []
+    delivered: Delivered = {p: [] for p in range(PARTITIONS)}
+
+    async def main():
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=2,
+                                    max_batch_size=2000, retry_backoff_ms=20, request_timeout_ms=30000)
+        await producer.start()
+        acked = [0]
+        try:
+            futures = []
+            for i in range(MESSAGES):
+                fut = await producer.send(topic, value=_value(i % PARTITIONS, i // PARTITIONS), partition=i % PARTITIONS)
+                fut.add_done_callback(lambda _f: acked.__setitem__(0, acked[0] + 1))
+                futures.append((i % PARTITIONS, i // PARTITIONS, fut))
+                if i % 500 == 0:
+                    await asyncio.to_thread(on_progress, acked[0])
+            pending = {f for _, _, f in futures}
+            while pending and not deadline.expired():
+                _, pending = await asyncio.wait(pending, timeout=0.1)
+                await asyncio.to_thread(on_progress, acked[0])
+            if pending:
+                errors.append(f"{len(pending)} messages still undelivered after {deadline.seconds}s")
+            for p, n, f in futures:
+                if f.done() and f.exception() is not None:
+                    errors.append(f"delivery {p} {n}: {f.exception()!r}")
+                elif f.done():
+                    delivered[p].append((n, f.result().offset))
+        finally:
+            await producer.stop()
+
+    asyncio.run(main())
+    return delivered, errors
+
+
+PRODUCERS = {"confluent": _ck_produce, "aiokafka": _aio_produce}
+
+
+def _produce_and_check(pb, client: str, label: str, on_progress=lambda acked: None) -> dict:
+    """Produce MESSAGES numbered messages idempotently with ``client``, calling ``on_progress(acked)``
+    while waiting for the acknowledgements; check delivery reports and the read-back. Returns the figures."""
+    topic = unique_topic(f"idem-{client}-{label}")
+    ck_create_topics(pb.bootstrap, [topic], partitions=PARTITIONS)
+    started = time.monotonic()
+    delivered, errors = PRODUCERS[client](pb.bootstrap, topic, on_progress, Deadline(150, f"{client} produce"))
+    elapsed = time.monotonic() - started
     assert not errors, f"{len(errors)} errors, e.g. {errors[:10]}"
-    assert remaining == 0, f"{remaining} messages still undelivered after {deadline.seconds}s"
+    per_partition = MESSAGES // PARTITIONS
     for p in range(PARTITIONS):
         d = sorted(delivered[p])
-        assert [n for n, _ in d] == list(range(sent[p])), f"partition {p}: delivery reports are not one per message"
+        assert [n for n, _ in d] == list(range(per_partition)), f"partition {p}: delivery reports are not one per message"
         bad = [(n, off) for n, off in d if n != off]
         assert not bad, f"partition {p}: {len(bad)} messages delivered at an offset other than their number, e.g. {bad[:10]}"
 
@@ -114,9 +163,9 @@ def _produce_and_check(pb, label: str, on_progress=lambda acked: None) -> dict:
     figures = {}
     for p in range(PARTITIONS):
         values = [v for _, _, v in got[p]]
-        figures[p] = order_figures([_value(p, n) for n in range(sent[p])], values)
+        figures[p] = order_figures([_value(p, n) for n in range(per_partition)], values)
         assert [off for off, _, _ in got[p]] == list(range(len(values))), f"partition {p}: offsets not dense"
-    print(f"\nidempotence ({label}): {MESSAGES} messages to {PARTITIONS} partitions in {elapsed:.1f}s; "
+    print(f"\nidempotence ({client}, {label}): {MESSAGES} messages to {PARTITIONS} partitions in {elapsed:.1f}s; "
           f"{pb.proxy.matching_requests} produce requests, cuts {pb.proxy.cut_counts()}, "
           f"connections {pb.proxy.connections}; read back per partition: {figures}")
     for p in range(PARTITIONS):
@@ -124,15 +173,17 @@ def _produce_and_check(pb, label: str, on_progress=lambda acked: None) -> dict:
     return figures
 
 
-def test_idempotent_producer_survives_connection_cuts(proxied_broker):
+@pytest.mark.parametrize("client", list(PRODUCERS))
+def test_idempotent_producer_survives_connection_cuts(proxied_broker, client):
     pb = proxied_broker()
     pb.proxy.cut_every = CUT_EVERY
-    _produce_and_check(pb, "cuts")
+    _produce_and_check(pb, client, "cuts")
     cuts = sum(pb.proxy.cut_counts().values())
     assert cuts >= MIN_CUTS, f"only {cuts} cuts over {pb.proxy.matching_requests} produce requests"
 
 
-def test_idempotent_producer_survives_broker_kill(proxied_broker):
+@pytest.mark.parametrize("client", list(PRODUCERS))
+def test_idempotent_producer_survives_broker_kill(proxied_broker, client):
     pb = proxied_broker()
     killed: list[tuple[int, int]] = []  # (acknowledged messages, connections cut with a held response)
 
@@ -145,7 +196,7 @@ def test_idempotent_producer_survives_broker_kill(proxied_broker):
         pb.kill()  # SIGKILL + restart on the same data dir; the proxy follows the new port
         killed.append((acked, pb.proxy.cut_held()))
 
-    _produce_and_check(pb, "broker-kill", kill_once)
+    _produce_and_check(pb, client, "broker-kill", kill_once)
     assert killed, "the broker was never killed"
     print(f"broker SIGKILLed after {killed[0][0]} acknowledged messages, with {killed[0][1]} Produce "
           f"response(s) written by the broker and never delivered")

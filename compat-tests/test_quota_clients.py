@@ -2,8 +2,9 @@
 reported to the client (KIP-219), unthrottled clients and groups unaffected, and
 kafka-python / aiokafka round trips under a quota.
 
-Slow (tens of seconds each): marked ``slow``. Quotas are set with AlterClientQuotas
-over a plain socket (neither confluent-kafka nor kafka-python has the API).
+Slow (tens of seconds each): marked ``slow``. Client quotas are set with AlterClientQuotas
+over a plain socket (neither confluent-kafka nor kafka-python has the API); the consumer-group
+quota is set as a group config (resource type GROUP) with confluent-kafka's AdminClient.
 """
 
 from __future__ import annotations
@@ -45,6 +46,19 @@ def set_quotas(bootstrap: str, entity: list[tuple[str, str | None]], ops: dict[s
             buf += chunk
     _, response = decode_response(buf[4:], response_type(49, 1))
     assert [int(e.error_code) for e in response.entries] == [0], response
+
+
+def set_group_config(bootstrap: str, group: str, key: str, value: str) -> None:
+    """IncrementalAlterConfigs on resource type GROUP with confluent-kafka; checks DescribeConfigs shows it."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=[
+        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    (described,) = admin.describe_configs([ConfigResource(ResourceType.GROUP, group)]).values()
+    assert described.result(timeout=30)[key].value == value
 
 
 class ThrottleStats:
@@ -200,7 +214,7 @@ def test_consumer_group_quota_is_shared_by_the_members(broker_factory):
             except BufferError:
                 producer.poll(0.05)
     assert producer.flush(60) == 0
-    set_quotas(broker.bootstrap, [("consumer-group", "limited")], {"consumer_byte_rate": 2 * MB})
+    set_group_config(broker.bootstrap, "limited", "consumer.byte.rate", str(2 * MB))
 
     limited = [GroupConsumer(broker.bootstrap, "limited", f"limited-{i}", topic) for i in range(3)]
     free = [GroupConsumer(broker.bootstrap, "free", f"free-{i}", topic) for i in range(3)]

@@ -338,3 +338,39 @@ def test_aiokafka_round_trip_under_quota(broker_factory):
     assert offsets == list(range(N))
     assert got == values
     assert produced_in >= 1.5
+
+
+def _one_request_per_message(bootstrap: str, client_id: str, topic: str, seconds: float) -> tuple[int, int, int]:
+    """Produce one message per request (flush after each) for `seconds`: (sent, delivered, throttle max ms)."""
+    from confluent_kafka import Producer as CkProducer
+
+    stats = ThrottleStats()
+    delivered = []
+    producer = CkProducer({"bootstrap.servers": bootstrap, "client.id": client_id, "linger.ms": 0, "acks": 1,
+                           "statistics.interval.ms": 200, "stats_cb": stats})
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        producer.produce(topic, b"x", on_delivery=lambda err, msg: delivered.append(err))
+        sent += 1
+        assert producer.flush(30) == 0
+    producer.poll(0.5)  # a last statistics callback
+    assert all(err is None for err in delivered), delivered[:3]
+    return sent, len(delivered), stats.max_ms
+
+
+def test_request_percentage_throttles_a_real_client(broker_factory):
+    """request_percentage=1 (10 ms of the broker's request-thread time per second) for one client id:
+    confluent-kafka sees throttle_time (statistics throttle.max > 0), delivers every message, and gets far
+    fewer requests through than an unthrottled client id on the same broker."""
+    broker = broker_factory()
+    topic = unique_topic("quota-request")
+    ck_create_topics(broker.bootstrap, [topic], partitions=1)
+    set_quotas(broker.bootstrap, [("client-id", "chatty")], {"request_percentage": 1.0})
+    free_sent, free_delivered, free_throttle = _one_request_per_message(broker.bootstrap, "free", topic, 3.0)
+    sent, delivered, throttle = _one_request_per_message(broker.bootstrap, "chatty", topic, 3.0)
+    print(f"\nrequest_percentage=1: {sent / 3.0:.0f} requests/s, throttle max {throttle} ms; "
+          f"unthrottled client {free_sent / 3.0:.0f} requests/s, throttle max {free_throttle} ms")
+    assert delivered == sent and free_delivered == free_sent
+    assert throttle > 0 and free_throttle == 0
+    assert sent < free_sent / 3

@@ -23,7 +23,9 @@ every partition must read ``c1 c1 c1 [C] a2 a2 a2 a2 [A] c3 c3 [C]`` at offsets
 * the producer's delivery reports give the same offsets;
 * the group's committed offset (OffsetFetch) is unset while transaction 1 is
   open, 10 after its commit, still 10 after transaction 2's abort (also while
-  it is open), and 30 after transaction 3.
+  it is open), and 30 after transaction 3; while a transaction with an offset
+  commit is open, OffsetFetch with ``require_stable`` answers
+  UNSTABLE_OFFSET_COMMIT.
 
 ``test_zombie_fenced`` (confluent-kafka): producer 1 begins a transaction and
 writes records; producer 2 with the same ``transactional.id`` calls
@@ -39,9 +41,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, Producer, TopicPartition
 
-from compat_util import ck_create_topics, unique_topic
+from compat_util import ck_admin, ck_create_topics, unique_topic
 from eos_util import aio_read_all, ck_read_all
 
 TXN_TIMEOUT_MS = 60_000
@@ -154,15 +156,15 @@ PRODUCERS = {"confluent": CkTxnProducer, "aiokafka": AioTxnProducer}
 READERS = {"confluent": ck_read_all, "aiokafka": aio_read_all}
 
 
-def _committed_offset(bootstrap: str, group: str, topic: str, partition: int) -> int | None:
-    """The group's committed offset through OffsetFetch (require_stable off: read_uncommitted)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_uncommitted"})
-    try:
-        (tp,) = c.committed([TopicPartition(topic, partition)], timeout=OP_TIMEOUT_S)
-        assert tp.error is None, tp.error
-        return tp.offset if tp.offset >= 0 else None
-    finally:
-        c.close()
+def _group_offset(bootstrap: str, group: str, topic: str, partition: int, *, require_stable: bool):
+    """The group's committed offset through OffsetFetch (confluent-kafka's AdminClient):
+    ``(offset or None, error code or None)``."""
+    admin = ck_admin(bootstrap)
+    futures = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, partition)])],
+        require_stable=require_stable, request_timeout=OP_TIMEOUT_S)
+    (tp,) = futures[group].result(timeout=OP_TIMEOUT_S).topic_partitions
+    return (tp.offset if tp.offset >= 0 else None), (tp.error.code() if tp.error is not None else None)
 
 
 def _check_reads(bootstrap: str, topics: dict[str, int], expected: dict[str, dict[str, dict[int, list]]]) -> None:
@@ -212,8 +214,11 @@ def test_commit_abort_commit(broker, client):
                 offsets = producer.produce(t, p, values(tag, n, t, p))
                 assert offsets == layout[tag], f"{tag}: delivery offsets on {t}[{p}]"
             producer.send_offsets(group, source, 0, group_offset)
-            before = _committed_offset(broker.bootstrap, group, source, 0)
-            assert before == (None if tag == "c1" else 10), f"{tag}: group offset visible before the transaction ended"
+            stable = None if tag == "c1" else 10
+            before = _group_offset(broker.bootstrap, group, source, 0, require_stable=False)
+            assert before == (stable, None), f"{tag}: group offset visible before the transaction ended"
+            pending = _group_offset(broker.bootstrap, group, source, 0, require_stable=True)
+            assert pending[1] == KafkaError.UNSTABLE_OFFSET_COMMIT, f"{tag}: require_stable while pending: {pending}"
             if tag == "c3":
                 # the open transaction holds read_committed back at its first offset (the LSO)
                 _check_reads(broker.bootstrap, topics, {"read_committed": expect({"c1"}),
@@ -222,8 +227,9 @@ def test_commit_abort_commit(broker, client):
                 producer.commit()
             else:
                 producer.abort()
-            after = _committed_offset(broker.bootstrap, group, source, 0)
-            assert after == (group_offset if commit else 10), f"{tag}: committed group offset after the end"
+            for require_stable in (False, True):
+                after = _group_offset(broker.bootstrap, group, source, 0, require_stable=require_stable)
+                assert after == (group_offset if commit else 10, None), f"{tag}: group offset after the end"
     finally:
         producer.close()
 

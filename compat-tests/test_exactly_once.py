@@ -91,7 +91,7 @@ def test_exactly_once_copy_through_kills(proxied_broker, tmp_path):
             return None
 
         prog = wait_until(attempt, COPY_TIMEOUT_S, f"worker past {threshold} inside a transaction",
-                          worker.describe, interval=0.002)
+                          worker.describe, interval=0.005)
         assert "exited" not in prog, f"worker exited by itself before {threshold}: {worker.describe()}"
         return prog
 

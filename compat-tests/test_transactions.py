@@ -34,16 +34,24 @@ Producer 1 then either produces once more and commits, or commits at once
 (EndTxn with the old epoch): each fails with a fatal fencing error; none of its
 records is visible to ``read_committed`` and its late record is not in the log
 at all; producer 2's committed records are visible.
+
+``test_transaction_timeout_aborts`` (confluent-kafka, broker checking for
+expired transactions every 200 ms): a producer with ``transaction.timeout.ms``
+2000 writes 5 records in a transaction and goes quiet; the coordinator aborts
+it (the read_committed end offset moves past the abort marker to 6), the
+records stay invisible to ``read_committed``, and the producer's late commit
+fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, Producer, TopicPartition
 
-from compat_util import ck_admin, ck_create_topics, unique_topic
+from compat_util import ck_admin, ck_create_topics, unique_topic, wait_until
 from eos_util import aio_read_all, ck_read_all
 
 TXN_TIMEOUT_MS = 60_000
@@ -288,3 +296,37 @@ def test_zombie_fenced(broker, late):
         assert [(o, v) for o, _, v in committed[p]] == [(6 + i, b"successor-%d-%d" % (p, i)) for i in range(3)]
         assert [(o, v) for o, _, v in everything[p]] == (
             [(i, b"zombie-%d-%d" % (p, i)) for i in range(5)] + [(6 + i, b"successor-%d-%d" % (p, i)) for i in range(3)])
+
+
+def test_transaction_timeout_aborts(broker_factory):
+    """A producer that opens a transaction, writes and then goes quiet past ``transaction.timeout.ms``:
+    the coordinator aborts the transaction by itself (abort marker, LSO moves past it), nothing of it
+    becomes visible to read_committed, and the producer's late commit fails."""
+    b = broker_factory({"transaction.abort.timed.out.transaction.cleanup.interval.ms": "200"})
+    topic = unique_topic("txn-timeout")
+    ck_create_topics(b.bootstrap, [topic], partitions=1)
+    producer = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": unique_topic("txn-timeout-id"),
+                         "transaction.timeout.ms": 2000, "linger.ms": 1})
+    producer.init_transactions(OP_TIMEOUT_S)
+    producer.begin_transaction()
+    for i in range(5):
+        producer.produce(topic, value=b"doomed-%d" % i, partition=0)
+    assert producer.flush(OP_TIMEOUT_S) == 0
+
+    reader = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique_topic("txn-timeout-reader"),
+                       "isolation.level": "read_committed"})
+    try:
+        # 5 records and the coordinator's abort marker: the last stable offset reaches 6
+        started = time.monotonic()
+        wait_until(lambda: reader.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)[1] == 6, 30,
+                   "the coordinator aborts the timed-out transaction")
+        print(f"\ntimed-out transaction aborted {time.monotonic() - started:.1f}s after its last write")
+    finally:
+        reader.close()
+    with pytest.raises(KafkaException) as excinfo:
+        producer.commit_transaction(OP_TIMEOUT_S)
+    print(f"late commit: {excinfo.value.args[0]}")
+
+    assert ck_read_all(b.bootstrap, topic, [0], isolation="read_committed") == {0: []}
+    assert [v for _, _, v in ck_read_all(b.bootstrap, topic, [0], isolation="read_uncommitted")[0]] == [
+        b"doomed-%d" % i for i in range(5)]

@@ -344,11 +344,11 @@ async def wait_for_state(client, state: str) -> None:
             await trio.sleep(0.01)
 
 
-async def fetch_committed(client, group: str, require_stable: bool):
+async def fetch_committed(client, group: str, require_stable: bool, all_topics: bool = False):
+    """(offset, error) of orders-0; all_topics: ask with a null topic list (every committed partition)."""
     b = req(9, 7)
-    response = await client.request(b.OffsetFetchRequest(
-        group_id=group, topics=(b.OffsetFetchRequestTopic(name="orders", partition_indexes=(0,)),),
-        require_stable=require_stable))
+    topics = None if all_topics else (b.OffsetFetchRequestTopic(name="orders", partition_indexes=(0,)),)
+    response = await client.request(b.OffsetFetchRequest(group_id=group, topics=topics, require_stable=require_stable))
     part = response.topics[0].partitions[0]
     return part.committed_offset, part.error_code
 
@@ -364,6 +364,7 @@ async def txn_offset_commit(client, pid: int, epoch: int, offset: int, metadata:
 
 
 async def test_transaction_over_the_wire_and_after_a_restart(tmp_path):
+    from test_group_handlers import commit
     from test_produce_fetch import create_topic, produce_request
 
     import record_batches as rb
@@ -405,9 +406,11 @@ async def test_transaction_over_the_wire_and_after_a_restart(tmp_path):
             offsets_added = await client.request(b.AddOffsetsToTxnRequest(
                 transactional_id=TX, producer_id=pid, producer_epoch=epoch, group_id="g"))
             assert offsets_added.error_code == NONE
+            assert await commit(client, 9, "g", {("orders", 0): (0, "")}) == {("orders", 0): NONE}
             assert await txn_offset_commit(client, pid, epoch, 1, "m") == NONE
+            assert await fetch_committed(client, "g", True, all_topics=True) == (-1, ErrorCode.unstable_offset_commit)
             assert await fetch_committed(client, "g", True) == (-1, ErrorCode.unstable_offset_commit)
-            assert await fetch_committed(client, "g", False) == (-1, NONE)
+            assert await fetch_committed(client, "g", False) == (0, NONE)
             described = await describe_txn(client)
             assert described.transaction_state == "Ongoing" and described.producer_id == pid
             assert {(t.topic, p) for t in described.topics for p in t.partitions} == {

@@ -27,8 +27,9 @@ def _fetch(ctx, group_id: str, topics, member_id, member_epoch, require_stable: 
         for (topic, partition), value in sorted(committed.items()):
             by_topic.setdefault(topic, []).append((partition, value))
         for topic, entries in by_topic.items():
-            result.append((topic, [(p, v.offset, v.leader_epoch, v.metadata if v.metadata is not None else "",
-                                    ErrorCode.none) for p, v in entries]))
+            result.append((topic, [(p, -1, -1, "", ErrorCode.unstable_offset_commit) if (topic, p) in unstable
+                                   else (p, v.offset, v.leader_epoch, v.metadata if v.metadata is not None else "",
+                                         ErrorCode.none) for p, v in entries]))
         return ErrorCode.none, result
     for topic in topics:
         partitions = []

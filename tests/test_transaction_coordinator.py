@@ -484,3 +484,35 @@ async def test_errors_over_the_wire_by_version(tmp_path):
             listed = await client.request(req(66, 0).ListTransactionsRequest(state_filters=("Bogus",),
                                                                              producer_id_filters=()))
             assert listed.unknown_state_filters == ("Bogus",) and listed.transaction_states == ()
+
+
+async def test_prepared_commit_is_completed_by_the_next_broker_on_the_same_logs(tmp_path, monkeypatch):
+    """A broker stops between PrepareCommit and its markers (as after kill -9: the markers never
+    reach the log); the next broker on the same data replays __transaction_state and
+    __consumer_offsets, writes the markers and makes the offsets visible."""
+    from test_produce_fetch import create_topic
+
+    import broker.transactions.coordinator as coordinator_module
+
+    monkeypatch.setattr(coordinator_module, "COMPLETION_WAIT_S", 0.05)
+    with trio.fail_after(60):
+        async with broker_at(tmp_path / "data") as (running, client):
+            await create_topic(client, "orders", 1)
+            txns = running.broker.transactions
+            _, pid, epoch = await txns.init_producer_id(TX, 60_000)
+            group_tp = (OFFSETS_TOPIC, running.broker.groups.partition_for("g"))
+            assert await txns.add_partitions(TX, pid, epoch, [T0, group_tp]) == NONE
+            assert await txn_offset_commit(client, pid, epoch, 7) == NONE
+            never = trio.Event()
+
+            async def hang(*args):
+                await never.wait()
+
+            txns.write_markers = hang
+            assert (await txns.end_transaction(TX, pid, epoch, True))[0] == NONE
+            assert txns.entries[TX].metadata.state == TxnState.PREPARE_COMMIT
+        async with broker_at(tmp_path / "data") as (running, client):
+            await wait_for_state(client, "CompleteCommit")
+            assert await fetch_committed(client, "g", True) == (7, NONE)
+            orders = running.broker.image.topic("orders")
+            assert running.broker.replicas.get(orders.topic_id, 0).log.log_end_offset == 1  # the marker

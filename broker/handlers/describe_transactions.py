@@ -11,19 +11,24 @@ API_KEY = 65
 VERSIONS = range(0, 1)
 
 _EPOCH = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
+_NO_START = _EPOCH - datetime.timedelta(milliseconds=1)  # -1 on the wire: no transaction (Kafka's default)
+
+
+def _error(build, transactional_id: str, error: ErrorCode):
+    return build.TransactionState(
+        error_code=error, transactional_id=transactional_id, transaction_state="",
+        transaction_timeout=datetime.timedelta(0), transaction_start_time=_NO_START, producer_id=-1,
+        producer_epoch=-1, topics=())
 
 
 def _describe(build, coordinator, transactional_id: str):
     md = coordinator.describe(transactional_id)
     if md is None:
-        return build.TransactionState(
-            error_code=ErrorCode.transactional_id_not_found, transactional_id=transactional_id,
-            transaction_state="", transaction_timeout=datetime.timedelta(0), transaction_start_time=_EPOCH,
-            producer_id=-1, producer_epoch=-1, topics=())
+        return _error(build, transactional_id, ErrorCode.transactional_id_not_found)
     by_topic: dict[str, list[int]] = {}
     for topic, partition in sorted(md.partitions):
         by_topic.setdefault(topic, []).append(partition)
-    start = _EPOCH + datetime.timedelta(milliseconds=md.txn_start_ms) if md.txn_start_ms > 0 else _EPOCH
+    start = _EPOCH + datetime.timedelta(milliseconds=md.txn_start_ms)
     return build.TransactionState(
         error_code=ErrorCode.none, transactional_id=transactional_id, transaction_state=md.state.value,
         transaction_timeout=datetime.timedelta(milliseconds=md.timeout_ms), transaction_start_time=start,
@@ -37,10 +42,7 @@ async def handle(ctx, request):
     states = []
     for transactional_id in request.transactional_ids:
         if coordinator.loading or not coordinator.loaded:
-            states.append(build.TransactionState(
-                error_code=ErrorCode.coordinator_load_in_progress, transactional_id=transactional_id,
-                transaction_state="", transaction_timeout=datetime.timedelta(0), transaction_start_time=_EPOCH,
-                producer_id=-1, producer_epoch=-1, topics=()))
+            states.append(_error(build, transactional_id, ErrorCode.coordinator_load_in_progress))
         else:
             states.append(_describe(build, coordinator, transactional_id))
     return build.DescribeTransactionsResponse(throttle_time=datetime.timedelta(0), transaction_states=tuple(states))

@@ -1,17 +1,20 @@
 """A consume-transform-produce worker (confluent-kafka, transactional) in its own process.
 
     python eos_worker.py --bootstrap HOST:PORT --input IN --output OUT --partitions N \\
-        --group G --transactional-id T --control-dir DIR [--batch 1000] [--stop-at TOTAL]
+        --group G --transactional-id T --control-dir DIR [--batch 1000] [--stop-at TOTAL] [--subscribe]
 
 It copies every record of input partition ``p`` to output partition ``p``
 (same key and value), ``--batch`` records per transaction, waits for them to be
 written (flush), and commits the input offsets in the same transaction
 (``send_offsets_to_transaction``). The
 input consumer is ``read_committed`` and uses ``assign`` (no group membership:
-the group only stores offsets); zombies are fenced by the fixed
-``transactional.id``: a restarted worker's ``init_transactions`` bumps the
-epoch and aborts whatever transaction the killed one left open. At start-up it
-resumes from the group's committed offsets.
+the group only stores offsets), or with ``--subscribe`` joins the group as a
+static member (``group.instance.id``, so a restarted worker takes the dead
+one's place without waiting for its session to expire), and its offset commits
+then carry the member id and generation (KIP-447). Zombies are fenced by the
+fixed ``transactional.id``: a restarted worker's ``init_transactions`` bumps
+the epoch and aborts whatever transaction the killed one left open. It resumes
+from the group's committed offsets.
 
 On an abortable error it aborts and rewinds the consumer to the offsets of the
 last commit; retriable errors of send_offsets / commit / abort are retried. With ``--stop-at TOTAL`` it
@@ -58,7 +61,7 @@ def run(args) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the launcher's dump_stacks()
     control = Path(args.control_dir)
     progress = {"pid": None, "committed": {}, "total": 0, "transactions": 0, "aborts": 0,
-                "retries": 0, "start_offsets": None, "phase": "starting", "step": None}
+                "retries": 0, "start_offsets": None, "phase": "starting", "step": None, "assignments": 0}
 
     def report(**kw) -> None:
         progress.update(kw)
@@ -95,17 +98,32 @@ def run(args) -> int:
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
+        **({"group.instance.id": f"{args.group}-static", "session.timeout.ms": 10000} if args.subscribe else {}),
         **CLIENT_COMMON,
     })
-    tps = [TopicPartition(args.input, p) for p in range(args.partitions)]
-    committed = {tp.partition: max(tp.offset, 0)
-                 for tp in retrying("committed", lambda: consumer.committed(tps, timeout=OP_TIMEOUT_S))}
-    consumer.assign([TopicPartition(args.input, p, o) for p, o in committed.items()])
-    report(committed=committed, total=sum(committed.values()), start_offsets=dict(committed), phase="running")
+    committed: dict[int, int] = {}  # partition -> next offset, as committed (updated in place)
+
+    def resume_at_committed(partitions) -> list:
+        """Read the group's committed offsets (read_committed: OffsetFetch with require_stable)."""
+        got = retrying("committed", lambda: consumer.committed(partitions, timeout=OP_TIMEOUT_S))
+        committed.update({tp.partition: max(tp.offset, 0) for tp in got})
+        return [TopicPartition(args.input, tp.partition, committed[tp.partition]) for tp in got]
+
+    if args.subscribe:
+        def on_assign(c, partitions):
+            c.assign(resume_at_committed(partitions))
+            report(committed=dict(committed), total=sum(committed.values()),
+                   start_offsets=progress["start_offsets"] or dict(committed), assignments=progress["assignments"] + 1)
+
+        consumer.subscribe([args.input], on_assign=on_assign)
+    else:
+        consumer.assign(resume_at_committed([TopicPartition(args.input, p) for p in range(args.partitions)]))
+        report(committed=dict(committed), total=sum(committed.values()), start_offsets=dict(committed))
+    report(phase="running")
 
     def rewind() -> None:
-        for p, o in committed.items():
-            consumer.seek(TopicPartition(args.input, p, o))
+        for tp in consumer.assignment():
+            consumer.seek(TopicPartition(args.input, tp.partition, committed[tp.partition]))
 
     while not stop:
         if args.stop_at and sum(committed.values()) >= args.stop_at:
@@ -121,7 +139,7 @@ def run(args) -> int:
                 print(f"consumer: {err}", flush=True)  # e.g. transport errors while the broker restarts
         if not records:
             continue
-        positions = dict(committed)
+        positions: dict[int, int] = {}
         report(step="produce")
         producer.begin_transaction()
         try:
@@ -152,8 +170,8 @@ def run(args) -> int:
             rewind()
             report(aborts=progress["aborts"] + 1)
             continue
-        committed = positions
-        report(committed=committed, total=sum(committed.values()), transactions=progress["transactions"] + 1,
+        committed.update(positions)
+        report(committed=dict(committed), total=sum(committed.values()), transactions=progress["transactions"] + 1,
                step="consume")
     report(phase="stopping")
     consumer.close()
@@ -175,6 +193,9 @@ def main(argv=None) -> int:
     ap.add_argument("--stop-at", type=int, default=0)
     ap.add_argument("--transaction-timeout-ms", type=int, default=60000)
     ap.add_argument("--debug", default="", help="librdkafka debug contexts of the producer")
+    ap.add_argument("--subscribe", action="store_true",
+                    help="join the group (static member) instead of assign: offsets carry the member id and "
+                         "generation (KIP-447)")
     args = ap.parse_args(argv)
     try:
         return run(args)
@@ -196,7 +217,11 @@ class EosWorkerProcess(WorkerProcess):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cmd = [sys.executable, str(Path(__file__).resolve()), "--control-dir", str(self.dir)]
         for k, v in options.items():
-            self.cmd += [f"--{k.replace('_', '-')}", str(v)]
+            flag = f"--{k.replace('_', '-')}"
+            if v is True:
+                self.cmd.append(flag)
+            elif v is not False:
+                self.cmd += [flag, str(v)]
         self.proc = None
         self.log_path = self.dir / "worker.log"
         self._log = None

@@ -1,19 +1,25 @@
 """Exactly-once consume-transform-produce through process and broker crashes (issue 6, "Show" item 3).
 
 100,000 numbered messages are written to a 3-partition input topic (number
-``i`` to partition ``i % 3``). ``eos_worker.py`` (confluent-kafka, transactional,
-``read_committed`` input, ``send_offsets_to_transaction``, 1,000 records per
-transaction) copies input partition ``p`` to output partition ``p``. The test
-watches the worker's committed input offsets (``progress.json``, written after
-each commit and at each step of a transaction) and, as they pass 15 %, 35 % and
-55 % of the input, at a moment when the worker is inside a transaction whose
-records are already written (it freezes the worker with SIGSTOP when its
-progress says so, and checks again while it is frozen), SIGKILLs the worker and starts a new one (same ``transactional.id``: its
+``i`` to partition ``i % 3``). ``eos_worker.py`` (confluent-kafka,
+transactional, ``read_committed`` input, ``send_offsets_to_transaction``,
+1,000 records per transaction) copies input partition ``p`` to output
+partition ``p``; its input consumer either uses ``assign`` (``mode=assign``)
+or joins the group as a static member (``mode=subscribe``: the offset commits
+carry member id and generation, KIP-447).
+
+The test watches the worker's committed input offsets (``progress.json``,
+written after each commit and at each step of a transaction). As they pass
+15 %, 35 % and 55 % of the input, at a moment when the worker is inside a
+transaction whose records are already written (it freezes the worker with
+SIGSTOP when its progress says so, and checks again while it is frozen), it
+SIGKILLs the worker and starts a new one (same ``transactional.id``: its
 ``init_transactions`` fences the dead one and aborts its open transaction; it
-resumes from the group's committed offsets); at 75 % (the worker frozen inside a transaction again) it SIGKILLs the broker,
-which restarts on the same data dir, then lets the worker go on: it finishes
-its open transaction against the restarted broker and reconnects by itself
-(the broker advertises a proxy whose address survives the restart).
+resumes from the group's committed offsets). At 75 % (the worker frozen inside
+a transaction again) it SIGKILLs the broker, which restarts on the same data
+dir, then lets the worker go on: it finishes its open transaction against the
+restarted broker, reconnecting by itself (the broker advertises a proxy whose
+address survives the restart).
 
 Afterwards the output, read ``read_committed``, holds every input number
 exactly once, in input order per partition (zero duplicates, zero
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from compat_util import ck_create_topics, unique_topic, wait_until
@@ -55,8 +62,9 @@ def _produce_input(bootstrap: str, topic: str) -> None:
     assert not errors, errors[:5]
 
 
-def test_exactly_once_copy_through_kills(proxied_broker, tmp_path):
-    pb = proxied_broker()
+@pytest.mark.parametrize("mode", ["assign", "subscribe"])
+def test_exactly_once_copy_through_kills(proxied_broker, tmp_path, mode):
+    pb = proxied_broker({"group.initial.rebalance.delay.ms": "0"})
     source, sink = unique_topic("eos-in"), unique_topic("eos-out")
     ck_create_topics(pb.bootstrap, [source, sink], partitions=PARTITIONS)
     _produce_input(pb.bootstrap, source)
@@ -64,7 +72,7 @@ def test_exactly_once_copy_through_kills(proxied_broker, tmp_path):
 
     worker = EosWorkerProcess(tmp_path / "worker", "eos-worker", bootstrap=pb.bootstrap, input=source,
                               output=sink, partitions=PARTITIONS, group=group, transactional_id=txn_id,
-                              batch=BATCH, stop_at=MESSAGES)
+                              batch=BATCH, stop_at=MESSAGES, subscribe=mode == "subscribe")
     incarnations: list[dict] = []  # the last progress report of each worker process
     kills: list[tuple[str, int, float]] = []  # (what, committed input records, seconds in)
     started = time.monotonic()
@@ -134,10 +142,10 @@ def test_exactly_once_copy_through_kills(proxied_broker, tmp_path):
     finally:
         c.close()
 
-    print(f"\nexactly-once: {total_committed} records committed to the output ({MESSAGES} input) in {copy_s:.1f}s; "
+    print(f"\nexactly-once ({mode}): {total_committed} records committed to the output ({MESSAGES} input) in {copy_s:.1f}s; "
           f"kills {kills}; worker processes {len(incarnations)}: transactions "
           f"{[i.get('transactions') for i in incarnations]}, aborts {[i.get('aborts') for i in incarnations]}, "
-          f"retries {[i.get('retries') for i in incarnations]}, resumed at {[i.get('start_offsets') for i in incarnations]}; "
+          f"retries {[i.get('retries') for i in incarnations]}, assignments {[i.get('assignments') for i in incarnations]}, resumed at {[i.get('start_offsets') for i in incarnations]}; "
           f"output log holds {total_log} data records ({total_log - total_committed} aborted); per partition {figures}")
     assert sum(1 for k in kills if k[0] == "worker") >= 3 and sum(1 for k in kills if k[0] == "broker") >= 1
     for p in range(PARTITIONS):

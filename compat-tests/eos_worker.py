@@ -43,12 +43,13 @@ from compat_util import wait_until
 from group_worker import WorkerProcess, read_json, write_json_atomic
 
 OP_TIMEOUT_S = 60
-# librdkafka >= 2.10 re-bootstraps (KIP-899) as soon as all known brokers are down, which with one
-# broker is every broker restart: it decommissions the broker handle, but the coordinator cache
-# keeps pointing at the dead handle, and the next send_offsets_to_transaction waits for the group
-# coordinator forever (seen with 2.16: "Decommissioning 1 broker(s): re-bootstrap", then the old
-# handle loops "Handle is terminating in state INIT"). The broker's address does not change here
-# (a proxy), so plain reconnection is all that is needed.
+# librdkafka re-bootstraps (KIP-899) as soon as all known brokers are down, which with one broker is
+# every broker restart: the broker handle is decommissioned, but the coordinator cache keeps pointing
+# at it, and the next send_offsets_to_transaction waits for the group coordinator forever, past its
+# timeout (seen with 2.16: "Decommissioning 1 broker(s): re-bootstrap", then the old handle loops
+# "Handle is terminating in state INIT"). Known client bugs: confluentinc/librdkafka#5511 (hang when
+# the group coordinator is decommissioned) and #5456 (the coordinator request timeout is never
+# checked). The broker's address does not change here (a proxy), so plain reconnection is enough.
 CLIENT_COMMON = {"metadata.recovery.strategy": "none", "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 500}
 RETRY_FOR_S = 120
 

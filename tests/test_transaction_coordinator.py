@@ -463,6 +463,12 @@ async def test_errors_over_the_wire_by_version(tmp_path):
                 ended = await client.request(req(26, version).EndTxnRequest(
                     transactional_id=TX, producer_id=pid, producer_epoch=epoch + 1, committed=True))
                 assert ended.error_code == expected
+            # KIP-360 InitProducerId with a stale epoch: PRODUCER_FENCED from v4 on, INVALID_PRODUCER_EPOCH before.
+            for version, expected in ((3, ErrorCode.invalid_producer_epoch), (4, ErrorCode.producer_fenced)):
+                stale = await client.request(req(22, version).InitProducerIdRequest(
+                    transactional_id=TX, transaction_timeout=datetime.timedelta(seconds=60), producer_id=pid,
+                    producer_epoch=epoch + 7))
+                assert stale.error_code == expected
             # Unknown transactional id / producer id; no transaction to commit.
             unknown = await client.request(req(26, 3).EndTxnRequest(
                 transactional_id="nope", producer_id=pid, producer_epoch=epoch, committed=True))

@@ -32,5 +32,7 @@ async def handle(ctx, request):
         timeout_ms = int(request.transaction_timeout.total_seconds() * 1000)
         error, producer_id, producer_epoch = await broker.transactions.init_producer_id(
             transactional_id, timeout_ms, current_id, current_epoch)
+        if error == ErrorCode.producer_fenced and ctx.api_version < 4:  # KIP-588: older clients know only this
+            error = ErrorCode.invalid_producer_epoch
     return build.InitProducerIdResponse(throttle_time=datetime.timedelta(0), error_code=error,
                                         producer_id=producer_id, producer_epoch=producer_epoch)

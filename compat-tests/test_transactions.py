@@ -1,7 +1,7 @@
 """Transactional producers with real clients (issue 6, "Show" items 2 and 5).
 
-``test_commit_abort_commit`` (confluent-kafka's transactional API, and
-aiokafka's transactional producer): three transactions over 3 partitions of 2
+``test_commit_abort_commit`` (confluent-kafka's transactional API, aiokafka's
+and kafka-python's transactional producers): three transactions over 3 partitions of 2
 topics (``A`` with 2 partitions, ``B`` with 1), each also committing a consumer
 offset of a source topic for a group (``send_offsets_to_transaction``):
 
@@ -160,7 +160,41 @@ class AioTxnProducer:
             self.loop.close()
 
 
-PRODUCERS = {"confluent": CkTxnProducer, "aiokafka": AioTxnProducer}
+class KpTxnProducer:
+    """kafka-python's transactional producer."""
+
+    def __init__(self, bootstrap: str, transactional_id: str):
+        from kafka import KafkaProducer
+
+        self.p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id,
+                               transaction_timeout_ms=TXN_TIMEOUT_MS, request_timeout_ms=30000)
+        self.p.init_transactions()
+
+    def begin(self) -> None:
+        self.p.begin_transaction()
+
+    def produce(self, topic: str, partition: int, values: list[bytes]) -> list[int]:
+        futures = [self.p.send(topic, value=v, partition=partition) for v in values]
+        self.p.flush(timeout=OP_TIMEOUT_S)
+        return [f.get(timeout=OP_TIMEOUT_S).offset for f in futures]
+
+    def send_offsets(self, group: str, topic: str, partition: int, offset: int) -> None:
+        from kafka import TopicPartition as KpTP
+        from kafka.structs import OffsetAndMetadata
+
+        self.p.send_offsets_to_transaction({KpTP(topic, partition): OffsetAndMetadata(offset, "", -1)}, group)
+
+    def commit(self) -> None:
+        self.p.commit_transaction()
+
+    def abort(self) -> None:
+        self.p.abort_transaction()
+
+    def close(self) -> None:
+        self.p.close(timeout=10)
+
+
+PRODUCERS = {"confluent": CkTxnProducer, "aiokafka": AioTxnProducer, "kafka-python": KpTxnProducer}
 READERS = {"confluent": ck_read_all, "aiokafka": aio_read_all}
 
 

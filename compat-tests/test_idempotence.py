@@ -3,8 +3,8 @@
 An idempotent producer sends 50,000 numbered messages to 4 partitions through
 ``drop_proxy.DropProxy``: confluent-kafka (``enable.idempotence=true``,
 ``acks=all``, 5 requests in flight per connection, batches of 100 messages so
-that there are many requests) and aiokafka (``enable_idempotence=True``,
-2,000-byte batches).
+that there are many requests), aiokafka and kafka-python
+(``enable_idempotence=True``, 2,000-byte batches).
 
 * ``test_idempotent_producer_survives_connection_cuts``: the proxy cuts the
   connection on every 5th Produce request after forwarding it to the broker and
@@ -140,7 +140,43 @@ def _aio_produce(bootstrap: str, topic: str, on_progress, deadline: Deadline) ->
     return delivered, errors
 
 
-PRODUCERS = {"confluent": _ck_produce, "aiokafka": _aio_produce}
+def _kp_produce(bootstrap: str, topic: str, on_progress, deadline: Deadline) -> tuple[Delivered, list[str]]:
+    """kafka-python (``enable_idempotence=True``, its default): send everything, then wait for the
+    futures in 0.1 s steps, calling ``on_progress(acked)`` (its sender is a thread of its own)."""
+    from kafka import KafkaProducer
+
+    errors: list[str] = []
+    delivered: Delivered = {p: [] for p in range(PARTITIONS)}
+    acked = [0]
+    producer = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=2,
+                             batch_size=2000, retry_backoff_ms=20, request_timeout_ms=30000,
+                             max_in_flight_requests_per_connection=5)
+    try:
+        futures = []
+        for i in range(MESSAGES):
+            fut = producer.send(topic, value=_value(i % PARTITIONS, i // PARTITIONS), partition=i % PARTITIONS)
+            fut.add_both(lambda _r: acked.__setitem__(0, acked[0] + 1))
+            futures.append((i % PARTITIONS, i // PARTITIONS, fut))
+            if i % 500 == 0:
+                on_progress(acked[0])
+        try:
+            wait_until(lambda: on_progress(acked[0]) or acked[0] >= MESSAGES, deadline.remaining(),
+                       "kafka-python acknowledgements", interval=0.1)
+        except AssertionError:
+            pass  # what is missing is reported message by message below
+        for p, n, f in futures:
+            if not f.is_done:
+                errors.append(f"delivery {p} {n}: not done after {deadline.seconds}s")
+            elif f.failed():
+                errors.append(f"delivery {p} {n}: {f.exception!r}")
+            else:
+                delivered[p].append((n, f.value.offset))
+    finally:
+        producer.close(timeout=10)
+    return delivered, errors
+
+
+PRODUCERS = {"confluent": _ck_produce, "aiokafka": _aio_produce, "kafka-python": _kp_produce}
 
 
 def _produce_and_check(pb, client: str, label: str, on_progress=lambda acked: None) -> dict:

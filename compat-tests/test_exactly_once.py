@@ -6,7 +6,11 @@ transactional, ``read_committed`` input, ``send_offsets_to_transaction``,
 1,000 records per transaction) copies input partition ``p`` to output
 partition ``p``; its input consumer either uses ``assign`` (``mode=assign``)
 or joins the group as a static member (``mode=subscribe``: the offset commits
-carry member id and generation, KIP-447).
+carry member id and generation, KIP-447). With ``mode=subscribe+cuts`` the
+proxy in front of the broker also cuts the connection on every 5th Produce,
+AddPartitionsToTxn, AddOffsetsToTxn, EndTxn and TxnOffsetCommit request after
+forwarding it (so retried EndTxn, TxnOffsetCommit and AddPartitionsToTxn
+requests reach the broker after it handled the first copy).
 
 The test watches the worker's committed input offsets (``progress.json``,
 written after each commit and at each step of a transaction). As they pass
@@ -32,6 +36,7 @@ transactions, aborted records left in the log) are printed.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -44,7 +49,12 @@ MESSAGES = 100_000
 PARTITIONS = 3
 BATCH = 1000
 PLAN = [("worker", 0.15), ("worker", 0.35), ("worker", 0.55), ("broker", 0.75)]
-COPY_TIMEOUT_S = 120  # per step; the whole copy takes ~20 s here
+# "+cuts": the proxy also cuts the connection on every 5th request of these APIs between forwarding it and
+# returning the response (alternately after the broker answered and right after forwarding)
+TXN_API_KEYS = frozenset({0, 24, 25, 26, 28})
+API_NAMES = {0: "Produce", 24: "AddPartitionsToTxn", 25: "AddOffsetsToTxn", 26: "EndTxn", 28: "TxnOffsetCommit"}
+CUT_EVERY = 5
+COPY_TIMEOUT_S = 120  # per step; a whole copy takes 3-40 s here
 
 
 def _produce_input(bootstrap: str, topic: str) -> None:
@@ -62,7 +72,7 @@ def _produce_input(bootstrap: str, topic: str) -> None:
     assert not errors, errors[:5]
 
 
-@pytest.mark.parametrize("mode", ["assign", "subscribe"])
+@pytest.mark.parametrize("mode", ["assign", "subscribe", "subscribe+cuts"])
 def test_exactly_once_copy_through_kills(proxied_broker, tmp_path, mode):
     pb = proxied_broker({"group.initial.rebalance.delay.ms": "0"})
     source, sink = unique_topic("eos-in"), unique_topic("eos-out")
@@ -72,7 +82,10 @@ def test_exactly_once_copy_through_kills(proxied_broker, tmp_path, mode):
 
     worker = EosWorkerProcess(tmp_path / "worker", "eos-worker", bootstrap=pb.bootstrap, input=source,
                               output=sink, partitions=PARTITIONS, group=group, transactional_id=txn_id,
-                              batch=BATCH, stop_at=MESSAGES, subscribe=mode == "subscribe")
+                              batch=BATCH, stop_at=MESSAGES, subscribe=mode.startswith("subscribe"))
+    if mode.endswith("+cuts"):
+        pb.proxy.cut_api_keys = TXN_API_KEYS
+        pb.proxy.cut_every = CUT_EVERY
     incarnations: list[dict] = []  # the last progress report of each worker process
     kills: list[tuple[str, int, float]] = []  # (what, committed input records, seconds in)
     started = time.monotonic()
@@ -123,7 +136,9 @@ def test_exactly_once_copy_through_kills(proxied_broker, tmp_path, mode):
         assert rc == 0, f"worker exited with {rc}: {worker.describe()}"
     finally:
         worker.stop()
+        pb.proxy.cut_every = 0
     copy_s = time.monotonic() - started
+    cuts = Counter(API_NAMES.get(api_key, api_key) for _mode, api_key, _corr in pb.proxy.cuts)
 
     committed = ck_read_all(pb.bootstrap, sink, range(PARTITIONS), isolation="read_committed", timeout=120)
     everything = ck_read_all(pb.bootstrap, sink, range(PARTITIONS), isolation="read_uncommitted", timeout=120)
@@ -146,7 +161,7 @@ def test_exactly_once_copy_through_kills(proxied_broker, tmp_path, mode):
           f"kills {kills}; worker processes {len(incarnations)}: transactions "
           f"{[i.get('transactions') for i in incarnations]}, aborts {[i.get('aborts') for i in incarnations]}, "
           f"retries {[i.get('retries') for i in incarnations]}, assignments {[i.get('assignments') for i in incarnations]}, resumed at {[i.get('start_offsets') for i in incarnations]}; "
-          f"output log holds {total_log} data records ({total_log - total_committed} aborted); per partition {figures}")
+          f"connection cuts {dict(cuts)}; output log holds {total_log} data records ({total_log - total_committed} aborted); per partition {figures}")
     assert sum(1 for k in kills if k[0] == "worker") >= 3 and sum(1 for k in kills if k[0] == "broker") >= 1
     for p in range(PARTITIONS):
         assert figures[p] == {"duplicates": 0, "reorderings": 0, "missing": 0, "unexpected": 0}, (p, figures[p])

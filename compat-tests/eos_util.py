@@ -17,8 +17,9 @@ from compat_util import Deadline, unique_topic
 Read = dict[int, list[tuple[int, bytes | None, bytes | None]]]
 
 
-def ck_read_all(bootstrap: str, topic: str, partitions, *, isolation: str, timeout: float = 60.0) -> Read:
-    """confluent-kafka: assign every partition at the beginning, consume until EOF at the end offset."""
+def ck_read_all(bootstrap: str, topic: str, partitions, *, isolation: str, timeout: float = 60.0, **config) -> Read:
+    """confluent-kafka: assign every partition at the beginning, consume until EOF at the end offset.
+    ``config``: more consumer settings (e.g. small fetch sizes)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     partitions = list(partitions)
@@ -30,6 +31,7 @@ def ck_read_all(bootstrap: str, topic: str, partitions, *, isolation: str, timeo
         "auto.offset.reset": "error",
         "enable.partition.eof": True,
         "isolation.level": isolation,
+        **config,
     })
     try:
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=max(1.0, deadline.remaining()))[1]

@@ -4,7 +4,7 @@
         --group G --transactional-id T --control-dir DIR [--batch 1000] [--stop-at TOTAL] [--subscribe]
 
 It copies every record of input partition ``p`` to output partition ``p``
-(same key and value), ``--batch`` records per transaction, waits for them to be
+(same key and value, lz4-compressed batches), ``--batch`` records per transaction, waits for them to be
 written (flush), and commits the input offsets in the same transaction
 (``send_offsets_to_transaction``). The
 input consumer is ``read_committed`` and uses ``assign`` (no group membership:
@@ -88,6 +88,7 @@ def run(args) -> int:
         "transactional.id": args.transactional_id,
         "transaction.timeout.ms": args.transaction_timeout_ms,
         "linger.ms": 5,
+        "compression.type": "lz4",
         **CLIENT_COMMON,
         **({"debug": args.debug} if args.debug else {}),
     })

@@ -25,7 +25,9 @@ dir, then lets the worker go on: it finishes its open transaction against the
 restarted broker, reconnecting by itself (the broker advertises a proxy whose
 address survives the restart).
 
-Afterwards the output, read ``read_committed``, holds every input number
+Afterwards the output, read ``read_committed`` (in small fetches of at most
+16 KiB per partition, so that fetches start inside and between transactions),
+holds every input number
 exactly once, in input order per partition (zero duplicates, zero
 reorderings, nothing missing), the group's committed offsets are the input
 partitions' ends, and the log also holds aborted records (the kills did hit
@@ -140,7 +142,9 @@ def test_exactly_once_copy_through_kills(proxied_broker, tmp_path, mode):
     copy_s = time.monotonic() - started
     cuts = Counter(API_NAMES.get(api_key, api_key) for _mode, api_key, _corr in pb.proxy.cuts)
 
-    committed = ck_read_all(pb.bootstrap, sink, range(PARTITIONS), isolation="read_committed", timeout=120)
+    # small fetches, so that many of them start inside or between transactions (aborted ones included)
+    committed = ck_read_all(pb.bootstrap, sink, range(PARTITIONS), isolation="read_committed", timeout=120,
+                            **{"fetch.max.bytes": 65536, "max.partition.fetch.bytes": 16384, "message.max.bytes": 65536})
     everything = ck_read_all(pb.bootstrap, sink, range(PARTITIONS), isolation="read_uncommitted", timeout=120)
     figures = {}
     for p in range(PARTITIONS):

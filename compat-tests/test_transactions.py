@@ -44,6 +44,11 @@ expired transactions every 200 ms): a producer with ``transaction.timeout.ms``
 it (the read_committed end offset moves past the abort marker to 6), the
 records stay invisible to ``read_committed``, and the producer's late commit
 fails.
+
+``test_interleaved_transactions``: 4 confluent-kafka transactional producers at
+once over the same 3 partitions, a third of their transactions aborted, while a
+read_committed consumer tails the topic: every read_committed reader gets exactly
+the committed records in each producer's order; read_uncommitted gets all.
 """
 
 from __future__ import annotations
@@ -403,3 +408,117 @@ def test_transaction_timeout_aborts(broker_factory):
     assert ck_read_all(b.bootstrap, topic, [0], isolation="read_committed") == {0: []}
     assert [v for _, _, v in ck_read_all(b.bootstrap, topic, [0], isolation="read_uncommitted")[0]] == [
         b"doomed-%d" % i for i in range(5)]
+
+
+INTERLEAVED_PRODUCERS = 4
+INTERLEAVED_TXNS = 25
+INTERLEAVED_RECORDS = 20
+
+
+def test_interleaved_transactions(broker):
+    """4 transactional producers (confluent-kafka, one thread each) run 25 transactions of 20 records
+    each over the same 3 partitions at the same time, aborting about a third (seeded), so open, committed
+    and aborted transactions of different producers interleave in every partition's log. A read_committed
+    consumer tails the topic meanwhile (at the last stable offset, while transactions are open). Then:
+    read_committed (confluent-kafka in 16 KiB fetches, and aiokafka) delivers exactly the committed
+    records, each producer's in the order it wrote them, and the live consumer got the same;
+    read_uncommitted delivers every record."""
+    import random
+    import threading
+
+    topic = unique_topic("txn-interleaved")
+    ck_create_topics(broker.bootstrap, [topic], partitions=3)
+    outcomes: dict[int, list[tuple[bool, list[tuple[int, bytes]]]]] = {}
+    failures: list[str] = []
+
+    def run(n: int) -> None:
+        rng = random.Random(1000 + n)
+        producer = CkTxnProducer(broker.bootstrap, unique_topic(f"txn-interleaved-{n}"))
+        mine: list[tuple[bool, list[tuple[int, bytes]]]] = []
+        try:
+            for t in range(INTERLEAVED_TXNS):
+                producer.begin()
+                records = [(rng.randrange(3), b"%d:%d:%d" % (n, t, i)) for i in range(INTERLEAVED_RECORDS)]
+                for p, v in records:
+                    producer.p.produce(topic, value=v, partition=p)
+                assert producer.p.flush(OP_TIMEOUT_S) == 0
+                commit = rng.random() >= 1 / 3
+                if commit:
+                    producer.commit()
+                else:
+                    producer.abort()
+                mine.append((commit, records))
+        except Exception as e:  # reported by the main thread
+            failures.append(f"producer {n}: {e!r}")
+        finally:
+            outcomes[n] = mine
+            producer.close()
+
+    live: dict[int, list[bytes]] = {p: [] for p in range(3)}
+    done = threading.Event()
+
+    def tail() -> None:
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique_topic("txn-tail"),
+                      "isolation.level": "read_committed", "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest"})
+        try:
+            c.assign([TopicPartition(topic, p, 0) for p in range(3)])
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                finished = done.is_set()
+                got = c.consume(num_messages=1000, timeout=0.2)
+                for m in got:
+                    if m.error() is None:
+                        live[m.partition()].append(m.value())
+                if finished and not got:
+                    ends = [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(3)]
+                    positions = [tp.offset for tp in c.position([TopicPartition(topic, p) for p in range(3)])]
+                    if positions == ends:
+                        return
+            failures.append("the live read_committed consumer did not reach the end")
+        finally:
+            c.close()
+
+    tailer = threading.Thread(target=tail)
+    tailer.start()
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(INTERLEAVED_PRODUCERS)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=180)
+    done.set()
+    tailer.join(timeout=180)
+    assert not failures, failures
+    assert not any(w.is_alive() for w in workers + [tailer]), "a thread did not finish"
+
+    committed = {p: [] for p in range(3)}
+    aborted_count = 0
+    for n, txns in outcomes.items():
+        for commit, records in txns:
+            for p, v in records:
+                if commit:
+                    committed[p].append(v)
+                else:
+                    aborted_count += 1
+
+    def check(label: str, got: dict[int, list[bytes]]) -> None:
+        for p in range(3):
+            assert sorted(got[p]) == sorted(committed[p]), f"{label}: partition {p} holds other records than committed"
+            for n in range(INTERLEAVED_PRODUCERS):
+                prefix = b"%d:" % n
+                mine = [v for v in got[p] if v.startswith(prefix)]
+                assert mine == [v for v in committed[p] if v.startswith(prefix)], f"{label}: producer {n} order on {p}"
+
+    small = {"fetch.max.bytes": 65536, "max.partition.fetch.bytes": 16384, "message.max.bytes": 65536}
+    check("confluent read_committed", {p: [v for _, _, v in recs] for p, recs in
+                                       ck_read_all(broker.bootstrap, topic, range(3), isolation="read_committed",
+                                                   **small).items()})
+    check("aiokafka read_committed", {p: [v for _, _, v in recs] for p, recs in
+                                      aio_read_all(broker.bootstrap, topic, range(3), isolation="read_committed").items()})
+    check("live read_committed consumer", live)
+    everything = ck_read_all(broker.bootstrap, topic, range(3), isolation="read_uncommitted")
+    total = sum(len(v) for v in everything.values())
+    assert total == INTERLEAVED_PRODUCERS * INTERLEAVED_TXNS * INTERLEAVED_RECORDS
+    print(f"\ninterleaved: {total} records, {sum(len(v) for v in committed.values())} committed, "
+          f"{aborted_count} aborted; transactions committed per producer "
+          f"{[sum(c for c, _ in outcomes[n]) for n in range(INTERLEAVED_PRODUCERS)]}")

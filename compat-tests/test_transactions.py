@@ -36,7 +36,7 @@ commit fails; none of its records is visible to ``read_committed`` and its late
 record is not in the log at all; producer 2's committed records are visible.
 With confluent-kafka, aiokafka and kafka-python as both producers; kafka-python
 answers the refused late produce with a KIP-360 epoch bump that, as in Apache
-Kafka, aborts producer 2's transaction too (see the comment in the test).
+Kafka, may abort producer 2's transaction too (see the comment in the test).
 
 ``test_transaction_timeout_aborts`` (confluent-kafka, broker checking for
 expired transactions every 200 ms): a producer with ``transaction.timeout.ms``
@@ -47,8 +47,9 @@ fails.
 
 ``test_interleaved_transactions``: 4 confluent-kafka transactional producers at
 once over the same 3 partitions, a third of their transactions aborted, while a
-read_committed consumer tails the topic: every read_committed reader gets exactly
-the committed records in each producer's order; read_uncommitted gets all.
+read_committed consumer tails the topic, steady or with the broker SIGKILLed and
+restarted half-way: every read_committed reader gets exactly the committed
+records in each producer's order; read_uncommitted gets all.
 """
 
 from __future__ import annotations
@@ -415,50 +416,73 @@ INTERLEAVED_TXNS = 25
 INTERLEAVED_RECORDS = 20
 
 
-def test_interleaved_transactions(broker):
+def _end_transaction(producer: CkTxnProducer, commit: bool, deadline: float) -> tuple[bool, int]:
+    """Commit or abort, following librdkafka's rules: retry a retriable error, abort when the commit
+    says the transaction must be aborted. Returns (committed, retries)."""
+    retries = 0
+    while True:
+        try:
+            if commit:
+                producer.commit()
+            else:
+                producer.abort()
+            return commit, retries
+        except KafkaException as e:
+            err = e.args[0]
+            if err.retriable() and time.monotonic() < deadline:
+                retries += 1
+            elif commit and err.txn_requires_abort():
+                commit = False
+            else:
+                raise
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["steady", "broker-kill"])
+def test_interleaved_transactions(proxied_broker, kill):
     """4 transactional producers (confluent-kafka, one thread each) run 25 transactions of 20 records
     each over the same 3 partitions at the same time, aborting about a third (seeded), so open, committed
     and aborted transactions of different producers interleave in every partition's log. A read_committed
-    consumer tails the topic meanwhile (at the last stable offset, while transactions are open). Then:
-    read_committed (confluent-kafka in 16 KiB fetches, and aiokafka) delivers exactly the committed
-    records, each producer's in the order it wrote them, and the live consumer got the same;
-    read_uncommitted delivers every record."""
+    consumer tails the topic meanwhile (at the last stable offset, while transactions are open). With
+    ``broker-kill``, the broker is SIGKILLed and restarted once half the transactions are done (several
+    are open then); the producers and the consumer carry on through the proxy, retrying as librdkafka
+    says (a commit that must be aborted counts as aborted). Then: read_committed (confluent-kafka in
+    16 KiB fetches, and aiokafka) delivers exactly the committed records, each producer's in the order
+    it wrote them, and the live consumer got the same; read_uncommitted delivers every record."""
     import random
     import threading
 
+    pb = proxied_broker()
     topic = unique_topic("txn-interleaved")
-    ck_create_topics(broker.bootstrap, [topic], partitions=3)
+    ck_create_topics(pb.bootstrap, [topic], partitions=3)
     outcomes: dict[int, list[tuple[bool, list[tuple[int, bytes]]]]] = {}
     failures: list[str] = []
+    retries = [0]
 
     def run(n: int) -> None:
         rng = random.Random(1000 + n)
-        producer = CkTxnProducer(broker.bootstrap, unique_topic(f"txn-interleaved-{n}"))
+        producer = CkTxnProducer(pb.bootstrap, unique_topic(f"txn-interleaved-{n}"))
         mine: list[tuple[bool, list[tuple[int, bytes]]]] = []
+        outcomes[n] = mine
         try:
             for t in range(INTERLEAVED_TXNS):
                 producer.begin()
                 records = [(rng.randrange(3), b"%d:%d:%d" % (n, t, i)) for i in range(INTERLEAVED_RECORDS)]
                 for p, v in records:
                     producer.p.produce(topic, value=v, partition=p)
-                assert producer.p.flush(OP_TIMEOUT_S) == 0
-                commit = rng.random() >= 1 / 3
-                if commit:
-                    producer.commit()
-                else:
-                    producer.abort()
-                mine.append((commit, records))
+                producer.p.flush(OP_TIMEOUT_S)
+                committed, r = _end_transaction(producer, rng.random() >= 1 / 3, time.monotonic() + 120)
+                retries[0] += r
+                mine.append((committed, records))
         except Exception as e:  # reported by the main thread
             failures.append(f"producer {n}: {e!r}")
         finally:
-            outcomes[n] = mine
             producer.close()
 
     live: dict[int, list[bytes]] = {p: [] for p in range(3)}
     done = threading.Event()
 
     def tail() -> None:
-        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique_topic("txn-tail"),
+        c = Consumer({"bootstrap.servers": pb.bootstrap, "group.id": unique_topic("txn-tail"),
                       "isolation.level": "read_committed", "enable.auto.commit": False,
                       "auto.offset.reset": "earliest"})
         try:
@@ -484,6 +508,10 @@ def test_interleaved_transactions(broker):
     workers = [threading.Thread(target=run, args=(n,)) for n in range(INTERLEAVED_PRODUCERS)]
     for w in workers:
         w.start()
+    if kill:
+        half = INTERLEAVED_PRODUCERS * INTERLEAVED_TXNS // 2
+        wait_until(lambda: sum(len(v) for v in outcomes.values()) >= half or failures, 120, "half the transactions")
+        pb.kill()  # SIGKILL + restart on the same data dir; the proxy follows the new port
     for w in workers:
         w.join(timeout=180)
     done.set()
@@ -511,14 +539,14 @@ def test_interleaved_transactions(broker):
 
     small = {"fetch.max.bytes": 65536, "max.partition.fetch.bytes": 16384, "message.max.bytes": 65536}
     check("confluent read_committed", {p: [v for _, _, v in recs] for p, recs in
-                                       ck_read_all(broker.bootstrap, topic, range(3), isolation="read_committed",
+                                       ck_read_all(pb.bootstrap, topic, range(3), isolation="read_committed",
                                                    **small).items()})
     check("aiokafka read_committed", {p: [v for _, _, v in recs] for p, recs in
-                                      aio_read_all(broker.bootstrap, topic, range(3), isolation="read_committed").items()})
+                                      aio_read_all(pb.bootstrap, topic, range(3), isolation="read_committed").items()})
     check("live read_committed consumer", live)
-    everything = ck_read_all(broker.bootstrap, topic, range(3), isolation="read_uncommitted")
+    everything = ck_read_all(pb.bootstrap, topic, range(3), isolation="read_uncommitted")
     total = sum(len(v) for v in everything.values())
     assert total == INTERLEAVED_PRODUCERS * INTERLEAVED_TXNS * INTERLEAVED_RECORDS
-    print(f"\ninterleaved: {total} records, {sum(len(v) for v in committed.values())} committed, "
+    print(f"\ninterleaved ({'broker-kill' if kill else 'steady'}): {total} records, {retries[0]} retried ends, {sum(len(v) for v in committed.values())} committed, "
           f"{aborted_count} aborted; transactions committed per producer "
           f"{[sum(c for c, _ in outcomes[n]) for n in range(INTERLEAVED_PRODUCERS)]}")

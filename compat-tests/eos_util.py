@@ -30,6 +30,7 @@ def ck_read_all(bootstrap: str, topic: str, partitions, *, isolation: str, timeo
         "enable.auto.commit": False,
         "auto.offset.reset": "error",
         "enable.partition.eof": True,
+        "fetch.wait.max.ms": 50,  # the end of the partition is reached sooner
         "isolation.level": isolation,
         **config,
     })
@@ -41,7 +42,7 @@ def ck_read_all(bootstrap: str, topic: str, partitions, *, isolation: str, timeo
         done = {p for p in partitions if ends[p] == 0}
         while len(done) < len(partitions):
             deadline.check(f"(ends {ends}, read { {p: len(v) for p, v in got.items()} }, done {sorted(done)})")
-            for m in consumer.consume(num_messages=5000, timeout=0.5):
+            for m in consumer.consume(num_messages=5000, timeout=0.1):
                 err = m.error()
                 if err is None:
                     got[m.partition()].append((m.offset(), m.key(), m.value()))

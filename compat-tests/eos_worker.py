@@ -50,7 +50,8 @@ OP_TIMEOUT_S = 60
 # "Handle is terminating in state INIT"). Known client bugs: confluentinc/librdkafka#5511 (hang when
 # the group coordinator is decommissioned) and #5456 (the coordinator request timeout is never
 # checked). The broker's address does not change here (a proxy), so plain reconnection is enough.
-CLIENT_COMMON = {"metadata.recovery.strategy": "none", "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 500}
+CLIENT_COMMON = {"metadata.recovery.strategy": "none", "reconnect.backoff.ms": 10, "reconnect.backoff.max.ms": 100,
+                 "retry.backoff.ms": 20, "retry.backoff.max.ms": 100}
 RETRY_FOR_S = 120
 
 

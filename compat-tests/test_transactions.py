@@ -50,18 +50,26 @@ once over the same 3 partitions, a third of their transactions aborted, while a
 read_committed consumer tails the topic, steady or with the broker SIGKILLed and
 restarted half-way: every read_committed reader gets exactly the committed
 records in each producer's order; read_uncommitted gets all.
+
+``test_transactions_through_connection_cuts`` (each client): 20 transactions
+through the proxy cutting every 3rd Produce / AddPartitionsToTxn /
+AddOffsetsToTxn / EndTxn / TxnOffsetCommit request between forwarding it and
+answering it: exactly the committed records are visible, in order, and the
+group offset is the last committed transaction's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, Producer, TopicPartition
 
 from compat_util import ck_admin, ck_create_topics, unique_topic, wait_until
 from eos_util import aio_read_all, ck_read_all
+from eos_worker import CLIENT_COMMON
 
 TXN_TIMEOUT_MS = 60_000
 OP_TIMEOUT_S = 30
@@ -80,8 +88,11 @@ class CkTxnProducer:
     def __init__(self, bootstrap: str, transactional_id: str):
         self.bootstrap = bootstrap
         self.delivery_errors: list = []
+        # CLIENT_COMMON: no re-bootstrap (librdkafka#5511: after one, which a dropped connection to the only
+        # broker triggers, send_offsets_to_transaction hangs) and short reconnect backoffs (the default
+        # grows to 10 s, which a run of dropped connections reaches)
         self.p = Producer({"bootstrap.servers": bootstrap, "transactional.id": transactional_id,
-                           "transaction.timeout.ms": TXN_TIMEOUT_MS, "linger.ms": 1})
+                           "transaction.timeout.ms": TXN_TIMEOUT_MS, "linger.ms": 1, **CLIENT_COMMON})
         self.p.init_transactions(OP_TIMEOUT_S)
 
     def begin(self) -> None:
@@ -550,3 +561,59 @@ def test_interleaved_transactions(proxied_broker, kill):
     print(f"\ninterleaved ({'broker-kill' if kill else 'steady'}): {total} records, {retries[0]} retried ends, {sum(len(v) for v in committed.values())} committed, "
           f"{aborted_count} aborted; transactions committed per producer "
           f"{[sum(c for c, _ in outcomes[n]) for n in range(INTERLEAVED_PRODUCERS)]}")
+
+
+CUT_TXN_API_KEYS = frozenset({0, 24, 25, 26, 28})  # Produce, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit
+CUT_TRANSACTIONS = 20
+
+
+@pytest.mark.parametrize("client", list(PRODUCERS))
+def test_transactions_through_connection_cuts(proxied_broker, client):
+    """20 transactions (10 records to each of 2 partitions, a group offset, about a third aborted, seeded)
+    through the proxy, which cuts the connection on every 3rd Produce / AddPartitionsToTxn /
+    AddOffsetsToTxn / EndTxn / TxnOffsetCommit request after forwarding it (alternately after the broker
+    answered and right after forwarding), so the client retries requests the broker may already have
+    handled: a second EndTxn for a transaction already ended, a second AddPartitionsToTxn, ... Afterwards
+    read_committed delivers exactly the committed records in order, read_uncommitted all of them, and the
+    group offset is the last committed transaction's."""
+    import random
+
+    pb = proxied_broker()
+    topic, source = unique_topic(f"txn-cuts-{client}"), unique_topic("txn-cuts-src")
+    ck_create_topics(pb.bootstrap, [topic, source], partitions=2)
+    group = unique_topic(f"txn-cuts-{client}-group")
+    producer = PRODUCERS[client](pb.bootstrap, unique_topic(f"txn-cuts-{client}-id"))
+    rng = random.Random(7)
+    committed: dict[int, list[bytes]] = {0: [], 1: []}
+    written = 0
+    last_committed_offset = None
+    pb.proxy.cut_api_keys = CUT_TXN_API_KEYS
+    pb.proxy.cut_every = 3
+    try:
+        for t in range(CUT_TRANSACTIONS):
+            producer.begin()
+            records = {p: [b"%d-%d-%d" % (t, p, i) for i in range(10)] for p in range(2)}
+            for p in range(2):
+                producer.produce(topic, p, records[p])
+            written += 20
+            producer.send_offsets(group, source, 0, t + 1)
+            if rng.random() < 1 / 3:
+                producer.abort()
+            else:
+                producer.commit()
+                for p in range(2):
+                    committed[p] += records[p]
+                last_committed_offset = t + 1
+    finally:
+        pb.proxy.cut_every = 0
+        producer.close()
+    cuts = Counter(api_key for _mode, api_key, _corr in pb.proxy.cuts)
+    print(f"\ntransactions through cuts ({client}): {CUT_TRANSACTIONS} transactions, "
+          f"{sum(len(v) for v in committed.values())} of {written} records committed; cuts by API key {dict(cuts)}")
+    assert {26, 28, 24} <= set(cuts), f"not every transactional API was cut: {dict(cuts)}"
+
+    got = ck_read_all(pb.bootstrap, topic, range(2), isolation="read_committed")
+    assert {p: [v for _, _, v in got[p]] for p in range(2)} == committed
+    everything = ck_read_all(pb.bootstrap, topic, range(2), isolation="read_uncommitted")
+    assert sum(len(v) for v in everything.values()) == written
+    assert _group_offset(pb.bootstrap, group, source, 0, require_stable=True) == (last_committed_offset, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import trio
@@ -33,3 +34,21 @@ async def start_broker(nursery: trio.Nursery, data_dir: Path, **overrides: str) 
     await nursery.start(broker.groups.run)
     await nursery.start(serve_listeners, broker)
     return RunningBroker(broker)
+
+
+@contextlib.asynccontextmanager
+async def broker_at(data_dir: Path, with_transactions: bool = True, **overrides: str):
+    """A broker on data_dir and a client; leaving the block stops it (the next one on the dir is a restart).
+
+    with_transactions=False runs the partition layer alone (no transaction coordinator)."""
+    async with trio.open_nursery() as nursery:
+        running = await start_broker(nursery, data_dir, **overrides)
+        if not with_transactions:
+            running.broker.transactions = None
+        client = await running.client()
+        try:
+            yield running, client
+        finally:
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+    running.broker.close()

@@ -7,7 +7,6 @@ are written through ReplicaManager.write_markers directly, as the coordinator do
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 import datetime
@@ -22,7 +21,7 @@ from protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, build_batch, i
 from storage.leveldb_log import StorageError
 
 import record_batches as rb
-from inprocess_broker import start_broker
+import inprocess_broker
 from test_produce_fetch import client, create_topic, fetch_request, list_offsets_request, produce_request  # noqa: F401 (fixture)
 
 DEADLINE_S = 20
@@ -38,19 +37,9 @@ async def running_broker(running_broker):
     return running_broker
 
 
-@contextlib.asynccontextmanager
-async def broker_at(data_dir, **overrides):
-    """A broker on `data_dir`; leaving the block stops it (the next one on the same dir is a restart)."""
-    async with trio.open_nursery() as nursery:
-        running = await start_broker(nursery, data_dir, **overrides)
-        running.broker.transactions = None
-        client = await running.client()
-        try:
-            yield running, client
-        finally:
-            await client.aclose()
-            nursery.cancel_scope.cancel()
-    running.broker.close()
+def broker_at(data_dir, **overrides):
+    """The partition layer alone: no transaction coordinator behind Produce."""
+    return inprocess_broker.broker_at(data_dir, with_transactions=False, **overrides)
 
 
 def batch(pid: int, epoch: int, seq: int, count: int = 1, transactional: bool = False, prefix: bytes = b"v",

@@ -16,7 +16,7 @@ from broker.groups.coordinator import GroupCoordinator, MemoryGroupLog
 from broker.groups.offsets_log import OFFSETS_TOPIC
 from broker.transactions.coordinator import TransactionCoordinator
 from broker.transactions.state import TxnState
-from inprocess_broker import start_broker
+import inprocess_broker
 from protocol.errors import ErrorCode
 
 TX = "tx-1"
@@ -318,19 +318,9 @@ def req(api_key: int, version: int):
     return request_builder(api_key, version)
 
 
-@contextlib.asynccontextmanager
-async def broker_at(data_dir):
-    """A broker on data_dir (port 0); leaving the block stops it, the next one on the dir is a restart."""
-    async with trio.open_nursery() as nursery:
-        running = await start_broker(nursery, data_dir, **{"offsets.topic.num.partitions": "3",
-                                                           "transaction.state.log.num.partitions": "3"})
-        client = await running.client()
-        try:
-            yield running, client
-        finally:
-            await client.aclose()
-            nursery.cancel_scope.cancel()
-    running.broker.close()
+def broker_at(data_dir):
+    return inprocess_broker.broker_at(data_dir, **{"offsets.topic.num.partitions": "3",
+                                                   "transaction.state.log.num.partitions": "3"})
 
 
 async def describe_txn(client, transactional_id: str = TX):

@@ -11,7 +11,6 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
@@ -35,7 +34,7 @@ from .config import (
 from .groups.coordinator import BrokerGroupLog, BrokerInternalLog, GroupCoordinator
 from .groups.offsets_log import OFFSETS_TOPIC
 from .limits import LimitReporter, MemoryPool
-from .listeners import ListenerSpec, parse_listeners, parse_quorum_voters
+from .listeners import parse_listeners, parse_quorum_voters
 from .metrics import BrokerMetrics
 from .producer_ids import ProducerIdManager
 from .quotas import QuotaManager

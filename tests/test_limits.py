@@ -16,7 +16,7 @@ import trio.testing
 
 from broker.config import BrokerConfig, ConfigError
 from broker.limits import PRODUCE_CHARGE_FACTOR, LimitReporter, MemoryPool, parse_ip_overrides
-from broker.server import MAX_IN_FLIGHT_FETCHES_PER_CONNECTION, MAX_IN_FLIGHT_PER_CONNECTION
+from broker.server import MAX_IN_FLIGHT_FETCHES_PER_CONNECTION
 from inprocess_broker import start_broker
 from protocol.codec import decode_response, encode_request, response_type
 from protocol.errors import ErrorCode

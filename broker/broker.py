@@ -31,7 +31,7 @@ from .config import (
     validate_broker_config,
     validate_topic_config,
 )
-from .groups.coordinator import BrokerGroupLog, BrokerInternalLog, GroupCoordinator
+from .groups.coordinator import BrokerInternalLog, GroupCoordinator
 from .groups.offsets_log import OFFSETS_TOPIC
 from .limits import LimitReporter, MemoryPool
 from .listeners import parse_listeners, parse_quorum_voters
@@ -126,13 +126,11 @@ class Broker:
         voters = [address for _, address in self.voters] or [self_address]
         self.quorum = MetadataQuorum(self_address, voters, self.data_dir / "metadata")
         self.quorum.start()
-        expiration_ms = int(self.config.get("producer.id.expiration.ms"))
         self.store = LogStore(self.data_dir / "log", sync_writes=self.config.sync_on_append,
-                              producer_id_expiration_ms=expiration_ms)
+                              producer_id_expiration_ms=int(self.config.get("producer.id.expiration.ms")))
         self.replicas = ReplicaManager(
             self.store, self.config.sync_on_append, self.config.flush_interval_seconds, self.io_limiter,
-            metrics=self.metrics, producer_id_expiration_ms=expiration_ms,
-            producer_expiration_check_seconds=int(self.config.get("producer.id.expiration.check.interval.ms")) / 1000,
+            metrics=self.metrics, producer_expiration_check_seconds=int(self.config.get("producer.id.expiration.check.interval.ms")) / 1000,
         )
         self._reconcile(self.quorum.image)
         # Drop data of topics deleted while their files were being removed.
@@ -141,17 +139,14 @@ class Broker:
             log.info("dropping orphaned partition data %s-%d", topic_id, index)
             self.store.drop_partition(topic_id, index)
         # Groups and committed offsets: replay __consumer_offsets before serving.
-        self.groups = GroupCoordinator(self.broker_config_value, BrokerGroupLog(self))
+        self.groups = GroupCoordinator(self.broker_config_value, BrokerInternalLog(self))
         self.groups.load()
         # Transactions: replay __transaction_state; the coordinator's task runs in the group coordinator's.
         self.transactions = TransactionCoordinator(
             self.broker_config_value, BrokerInternalLog(self, TRANSACTION_STATE_TOPIC, TXN_TOPIC_CONFIGS),
-            self.groups, self._allocate_producer_id, broker_marker_writer(self))
+            self.groups, self.producer_ids.allocate, broker_marker_writer(self))
         self.transactions.load()
         self.groups.spawn(self.transactions.run)
-
-    async def _allocate_producer_id(self) -> int:
-        return await self.producer_ids.allocate()
 
     def _raft_address(self) -> str:
         if self.controller_specs:
@@ -303,13 +298,10 @@ class Broker:
 
     async def auto_create_topic(self, name: str) -> TopicImage:
         """Create a topic with broker defaults, tolerating a concurrent creation."""
-        if name == OFFSETS_TOPIC and self.groups is not None:  # created with its own settings, as in Kafka
-            await self.groups.ensure_loaded()
-            topic = self.image.topic(name)
-            assert topic is not None
-            return topic
-        if name == TRANSACTION_STATE_TOPIC and self.transactions is not None:
-            await self.transactions.ensure_loaded()
+        # Internal topics are created by their coordinators, with their own settings, as in Kafka.
+        coordinator = {OFFSETS_TOPIC: self.groups, TRANSACTION_STATE_TOPIC: self.transactions}.get(name)
+        if coordinator is not None:
+            await coordinator.ensure_loaded()
             topic = self.image.topic(name)
             assert topic is not None
             return topic

@@ -24,7 +24,7 @@ import trio
 
 from protocol.errors import ErrorCode, KafkaError
 from protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, build_control_batch, parse_header, stamp_for_append
-from storage.leveldb_log import DEFAULT_PRODUCER_ID_EXPIRATION_MS, LogStore, PartitionLog, StorageError, producer_index_tail
+from storage.leveldb_log import LogStore, PartitionLog, StorageError, producer_index_tail
 from storage.producer_state import ProducerStateError, last_sequence
 
 if TYPE_CHECKING:
@@ -90,7 +90,6 @@ class Partition:
 class ReplicaManager:
     def __init__(self, store: LogStore, sync_on_append: bool, flush_interval: float, io_limiter: trio.CapacityLimiter,
                  metrics: "BrokerMetrics | None" = None,
-                 producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
                  producer_expiration_check_seconds: float = 600.0) -> None:
         self.store = store
         self.metrics = metrics
@@ -102,7 +101,6 @@ class ReplicaManager:
         self._queue_nonempty = trio.Event()
         self._closed = False
         self.unflushed_writes = 0
-        self.producer_id_expiration_ms = producer_id_expiration_ms
         self.producer_expiration_check_seconds = producer_expiration_check_seconds
         self._next_expiration_check = time.monotonic() + producer_expiration_check_seconds
 
@@ -196,7 +194,7 @@ class ReplicaManager:
         self._next_expiration_check = time.monotonic() + self.producer_expiration_check_seconds
         now_ms = int(time.time() * 1000)
         for partition in self.partitions.values():
-            partition.log.producers.remove_expired(now_ms, self.producer_id_expiration_ms)
+            partition.log.producers.remove_expired(now_ms, self.store.producer_id_expiration_ms)
 
     def _check_producer(self, request: AppendRequest, journaled: list) -> bool:
         """Producer-state checks for one request, before offsets are assigned.

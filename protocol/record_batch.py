@@ -31,6 +31,7 @@ _LEADER_EPOCH = struct.Struct(">i")
 _CRC = struct.Struct(">I")
 _ATTRIBUTES = struct.Struct(">h")
 _MAX_TIMESTAMP = struct.Struct(">q")
+_CONTROL_KEY = struct.Struct(">hh")  # control record key: version, type (0 abort, 1 commit)
 
 
 class InvalidBatch(Exception):
@@ -256,10 +257,18 @@ def build_control_batch(producer_id: int, producer_epoch: int, commit: bool, coo
                         timestamp_ms: int) -> bytes:
     """A transaction marker: one control record, key = (version 0, type 0 abort / 1 commit),
     value = (version 0, coordinator epoch)."""
-    key = struct.pack(">hh", 0, 1 if commit else 0)
+    key = _CONTROL_KEY.pack(0, 1 if commit else 0)
     value = struct.pack(">hi", 0, coordinator_epoch)
     return build_batch([(key, value)], timestamp_ms, attributes=CONTROL_BIT | TRANSACTIONAL_BIT,
                        producer_id=producer_id, producer_epoch=producer_epoch)
+
+
+def control_marker_commit(key: bytes | None) -> bool | None:
+    """Of a control record's key: True for a COMMIT marker, False for ABORT, None for anything else."""
+    if key is None or len(key) < _CONTROL_KEY.size:
+        return None
+    version, kind = _CONTROL_KEY.unpack_from(key)
+    return {0: False, 1: True}.get(kind) if version == 0 else None
 
 
 def _read_varbytes(data: bytes, position: int) -> tuple[bytes | None, int]:

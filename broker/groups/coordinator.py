@@ -225,7 +225,7 @@ class BrokerInternalLog:
             raise KafkaError(ErrorCode.coordinator_not_available, str(exc)) from None
 
     def replay(self) -> Iterator[LogRecord]:
-        from protocol.record_batch import iter_records, parse_header
+        from protocol.record_batch import control_marker_commit, iter_records, parse_header
 
         topic = self._topic()
         if topic is None or self.broker.replicas is None:
@@ -248,14 +248,12 @@ class BrokerInternalLog:
                         if offset < position:
                             continue
                         if header.is_control:
-                            if key is not None and len(key) >= 4:  # version i16, type i16 (0 abort, 1 commit)
-                                yield LogRecord(index, None, None, producer_id, key[3] == 1 and key[2] == 0)
+                            commit = control_marker_commit(key)
+                            if commit is not None:
+                                yield LogRecord(index, None, None, producer_id, commit)
                         else:
                             yield LogRecord(index, key, value, producer_id)
                     position = max(position, header.last_offset + 1)
-
-
-BrokerGroupLog = BrokerInternalLog  # __consumer_offsets with its defaults
 
 
 class GroupCoordinator:

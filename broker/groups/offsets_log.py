@@ -25,16 +25,17 @@ from typing import Any
 OFFSETS_TOPIC = "__consumer_offsets"
 
 
-def _dumps(obj: Any) -> bytes:
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no spaces: equal records are equal bytes (what compaction matches on)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 def offset_key(group_id: str, topic: str, partition: int) -> bytes:
-    return _dumps({"k": "offset", "group": group_id, "topic": topic, "partition": partition})
+    return canonical_json({"k": "offset", "group": group_id, "topic": topic, "partition": partition})
 
 
 def group_key(group_id: str) -> bytes:
-    return _dumps({"k": "group", "group": group_id})
+    return canonical_json({"k": "group", "group": group_id})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class OffsetAndMetadata:
     commit_timestamp: int  # wall-clock ms (as in Kafka)
 
     def to_value(self) -> bytes:
-        return _dumps({"offset": self.offset, "leader_epoch": self.leader_epoch, "metadata": self.metadata,
+        return canonical_json({"offset": self.offset, "leader_epoch": self.leader_epoch, "metadata": self.metadata,
                        "commit_timestamp": self.commit_timestamp})
 
     @classmethod
@@ -60,7 +61,7 @@ def offset_value(offset: OffsetAndMetadata) -> bytes:
 
 
 def group_value(group_type: str, record: dict) -> bytes:
-    return _dumps({**record, "group_type": group_type})
+    return canonical_json({**record, "group_type": group_type})
 
 
 def decode_key(key: bytes) -> dict:

@@ -1,5 +1,6 @@
-"""EndTxn (key 26): commit or abort. Answered once PrepareCommit/PrepareAbort is durable; the
-markers follow in the background. v5 (KIP-890 part 2) bumps the epoch and returns it."""
+"""EndTxn (key 26): commit or abort. Answered once the markers and CompleteCommit/CompleteAbort
+are written (at most 5 s after PrepareCommit/PrepareAbort; docs/transactions.md). v5 (KIP-890
+part 2) bumps the epoch and returns it."""
 
 from __future__ import annotations
 

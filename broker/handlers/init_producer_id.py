@@ -12,6 +12,8 @@ import datetime
 
 from protocol.errors import ErrorCode
 
+from ..transactions.coordinator import compatible_error
+
 API_KEY = 22
 VERSIONS = range(0, 6)
 
@@ -32,7 +34,6 @@ async def handle(ctx, request):
         timeout_ms = int(request.transaction_timeout.total_seconds() * 1000)
         error, producer_id, producer_epoch = await broker.transactions.init_producer_id(
             transactional_id, timeout_ms, current_id, current_epoch)
-        if error == ErrorCode.producer_fenced and ctx.api_version < 4:  # KIP-588: older clients know only this
-            error = ErrorCode.invalid_producer_epoch
+        error = compatible_error(error, ctx.api_version, 4)
     return build.InitProducerIdResponse(throttle_time=datetime.timedelta(0), error_code=error,
                                         producer_id=producer_id, producer_epoch=producer_epoch)

@@ -30,15 +30,11 @@ async def _request_error(ctx, request) -> ErrorCode:
     if ctx.api_version >= 5:
         error = await transactions.add_partitions(request.transactional_id, producer_id, producer_epoch,
                                                   [group_partition])
-        if error == ErrorCode.producer_fenced:
-            error = ErrorCode.invalid_producer_epoch
-        if error != ErrorCode.none:
-            return error
     else:
         error = transactions.check_txn_offset_commit(request.transactional_id, producer_id, producer_epoch,
                                                      group_partition)
-        if error != ErrorCode.none:
-            return error
+    if error != ErrorCode.none:  # TxnOffsetCommit has no PRODUCER_FENCED in any version
+        return ErrorCode.invalid_producer_epoch if error == ErrorCode.producer_fenced else error
     generation = int(getattr(request, "generation_id", -1))
     member_id = getattr(request, "member_id", "") or ""
     instance_id = getattr(request, "group_instance_id", None)

@@ -6,9 +6,10 @@ await only happens where a record is written, and then the entry carries the met
 written as ``pending`` (other requests get CONCURRENT_TRANSACTIONS) until it is durable.
 
 Ending a transaction (EndTxn, a timeout, InitProducerId fencing an ongoing one):
-PrepareCommit/PrepareAbort is written, the caller is answered, then a background task writes the
-markers to every partition of the transaction (retrying until they are durable), completes the
-transactional offsets of the group coordinator, and writes CompleteCommit/CompleteAbort. At
+PrepareCommit/PrepareAbort is written, then a background task writes the markers to every
+partition of the transaction (retrying until they are durable), completes the transactional
+offsets of the group coordinator, and writes CompleteCommit/CompleteAbort; EndTxn and a fencing
+InitProducerId answer once that is done (at most COMPLETION_WAIT_S), a timeout does not wait. At
 start-up a transaction found in Prepare* is completed the same way; an Ongoing one is left to
 its timeout.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
@@ -214,20 +216,21 @@ class TransactionCoordinator:
         transaction holds the partition. Errors as Kafka's produce path reports them:
         INVALID_PRODUCER_ID_MAPPING, INVALID_PRODUCER_EPOCH (fenced), INVALID_TXN_STATE (not in
         the transaction), NOT_ENOUGH_REPLICAS (the transaction is completing: retriable)."""
-        result = self.verify_partitions(transactional_id, producer_id, producer_epoch, [(topic, partition)])
-        if isinstance(result, dict):
-            result = result[(topic, partition)]
-        return {ErrorCode.producer_fenced: ErrorCode.invalid_producer_epoch,
-                ErrorCode.transaction_abortable: ErrorCode.invalid_txn_state,
-                ErrorCode.concurrent_transactions: ErrorCode.not_enough_replicas}.get(result, result)
+        result = self._verify_one(transactional_id, producer_id, producer_epoch, (topic, partition))
+        return ErrorCode.not_enough_replicas if result == ErrorCode.concurrent_transactions else result
 
     def check_txn_offset_commit(self, transactional_id: str, producer_id: int, producer_epoch: int,
                                 group_partition: TopicPartition) -> ErrorCode:
         """TxnOffsetCommit (v0-4): the producer's transaction must hold the group's
         __consumer_offsets partition (AddOffsetsToTxn first)."""
-        result = self.verify_partitions(transactional_id, producer_id, producer_epoch, [group_partition])
+        return self._verify_one(transactional_id, producer_id, producer_epoch, group_partition)
+
+    def _verify_one(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                    partition: TopicPartition) -> ErrorCode:
+        """verify_partitions for one partition, in the errors of the produce / TxnOffsetCommit paths."""
+        result = self.verify_partitions(transactional_id, producer_id, producer_epoch, [partition])
         if isinstance(result, dict):
-            result = result[group_partition]
+            result = result[partition]
         return {ErrorCode.producer_fenced: ErrorCode.invalid_producer_epoch,
                 ErrorCode.transaction_abortable: ErrorCode.invalid_txn_state}.get(result, result)
 
@@ -378,8 +381,6 @@ class TransactionCoordinator:
     def list_transactions(self, states: Iterable[str] = (), producer_ids: Iterable[int] = (),
                           duration_ms: int = -1, pattern: str | None = None) -> tuple[list[TxnMetadata], list[str]]:
         """(matching transactions, unknown state names)."""
-        import re
-
         wanted_states = set()
         unknown = []
         for name in states:
@@ -425,12 +426,11 @@ def broker_marker_writer(broker: "Broker") -> MarkerWriter:
         if not targets:
             return
         refused = await broker.replicas.write_markers(targets, producer_id, producer_epoch, commit, coordinator_epoch)
-        for partition, error in (refused or {}).items():
+        for partition, error in refused.items():
             log.warning("%s-%d refused the %s marker of producer %d epoch %d: %s", partition.topic_name,
                         partition.index, "commit" if commit else "abort", producer_id, producer_epoch, error.name)
 
     return write
-
 
 
 def compatible_error(error: ErrorCode, api_version: int, producer_fenced_since: int) -> ErrorCode:

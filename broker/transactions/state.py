@@ -159,14 +159,25 @@ def prepare_fence_epoch(md: TxnMetadata) -> TxnMetadata:
 def check_add_partitions(md: TxnMetadata | None, pending: bool, producer_id: int, producer_epoch: int,
                          partitions: Iterable[TopicPartition]) -> ErrorCode | None:
     """None: write prepare_add_partitions; NONE: already in the txn (answer at once); else the error."""
+    error = _check_producer(md, producer_id, producer_epoch)
+    if error is not None:
+        return error
+    assert md is not None
+    if pending:
+        return ErrorCode.concurrent_transactions
+    if md.state == O and set(partitions) <= md.partitions:
+        return ErrorCode.none
+    return None
+
+
+def _check_producer(md: TxnMetadata | None, producer_id: int, producer_epoch: int) -> ErrorCode | None:
+    """The producer checks shared by adding and verifying partitions (a completing txn is concurrent)."""
     if md is None or md.producer_id != producer_id:
         return ErrorCode.invalid_producer_id_mapping
     if md.producer_epoch != producer_epoch:
         return ErrorCode.producer_fenced
-    if pending or md.state in (PC, PA):
+    if md.state in (PC, PA):
         return ErrorCode.concurrent_transactions
-    if md.state == O and set(partitions) <= md.partitions:
-        return ErrorCode.none
     return None
 
 
@@ -178,12 +189,10 @@ def prepare_add_partitions(md: TxnMetadata, partitions: Iterable[TopicPartition]
 def verify_partitions(md: TxnMetadata | None, producer_id: int, producer_epoch: int,
                       partitions: Iterable[TopicPartition]) -> ErrorCode | dict[TopicPartition, ErrorCode]:
     """AddPartitionsToTxn v4+ verify_only: an error for all, or NONE / TRANSACTION_ABORTABLE per partition."""
-    if md is None or md.producer_id != producer_id:
-        return ErrorCode.invalid_producer_id_mapping
-    if md.producer_epoch != producer_epoch:
-        return ErrorCode.producer_fenced
-    if md.state in (PC, PA):
-        return ErrorCode.concurrent_transactions
+    error = _check_producer(md, producer_id, producer_epoch)
+    if error is not None:
+        return error
+    assert md is not None
     return {tp: ErrorCode.none if tp in md.partitions else ErrorCode.transaction_abortable for tp in partitions}
 
 
@@ -204,9 +213,8 @@ def check_end(md: TxnMetadata | None, pending: TxnMetadata | None, producer_id: 
     if md is None:
         return EndDecision(ErrorCode.invalid_producer_id_mapping)
     epoch_fence = pending is not None and pending.state == FENCE
-    if pending is not None and not epoch_fence:
-        if tv2:  # checked first under TV2 (a pending overflow may have switched producer ids)
-            return EndDecision(ErrorCode.concurrent_transactions)
+    if pending is not None and not epoch_fence and tv2:  # checked first under TV2 (a pending overflow
+        return EndDecision(ErrorCode.concurrent_transactions)  # may have switched producer ids)
     if tv2:
         return _check_end_tv2(md, pending if epoch_fence else None, producer_id, producer_epoch, commit, from_client)
     if md.producer_id != producer_id:

@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import json
 
+from ..groups.offsets_log import canonical_json
 from .state import STATE_BY_NAME, TxnMetadata
 
 TRANSACTION_STATE_TOPIC = "__transaction_state"
 TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600", "compression.type": "uncompressed"}
 
 
-def _dumps(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
 def txn_key(transactional_id: str) -> bytes:
-    return _dumps({"transactional_id": transactional_id})
+    return canonical_json({"transactional_id": transactional_id})
 
 
 def txn_value(md: TxnMetadata) -> bytes:
-    return _dumps({
+    return canonical_json({
         "producer_id": md.producer_id, "previous_producer_id": md.previous_producer_id,
         "next_producer_id": md.next_producer_id, "producer_epoch": md.producer_epoch,
         "last_producer_epoch": md.last_producer_epoch, "timeout_ms": md.timeout_ms, "state": md.state.value,

@@ -92,29 +92,42 @@ class MemoryPool:
         return len(self._waiters)
 
 
+class OncePerInterval:
+    """Logs a recurring event at most once per interval per key, with how many were not logged since."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = LOG_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def log(self, key: str, level: int, message: str, *args: object) -> bool:
+        """Returns True if this one was logged."""
+        now = self.clock()
+        last = self._last_logged.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        suppressed = self._suppressed.pop(key, 0)
+        self._last_logged[key] = now
+        suffix = f" ({suppressed} more since the last report)" if suppressed else ""
+        self.logger.log(level, message + suffix, *args)
+        return True
+
+
 class LimitReporter:
     """Counts limit hits; logs each limit at most once per interval."""
 
     def __init__(self, interval_s: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval_s = interval_s
-        self.clock = clock
         self.hits: dict[str, int] = {}
-        self._last_logged: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._log = OncePerInterval(log, interval_s, clock)
 
     def hit(self, limit: str, message: str, *args: object, level: int = logging.WARNING) -> bool:
         """Record one hit of `limit`; returns True if it was logged."""
         self.hits[limit] = self.hits.get(limit, 0) + 1
-        now = self.clock()
-        last = self._last_logged.get(limit)
-        if last is not None and now - last < self.interval_s:
-            self._suppressed[limit] = self._suppressed.get(limit, 0) + 1
-            return False
-        suppressed = self._suppressed.pop(limit, 0)
-        self._last_logged[limit] = now
-        suffix = f" ({suppressed} more since the last report)" if suppressed else ""
-        log.log(level, "limit %s reached: " + message + suffix, limit, *args)
-        return True
+        return self._log.log(limit, level, "limit %s reached: " + message, limit, *args)
 
 
 def parse_ip_overrides(value: str) -> dict[str, int]:

@@ -408,9 +408,16 @@ class BrokerStateCollector(Collector):
                        "Led partitions whose in-sync replicas are fewer than their replicas (0: no replication yet).")
         under.add_metric([], 0)
         yield under
-        offline = _gauge("lodestream_offline_partitions", "Partitions without a leader.")
-        offline.add_metric([], 0 if image is None else sum(
-            1 for topic in image.topics_by_id.values() for p in topic.partitions.values() if p.leader < 0))
+        failed = replicas is not None and replicas.log_dir_failure is not None
+        offline_dirs = _gauge("lodestream_offline_log_dirs",
+                              "Log directories whose last write failed (disk full, I/O error): 0 or 1.")
+        offline_dirs.add_metric([], int(failed))
+        yield offline_dirs
+        offline = _gauge("lodestream_offline_partitions",
+                         "Partitions without a leader, counting those on a failed log directory.")
+        leaderless = 0 if image is None else sum(
+            1 for topic in image.topics_by_id.values() for p in topic.partitions.values() if p.leader < 0)
+        offline.add_metric([], leaderless + (len(local) if failed else 0))
         yield offline
         size = _gauge("lodestream_log_size_bytes", "Bytes of record batches in the partition's log.", ["topic", "partition"])
         end = _gauge("lodestream_log_end_offset", "The partition's log end offset.", ["topic", "partition"])

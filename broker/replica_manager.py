@@ -27,6 +27,8 @@ from protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, build_control_
 from storage.leveldb_log import LogStore, PartitionLog, StorageError, producer_index_tail
 from storage.producer_state import ProducerStateError, last_sequence
 
+from .limits import OncePerInterval
+
 if TYPE_CHECKING:
     from .metrics import BrokerMetrics
 
@@ -101,6 +103,10 @@ class ReplicaManager:
         self._queue_nonempty = trio.Event()
         self._closed = False
         self.unflushed_writes = 0
+        # The last log write error while writes fail (disk full, I/O error); None once a write succeeds.
+        # /ready and the offline metrics report it; the error log says it once per interval.
+        self.log_dir_failure: str | None = None
+        self._failure_log = OncePerInterval(log)
         self.producer_expiration_check_seconds = producer_expiration_check_seconds
         self._next_expiration_check = time.monotonic() + producer_expiration_check_seconds
 
@@ -268,7 +274,8 @@ class ReplicaManager:
             else:
                 write_seconds = None
         except Exception as exc:  # disk full, I/O error: fail the whole group, keep serving
-            log.error("log write failed, %d appends rejected: %s", len(group), exc)
+            self.log_dir_failure = str(exc) or type(exc).__name__
+            self._failure_log.log("write", logging.ERROR, "log write failed, appends rejected: %s", exc)
             for pending in reversed(pendings):
                 pending.log.abort_append(pending)
             for state in journaled:
@@ -278,6 +285,9 @@ class ReplicaManager:
                     request.error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
                 request.done.set()
             return
+        if self.log_dir_failure is not None and pendings:
+            log.warning("log writes succeed again after: %s", self.log_dir_failure)
+            self.log_dir_failure = None
         for state in journaled:
             state.commit()
         for request in settled:
@@ -311,7 +321,12 @@ class ReplicaManager:
     async def flush(self) -> None:
         if self.unflushed_writes:
             self.unflushed_writes = 0
-            seconds = await trio.to_thread.run_sync(_timed, self.store.sync, limiter=self.io_limiter)
+            try:
+                seconds = await trio.to_thread.run_sync(_timed, self.store.sync, limiter=self.io_limiter)
+            except Exception as exc:  # an fsync failure is a log directory failure too; keep serving
+                self.log_dir_failure = str(exc) or type(exc).__name__
+                self._failure_log.log("sync", logging.ERROR, "log sync failed: %s", exc)
+                return
             if self.metrics is not None:
                 self.metrics.log_flushed(seconds)
 

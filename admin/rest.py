@@ -106,6 +106,9 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
             problems.append("no metadata quorum leader")
         if not broker.bound_listeners:
             problems.append("Kafka listeners not bound")
+        failure = getattr(broker.replicas, "log_dir_failure", None)
+        if failure is not None:
+            problems.append(f"log directory {broker.data_dir} failed (appends are refused): {failure}")
         if problems:
             raise ApiError(503, 503, "; ".join(problems))
         return {"status": "READY", "cluster_id": broker.cluster_id, "node_id": broker.node_id,
@@ -174,9 +177,9 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
     # -- broker configs --------------------------------------------------------------------------
     def broker_config(links: Links, broker_id: int, key: str) -> dict | None:
         definition = BROKER_CONFIGS[key]
-        value, _ = effective_broker_value(broker.config, broker.image.broker_configs, broker.node_id, key)
-        if key in _ALIASES and value is None:
-            return None
+        value, source = effective_broker_value(broker.config, broker.image.broker_configs, broker.node_id, key)
+        if (key in _ALIASES and value is None) or (definition.internal and source == "DEFAULT_CONFIG"):
+            return None  # aliases and Kafka's internal configs are listed only when set
         synonyms = broker_config_synonyms(key, broker.config, broker.image.broker_configs, broker.node_id, True)
         source = synonyms[0][2] if synonyms else "DEFAULT_CONFIG"
         path = f"/brokers/{broker_id}/configs/{key}"

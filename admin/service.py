@@ -17,7 +17,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from broker.config import ConfigError
+from broker.config import StartupError
 
 from .auth import Authenticator
 from .rest import create_app
@@ -78,8 +78,8 @@ async def serve_admin(broker, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         first = bind_errors
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
-        raise ConfigError(f"admin.listeners: cannot bind {','.join(hypercorn_config(listeners).bind)}: {first}") from None
+        raise StartupError(f"admin.listeners: cannot bind {','.join(hypercorn_config(listeners).bind)}: {first}") from None
     except OSError as exc:
         if started.addresses is not None:
             raise
-        raise ConfigError(f"admin.listeners: cannot bind {','.join(hypercorn_config(listeners).bind)}: {exc}") from None
+        raise StartupError(f"admin.listeners: cannot bind {','.join(hypercorn_config(listeners).bind)}: {exc}") from None

@@ -2,7 +2,7 @@
 
 Shared by the Kafka Produce handler (broker/handlers/produce.py) and the REST
 API's record endpoint, so both apply the same checks (CRC and header via
-split_batches, max.message.bytes, message.timestamp.after.max.ms,
+split_batches, max.message.bytes, message.timestamp.{after,before}.max.ms,
 LogAppendTime) and go through the replica manager's group commit.
 
 A batch with a producer id (idempotent / transactional) must come alone, with
@@ -35,6 +35,7 @@ def validate_batches(broker, topic: TopicImage, partition_index: int, records, n
     config = broker.topic_config(topic)
     max_bytes = int(config["max.message.bytes"])
     after_max = int(config["message.timestamp.after.max.ms"])
+    before_max = int(config["message.timestamp.before.max.ms"])
     log_append = config["message.timestamp.type"] == "LogAppendTime"
     entries = []
     producer = None
@@ -45,6 +46,9 @@ def validate_batches(broker, topic: TopicImage, partition_index: int, records, n
         if not log_append and header.max_timestamp > now_ms + after_max:
             return None, ErrorCode.invalid_timestamp, (
                 f"timestamp {header.max_timestamp} is more than {after_max} ms in the future"), None
+        if not log_append and header.base_timestamp < now_ms - before_max:
+            return None, ErrorCode.invalid_timestamp, (
+                f"timestamp {header.base_timestamp} is more than {before_max} ms in the past"), None
         if header.attributes & CONTROL_BIT:
             return None, ErrorCode.invalid_record, "clients may not write control batches", None
         if header.producer_id >= 0:

@@ -7,26 +7,30 @@ validation and the same metadata records.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
 import trio
 
 from consensus.image import MetadataImage, TopicImage
-from consensus.raft import MetadataQuorum, free_loopback_address
+from consensus.raft import MetadataQuorum, QuorumError, free_loopback_address
 from consensus.records import ConfigRecord, MetadataRecord, PartitionRecord, RemoveTopicRecord, TopicRecord
 from protocol.errors import ErrorCode, KafkaError
-from storage.leveldb_log import LogStore
+from storage.leveldb_log import LogStore, StorageError
 
 from .config import (
     BROKER_CONFIGS,
     TOPIC_CONFIGS,
     BrokerConfig,
     ConfigError,
+    StartupError,
     effective_topic_config,
     validate_broker_config,
     validate_topic_config,
@@ -34,7 +38,7 @@ from .config import (
 from .groups.coordinator import BrokerInternalLog, GroupCoordinator
 from .groups.offsets_log import OFFSETS_TOPIC
 from .limits import LimitReporter, MemoryPool
-from .listeners import parse_listeners, parse_quorum_voters
+from .listeners import check_single_node, listener_security_protocols, parse_listeners, parse_quorum_voters
 from .metrics import BrokerMetrics
 from .producer_ids import ProducerIdManager
 from .quotas import QuotaManager
@@ -63,6 +67,30 @@ def validate_topic_name(name: str) -> None:
             ErrorCode.invalid_topic_exception,
             f"topic name {name!r} has characters other than ASCII alphanumerics, '.', '_' and '-'",
         )
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Create log.dirs and hold an exclusive lock on its `.lock` file (as Kafka does) for the process's
+    life, so a second broker on the same directory stops at once instead of sharing its files."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StartupError(f"log.dirs: cannot use data directory {data_dir}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise StartupError(f"log.dirs: data directory {data_dir} is in use by another broker"
+                           f"{f' (pid {holder})' if holder else ''}; each broker needs a directory of its own") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        os.close(fd)
+        raise StartupError(f"log.dirs: data directory {data_dir} is not writable: {exc.strerror or exc}") from None
+    return fd
 
 
 @dataclass
@@ -95,8 +123,15 @@ class Broker:
         self.controller_specs = [s for s in self.listener_specs if s.name in controller_names]
         if not self.kafka_listener_specs:
             raise ConfigError("listeners: no client listener configured")
+        unknown_advertised = sorted(set(self.advertised_specs) - {s.name for s in self.listener_specs})
+        if unknown_advertised:
+            raise ConfigError(f"advertised.listeners: {', '.join(unknown_advertised)} not among the listeners")
+        self.security_protocols = listener_security_protocols(
+            self.listener_specs, config.explicit.get("listener.security.protocol.map"), controller_names)
+        check_single_node(config)
         self.voters = parse_quorum_voters(str(config.get("controller.quorum.voters") or ""))
         self.bound_listeners: list[BoundListener] = []
+        self._data_dir_lock: int | None = None  # fd holding the flock on log.dirs/.lock
         self.io_limiter = trio.CapacityLimiter(4)
         self.metadata_limiter = trio.CapacityLimiter(1)
         self.cluster_id = ""
@@ -119,15 +154,22 @@ class Broker:
 
     # -- start-up / shut-down -----------------------------------------------------
     def open(self) -> None:
-        """Blocking start-up work (runs before the trio listeners start)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Blocking start-up work (runs before the trio listeners start). Raises StartupError with one
+        clear line when the data directory cannot be used or a port cannot be bound."""
+        self._data_dir_lock = lock_data_dir(self.data_dir)
         self.cluster_id = self._load_or_create_cluster_id()
         self_address = self._raft_address()
         voters = [address for _, address in self.voters] or [self_address]
         self.quorum = MetadataQuorum(self_address, voters, self.data_dir / "metadata")
-        self.quorum.start()
-        self.store = LogStore(self.data_dir / "log", sync_writes=self.config.sync_on_append,
-                              producer_id_expiration_ms=int(self.config.get("producer.id.expiration.ms")))
+        try:
+            self.quorum.start()
+        except QuorumError as exc:
+            raise StartupError(f"metadata quorum: {exc}") from None
+        try:
+            self.store = LogStore(self.data_dir / "log", sync_writes=self.config.sync_on_append,
+                                  producer_id_expiration_ms=int(self.config.get("producer.id.expiration.ms")))
+        except StorageError as exc:
+            raise StartupError(f"log.dirs: cannot open the partition logs in {self.data_dir / 'log'}: {exc}") from None
         self.replicas = ReplicaManager(
             self.store, self.config.sync_on_append, self.config.flush_interval_seconds, self.io_limiter,
             metrics=self.metrics, producer_expiration_check_seconds=int(self.config.get("producer.id.expiration.check.interval.ms")) / 1000,
@@ -151,6 +193,8 @@ class Broker:
     def _raft_address(self) -> str:
         if self.controller_specs:
             spec = self.controller_specs[0]
+            if spec.port == 0:  # like the client listeners, port 0 means a free port
+                return free_loopback_address(spec.host or "127.0.0.1")
             return f"{spec.host or '127.0.0.1'}:{spec.port}"
         for node, address in self.voters:
             if node == self.node_id:
@@ -166,7 +210,10 @@ class Broker:
                 if line.startswith("cluster.id="):
                     return line.split("=", 1)[1].strip()
         cluster_id = configured or _random_cluster_id()
-        meta.write_text(f"version=1\ncluster.id={cluster_id}\nnode.id={self.node_id}\n")
+        try:
+            meta.write_text(f"version=1\ncluster.id={cluster_id}\nnode.id={self.node_id}\n")
+        except OSError as exc:
+            raise StartupError(f"log.dirs: cannot write {meta}: {exc.strerror or exc}") from None
         return cluster_id
 
     def close(self) -> None:
@@ -174,6 +221,9 @@ class Broker:
             self.quorum.close()
         if self.store is not None:
             self.store.close()
+        if self._data_dir_lock is not None:
+            os.close(self._data_dir_lock)  # releases the flock
+            self._data_dir_lock = None
 
     # -- metadata ---------------------------------------------------------------------
     @property
@@ -387,6 +437,9 @@ class Broker:
                     raise KafkaError(ErrorCode.invalid_config, f"unknown broker config {key!r}")
                 if definition.read_only:
                     raise KafkaError(ErrorCode.invalid_config, f"Cannot update these configs dynamically: {{{key}}}")
+                if definition.per_broker_only and broker == "":
+                    raise KafkaError(ErrorCode.invalid_request, "Cannot update these configs at default cluster level, "
+                                                               f"broker id must be specified: {{{key}}}")
                 if value is not None:
                     try:
                         validate_broker_config(key, value)

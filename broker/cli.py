@@ -15,7 +15,7 @@ import trio
 
 from . import admin_cli
 from .broker import Broker
-from .config import BrokerConfig, ConfigError
+from .config import BrokerConfig, ConfigError, StartupError
 from .server import serve_listeners
 
 log = logging.getLogger("lodestream")
@@ -105,23 +105,28 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"lodestream: configuration error: {exc}", file=sys.stderr)
         return 2
+    ignored = config.without_effect()
+    if ignored:  # one warning, not one per key
+        log.warning("accepted with no effect here (Kafka config names Lodestream does not act on): %s",
+                    "; ".join(f"{', '.join(keys)}: {reason}" for reason, keys in ignored.items()))
     try:
         trio.run(run_broker, config, args.ready_file)
-    except (ConfigError, BaseExceptionGroup) as exc:
-        error = _config_error(exc)
+    except (ConfigError, StartupError, BaseExceptionGroup) as exc:
+        error = _startup_error(exc)
         if error is None:
             raise
-        print(f"lodestream: configuration error: {error}", file=sys.stderr)
+        kind = "configuration error" if isinstance(error, ConfigError) else "cannot start"
+        print(f"lodestream: {kind}: {error}", file=sys.stderr)
         return 2
     return 0
 
 
-def _config_error(exc: BaseException) -> ConfigError | None:
-    """The ConfigError behind a failed start-up (a service's start raises it inside the nursery)."""
-    if isinstance(exc, ConfigError):
+def _startup_error(exc: BaseException) -> ConfigError | StartupError | None:
+    """The refusal behind a failed start-up (a service's start raises it inside the nursery)."""
+    if isinstance(exc, (ConfigError, StartupError)):
         return exc
     if isinstance(exc, BaseExceptionGroup):
-        matched, rest = exc.split(ConfigError)
+        matched, rest = exc.split((ConfigError, StartupError))
         if matched is not None and rest is None:
             while isinstance(matched, BaseExceptionGroup):
                 matched = matched.exceptions[0]

@@ -8,7 +8,8 @@ reports as synonyms. Unknown keys and bad values raise ConfigError naming the ke
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -16,7 +17,16 @@ LONG_MAX = 9223372036854775807
 
 
 class ConfigError(ValueError):
-    pass
+    """A configuration the broker refuses; start-up stops with exit code 2 and this message."""
+
+
+class StartupError(Exception):
+    """The environment stops start-up (a port in use, an unusable data directory): one line, exit code 2."""
+
+
+def multi_value(value: str | None) -> list[str]:
+    """A comma-separated config value as its items (Kafka's LIST type)."""
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
 def _bool(value: str) -> bool:
@@ -121,6 +131,87 @@ class ConfigDef:
     doc: str = ""
     read_only: bool = False  # cannot be changed at runtime via AlterConfigs
     sensitive: bool = False
+    no_effect: str = ""  # accepted (a Kafka name) but not acted on here: why; "" = honoured
+    per_broker_only: bool = False  # Kafka's "per-broker" update mode: not settable as a cluster-wide default
+    internal: bool = False  # Kafka's internal configs: DescribeConfigs lists them only when set
+
+
+# Why a Kafka config is accepted but has no effect here (ConfigDef.no_effect). Start-up logs the
+# explicitly set ones in one warning; docs/configuration.md explains the policy.
+_NOT_ENFORCED = "segments, retention and compaction are not enforced yet: the log keeps every record"
+_AS_PRODUCED = "batches are stored as produced (no broker-side recompression)"
+_ONE_REPLICA = "replication is not built yet: each partition has one replica, on this node"
+_BROKER_FLUSH = "the broker-wide log.flush.interval.messages decides when appends are synced"
+_NO_EFFECT_BY_PREFIX: tuple[tuple[str, str], ...] = (
+    ("num.network.threads", "one trio event loop serves every connection: there are no thread pools to size"),
+    ("num.io.threads", "one trio event loop serves every connection: there are no thread pools to size"),
+    ("background.threads", "one trio event loop serves every connection: there are no thread pools to size"),
+    ("num.recovery.threads.per.data.dir", "logs are opened by one LevelDB store, not recovered per segment"),
+    ("queued.max.requests", "back-pressure is the request memory pool, queued.max.request.bytes"),
+    ("socket.send.buffer.bytes", "the operating system's socket buffer sizes are used"),
+    ("socket.receive.buffer.bytes", "the operating system's socket buffer sizes are used"),
+    ("socket.listen.backlog.size", "the operating system's listen backlog is used"),
+    ("compression.", _AS_PRODUCED),
+    ("log.cleaner.", _NOT_ENFORCED),
+    ("log.retention.", _NOT_ENFORCED),
+    ("log.segment.", _NOT_ENFORCED),
+    ("log.index.", _NOT_ENFORCED),
+    ("log.roll.", _NOT_ENFORCED),
+    ("log.flush.offset.checkpoint.", "no checkpoint files: offsets live in LevelDB with the batches"),
+    ("log.flush.start.offset.checkpoint.", "no checkpoint files: offsets live in LevelDB with the batches"),
+    ("transaction.partition.verification.enable", "transactional produces are always verified (KIP-890 part 1)"),
+    ("log.preallocate", _NOT_ENFORCED),
+    ("log.initial.task.delay.ms", _NOT_ENFORCED),
+    ("log.local.retention.", "tiered storage is not implemented yet"),
+    ("remote.", "tiered storage is not implemented yet"),
+    ("log.dir.failure.timeout.ms", "a failed log directory is reported by /ready and metrics; the broker keeps running"),
+    ("ssl.", "TLS is not implemented yet (SSL listeners are refused)"),
+    ("sasl.", "SASL is not implemented yet (SASL listeners are refused)"),
+    ("security.", "TLS and SASL are not implemented yet (such listeners are refused)"),
+    ("listener.name.", "per-listener security settings: TLS and SASL are not implemented yet"),
+    ("principal.builder.class", "authentication is not implemented yet: every client is User:ANONYMOUS"),
+    ("connections.max.reauth.ms", "authentication is not implemented yet: every client is User:ANONYMOUS"),
+    ("authorizer.", "ACLs are not implemented yet: every request is allowed"),
+    ("super.users", "ACLs are not implemented yet: every request is allowed"),
+    ("allow.everyone.if.no.acl.found", "ACLs are not implemented yet: every request is allowed"),
+    ("delegation.token.", "delegation tokens are not implemented"),
+    ("replica.", _ONE_REPLICA),
+    ("leader.", _ONE_REPLICA),
+    ("follower.", _ONE_REPLICA),
+    ("num.replica.", _ONE_REPLICA),
+    ("auto.leader.rebalance.", _ONE_REPLICA),
+    ("controlled.shutdown.", _ONE_REPLICA),
+    ("unclean.", _ONE_REPLICA),
+    ("min.insync.replicas", _ONE_REPLICA),
+    ("broker.rack", _ONE_REPLICA),
+    ("offsets.topic.", "__consumer_offsets has one replica and Lodestream's own segment and compression settings"),
+    ("transaction.state.log.", "__transaction_state has one replica and Lodestream's own segment settings"),
+    ("share.", "share groups (KIP-932) are not implemented"),
+    ("group.share.", "share groups (KIP-932) are not implemented"),
+    ("group.streams.", "streams groups (KIP-1071) are not implemented"),
+    ("controller.", "the metadata quorum is a single-node Raft group inside this process"),
+    ("metadata.", "the metadata quorum is a single-node Raft group inside this process"),
+    ("broker.heartbeat.", "the metadata quorum is a single-node Raft group inside this process"),
+    ("broker.session.", "the metadata quorum is a single-node Raft group inside this process"),
+    ("initial.broker.registration.", "the metadata quorum is a single-node Raft group inside this process"),
+    ("eligible.leader.replicas.", _ONE_REPLICA),
+    ("metric.", "metrics are served in Prometheus format on the REST listener (docs/metrics.md)"),
+    ("metrics.", "metrics are served in Prometheus format on the REST listener (docs/metrics.md)"),
+    ("kafka.metrics.", "metrics are served in Prometheus format on the REST listener (docs/metrics.md)"),
+    ("auto.include.jmx.reporter", "metrics are served in Prometheus format on the REST listener (docs/metrics.md)"),
+    ("telemetry.", "client telemetry (KIP-714) is not implemented"),
+    ("client.telemetry.", "client telemetry (KIP-714) is not implemented"),
+    ("quota.", "quotas use token buckets with one second of burst (docs/quotas.md): no sample windows"),
+    ("client.quota.callback.class", "quota callbacks are not supported: quotas are Kafka's built-in entities"),
+)
+_NO_EFFECT_DEFAULT = "not implemented in Lodestream; accepted so that Kafka configuration files start"
+
+
+def no_effect_reason(key: str) -> str:
+    for prefix, reason in _NO_EFFECT_BY_PREFIX:
+        if key.startswith(prefix):
+            return reason
+    return _NO_EFFECT_DEFAULT
 
 
 _COMPRESSION = _one_of("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")
@@ -165,20 +256,20 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "1 (default) = fsync before acknowledging; larger = fsync in the background"),
         ConfigDef("log.flush.interval.ms", _at_least(0), None, "LONG", "Background fsync period"),
         ConfigDef("log.flush.scheduler.interval.ms", _at_least(1), "1000", "LONG", "Background fsync period"),
-        ConfigDef("log.retention.ms", _int, None, "LONG", ""),
-        ConfigDef("log.retention.minutes", _int, None, "INT", ""),
-        ConfigDef("log.retention.hours", _int, "168", "INT", ""),
-        ConfigDef("log.retention.bytes", _int, "-1", "LONG", ""),
-        ConfigDef("log.segment.bytes", _at_least(14), "1073741824", "INT", ""),
-        ConfigDef("log.roll.ms", _int, None, "LONG", ""),
-        ConfigDef("log.roll.hours", _at_least(1), "168", "INT", ""),
-        ConfigDef("log.cleanup.policy", _cleanup_policy, "delete", "LIST", ""),
+        ConfigDef("log.retention.ms", _int, None, "LONG", "", no_effect=_NOT_ENFORCED),
+        ConfigDef("log.retention.minutes", _int, None, "INT", "", no_effect=_NOT_ENFORCED),
+        ConfigDef("log.retention.hours", _int, "168", "INT", "", no_effect=_NOT_ENFORCED),
+        ConfigDef("log.retention.bytes", _int, "-1", "LONG", "", no_effect=_NOT_ENFORCED),
+        ConfigDef("log.segment.bytes", _at_least(14), "1073741824", "INT", "", no_effect=_NOT_ENFORCED),
+        ConfigDef("log.roll.ms", _int, None, "LONG", "", no_effect=_NOT_ENFORCED),
+        ConfigDef("log.roll.hours", _at_least(1), "168", "INT", "", no_effect=_NOT_ENFORCED),
+        ConfigDef("log.cleanup.policy", _cleanup_policy, "delete", "LIST", "", no_effect=_NOT_ENFORCED),
         ConfigDef("log.message.timestamp.type", _TIMESTAMP_TYPE, "CreateTime", "STRING", ""),
-        ConfigDef("compression.type", _COMPRESSION, "producer", "STRING", ""),
-        ConfigDef("min.insync.replicas", _at_least(1), "1", "INT", ""),
-        ConfigDef("unclean.leader.election.enable", _bool, "false", "BOOLEAN", ""),
-        ConfigDef("log.cleaner.delete.retention.ms", _at_least(0), "86400000", "LONG", ""),
-        ConfigDef("log.cleaner.min.compaction.lag.ms", _at_least(0), "0", "LONG", ""),
+        ConfigDef("compression.type", _COMPRESSION, "producer", "STRING", "", no_effect=_AS_PRODUCED),
+        ConfigDef("min.insync.replicas", _at_least(1), "1", "INT", "acks=all is refused with NOT_ENOUGH_REPLICAS above 1 (one replica here)"),
+        ConfigDef("unclean.leader.election.enable", _bool, "false", "BOOLEAN", "", no_effect=_ONE_REPLICA),
+        ConfigDef("log.cleaner.delete.retention.ms", _at_least(0), "86400000", "LONG", "", no_effect=_NOT_ENFORCED),
+        ConfigDef("log.cleaner.min.compaction.lag.ms", _at_least(0), "0", "LONG", "", no_effect=_NOT_ENFORCED),
         ConfigDef("log.message.timestamp.before.max.ms", _at_least(0), str(LONG_MAX), "LONG", ""),
         ConfigDef("log.message.timestamp.after.max.ms", _at_least(0), "3600000", "LONG", ""),
         # Group coordinator (docs/groups.md).
@@ -246,36 +337,91 @@ class TopicConfigDef:
     parse: Callable[[str], object]
     kafka_type: str
     synonyms: tuple[str, ...]  # broker properties, most specific first
-    fallback: str  # Kafka's default when no broker property is set
+    fallback: str | None  # Kafka's default when no broker property is set
+    no_effect: str = ""  # accepted (a Kafka name) but not acted on here: why; "" = honoured
+    internal: bool = False  # Kafka's internal topic configs
 
 
 TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
     d.name: d
     for d in [
-        TopicConfigDef("cleanup.policy", _cleanup_policy, "LIST", ("log.cleanup.policy",), "delete"),
-        TopicConfigDef("compression.type", _COMPRESSION, "STRING", ("compression.type",), "producer"),
+        TopicConfigDef("cleanup.policy", _cleanup_policy, "LIST", ("log.cleanup.policy",), "delete", _NOT_ENFORCED),
+        TopicConfigDef("compression.type", _COMPRESSION, "STRING", ("compression.type",), "producer", _AS_PRODUCED),
         TopicConfigDef("max.message.bytes", _at_least(0), "INT", ("message.max.bytes",), "1048588"),
         TopicConfigDef("message.timestamp.type", _TIMESTAMP_TYPE, "STRING", ("log.message.timestamp.type",),
                        "CreateTime"),
         TopicConfigDef("retention.ms", _at_least(-1), "LONG",
-                       ("log.retention.ms", "log.retention.minutes", "log.retention.hours"), "604800000"),
-        TopicConfigDef("retention.bytes", _int, "LONG", ("log.retention.bytes",), "-1"),
-        TopicConfigDef("segment.bytes", _at_least(14), "INT", ("log.segment.bytes",), "1073741824"),
-        TopicConfigDef("segment.ms", _at_least(1), "LONG", ("log.roll.ms", "log.roll.hours"), "604800000"),
+                       ("log.retention.ms", "log.retention.minutes", "log.retention.hours"), "604800000",
+                       _NOT_ENFORCED),
+        TopicConfigDef("retention.bytes", _int, "LONG", ("log.retention.bytes",), "-1", _NOT_ENFORCED),
+        TopicConfigDef("segment.bytes", _at_least(14), "INT", ("log.segment.bytes",), "1073741824", _NOT_ENFORCED),
+        TopicConfigDef("segment.ms", _at_least(1), "LONG", ("log.roll.ms", "log.roll.hours"), "604800000", _NOT_ENFORCED),
         TopicConfigDef("min.insync.replicas", _at_least(1), "INT", ("min.insync.replicas",), "1"),
         TopicConfigDef("unclean.leader.election.enable", _bool, "BOOLEAN", ("unclean.leader.election.enable",),
-                       "false"),
-        TopicConfigDef("flush.messages", _at_least(1), "LONG", ("log.flush.interval.messages",), str(LONG_MAX)),
-        TopicConfigDef("flush.ms", _at_least(0), "LONG", ("log.flush.interval.ms",), str(LONG_MAX)),
+                       "false", _ONE_REPLICA),
+        TopicConfigDef("flush.messages", _at_least(1), "LONG", ("log.flush.interval.messages",), str(LONG_MAX),
+                       _BROKER_FLUSH),
+        TopicConfigDef("flush.ms", _at_least(0), "LONG", ("log.flush.interval.ms",), str(LONG_MAX), _BROKER_FLUSH),
         TopicConfigDef("delete.retention.ms", _at_least(0), "LONG", ("log.cleaner.delete.retention.ms",),
-                       "86400000"),
-        TopicConfigDef("min.compaction.lag.ms", _at_least(0), "LONG", ("log.cleaner.min.compaction.lag.ms",), "0"),
+                       "86400000", _NOT_ENFORCED),
+        TopicConfigDef("min.compaction.lag.ms", _at_least(0), "LONG", ("log.cleaner.min.compaction.lag.ms",), "0",
+                       _NOT_ENFORCED),
         TopicConfigDef("message.timestamp.before.max.ms", _at_least(0), "LONG",
                        ("log.message.timestamp.before.max.ms",), str(LONG_MAX)),
         TopicConfigDef("message.timestamp.after.max.ms", _at_least(0), "LONG",
                        ("log.message.timestamp.after.max.ms",), "3600000"),
     ]
 }
+
+
+# Honoured configs that Kafka can change at runtime but this broker reads once, at start-up: refused by
+# AlterConfigs (changing them would be reported and not applied).
+_STARTUP_ONLY = frozenset({"log.flush.interval.messages", "log.flush.interval.ms", "log.flush.scheduler.interval.ms",
+                           "producer.id.expiration.ms", "listeners", "listener.security.protocol.map",
+                           "advertised.listeners"})
+_PARSE_BY_TYPE: dict[str, Callable[[str], object]] = {
+    "BOOLEAN": _bool, "INT": _int, "SHORT": _int, "LONG": _int, "DOUBLE": lambda v: float(v.strip()),
+}
+
+
+def _load_kafka_catalog() -> dict:
+    """broker/kafka_configs.json: every broker and topic config of Apache Kafka (names, types, defaults,
+    update modes, synonyms), generated from Kafka's own definitions by compat-tests/java."""
+    with open(Path(__file__).with_name("kafka_configs.json"), encoding="utf-8") as catalog:
+        return json.load(catalog)
+
+
+def _merge_kafka_catalog() -> str:
+    """Complete BROKER_CONFIGS and TOPIC_CONFIGS with every Kafka config name: ours keep their parser and
+    default and take Kafka's update mode; the rest are accepted with Kafka's defaults and no effect."""
+    catalog = _load_kafka_catalog()
+    # Dynamic-only configs (replication throttles) exist only as AlterConfigs keys, cluster-wide or per broker.
+    broker_entries = catalog["broker"] + [dict(entry, dynamic="cluster-wide") for entry in catalog["broker_dynamic_only"]]
+    modes = {entry["name"]: entry["dynamic"] for entry in broker_entries}
+    for name, definition in list(BROKER_CONFIGS.items()):
+        mode = modes.get(name)
+        if mode is not None:  # ours and Kafka's: Kafka decides what can change at runtime
+            BROKER_CONFIGS[name] = replace(definition, read_only=mode == "read-only" or name in _STARTUP_ONLY,
+                                           per_broker_only=mode == "per-broker")
+    for entry in broker_entries:
+        name, kafka_type, mode = entry["name"], entry["type"], entry["dynamic"]
+        if name not in BROKER_CONFIGS:
+            BROKER_CONFIGS[name] = ConfigDef(
+                name, _PARSE_BY_TYPE.get(kafka_type, _str), entry["default"], kafka_type,
+                read_only=mode == "read-only", sensitive=kafka_type == "PASSWORD", no_effect=no_effect_reason(name),
+                per_broker_only=mode == "per-broker", internal=entry["internal"])
+    for entry in catalog["topic"]:
+        name = entry["name"]
+        if name not in TOPIC_CONFIGS:
+            TOPIC_CONFIGS[name] = TopicConfigDef(
+                name, _PARSE_BY_TYPE.get(entry["type"], _str), entry["type"],
+                tuple(synonym["name"] for synonym in entry["synonyms"]), entry["default"],
+                no_effect_reason("log." + name) if name.startswith(("segment.", "retention.")) else no_effect_reason(name),
+                internal=entry["internal"])
+    return catalog["kafka_version"]
+
+
+KAFKA_VERSION = _merge_kafka_catalog()  # the Kafka release whose config names are all accepted
 
 
 def _broker_value_as_topic_value(broker_key: str, value: str) -> str:
@@ -345,8 +491,25 @@ class BrokerConfig:
 
     def __init__(self, explicit: Mapping[str, str]) -> None:
         parsed: dict[str, object] = {}
+        unknown, problems = [], []
         for key, value in explicit.items():
-            parsed[key] = validate_broker_config(key, value)
+            if key not in BROKER_CONFIGS:
+                unknown.append(key)
+                continue
+            try:
+                parsed[key] = validate_broker_config(key, value)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if unknown:  # every unknown key at once, not one per start attempt
+            problems.insert(0, f"unknown broker config{'s' if len(unknown) > 1 else ''} "
+                               f"{', '.join(repr(k) for k in sorted(unknown))} (not an Apache Kafka "
+                               f"{KAFKA_VERSION} broker config nor one of Lodestream's)")
+        for alias, key in (("broker.id", "node.id"),):
+            if alias in parsed and key in parsed and parsed[alias] != parsed[key]:
+                problems.append(f"{alias}={explicit[alias]} conflicts with {key}={explicit[key]} (they name the "
+                                "same thing; set one, or both to the same value)")
+        if problems:
+            raise ConfigError("; ".join(problems))
         self.explicit = dict(explicit)  # as written by the operator
         self._parsed = parsed
         if "broker.id" in explicit and "node.id" not in explicit:
@@ -369,6 +532,14 @@ class BrokerConfig:
                     f"admin.listeners: http://{host}:{port} is not a loopback address and no REST API "
                     "authentication is configured; set admin.auth.bearer.token or admin.auth.basic.users, "
                     "or bind 127.0.0.1")
+
+    def without_effect(self) -> dict[str, list[str]]:
+        """Explicitly set keys that are accepted but not acted on here, grouped by the reason why."""
+        reasons: dict[str, list[str]] = {}
+        for key in sorted(self.explicit):
+            if BROKER_CONFIGS[key].no_effect:
+                reasons.setdefault(BROKER_CONFIGS[key].no_effect, []).append(key)
+        return reasons
 
     @classmethod
     def load(cls, path: Path | None, overrides: list[str]) -> "BrokerConfig":

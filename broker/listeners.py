@@ -1,10 +1,15 @@
-"""Parsing of Kafka listener strings: NAME://host:port[,NAME://host:port]."""
+"""Listeners and the node's place in a cluster: NAME://host:port lists, security protocols, quorum voters,
+and the refusal of what a single node cannot serve."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import ConfigError
+
+if TYPE_CHECKING:
+    from .config import BrokerConfig
 
 
 @dataclass(frozen=True)
@@ -48,3 +53,92 @@ def parse_quorum_voters(value: str) -> list[tuple[int, str]]:
             raise ConfigError(f"controller.quorum.voters: expected id@host:port, got {item!r}")
         voters.append((int(node), address))
     return voters
+
+
+# Kafka's default listener.security.protocol.map: each security protocol's name is also a listener name.
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# What this broker can serve. TLS and SASL come with the security work (issue 17); until then a
+# listener asking for them is refused at start-up rather than served as unauthenticated plaintext.
+IMPLEMENTED_SECURITY_PROTOCOLS = frozenset({"PLAINTEXT"})
+
+
+def parse_security_protocol_map(value: str) -> dict[str, str]:
+    """listener.security.protocol.map: `NAME:PROTOCOL,...` -> {NAME: PROTOCOL}."""
+    mapping: dict[str, str] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        name, sep, protocol = item.partition(":")
+        protocol = protocol.strip().upper()
+        if not sep or not name.strip():
+            raise ConfigError(f"listener.security.protocol.map: expected NAME:PROTOCOL, got {item!r}")
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"listener.security.protocol.map: {item!r} names an unknown security protocol "
+                              f"(expected one of {', '.join(SECURITY_PROTOCOLS)})")
+        mapping[name.strip().upper()] = protocol
+    return mapping
+
+
+def listener_security_protocols(specs: list[ListenerSpec], map_value: str | None,
+                                controller_names: set[str]) -> dict[str, str]:
+    """Each listener's security protocol, as Kafka resolves it; refuses what this broker cannot serve.
+
+    Without an explicit map Kafka maps each protocol name to itself and, in KRaft mode, the
+    controller listeners to PLAINTEXT. A listener name with no entry is a configuration error."""
+    if map_value is None:
+        mapping = {protocol: protocol for protocol in SECURITY_PROTOCOLS}
+        for name in controller_names:
+            mapping.setdefault(name, "PLAINTEXT")
+    else:
+        mapping = parse_security_protocol_map(map_value)
+    protocols = {}
+    for spec in specs:
+        protocol = mapping.get(spec.name)
+        if protocol is None:
+            raise ConfigError(
+                f"listeners: listener {spec.name} has no entry in listener.security.protocol.map "
+                f"(add {spec.name}:PLAINTEXT, or name the listener after its security protocol)")
+        if protocol not in IMPLEMENTED_SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"listeners: {spec.name}://{spec.host}:{spec.port} uses security protocol {protocol}, which "
+                "Lodestream does not implement yet (TLS and SASL are planned); only PLAINTEXT listeners can be "
+                "served, and serving this one unencrypted and unauthenticated would be worse than refusing it")
+        protocols[spec.name] = protocol
+    return protocols
+
+
+# Replication factors a single broker cannot honour when set above 1 (Kafka would fail to create the topics).
+_REPLICATION_FACTOR_KEYS = ("default.replication.factor", "offsets.topic.replication.factor",
+                            "transaction.state.log.replication.factor",
+                            "share.coordinator.state.topic.replication.factor")
+
+
+def check_single_node(config: "BrokerConfig") -> None:
+    """Refuse configurations that need more than one broker (replication and a multi-node KRaft
+    quorum are not built yet): two processes would each form a cluster of their own and say nothing."""
+    from .config import multi_value
+
+    node_id = config.node_id
+    roles = set(multi_value(config.raw("process.roles")))
+    if roles != {"broker", "controller"}:
+        raise ConfigError(
+            f"process.roles={config.raw('process.roles')}: Lodestream runs as one combined node "
+            "(process.roles=broker,controller) until the KRaft controller quorum lands; a broker-only or "
+            "controller-only process would need other nodes")
+    voters = parse_quorum_voters(str(config.get("controller.quorum.voters") or ""))
+    if len(voters) > 1 or (voters and voters[0][0] != node_id):
+        listed = ",".join(f"{node}@{address}" for node, address in voters)
+        raise ConfigError(
+            f"controller.quorum.voters={listed}: Lodestream runs as a single node (node.id={node_id}) until "
+            "multi-broker clustering lands; list only this node or leave it empty")
+    bootstrap = multi_value(config.raw("controller.quorum.bootstrap.servers"))
+    if len(bootstrap) > 1:
+        raise ConfigError(
+            f"controller.quorum.bootstrap.servers lists {len(bootstrap)} controllers: Lodestream runs as a "
+            "single node until multi-broker clustering lands; name at most this node's controller listener")
+    for key in _REPLICATION_FACTOR_KEYS:
+        value = config.raw(key)
+        if key in config.explicit and value is not None and int(value) > 1:
+            raise ConfigError(
+                f"{key}={value}: a single-node Lodestream keeps one replica of each partition (replication "
+                "is not built yet); set it to 1")

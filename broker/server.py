@@ -14,6 +14,7 @@ from protocol.codec import DecodeError, decode_request, encode_response_chunks, 
 from protocol.framing import FrameDecoder, FrameError
 
 from .broker import BoundListener, Broker
+from .config import StartupError
 from .handlers import REGISTRY, RequestContext
 from .handlers import api_versions
 from .limits import PRODUCE_CHARGE_FACTOR
@@ -331,7 +332,11 @@ async def serve_listeners(broker: Broker, *, task_status=trio.TASK_STATUS_IGNORE
     """Bind every client listener, report the bound addresses, then accept forever."""
     listeners = []
     for spec in broker.kafka_listener_specs:
-        bound = await trio.open_tcp_listeners(spec.port, host=spec.host or None)
+        try:
+            bound = await trio.open_tcp_listeners(spec.port, host=spec.host or None)
+        except OSError as exc:
+            raise StartupError(f"listeners: cannot listen on {spec.name}://{spec.host}:{spec.port}: "
+                               f"{exc.strerror or exc}") from None
         port = bound[0].socket.getsockname()[1]
         advertised = broker.advertised_specs.get(spec.name)
         advertised_host = advertised.host if advertised else spec.host

@@ -99,11 +99,11 @@ class QuorumError(Exception):
     """
 
 
-def free_loopback_address() -> str:
-    """A currently free "127.0.0.1:PORT" (bind port 0, read it, close)."""
+def free_loopback_address(host: str = "127.0.0.1") -> str:
+    """A currently free "HOST:PORT" (bind port 0, read it, close)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
+        sock.bind((host, 0))
+        return f"{host}:{sock.getsockname()[1]}"
 
 
 def _conf(*, single_node: bool, journal_dir: pathlib.Path, bind_address: str, on_ready) -> SyncObjConf:

@@ -31,8 +31,9 @@ class BrokerProcess:
     """
 
     def __init__(self, base_dir: Path, overrides: dict[str, str] | None = None, *,
-                 fail_on_ignored_sigterm: bool = False) -> None:
+                 fail_on_ignored_sigterm: bool = False, config: Path | None = None) -> None:
         self.base_dir = base_dir
+        self.config = config  # a server.properties file; the overrides win over it
         self.data_dir = base_dir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.ready_path = self.data_dir / "ready.json"
@@ -42,6 +43,7 @@ class BrokerProcess:
         self.proc: subprocess.Popen | None = None
         self.host = "127.0.0.1"
         self.port = 0
+        self.admin_url: str | None = None
         self.starts = 0
 
     @property
@@ -71,6 +73,7 @@ class BrokerProcess:
                "--override", "listeners=PLAINTEXT://127.0.0.1:0",
                "--override", "admin.listeners=http://127.0.0.1:0",
                "--override", f"log.dirs={self.data_dir}",
+               *(["--config", str(self.config)] if self.config else []),
                "--ready-file", str(self.ready_path),
                "--log-level", "INFO"]
         for key, value in self.overrides.items():
@@ -88,8 +91,10 @@ class BrokerProcess:
             if self.ready_path.exists():
                 info = json.loads(self.ready_path.read_text())
                 assert info["pid"] == self.proc.pid
-                host, port = info["listeners"]["PLAINTEXT"].rsplit(":", 1)
+                kafka = {name: address for name, address in info["listeners"].items() if name != "ADMIN"}
+                host, port = kafka.get("PLAINTEXT", next(iter(kafka.values()))).rsplit(":", 1)
                 self.host, self.port = host, int(port)
+                self.admin_url = info["listeners"].get("ADMIN")  # http://host:port, None if disabled
                 return
             if time.monotonic() > deadline:
                 self.stop()

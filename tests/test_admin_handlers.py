@@ -6,6 +6,7 @@ a confluent-kafka AdminClient round trip."""
 from __future__ import annotations
 
 import datetime
+import time
 import uuid
 
 import pytest
@@ -44,12 +45,13 @@ async def create_topic(client, name: str, partitions: int = 1, configs: dict[str
     return result.topic_id
 
 
-async def produce(client, topic: str, partition: int, values: list[bytes]):
+async def produce(client, topic: str, partition: int, values: list[bytes], acks: int = -1,
+                  timestamp_ms: int | None = None):
     b = req(0, 9)
     response = await client.request(b.ProduceRequest(
-        transactional_id=None, acks=-1, timeout=TIMEOUT,
+        transactional_id=None, acks=acks, timeout=TIMEOUT,
         topic_data=(b.TopicProduceData(name=topic, partition_data=(
-            b.PartitionProduceData(index=partition, records=value_batch(values)),)),)))
+            b.PartitionProduceData(index=partition, records=value_batch(values, timestamp_ms)),)),)))
     return response.responses[0].partition_responses[0]
 
 
@@ -211,7 +213,7 @@ async def test_describe_topic_configs_sources_and_synonyms(running_broker, versi
     result = await describe_configs(client, version, TOPIC, "cfg")
     assert result.error_code == ErrorCode.none and result.resource_name == "cfg"
     configs = by_name(result)
-    assert set(configs) == set(TOPIC_CONFIGS)
+    assert set(configs) == {key for key, d in TOPIC_CONFIGS.items() if not d.internal}
     retention = configs["retention.ms"]
     assert (retention.value, retention.config_source) == ("604800000", DEFAULT_SOURCE)
     assert [(s.name, s.value, s.source) for s in retention.synonyms] == [("log.retention.hours", "168", DEFAULT_SOURCE)]
@@ -233,6 +235,28 @@ async def test_describe_topic_configs_sources_and_synonyms(running_broker, versi
     # Without synonyms; key filter drops unknown keys silently.
     result = await describe_configs(client, version, TOPIC, "cfg", keys=("retention.ms", "no.such.key"), synonyms=False)
     assert [c.name for c in result.configs] == ["retention.ms"] and result.configs[0].synonyms == ()
+
+
+async def test_describe_configs_reports_accepted_kafka_configs_with_kafka_defaults(running_broker):
+    client = await running_broker.client()
+    await create_topic(client, "kafka-names")
+    broker_configs = by_name(await describe_configs(client, 4, BROKER, str(running_broker.broker.node_id)))
+    for key, value in (("num.io.threads", "8"), ("num.network.threads", "3"), ("socket.send.buffer.bytes", "102400"),
+                       ("log.retention.check.interval.ms", "300000"), ("log.cleaner.min.cleanable.ratio", "0.5")):
+        assert (broker_configs[key].value, broker_configs[key].config_source) == (value, DEFAULT_SOURCE), key
+    assert "internal.metadata.log.segment.bytes" not in broker_configs  # Kafka's internal configs: only when set
+    topic_configs = by_name(await describe_configs(client, 4, TOPIC, "kafka-names"))
+    ratio = topic_configs["min.cleanable.dirty.ratio"]
+    assert (ratio.value, ratio.config_source) == ("0.5", DEFAULT_SOURCE)
+    assert [(s.name, s.value) for s in ratio.synonyms] == [("log.cleaner.min.cleanable.ratio", "0.5")]
+    for key, value in (("segment.index.bytes", "10485760"), ("preallocate", "false"), ("index.interval.bytes", "4096"),
+                       ("file.delete.delay.ms", "60000"), ("segment.jitter.ms", "0")):
+        assert topic_configs[key].value == value, key
+    # Settable like any topic config, and validated by Kafka's type.
+    ok = await incremental_alter(client, 1, TOPIC, "kafka-names", [("min.cleanable.dirty.ratio", SET, "0.1")])
+    assert ok.error_code == ErrorCode.none
+    bad = await incremental_alter(client, 1, TOPIC, "kafka-names", [("preallocate", SET, "maybe")])
+    assert bad.error_code == ErrorCode.invalid_config and "preallocate" in bad.error_message
 
 
 async def test_describe_configs_documentation_and_empty_key_list(running_broker):
@@ -257,35 +281,55 @@ async def test_max_message_bytes_change_is_described_and_enforced(running_broker
     assert (await produce(client, "small", 0, [b"x"])).error_code == ErrorCode.none
 
 
+async def test_min_insync_replicas_above_one_refuses_acks_all(running_broker):
+    """As Kafka: acks=all needs min.insync.replicas replicas in sync, and a partition here has one."""
+    client = await running_broker.client()
+    await create_topic(client, "min-isr", configs={"min.insync.replicas": "2"})
+    refused = await produce(client, "min-isr", 0, [b"x"])
+    assert refused.error_code == ErrorCode.not_enough_replicas and "min.isr requirement of 2" in refused.error_message
+    assert (await produce(client, "min-isr", 0, [b"x"], acks=1)).error_code == ErrorCode.none
+    assert (await incremental_alter(client, 1, TOPIC, "min-isr", [("min.insync.replicas", SET, "1")])).error_code == 0
+    assert (await produce(client, "min-isr", 0, [b"x"])).error_code == ErrorCode.none
+
+
+async def test_message_timestamp_before_max_ms_is_enforced(running_broker):
+    client = await running_broker.client()
+    await create_topic(client, "old-records", configs={"message.timestamp.before.max.ms": "60000"})
+    old = await produce(client, "old-records", 0, [b"x"], timestamp_ms=int(time.time() * 1000) - 3_600_000)
+    assert old.error_code == ErrorCode.invalid_timestamp and "in the past" in old.error_message
+    assert (await produce(client, "old-records", 0, [b"x"])).error_code == ErrorCode.none
+
+
 @pytest.mark.parametrize("version", [1, 4])
 async def test_describe_broker_configs(running_broker, version):
     client = await running_broker.client()
     node = str(running_broker.broker.node_id)
     configs = by_name(await describe_configs(client, version, BROKER, node))
     assert "broker.id" not in configs and "log.dir" not in configs
-    assert set(configs) == set(BROKER_CONFIGS) - {"broker.id", "log.dir"}
+    assert set(configs) == {key for key, d in BROKER_CONFIGS.items() if not d.internal} - {"broker.id", "log.dir"}
     assert configs["listeners"].config_source == STATIC_SOURCE and configs["listeners"].read_only
     assert (configs["num.partitions"].value, configs["num.partitions"].config_source) == ("1", DEFAULT_SOURCE)
-    assert not configs["num.partitions"].read_only
+    assert configs["num.partitions"].read_only  # Kafka's update modes: read-only
+    assert not configs["message.max.bytes"].read_only  # cluster-wide
     assert configs["log.retention.ms"].value is None
     # log.retention.hours: only its own entries, the more specific ms/minutes synonyms are dropped.
     assert [s.name for s in configs["log.retention.hours"].synonyms] == ["log.retention.hours"]
 
     # Cluster-wide default: empty until set, then listed alone; the per-broker view shows the chain.
     assert (await describe_configs(client, version, BROKER, "")).configs == ()
-    assert (await incremental_alter(client, 1, BROKER, "", [("num.partitions", SET, "3")])).error_code == ErrorCode.none
+    assert (await incremental_alter(client, 1, BROKER, "", [("message.max.bytes", SET, "300000")])).error_code == ErrorCode.none
     (default_entry,) = (await describe_configs(client, version, BROKER, "")).configs
-    assert (default_entry.name, default_entry.value, default_entry.config_source) == ("num.partitions", "3", DEFAULT_BROKER_SOURCE)
-    assert [(s.name, s.value, s.source) for s in default_entry.synonyms] == [("num.partitions", "3", DEFAULT_BROKER_SOURCE)]
-    entry = by_name(await describe_configs(client, version, BROKER, node, keys=("num.partitions",)))["num.partitions"]
-    assert (entry.value, entry.config_source) == ("3", DEFAULT_BROKER_SOURCE)
+    assert (default_entry.name, default_entry.value, default_entry.config_source) == ("message.max.bytes", "300000", DEFAULT_BROKER_SOURCE)
+    assert [(s.name, s.value, s.source) for s in default_entry.synonyms] == [("message.max.bytes", "300000", DEFAULT_BROKER_SOURCE)]
+    entry = by_name(await describe_configs(client, version, BROKER, node, keys=("message.max.bytes",)))["message.max.bytes"]
+    assert (entry.value, entry.config_source) == ("300000", DEFAULT_BROKER_SOURCE)
     assert [(s.name, s.value, s.source) for s in entry.synonyms] == [
-        ("num.partitions", "3", DEFAULT_BROKER_SOURCE), ("num.partitions", "1", DEFAULT_SOURCE)]
+        ("message.max.bytes", "300000", DEFAULT_BROKER_SOURCE), ("message.max.bytes", "1048588", DEFAULT_SOURCE)]
     # Per-broker override wins.
-    assert (await incremental_alter(client, 0, BROKER, node, [("num.partitions", SET, "4")])).error_code == ErrorCode.none
-    entry = by_name(await describe_configs(client, version, BROKER, node, keys=("num.partitions",)))["num.partitions"]
-    assert (entry.value, entry.config_source) == ("4", BROKER_SOURCE)
-    assert running_broker.broker.broker_config_value("num.partitions") == 4
+    assert (await incremental_alter(client, 0, BROKER, node, [("message.max.bytes", SET, "400000")])).error_code == ErrorCode.none
+    entry = by_name(await describe_configs(client, version, BROKER, node, keys=("message.max.bytes",)))["message.max.bytes"]
+    assert (entry.value, entry.config_source) == ("400000", BROKER_SOURCE)
+    assert running_broker.broker.broker_config_value("message.max.bytes") == 400000
 
 
 @pytest.mark.parametrize("version", [1, 4])
@@ -336,9 +380,9 @@ async def test_alter_configs_replaces_whole_set(running_broker, version):
 async def test_alter_configs_broker_and_request_errors(running_broker, version):
     client = await running_broker.client()
     node = running_broker.broker.node_id
-    result = await alter_configs(client, version, BROKER, "", {"num.partitions": "2"})
+    result = await alter_configs(client, version, BROKER, "", {"message.max.bytes": "200000"})
     assert result.error_code == ErrorCode.none
-    assert running_broker.broker.broker_config_value("num.partitions") == 2
+    assert running_broker.broker.broker_config_value("message.max.bytes") == 200000
     read_only = await alter_configs(client, version, BROKER, str(node), {"listeners": "PLAINTEXT://:1"})
     assert read_only.error_code == ErrorCode.invalid_request
     other = await alter_configs(client, version, BROKER, str(node + 1), {"num.partitions": "2"})
@@ -349,10 +393,15 @@ async def test_alter_configs_broker_and_request_errors(running_broker, version):
     resource = b.AlterConfigsResource(resource_type=BROKER, resource_name="", configs=())
     response = await client.request(b.AlterConfigsRequest(resources=(resource, resource), validate_only=False))
     assert [r.error_code for r in response.responses] == [ErrorCode.invalid_request] * 2
-    assert running_broker.broker.broker_config_value("num.partitions") == 2
+    assert running_broker.broker.broker_config_value("message.max.bytes") == 200000
     # Replacing the (now empty) set removes the cluster default again.
     assert (await alter_configs(client, version, BROKER, "", {})).error_code == ErrorCode.none
-    assert running_broker.broker.broker_config_value("num.partitions") == 1
+    assert running_broker.broker.broker_config_value("message.max.bytes") == 1048588
+    # Kafka's update modes: num.partitions is read-only, listener settings are per broker only.
+    static = await alter_configs(client, version, BROKER, "", {"num.partitions": "2"})
+    assert static.error_code == ErrorCode.invalid_request and "num.partitions" in static.error_message
+    per_broker = await alter_configs(client, version, BROKER, "", {"ssl.cipher.suites": "x"})
+    assert per_broker.error_code == ErrorCode.invalid_request and "broker id must be specified" in per_broker.error_message
 
 
 # -- IncrementalAlterConfigs -----------------------------------------------------------------------------

@@ -128,7 +128,8 @@ def test_defaults():
         if definition.default is not None:
             definition.parse(definition.default)
     for definition in TOPIC_CONFIGS.values():
-        definition.parse(definition.fallback)
+        if definition.fallback is not None:  # internal.segment.bytes has no default
+            definition.parse(definition.fallback)
         for synonym in definition.synonyms:
             assert synonym in BROKER_CONFIGS
 
@@ -137,8 +138,10 @@ def test_broker_id_and_log_dir_aliases():
     config = BrokerConfig({"broker.id": "7", "log.dir": "/tmp/x"})
     assert config.node_id == 7
     assert config.data_dir == Path("/tmp/x")
-    both = BrokerConfig({"broker.id": "7", "node.id": "8"})
-    assert both.node_id == 8  # node.id wins when both are given
+    both = BrokerConfig({"broker.id": "8", "node.id": "8"})
+    assert both.node_id == 8
+    with pytest.raises(ConfigError, match=r"broker.id=7 conflicts with node.id=8"):
+        BrokerConfig({"broker.id": "7", "node.id": "8"})
 
 
 def test_single_data_directory_only():
@@ -249,7 +252,8 @@ def test_effective_topic_config_covers_every_topic_key():
     assert effective["segment.ms"] == "604800000"  # from log.roll.hours=168
     assert effective["message.timestamp.type"] == "CreateTime"
     for key, value in effective.items():
-        validate_topic_config(key, value)
+        if value is not None:  # internal.segment.bytes has no default
+            validate_topic_config(key, value)
 
 
 # -- the CLI ------------------------------------------------------------------------------------
@@ -289,3 +293,59 @@ def test_negative_retention_hours_means_unlimited(key):
     view = describe_topic_config("retention.ms", {}, BrokerConfig({key: "-1"}), {}, 1)
     assert view.value == "-1"
     validate_topic_config("retention.ms", view.value)
+
+
+# -- every Apache Kafka config name (broker/kafka_configs.json) ----------------------------------------
+
+def _kafka_catalog() -> dict:
+    import json
+
+    return json.loads((Path(__file__).parent.parent / "broker" / "kafka_configs.json").read_text())
+
+
+def test_every_kafka_broker_config_is_accepted_with_its_default():
+    catalog = _kafka_catalog()
+    assert catalog["kafka_version"].startswith("4.1")
+    settings = {e["name"]: e["default"] for e in catalog["broker"]
+                if e["default"] is not None and BROKER_CONFIGS[e["name"]].no_effect}
+    assert {"num.network.threads", "num.io.threads", "log.retention.check.interval.ms",
+            "socket.send.buffer.bytes"} <= set(settings)
+    config = BrokerConfig(settings)  # nothing refused
+    reasons = config.without_effect()
+    assert sorted(k for keys in reasons.values() for k in keys) == sorted(settings)
+    for entry in catalog["broker"]:
+        definition = BROKER_CONFIGS[entry["name"]]
+        if definition.no_effect:  # reported with Kafka's default and update mode
+            assert definition.default == entry["default"], entry["name"]
+            assert definition.read_only == (entry["dynamic"] == "read-only"), entry["name"]
+
+
+def test_every_kafka_topic_config_is_accepted():
+    for entry in _kafka_catalog()["topic"]:
+        definition = TOPIC_CONFIGS[entry["name"]]
+        if entry["default"] is not None:
+            validate_topic_config(entry["name"], entry["default"])
+        if entry["name"] != "flush.ms":  # ours leaves out log.flush.scheduler.interval.ms (1 s here, not Long.MAX)
+            assert definition.synonyms == tuple(s["name"] for s in entry["synonyms"]), entry["name"]
+    for key in ("min.cleanable.dirty.ratio", "max.compaction.lag.ms", "segment.index.bytes", "segment.jitter.ms",
+                "preallocate", "index.interval.bytes", "file.delete.delay.ms", "remote.storage.enable",
+                "local.retention.ms"):
+        assert TOPIC_CONFIGS[key].no_effect, key
+    with pytest.raises(ConfigError, match="min.cleanable.dirty.ratio"):
+        validate_topic_config("min.cleanable.dirty.ratio", "half")
+
+
+def test_honoured_and_no_effect_are_recorded_per_key():
+    honoured = {key for key, d in BROKER_CONFIGS.items() if not d.no_effect}
+    assert {"node.id", "listeners", "log.dirs", "num.partitions", "message.max.bytes", "min.insync.replicas",
+            "log.flush.interval.messages", "queued.max.request.bytes", "group.initial.rebalance.delay.ms"} <= honoured
+    assert BROKER_CONFIGS["log.retention.hours"].no_effect  # until segments and retention land
+    assert BROKER_CONFIGS["num.io.threads"].no_effect.startswith("one trio event loop")
+
+
+def test_update_modes_follow_kafka():
+    assert BROKER_CONFIGS["num.partitions"].read_only  # Kafka: read-only
+    assert not BROKER_CONFIGS["message.max.bytes"].read_only  # Kafka: cluster-wide
+    assert BROKER_CONFIGS["ssl.cipher.suites"].per_broker_only  # Kafka: per-broker
+    # Kafka can change it at runtime, but here it is read once at start-up: refused rather than ignored.
+    assert BROKER_CONFIGS["log.flush.interval.messages"].read_only

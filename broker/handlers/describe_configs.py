@@ -85,6 +85,8 @@ def _topic_configs(ctx, request, resource) -> tuple:
         raise KafkaError(ErrorCode.unknown_topic_or_partition, None)  # Kafka sends no message here
     entries = []
     for key in _wanted(resource, sorted(TOPIC_CONFIGS)):
+        if TOPIC_CONFIGS[key].internal and key not in topic.configs:  # Kafka lists internal configs only when set
+            continue
         view = describe_topic_config(key, topic.configs, broker.config, broker.image.broker_configs, broker.node_id)
         entries.append(_entry(ctx, request, key, view.value, view.source, view.read_only, view.sensitive,
                               view.kafka_type, view.doc, view.synonyms))
@@ -109,9 +111,9 @@ def _broker_configs(ctx, request, resource) -> tuple:
                          f"Unexpected broker id, expected {broker.node_id} or empty string, but received {name}")
     for key in _wanted(resource, sorted(BROKER_CONFIGS)):
         definition = BROKER_CONFIGS[key]
-        value, _ = effective_broker_value(broker.config, broker.image.broker_configs, broker.node_id, key)
-        if key in _ALIASES and value is None:
-            continue
+        value, source = effective_broker_value(broker.config, broker.image.broker_configs, broker.node_id, key)
+        if (key in _ALIASES and value is None) or (definition.internal and source == "DEFAULT_CONFIG"):
+            continue  # aliases and Kafka's internal configs are listed only when set
         synonyms = _synonym_tuples(ctx, key, per_broker=True)
         source = synonyms[0][2] if synonyms else "DEFAULT_CONFIG"
         entries.append(_entry(ctx, request, key, value, source, definition.read_only, definition.sensitive,

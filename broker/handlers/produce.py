@@ -23,6 +23,7 @@ from broker.replica_manager import AppendRequest
 
 API_KEY = 0
 VERSIONS = range(0, 14)
+ISR_SIZE = 1  # every partition has one replica, here (replication is not built yet)
 
 
 def _partition_response(build, index: int, error: ErrorCode, base_offset: int = -1, log_start: int = -1,
@@ -76,6 +77,13 @@ def admit(ctx, request):
             if partition is None:
                 results.append((index, (entries, append_time)))
                 continue
+            if acks == -1:
+                min_isr = int(broker.topic_config(topic)["min.insync.replicas"])
+                if min_isr > ISR_SIZE:  # as Kafka: acks=all needs min.insync.replicas in sync; one is here
+                    results.append((index, (ErrorCode.not_enough_replicas,
+                                            f"The size of the current ISR ({ISR_SIZE}) is insufficient to satisfy "
+                                            f"the min.isr requirement of {min_isr} for partition {topic.name}-{index}")))
+                    continue
             if producer is not None and producer.attributes & TRANSACTIONAL_BIT:
                 error = _verify_transactional(broker, request.transactional_id, producer, topic.name, index)
                 if error != ErrorCode.none:

@@ -126,7 +126,7 @@ class Broker:
         unknown_advertised = sorted(set(self.advertised_specs) - {s.name for s in self.listener_specs})
         if unknown_advertised:
             raise ConfigError(f"advertised.listeners: {', '.join(unknown_advertised)} not among the listeners")
-        self.security_protocols = listener_security_protocols(
+        listener_security_protocols(  # refuses listeners this broker cannot secure as asked
             self.listener_specs, config.explicit.get("listener.security.protocol.map"), controller_names)
         check_single_node(config)
         self.voters = parse_quorum_voters(str(config.get("controller.quorum.voters") or ""))

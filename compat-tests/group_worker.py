@@ -235,6 +235,40 @@ def _safe(fn):
         return None
 
 
+def kafka_python_subscribe(consumer, topic: str, listener, attempts: int = 5) -> bool:
+    """Subscribe a kafka-python consumer so that it never rejoins for a metadata-snapshot change.
+
+    kafka-python 3.0.12 loses a rejoin's result when two things meet:
+
+    1. The consumer coordinator's metadata snapshot (``_metadata_snapshot``, the subscribed
+       topics' partitions) is only rebuilt by a metadata update that arrives *after* ``subscribe()``.
+       A leader that performs its first assignment before that update records an empty
+       ``_assignment_snapshot``; when the update arrives, ``need_rejoin()`` turns True through the
+       snapshot mismatch alone (``rejoin_needed`` stays False) and the leader rejoins, revoking
+       everything.
+    2. If the ``poll(timeout_ms)`` timer expires while that rejoin's JoinGroup/SyncGroup is in
+       flight, ``join_group_async`` returns False and leaves the join task to be re-awaited by the
+       next poll. But the leader's ``_perform_assignment`` has already set ``_assignment_snapshot``
+       to the current snapshot, so the next poll finds ``need_rejoin()`` False and never looks at
+       the task again: the SyncGroup's assignment is dropped, the member stays REBALANCING with
+       heartbeats disabled and sends no group request at all. The coordinator expires it after the
+       session timeout (as Apache Kafka does) and the member never learns it.
+
+    Fetching all topics' metadata *after* subscribing (``topics()`` always asks the broker) runs the
+    coordinator's metadata listener with the subscription in place, so the snapshot covers the topic
+    before the first JoinGroup and (1) cannot happen. Prefetching before ``subscribe()`` does not
+    help: the listener then snapshots no topic at all.
+
+    Returns whether the snapshot covers the topic (it is read for that check only).
+    """
+    consumer.subscribe([topic], listener=listener)
+    for _ in range(attempts):
+        consumer.topics()
+        if consumer._coordinator._metadata_snapshot.get(topic):  # noqa: SLF001 - see above
+            return True
+    return False
+
+
 def run_kafka_python(args, rep: Reporter, stop: Stop) -> None:
     from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
@@ -262,14 +296,8 @@ def run_kafka_python(args, rep: Reporter, stop: Stop) -> None:
     def member_id():
         return c._coordinator._generation.member_id  # noqa: SLF001 - diagnostics only
 
-    # Load the topic's metadata before joining. Otherwise a leader that joins before its first
-    # metadata response assigns nothing, notices the new partitions right after and rejoins; if a
-    # poll(timeout_ms) expires while that rejoin's JoinGroup/SyncGroup is in flight, kafka-python
-    # 3.0.12 never completes it (join_group_async returns False leaving the join task pending; the
-    # next poll finds need_rejoin() False because the leader already updated its metadata snapshot,
-    # so the SyncGroup result is dropped: no assignment, heartbeats stay disabled, the member expires).
-    c.partitions_for_topic(args.topic)
-    c.subscribe([args.topic], listener=Listener())
+    if not kafka_python_subscribe(c, args.topic, Listener()):
+        rep.event("metadata-snapshot-missing", args.topic)
     rep.status("running")
     try:
         while not stop.requested:

@@ -13,6 +13,10 @@ against a deadline.
   session timeout + 5 s; one is SIGKILLed and the last one gets all
   partitions once the broker expires the dead member (session timeout +
   10 s for the expiry and the rebalance).
+* ``test_kafka_python_worker_joins_with_metadata_snapshot``: the kafka-python
+  worker subscribes so that the consumer's metadata snapshot covers the topic
+  before its first JoinGroup (kafka-python 3.0.12 can drop the result of the
+  rebalance an empty snapshot causes: see ``group_worker.kafka_python_subscribe``).
 * ``test_commit_resume``: one member consumes 200 of 300 numbered records,
   committing synchronously after every 7th (so 4 records are an uncommitted
   tail) and leaves; a new member reads the committed offsets back
@@ -42,7 +46,7 @@ import pytest
 from confluent_kafka import Producer
 
 from compat_util import api_versions, ck_admin, ck_create_topics, unique_topic, wait_until
-from group_worker import WorkerProcess
+from group_worker import WorkerProcess, kafka_python_subscribe
 
 PARTITIONS = 6
 SESSION_TIMEOUT_MS = 6000
@@ -186,6 +190,50 @@ def test_membership(group_broker, workers, client):
     assert survivor.alive(), survivor.describe()
     print(f"\n[{client}] stable with 3 members after {t_stable:.2f}s; leave -> reassigned in {t_leave:.2f}s; "
           f"SIGKILL -> reassigned in {t_kill:.2f}s (session timeout {SESSION_S}s)")
+
+
+def test_kafka_python_worker_joins_with_metadata_snapshot(group_broker):
+    """The kafka-python worker subscribes so that no rebalance is needed for a metadata-snapshot change.
+
+    kafka-python 3.0.12 drops the result of a rejoin that only its metadata snapshot asked for
+    when a poll times out during it (``group_worker.kafka_python_subscribe`` explains): the member
+    then never heartbeats or rejoins again and the coordinator expires it, which failed
+    ``test_membership[kafka-python]`` under load. The trigger is a leader whose first assignment
+    was made with an empty metadata snapshot; the worker must have the topic in the snapshot
+    before its first JoinGroup, which this checks without any timing.
+    """
+    from kafka import KafkaConsumer
+
+    require_group_apis(group_broker, "kafka-python")
+    boot = group_broker.bootstrap
+    topic = unique_topic("grpk")
+    ck_create_topics(boot, [topic], partitions=PARTITIONS)
+    c = KafkaConsumer(bootstrap_servers=boot, group_id=new_group("kafka-python-snapshot"), client_id="snapshot",
+                      enable_auto_commit=False, auto_offset_reset="earliest",
+                      session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS)
+    try:
+        covered = kafka_python_subscribe(c, topic, None)
+        coordinator = c._coordinator  # noqa: SLF001 - the client state this is about
+        assert coordinator._generation.generation_id == -1, "no JoinGroup may have been sent yet"
+        assert coordinator._metadata_snapshot == {topic: set(range(PARTITIONS))}, (
+            "the first JoinGroup would go out with the metadata snapshot "
+            f"{coordinator._metadata_snapshot}: a leader assigning with it rejoins once the metadata arrives")
+        assert covered
+
+        # The lone member leads the group; its assignment snapshot is the full one, so nothing asks it
+        # to rejoin. (It may take two generations: kafka-python also sends a new JoinGroup instead of
+        # reading a join task that completed between two polls, but that rejoin has rejoin_needed set
+        # and completes on a later poll.)
+        def assigned_everything():
+            c.poll(timeout_ms=100)
+            return sorted(tp.partition for tp in c.assignment()) == list(range(PARTITIONS))
+
+        wait_until(assigned_everything, JOIN_TIMEOUT_S, "the lone kafka-python member gets all partitions",
+                   lambda: f"generation {coordinator._generation}")
+        assert coordinator._assignment_snapshot == coordinator._metadata_snapshot
+        assert not coordinator.need_rejoin()
+    finally:
+        c.close(autocommit=False)
 
 
 # -- committed offsets are where a new member resumes -------------------------

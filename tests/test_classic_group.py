@@ -237,6 +237,88 @@ async def test_rebalance_timeout_removes_slow_member(autojump_clock):
         nursery.cancel_scope.cancel()
 
 
+async def test_member_silent_after_its_sync_is_expired_and_the_others_rebalance(autojump_clock):
+    """The request sequence of a kafka-python 3.0.12 member that drops its own SyncGroup result
+    (compat-tests/group_worker.py, kafka_python_subscribe): after its last SyncGroup it sends nothing.
+
+    As in Kafka: its session expires 6 s after the SyncGroup was answered, which ends the join phase
+    of the rebalance a new member started (long before the 300 s rebalance timeout) with the two
+    members that rejoined; the silent member's late requests are answered UNKNOWN_MEMBER_ID, and a
+    fresh JoinGroup brings it back in the next generation."""
+    kw = {"session": 6000, "rebalance": 300_000, "version": 7}
+    coordinator = make_coordinator(**{"group.initial.rebalance.delay.ms": "0"})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(coordinator.run)
+        parked: dict = {}
+
+        def park(name, member_id="", client=None):
+            async def one():
+                parked[name] = await join(coordinator, member_id, client=client or name, **kw)
+            nursery.start_soon(one)
+
+        # m2 alone: generation 1.
+        m2 = await join(coordinator, client="m2", **kw)
+        assert (m2.generation_id, m2.leader) == (1, m2.member_id)
+        await sync(coordinator, m2, {m2.member_id: b"0-5"})
+        # m1 joins, m2 rejoins (kafka-python's leader rejoin on a metadata-snapshot change): generation 2.
+        park("m1")
+        await trio.testing.wait_all_tasks_blocked()
+        assert group(coordinator).state_name == "PreparingRebalance"
+        m2 = await join(coordinator, m2.member_id, client="m2", **kw)
+        await trio.testing.wait_all_tasks_blocked()
+        m1 = parked.pop("m1")
+        assert m1.generation_id == m2.generation_id == 2 and m2.leader == m2.member_id
+        follower: dict = {}
+
+        async def m1_syncs():
+            follower["r"] = await sync(coordinator, m1)
+
+        nursery.start_soon(m1_syncs)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await sync(coordinator, m2, {m2.member_id: b"3-5", m1.member_id: b"0-2"})).error == ErrorCode.none
+        await trio.testing.wait_all_tasks_blocked()
+        assert follower["r"].assignment == b"0-2"
+        synced_at = trio.current_time()
+        # From here m2 sends nothing. m0 joins; m1 learns of the rebalance from its heartbeat and rejoins.
+        park("m0")
+        await trio.testing.wait_all_tasks_blocked()
+        assert group(coordinator).state_name == "PreparingRebalance"
+        await trio.sleep(1)
+        assert await heartbeat(coordinator, GROUP, m1.member_id, 2, None) == ErrorCode.rebalance_in_progress
+        park("m1", m1.member_id)
+        while len(parked) < 2:
+            await trio.sleep(0.1)
+        # m2's session ran out: it was removed and generation 3 formed without it.
+        assert 6 <= trio.current_time() - synced_at < 6.5
+        m0, m1 = parked.pop("m0"), parked.pop("m1")
+        assert m0.error == m1.error == ErrorCode.none
+        assert m0.generation_id == m1.generation_id == 3
+        leader, other = (m1, m0) if m1.leader == m1.member_id else (m0, m1)
+        assert other.leader == leader.member_id and other.members == []
+        assert sorted(m[0] for m in leader.members) == sorted([m0.member_id, m1.member_id])
+        assert m2.member_id not in group(coordinator).members
+        assert await heartbeat(coordinator, GROUP, m2.member_id, 2, None) == ErrorCode.unknown_member_id
+        assert (await sync(coordinator, m2)).error == ErrorCode.unknown_member_id
+        assert (await join_group(coordinator, request(m2.member_id, client="m2", **kw))).error == \
+            ErrorCode.unknown_member_id
+        # The others complete generation 3; a fresh JoinGroup from m2 starts generation 4.
+        follower.clear()
+
+        async def follower_syncs():
+            follower["r"] = await sync(coordinator, other)
+
+        nursery.start_soon(follower_syncs)
+        await trio.testing.wait_all_tasks_blocked()
+        await sync(coordinator, leader, {leader.member_id: b"0-2", other.member_id: b"3-5"})
+        await trio.testing.wait_all_tasks_blocked()
+        assert follower["r"].assignment == b"3-5" and group(coordinator).state_name == "Stable"
+        park("m2")
+        await trio.testing.wait_all_tasks_blocked()
+        assert group(coordinator).state_name == "PreparingRebalance"
+        assert await heartbeat(coordinator, GROUP, m0.member_id, 3, None) == ErrorCode.rebalance_in_progress
+        nursery.cancel_scope.cancel()
+
+
 async def test_static_member_rejoins_without_rebalance_and_fences_old_instance(autojump_clock):
     coordinator = make_coordinator()
     async with trio.open_nursery() as nursery:

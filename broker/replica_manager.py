@@ -71,6 +71,10 @@ class Partition:
         self.log = log
         self.leader_epoch = leader_epoch
         self.waiters: set[trio.Event] = set()  # long-polling fetches
+        # The LSO from before the producer-state changes of a group being written: the committer applies
+        # them (a marker ends a transaction) before the write is durable, and Kafka moves the LSO only
+        # once the marker is written. None when no such group is in flight.
+        self.lso_hold: int | None = None
 
     @property
     def high_watermark(self) -> int:
@@ -82,7 +86,8 @@ class Partition:
         """READ_COMMITTED consumers stop here: the first offset of the oldest ongoing transaction."""
         first_unstable = self.log.producers.first_unstable_offset()
         high_watermark = self.log.log_end_offset
-        return high_watermark if first_unstable is None else min(first_unstable, high_watermark)
+        stable = high_watermark if first_unstable is None else min(first_unstable, high_watermark)
+        return stable if self.lso_hold is None else min(stable, self.lso_hold)
 
     def notify_appended(self) -> None:
         for waiter in self.waiters:
@@ -225,8 +230,9 @@ class ReplicaManager:
             request.error = KafkaError(ErrorCode[exc.error_name], str(exc))
             return False
         if not state.in_journal:
+            request.partition.lso_hold = request.partition.last_stable_offset
             state.begin()
-            journaled.append(state)
+            journaled.append(request.partition)
         return True
 
     @staticmethod
@@ -245,7 +251,7 @@ class ReplicaManager:
         pendings = []
         appended = []  # requests with a pending append, parallel to pendings
         settled: list[AppendRequest] = []  # refused or duplicate: nothing appended
-        journaled: list = []  # producer states changed by this group, to undo if the write fails
+        journaled: list[Partition] = []  # partitions whose producer state this group changed (undone if it fails)
         for request in group:
             tail = b""
             if request.producer_id >= 0:
@@ -278,8 +284,9 @@ class ReplicaManager:
             self._failure_log.log("write", logging.ERROR, "log write failed, appends rejected: %s", exc)
             for pending in reversed(pendings):
                 pending.log.abort_append(pending)
-            for state in journaled:
-                state.rollback()
+            for partition in journaled:
+                partition.log.producers.rollback()
+                partition.lso_hold = None
             for request in group:
                 if request.error is None:  # duplicates too: their original may have been in this group
                     request.error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
@@ -288,8 +295,8 @@ class ReplicaManager:
         if self.log_dir_failure is not None and pendings:
             log.warning("log writes succeed again after: %s", self.log_dir_failure)
             self.log_dir_failure = None
-        for state in journaled:
-            state.commit()
+        for partition in journaled:
+            partition.log.producers.commit()
         for request in settled:
             request.done.set()
         if write_seconds is None:
@@ -304,6 +311,8 @@ class ReplicaManager:
             pending.log.complete_append(pending)
             woken.add(request.partition)
             request.done.set()
+        for partition in journaled:  # the markers are durable: the LSO may move (Kafka: once HW passes them)
+            partition.lso_hold = None
             if metrics is not None:  # bytes and records from batch headers (offsets assigned = records)
                 metrics.appended(request.partition.topic_name, sum([entry[2] for entry in request.batches]),
                                  pending.next_offset - pending.base_offset)

@@ -296,6 +296,48 @@ async def test_broker_written_transactional_batches_open_a_transaction_without_s
         assert parse_header(stored).is_control and iter_records(stored)[0][2:] == (b"\x00\x00\x00\x01", b"\x00\x00\x00\x00\x00\x00")
 
 
+async def test_the_lso_moves_only_once_the_marker_is_written(running_broker, client, monkeypatch):
+    """The committer ends a transaction in the producer state before the marker's write is durable;
+    read_committed fetches must not see the transaction as decided until it is (Kafka holds the LSO
+    at the transaction's first offset until the high watermark passes the marker)."""
+    import threading
+
+    with trio.fail_after(DEADLINE_S):
+        await create_topic(client, "held")
+        replicas = running_broker.broker.replicas
+        partition = partition_of(running_broker, "held")
+        data = build_batch([(b"k", b"v"), (b"k", b"w")], 0, attributes=TRANSACTIONAL_BIT, producer_id=9,
+                           producer_epoch=2, base_sequence=0)
+        assert await replicas.append_batch(partition, data) == 0
+        assert (partition.last_stable_offset, partition.high_watermark) == (0, 2)
+
+        store = running_broker.broker.store
+        real_stage = store.stage
+        entered, release = threading.Event(), threading.Event()
+
+        class Held:
+            def __init__(self, staged):
+                self.staged = staged
+
+            def commit(self):  # on the committer's worker thread
+                entered.set()
+                release.wait(DEADLINE_S)
+                self.staged.commit()
+
+        monkeypatch.setattr(store, "stage", lambda pendings, sync=None: Held(real_stage(pendings, sync)))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(replicas.write_markers, [partition], 9, 2, True, 0)
+            try:
+                assert await trio.to_thread.run_sync(entered.wait, DEADLINE_S)
+                # The commit marker is being written: the transaction is not decided yet for readers.
+                assert partition.last_stable_offset == 0
+                assert values((await fetch(client, "held", read_committed=True)).records) == []
+            finally:
+                release.set()
+        assert (partition.last_stable_offset, partition.high_watermark) == (3, 3)
+        assert values((await fetch(client, "held", read_committed=True)).records) == [b"v", b"w"]
+
+
 async def test_describe_producers(running_broker, client):
     with trio.fail_after(DEADLINE_S):
         await create_topic(client, "described")

@@ -311,11 +311,11 @@ class ReplicaManager:
             pending.log.complete_append(pending)
             woken.add(request.partition)
             request.done.set()
-        for partition in journaled:  # the markers are durable: the LSO may move (Kafka: once HW passes them)
-            partition.lso_hold = None
             if metrics is not None:  # bytes and records from batch headers (offsets assigned = records)
                 metrics.appended(request.partition.topic_name, sum([entry[2] for entry in request.batches]),
                                  pending.next_offset - pending.base_offset)
+        for partition in journaled:  # the markers are durable: the LSO may move (Kafka: once HW passes them)
+            partition.lso_hold = None
         for partition in woken:
             partition.notify_appended()
 

@@ -17,7 +17,7 @@ import hmac
 from fastapi import Depends, Request
 from fastapi.security import HTTPBasic, HTTPBearer
 
-from .errors import KAFKA_AUTHENTICATION, ApiError
+from lodestream.admin.errors import KAFKA_AUTHENTICATION, ApiError
 
 
 class Authenticator:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
 log = logging.getLogger(__name__)
 

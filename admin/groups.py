@@ -16,9 +16,9 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Request
 
-from .errors import PARTITION_NOT_FOUND, ApiError
-from .links import Links
-from .models import (
+from lodestream.admin.errors import PARTITION_NOT_FOUND, ApiError
+from lodestream.admin.links import Links
+from lodestream.admin.models import (
     ConsumerAssignmentData,
     ConsumerAssignmentDataList,
     ConsumerData,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, make_asgi_app
 
 if TYPE_CHECKING:
-    from broker.broker import Broker
+    from lodestream.broker.broker import Broker
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 

@@ -36,12 +36,12 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from broker.append import enqueue_batches
-from broker.replica_manager import AppendRequest
-from protocol.errors import ErrorCode, KafkaError
-from protocol.record_batch import build_batch
+from lodestream.broker.append import enqueue_batches
+from lodestream.broker.replica_manager import AppendRequest
+from lodestream.protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.record_batch import build_batch
 
-from .errors import (
+from lodestream.admin.errors import (
     KAFKA_BAD_REQUEST,
     KAFKA_ERROR,
     PARTITION_NOT_FOUND,
@@ -52,7 +52,7 @@ from .errors import (
     kafka_error_status,
     record_validation_message,
 )
-from .models import ProduceRequest, ProduceRequestData, decode_base64
+from lodestream.admin.models import ProduceRequest, ProduceRequestData, decode_base64
 
 _FIELDS = {ErrorCode.invalid_timestamp: "timestamp", ErrorCode.message_too_large: "value"}
 WINDOW = 256  # records of one stream queued ahead of the oldest unanswered one

@@ -16,22 +16,22 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
 
-from broker.broker import TopicSpec
-from broker.config import (
+from lodestream.broker.broker import TopicSpec
+from lodestream.broker.config import (
     BROKER_CONFIGS,
     TOPIC_CONFIGS,
     broker_config_synonyms,
     describe_topic_config,
     effective_broker_value,
 )
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from . import errors, groups
-from .auth import Authenticator
-from .errors import KAFKA_BAD_REQUEST, PARTITION_NOT_FOUND, UNKNOWN_TOPIC_OR_PARTITION, ApiError
-from .links import Links
-from .metrics import render_metrics
-from .models import (
+from lodestream.admin import errors, groups
+from lodestream.admin.auth import Authenticator
+from lodestream.admin.errors import KAFKA_BAD_REQUEST, PARTITION_NOT_FOUND, UNKNOWN_TOPIC_OR_PARTITION, ApiError
+from lodestream.admin.links import Links
+from lodestream.admin.metrics import render_metrics
+from lodestream.admin.models import (
     AlterConfigBatchRequest,
     BrokerConfigData,
     BrokerConfigDataList,
@@ -58,7 +58,7 @@ from .models import (
     UpdateConfigRequest,
     UpdatePartitionCountRequest,
 )
-from .produce import produce
+from lodestream.admin.produce import produce
 
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 _ALIASES = ("broker.id", "log.dir")  # listed only when set, as DescribeConfigs does

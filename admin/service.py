@@ -17,10 +17,10 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from broker.config import StartupError
+from lodestream.broker.config import StartupError
 
-from .auth import Authenticator
-from .rest import create_app
+from lodestream.admin.auth import Authenticator
+from lodestream.admin.rest import create_app
 
 log = logging.getLogger("lodestream.admin")
 

@@ -30,9 +30,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from protocol.codec import decode_response, encode_request, response_type, schema_versions
-from protocol.errors import ErrorCode
-from protocol.messages import request_builder
+from lodestream.protocol.codec import decode_response, encode_request, response_type, schema_versions
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import request_builder
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import time
 
-from consensus.image import TopicImage
-from protocol.errors import ErrorCode, KafkaError
-from protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, InvalidBatch, split_batches
+from lodestream.consensus.image import TopicImage
+from lodestream.protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, InvalidBatch, split_batches
 
-from .replica_manager import AppendRequest
+from lodestream.broker.replica_manager import AppendRequest
 
 
 def validate_batches(broker, topic: TopicImage, partition_index: int, records, now_ms: int):

@@ -19,13 +19,13 @@ from typing import Mapping
 
 import trio
 
-from consensus.image import MetadataImage, TopicImage
-from consensus.raft import MetadataQuorum, QuorumError, free_loopback_address
-from consensus.records import ConfigRecord, MetadataRecord, PartitionRecord, RemoveTopicRecord, TopicRecord
-from protocol.errors import ErrorCode, KafkaError
-from storage.leveldb_log import LogStore, StorageError
+from lodestream.consensus.image import MetadataImage, TopicImage
+from lodestream.consensus.raft import MetadataQuorum, QuorumError, free_loopback_address
+from lodestream.consensus.records import ConfigRecord, MetadataRecord, PartitionRecord, RemoveTopicRecord, TopicRecord
+from lodestream.protocol.errors import ErrorCode, KafkaError
+from lodestream.storage.leveldb_log import LogStore, StorageError
 
-from .config import (
+from lodestream.broker.config import (
     BROKER_CONFIGS,
     TOPIC_CONFIGS,
     BrokerConfig,
@@ -35,16 +35,16 @@ from .config import (
     validate_broker_config,
     validate_topic_config,
 )
-from .groups.coordinator import BrokerInternalLog, GroupCoordinator
-from .groups.offsets_log import OFFSETS_TOPIC
-from .limits import LimitReporter, MemoryPool
-from .listeners import check_single_node, listener_security_protocols, parse_listeners, parse_quorum_voters
-from .metrics import BrokerMetrics
-from .producer_ids import ProducerIdManager
-from .quotas import QuotaManager
-from .replica_manager import ReplicaManager
-from .transactions.coordinator import TransactionCoordinator, broker_marker_writer
-from .transactions.state_log import TOPIC_CONFIGS as TXN_TOPIC_CONFIGS, TRANSACTION_STATE_TOPIC
+from lodestream.broker.groups.coordinator import BrokerInternalLog, GroupCoordinator
+from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.limits import LimitReporter, MemoryPool
+from lodestream.broker.listeners import check_single_node, listener_security_protocols, parse_listeners, parse_quorum_voters
+from lodestream.broker.metrics import BrokerMetrics
+from lodestream.broker.producer_ids import ProducerIdManager
+from lodestream.broker.quotas import QuotaManager
+from lodestream.broker.replica_manager import ReplicaManager
+from lodestream.broker.transactions.coordinator import TransactionCoordinator, broker_marker_writer
+from lodestream.broker.transactions.state_log import TOPIC_CONFIGS as TXN_TOPIC_CONFIGS, TRANSACTION_STATE_TOPIC
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import trio
 
-from . import admin_cli
-from .broker import Broker
-from .config import BrokerConfig, ConfigError, StartupError
-from .server import serve_listeners
+from lodestream.broker import admin_cli
+from lodestream.broker.broker import Broker
+from lodestream.broker.config import BrokerConfig, ConfigError, StartupError
+from lodestream.broker.server import serve_listeners
 
 log = logging.getLogger("lodestream")
 

@@ -108,7 +108,7 @@ def _pool_bytes(value: str) -> int:
 
 
 def _ip_overrides(value: str) -> dict[str, int]:
-    from .limits import parse_ip_overrides
+    from lodestream.broker.limits import parse_ip_overrides
 
     return parse_ip_overrides(value)
 

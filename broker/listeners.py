@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .config import ConfigError
+from lodestream.broker.config import ConfigError
 
 if TYPE_CHECKING:
-    from .config import BrokerConfig
+    from lodestream.broker.config import BrokerConfig
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ _REPLICATION_FACTOR_KEYS = ("default.replication.factor", "offsets.topic.replica
 def check_single_node(config: "BrokerConfig") -> None:
     """Refuse configurations that need more than one broker (replication and a multi-node KRaft
     quorum are not built yet): two processes would each form a cluster of their own and say nothing."""
-    from .config import multi_value
+    from lodestream.broker.config import multi_value
 
     node_id = config.node_id
     roles = set(multi_value(config.raw("process.roles")))

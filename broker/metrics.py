@@ -31,10 +31,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from lodestream.broker.broker import Broker
 
 # Request latencies: 100 µs .. 30 s (a long-polling fetch waits up to its max_wait).
 LATENCY_BUCKETS = (

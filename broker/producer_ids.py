@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from consensus.records import ProducerIdsRecord
+from lodestream.consensus.records import ProducerIdsRecord
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from lodestream.broker.broker import Broker
 
 BLOCK_SIZE = 1000  # Kafka's ProducerIdsBlock size
 

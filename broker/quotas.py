@@ -53,7 +53,7 @@ from typing import Callable, Mapping
 
 import trio
 
-from consensus.records import QuotaRecord
+from lodestream.consensus.records import QuotaRecord
 
 ANONYMOUS = "ANONYMOUS"
 

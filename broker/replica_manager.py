@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from protocol.errors import ErrorCode, KafkaError
-from protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, build_control_batch, parse_header, stamp_for_append
-from storage.leveldb_log import LogStore, PartitionLog, StorageError, producer_index_tail
-from storage.producer_state import ProducerStateError, last_sequence
+from lodestream.protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, build_control_batch, parse_header, stamp_for_append
+from lodestream.storage.leveldb_log import LogStore, PartitionLog, StorageError, producer_index_tail
+from lodestream.storage.producer_state import ProducerStateError, last_sequence
 
-from .limits import OncePerInterval
+from lodestream.broker.limits import OncePerInterval
 
 if TYPE_CHECKING:
-    from .metrics import BrokerMetrics
+    from lodestream.broker.metrics import BrokerMetrics
 
 log = logging.getLogger(__name__)
 

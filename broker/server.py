@@ -10,15 +10,15 @@ from typing import Any, Awaitable
 
 import trio
 
-from protocol.codec import DecodeError, decode_request, encode_response_chunks, peek_preamble
-from protocol.framing import FrameDecoder, FrameError
+from lodestream.protocol.codec import DecodeError, decode_request, encode_response_chunks, peek_preamble
+from lodestream.protocol.framing import FrameDecoder, FrameError
 
-from .broker import BoundListener, Broker
-from .config import StartupError
-from .handlers import REGISTRY, RequestContext
-from .handlers import api_versions
-from .limits import PRODUCE_CHARGE_FACTOR
-from .quotas import BusyTime, apply_throttle
+from lodestream.broker.broker import BoundListener, Broker
+from lodestream.broker.config import StartupError
+from lodestream.broker.handlers import REGISTRY, RequestContext
+from lodestream.broker.handlers import api_versions
+from lodestream.broker.limits import PRODUCE_CHARGE_FACTOR
+from lodestream.broker.quotas import BusyTime, apply_throttle
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import pytest
 from compat_util import ck_create_topics, unique_topic
 
 # The repo's own codec (kio) encodes the raw AlterClientQuotas requests.
-from protocol.codec import decode_response, encode_request, response_type
-from protocol.messages import request_builder
+from lodestream.protocol.codec import decode_response, encode_request, response_type
+from lodestream.protocol.messages import request_builder
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
-from .records import (
+from lodestream.consensus.records import (
     ConfigRecord,
     MetadataRecord,
     PartitionRecord,

@@ -70,8 +70,8 @@ from typing import Callable
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import SyncObjException
 
-from .image import MetadataImage, PartitionImage, TopicImage, replay_all
-from .records import MetadataRecord, decode_records, encode_records
+from lodestream.consensus.image import MetadataImage, PartitionImage, TopicImage, replay_all
+from lodestream.consensus.records import MetadataRecord, decode_records, encode_records
 
 logger = logging.getLogger(__name__)
 

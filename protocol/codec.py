@@ -12,7 +12,7 @@ from kio.index import api_key_map, schema_name_map
 from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 
-from .decode_guard import walk as check_lengths
+from lodestream.protocol.decode_guard import walk as check_lengths
 
 _API_KEY_VERSION_CORRELATION = struct.Struct(">hhi")
 

@@ -35,7 +35,7 @@ from typing import Callable, Iterable
 
 import plyvel
 
-from .producer_state import ProducerStateManager, last_sequence
+from lodestream.storage.producer_state import ProducerStateManager, last_sequence
 
 _PARTITION_KEY = struct.Struct(">16si")
 _OFFSET = struct.Struct(">q")

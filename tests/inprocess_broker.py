@@ -7,9 +7,9 @@ from pathlib import Path
 
 import trio
 
-from broker.broker import Broker
-from broker.config import BrokerConfig
-from broker.server import serve_listeners
+from lodestream.broker.broker import Broker
+from lodestream.broker.config import BrokerConfig
+from lodestream.broker.server import serve_listeners
 from wire_client import WireClient
 
 

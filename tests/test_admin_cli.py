@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.admin_cli import KafkaConnection, render_table
+from lodestream.broker.admin_cli import KafkaConnection, render_table
 from broker_process import BrokerProcess
-from protocol.errors import ErrorCode
-from protocol.messages import request_builder
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import request_builder
 from record_batches import value_batch
 
 CLI = str(Path(sys.executable).parent / "lodestream")

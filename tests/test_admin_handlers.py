@@ -12,9 +12,9 @@ import uuid
 import pytest
 import trio
 
-from broker.config import BROKER_CONFIGS, TOPIC_CONFIGS
-from protocol.errors import ErrorCode
-from protocol.messages import request_builder
+from lodestream.broker.config import BROKER_CONFIGS, TOPIC_CONFIGS
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import request_builder
 from record_batches import value_batch
 
 TIMEOUT = datetime.timedelta(seconds=30)

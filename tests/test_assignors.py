@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.groups.assignors import ASSIGNORS, MemberSpec, range_, uniform
+from lodestream.broker.groups.assignors import ASSIGNORS, MemberSpec, range_, uniform
 
 TOPICS = ["a", "b", "c", "d"]
 

@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 from kio.index import load_request_schema
 from kio.schema.api_versions.v0.response import ApiVersionsResponse as ApiVersionsResponseV0
 from kio.serial import entity_writer
-from protocol.codec import decode_response, encode_request, response_type
-from protocol.framing import FrameDecoder, FrameError, frame
-from protocol.messages import request_builder
+from lodestream.protocol.codec import decode_response, encode_request, response_type
+from lodestream.protocol.framing import FrameDecoder, FrameError, frame
+from lodestream.protocol.messages import request_builder
 from broker_process import BrokerProcess
 from record_batches import value_batch
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from broker.config import BROKER_CONFIGS
-from broker.groups.classic import ClassicGroup, JoinRequest, heartbeat, join_group, leave_group, sync_group
-from broker.groups.coordinator import GroupCoordinator, MemoryGroupLog, java_string_hashcode, kafka_abs
-from protocol.errors import ErrorCode
+from lodestream.broker.config import BROKER_CONFIGS
+from lodestream.broker.groups.classic import ClassicGroup, JoinRequest, heartbeat, join_group, leave_group, sync_group
+from lodestream.broker.groups.coordinator import GroupCoordinator, MemoryGroupLog, java_string_hashcode, kafka_abs
+from lodestream.protocol.errors import ErrorCode
 
 GROUP = "g"
 PROTOCOLS = [("range", b"\x00\x00\x00\x00\x00\x01\x00\x01t\x00\x00\x00\x00")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import (
+from lodestream.broker.config import (
     BROKER_CONFIGS,
     TOPIC_CONFIGS,
     BrokerConfig,

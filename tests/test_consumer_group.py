@@ -9,13 +9,13 @@ import uuid
 import pytest
 import trio
 
-from broker.broker import TopicSpec
-from broker.groups import consumer
-from broker.groups.consumer import Heartbeat
-from broker.groups.coordinator import GroupCoordinator, MemoryGroupLog
-from consensus.image import MetadataImage, replay
-from consensus.records import PartitionRecord, RemoveTopicRecord, TopicRecord
-from protocol.errors import ErrorCode
+from lodestream.broker.broker import TopicSpec
+from lodestream.broker.groups import consumer
+from lodestream.broker.groups.consumer import Heartbeat
+from lodestream.broker.groups.coordinator import GroupCoordinator, MemoryGroupLog
+from lodestream.consensus.image import MetadataImage, replay
+from lodestream.consensus.records import PartitionRecord, RemoveTopicRecord, TopicRecord
+from lodestream.protocol.errors import ErrorCode
 
 SESSION_MS = 45_000
 INTERVAL_MS = 5_000
@@ -664,7 +664,7 @@ def _needs_coordinator(running_broker):
 
 
 async def test_heartbeat_and_describe_over_the_wire(running_broker):
-    from protocol.messages import request_builder
+    from lodestream.protocol.messages import request_builder
 
     _needs_coordinator(running_broker)
     broker = running_broker.broker
@@ -726,7 +726,7 @@ async def test_heartbeat_and_describe_over_the_wire(running_broker):
 async def test_consumer_group_survives_a_broker_restart(tmp_path):
     """The group's record goes through the real __consumer_offsets log and comes back on replay."""
     from inprocess_broker import start_broker
-    from protocol.messages import request_builder
+    from lodestream.protocol.messages import request_builder
 
     hb = request_builder(68, 1)
     describe = request_builder(69, 1)

@@ -9,10 +9,10 @@ import datetime
 import pytest
 import trio
 
-from broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
 from inprocess_broker import start_broker
-from protocol.errors import ErrorCode
-from protocol.messages import request_builder
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import request_builder
 
 TIMEOUT = datetime.timedelta(seconds=30)
 SESSION = datetime.timedelta(seconds=10)

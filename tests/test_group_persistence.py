@@ -9,10 +9,10 @@ import datetime
 import pytest
 import trio
 
-from broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
 from broker_process import BrokerProcess
 from inprocess_broker import start_broker
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 from test_group_handlers import commit, create_topic, join, offsets_of, req, sync
 from wire_client import WireClient
 

@@ -15,10 +15,10 @@ import pytest
 import trio
 import trio.testing
 
-from protocol.errors import ErrorCode
-from protocol.messages import request_builder
-from protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, build_batch, iter_records, parse_header
-from storage.leveldb_log import StorageError
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import request_builder
+from lodestream.protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, build_batch, iter_records, parse_header
+from lodestream.storage.leveldb_log import StorageError
 
 import record_batches as rb
 import inprocess_broker
@@ -138,7 +138,7 @@ async def test_retries_are_answered_with_the_original_offsets_and_not_written_ag
 
 
 async def test_pipelined_batches_of_one_producer_are_checked_in_arrival_order(running_broker, client):
-    from protocol.codec import decode_response, encode_request, response_type
+    from lodestream.protocol.codec import decode_response, encode_request, response_type
 
     with trio.fail_after(DEADLINE_S):
         await create_topic(client, "pipelined")

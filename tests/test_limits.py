@@ -14,13 +14,13 @@ import pytest
 import trio
 import trio.testing
 
-from broker.config import BrokerConfig, ConfigError
-from broker.limits import PRODUCE_CHARGE_FACTOR, LimitReporter, MemoryPool, parse_ip_overrides
-from broker.server import MAX_IN_FLIGHT_FETCHES_PER_CONNECTION
+from lodestream.broker.config import BrokerConfig, ConfigError
+from lodestream.broker.limits import PRODUCE_CHARGE_FACTOR, LimitReporter, MemoryPool, parse_ip_overrides
+from lodestream.broker.server import MAX_IN_FLIGHT_FETCHES_PER_CONNECTION
 from inprocess_broker import start_broker
-from protocol.codec import decode_response, encode_request, response_type
-from protocol.errors import ErrorCode
-from protocol.messages import request_builder
+from lodestream.protocol.codec import decode_response, encode_request, response_type
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import request_builder
 from record_batches import value_batch
 from test_metrics import create_topic, produce, samples, value
 

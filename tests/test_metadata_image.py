@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from consensus.image import MetadataImage, replay, replay_all
-from consensus.records import (
+from lodestream.consensus.image import MetadataImage, replay, replay_all
+from lodestream.consensus.records import (
     ConfigRecord,
     PartitionRecord,
     RemoveTopicRecord,

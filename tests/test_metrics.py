@@ -11,10 +11,10 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from admin.metrics import render_metrics
-from broker.metrics import BrokerMetrics, api_name
-from protocol.errors import ErrorCode
-from protocol.messages import request_builder
+from lodestream.admin.metrics import render_metrics
+from lodestream.broker.metrics import BrokerMetrics, api_name
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import request_builder
 from record_batches import value_batch
 
 PRODUCE, FETCH, METADATA, OFFSET_COMMIT, CREATE_TOPICS, API_VERSIONS = 0, 1, 3, 8, 19, 18
@@ -187,7 +187,7 @@ async def test_acks_zero_and_api_versions_are_counted(running_broker):
 
 
 def _encode(body) -> bytes:
-    from protocol.codec import encode_request
+    from lodestream.protocol.codec import encode_request
 
     return encode_request(999, body)
 

@@ -15,10 +15,10 @@ import uuid
 import pytest
 import trio
 
-from broker.handlers import REGISTRY
-from protocol.codec import decode_response, encode_request, response_type
-from protocol.errors import ErrorCode
-from protocol.messages import request_builder
+from lodestream.broker.handlers import REGISTRY
+from lodestream.protocol.codec import decode_response, encode_request, response_type
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import request_builder
 
 import record_batches as rb
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from kio.index import load_request_schema, load_response_schema
 from kio.static.primitive import Records
-from protocol.codec import (
+from lodestream.protocol.codec import (
     DecodeError,
     RecordChunks,
     decode_request,
@@ -29,9 +29,9 @@ from protocol.codec import (
     peek_preamble,
     schema_versions,
 )
-from protocol.errors import ErrorCode
-from protocol.messages import has_field, request_builder, response_builder
-from protocol.record_batch import (
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import has_field, request_builder, response_builder
+from lodestream.protocol.record_batch import (
     CRC_START,
     HEADER_SIZE,
     TIMESTAMP_TYPE_BIT,

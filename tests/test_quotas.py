@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from broker.quotas import (
+from lodestream.broker.quotas import (
     ANONYMOUS,
     CLIENT_ID,
     CONSUMER_BYTE_RATE,
@@ -29,10 +29,10 @@ from broker.quotas import (
     resolve,
     validate,
 )
-from consensus.image import MetadataImage, replay_all
-from consensus.records import QuotaRecord, decode_records, encode_records
-from protocol.errors import ErrorCode
-from protocol.messages import request_builder
+from lodestream.consensus.image import MetadataImage, replay_all
+from lodestream.consensus.records import QuotaRecord, decode_records, encode_records
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import request_builder
 from record_batches import value_batch
 
 TIMEOUT = datetime.timedelta(seconds=30)

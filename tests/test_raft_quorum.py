@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 import signal
 import socket
@@ -16,8 +15,8 @@ import uuid
 import pytest
 from pysyncobj.journal import FileJournal
 
-from consensus.image import MetadataImage, replay_all
-from consensus.raft import (
+from lodestream.consensus.image import MetadataImage, replay_all
+from lodestream.consensus.raft import (
     DUMP_FILE,
     MetadataQuorum,
     QuorumError,
@@ -25,7 +24,7 @@ from consensus.raft import (
     image_from_snapshot,
     image_to_snapshot,
 )
-from consensus.records import ConfigRecord, PartitionRecord, QuotaRecord, RemoveTopicRecord, TopicRecord
+from lodestream.consensus.records import ConfigRecord, PartitionRecord, QuotaRecord, RemoveTopicRecord, TopicRecord
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -191,8 +190,8 @@ def test_acknowledged_proposals_survive_sigkill(tmp_path, quorums):
         textwrap.dedent(
             """
             import pathlib, sys, uuid
-            from consensus.raft import MetadataQuorum, free_loopback_address
-            from consensus.records import TopicRecord
+            from lodestream.consensus.raft import MetadataQuorum, free_loopback_address
+            from lodestream.consensus.records import TopicRecord
 
             address = free_loopback_address()
             quorum = MetadataQuorum(address, [address], pathlib.Path(sys.argv[1]))
@@ -203,10 +202,7 @@ def test_acknowledged_proposals_survive_sigkill(tmp_path, quorums):
             """
         )
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(journal)], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO
-    )
+    proc = subprocess.Popen([sys.executable, str(script), str(journal)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         # Kill it mid-stream, while it is still proposing.
         for _ in range(200):

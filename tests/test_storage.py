@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from protocol.record_batch import parse_header, split_batches, stamp_for_append
-from storage.leveldb_log import LogStore, PartitionLog
+from lodestream.protocol.record_batch import parse_header, split_batches, stamp_for_append
+from lodestream.storage.leveldb_log import LogStore, PartitionLog
 
 import record_batches as rb
 

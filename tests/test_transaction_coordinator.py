@@ -11,13 +11,13 @@ import itertools
 import trio
 import trio.testing
 
-from broker.config import BROKER_CONFIGS
-from broker.groups.coordinator import GroupCoordinator, MemoryGroupLog
-from broker.groups.offsets_log import OFFSETS_TOPIC
-from broker.transactions.coordinator import TransactionCoordinator
-from broker.transactions.state import TxnState
+from lodestream.broker.config import BROKER_CONFIGS
+from lodestream.broker.groups.coordinator import GroupCoordinator, MemoryGroupLog
+from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.transactions.coordinator import TransactionCoordinator
+from lodestream.broker.transactions.state import TxnState
 import inprocess_broker
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
 TX = "tx-1"
 T0, T1 = ("orders", 0), ("orders", 1)
@@ -313,7 +313,7 @@ NONE = ErrorCode.none
 
 
 def req(api_key: int, version: int):
-    from protocol.messages import request_builder
+    from lodestream.protocol.messages import request_builder
 
     return request_builder(api_key, version)
 
@@ -358,7 +358,7 @@ async def test_transaction_over_the_wire_and_after_a_restart(tmp_path):
     from test_produce_fetch import create_topic, produce_request
 
     import record_batches as rb
-    from protocol.record_batch import TRANSACTIONAL_BIT
+    from lodestream.protocol.record_batch import TRANSACTIONAL_BIT
 
     with trio.fail_after(60):
         async with broker_at(tmp_path / "data") as (running, client):
@@ -477,7 +477,7 @@ async def test_errors_over_the_wire_by_version(tmp_path):
             assert (ended.error_code, ended.producer_id, ended.producer_epoch) == (NONE, pid, epoch + 1)
             # An unknown id: start time -1 as Kafka sends it, which kio refuses to decode, so read the bytes:
             # correlation id, header tags, throttle time, array length, then the first error code.
-            from protocol.codec import encode_request
+            from lodestream.protocol.codec import encode_request
 
             await client.send_raw(encode_request(999, req(65, 0).DescribeTransactionsRequest(transactional_ids=("nope",))))
             frame = await client.read_frame()
@@ -493,7 +493,7 @@ async def test_prepared_commit_is_completed_by_the_next_broker_on_the_same_logs(
     __consumer_offsets, writes the markers and makes the offsets visible."""
     from test_produce_fetch import create_topic
 
-    import broker.transactions.coordinator as coordinator_module
+    import lodestream.broker.transactions.coordinator as coordinator_module
 
     monkeypatch.setattr(coordinator_module, "COMPLETION_WAIT_S", 0.05)
     with trio.fail_after(60):

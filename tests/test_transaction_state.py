@@ -7,10 +7,10 @@ import itertools
 
 import pytest
 
-from broker.transactions import state as sm
-from broker.transactions.state import InitAction, TxnMetadata, TxnState
-from broker.transactions.state_log import decode_key, decode_value, txn_key, txn_value
-from protocol.errors import ErrorCode
+from lodestream.broker.transactions import state as sm
+from lodestream.broker.transactions.state import InitAction, TxnMetadata, TxnState
+from lodestream.broker.transactions.state_log import decode_key, decode_value, txn_key, txn_value
+from lodestream.protocol.errors import ErrorCode
 
 E, O, PC, PA, CC, CA, DEAD, FENCE = TxnState
 TP = ("t", 0)

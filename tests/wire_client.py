@@ -6,7 +6,7 @@ import struct
 
 import trio
 
-from protocol.codec import decode_response, encode_request, response_type
+from lodestream.protocol.codec import decode_response, encode_request, response_type
 
 
 class WireClient:

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from .coordinator import GROUP_TYPES
+from lodestream.broker.groups.coordinator import GROUP_TYPES
 
 if TYPE_CHECKING:
-    from .coordinator import GroupCoordinator
+    from lodestream.broker.groups.coordinator import GroupCoordinator
 
 log = logging.getLogger(__name__)
 

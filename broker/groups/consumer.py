@@ -60,10 +60,10 @@ from typing import Any, Iterable, Mapping
 
 import trio
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from .assignors import ASSIGNORS, DEFAULT_ASSIGNOR, MemberSpec
-from .coordinator import GROUP_TYPES
+from lodestream.broker.groups.assignors import ASSIGNORS, DEFAULT_ASSIGNOR, MemberSpec
+from lodestream.broker.groups.coordinator import GROUP_TYPES
 
 log = logging.getLogger(__name__)
 

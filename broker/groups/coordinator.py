@@ -73,9 +73,9 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, N
 
 import trio
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from .offsets_log import (
+from lodestream.broker.groups.offsets_log import (
     OFFSETS_TOPIC,
     OffsetAndMetadata,
     decode_group_value,
@@ -86,14 +86,14 @@ from .offsets_log import (
 )
 
 if TYPE_CHECKING:
-    from broker.broker import Broker
+    from lodestream.broker.broker import Broker
 
 log = logging.getLogger(__name__)
 
 GROUP_TYPES: dict[str, type] = {}
 """group_type -> class with from_record(); filled by the group modules on import."""
 
-_OPTIONAL_GROUP_MODULES = ("broker.groups.classic", "broker.groups.consumer")
+_OPTIONAL_GROUP_MODULES = ("lodestream.broker.groups.classic", "lodestream.broker.groups.consumer")
 
 
 def java_string_hashcode(text: str) -> int:
@@ -190,13 +190,13 @@ class BrokerInternalLog:
                 await self.broker.create_internal_topic(self.topic, num_partitions, self.configs)
 
     async def append(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
-        from protocol.record_batch import build_batch
+        from lodestream.protocol.record_batch import build_batch
 
         await self._append(partition, build_batch(records, int(time.time() * 1000)))
 
     async def append_transactional(self, partition: int, records: list[tuple[bytes, bytes | None]],
                                    producer_id: int, producer_epoch: int) -> None:
-        from protocol.record_batch import TRANSACTIONAL_BIT, build_batch
+        from lodestream.protocol.record_batch import TRANSACTIONAL_BIT, build_batch
 
         batch = build_batch(records, int(time.time() * 1000), attributes=TRANSACTIONAL_BIT,
                             producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=0)
@@ -225,7 +225,7 @@ class BrokerInternalLog:
             raise KafkaError(ErrorCode.coordinator_not_available, str(exc)) from None
 
     def replay(self) -> Iterator[LogRecord]:
-        from protocol.record_batch import control_marker_commit, iter_records, parse_header
+        from lodestream.protocol.record_batch import control_marker_commit, iter_records, parse_header
 
         topic = self._topic()
         if topic is None or self.broker.replicas is None:

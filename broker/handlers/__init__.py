@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from protocol.codec import schema_versions
-from protocol.messages import MessageBuilder, response_builder
+from lodestream.protocol.codec import schema_versions
+from lodestream.protocol.messages import MessageBuilder, response_builder
 
-from . import (
+from lodestream.broker.handlers import (
     alter_configs,
     api_versions,
     create_partitions,
@@ -33,10 +33,10 @@ from . import (
     metadata,
     produce,
 )
-from . import consumer_group_describe, consumer_group_heartbeat  # KIP-848 consumer groups
-from . import alter_client_quotas, describe_client_quotas  # client quotas (broker/quotas.py)
-from . import describe_producers, init_producer_id  # idempotent producers (docs/transactions.md)
-from . import (  # the transaction coordinator's APIs (broker/transactions)
+from lodestream.broker.handlers import consumer_group_describe, consumer_group_heartbeat  # KIP-848 consumer groups
+from lodestream.broker.handlers import alter_client_quotas, describe_client_quotas  # client quotas (broker/quotas.py)
+from lodestream.broker.handlers import describe_producers, init_producer_id  # idempotent producers (docs/transactions.md)
+from lodestream.broker.handlers import (  # the transaction coordinator's APIs (broker/transactions)
     add_offsets_to_txn,
     add_partitions_to_txn,
     describe_transactions,
@@ -44,7 +44,7 @@ from . import (  # the transaction coordinator's APIs (broker/transactions)
     list_transactions,
     txn_offset_commit,
 )
-from . import (  # the group coordinator's APIs (broker/groups)
+from lodestream.broker.handlers import (  # the group coordinator's APIs (broker/groups)
     delete_groups,
     describe_groups,
     find_coordinator,
@@ -59,7 +59,7 @@ from . import (  # the group coordinator's APIs (broker/groups)
 )
 
 if TYPE_CHECKING:
-    from broker.broker import Broker
+    from lodestream.broker.broker import Broker
 
 
 @dataclass(slots=True)
@@ -77,7 +77,7 @@ class RequestContext:
 
     @property
     def usage(self):
-        from broker.quotas import Usage
+        from lodestream.broker.quotas import Usage
 
         host = self.peer.rsplit(":", 1)[0] if ":" in self.peer else self.peer
         return Usage(client_id=self.client_id or "", host=host)

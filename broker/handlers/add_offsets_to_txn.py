@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from ..groups.offsets_log import OFFSETS_TOPIC
-from ..transactions.coordinator import compatible_error
+from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.transactions.coordinator import compatible_error
 
 API_KEY = 25
 VERSIONS = range(0, 5)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
-from ..transactions.coordinator import compatible_error
+from lodestream.broker.transactions.coordinator import compatible_error
 
 API_KEY = 24
 VERSIONS = range(0, 6)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
-from consensus.records import QuotaRecord
-from broker.quotas import QuotaError, make_entity, validate
+from lodestream.consensus.records import QuotaRecord
+from lodestream.broker.quotas import QuotaError, make_entity, validate
 
 API_KEY = 49
 VERSIONS = range(0, 2)

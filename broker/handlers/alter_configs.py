@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from .describe_configs import BROKER, TOPIC
+from lodestream.broker.handlers.describe_configs import BROKER, TOPIC
 
 API_KEY = 33
 VERSIONS = range(0, 3)

@@ -2,15 +2,15 @@
 
 import datetime
 
-from protocol.errors import ErrorCode
-from protocol.messages import response_builder
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import response_builder
 
 API_KEY = 18
 VERSIONS = range(0, 5)
 
 
 def supported_api_keys(build) -> tuple:
-    from . import REGISTRY
+    from lodestream.broker.handlers import REGISTRY
 
     return tuple(
         build.ApiVersion(api_key=h.api_key, min_version=h.versions.start, max_version=h.versions.stop - 1)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from broker.groups import consumer
+from lodestream.broker.groups import consumer
 
 API_KEY = 69
 VERSIONS = range(0, 2)

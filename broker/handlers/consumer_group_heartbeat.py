@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
-from broker.groups import consumer
+from lodestream.broker.groups import consumer
 
 API_KEY = 68
 VERSIONS = range(0, 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
 API_KEY = 37
 VERSIONS = range(0, 4)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from broker.broker import TopicSpec
-from broker.config import CONFIG_SOURCE_IDS, describe_topic_config
+from lodestream.broker.broker import TopicSpec
+from lodestream.broker.config import CONFIG_SOURCE_IDS, describe_topic_config
 
 API_KEY = 19
 VERSIONS = range(2, 8)
@@ -38,7 +38,7 @@ def _result_configs(ctx, spec: TopicSpec):
 
 
 def _all_topic_keys():
-    from broker.config import TOPIC_CONFIGS
+    from lodestream.broker.config import TOPIC_CONFIGS
 
     return set(TOPIC_CONFIGS)
 

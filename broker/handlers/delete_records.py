@@ -14,7 +14,7 @@ import weakref
 
 import trio
 
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
 API_KEY = 21
 VERSIONS = range(0, 3)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
 API_KEY = 20
 VERSIONS = range(1, 7)

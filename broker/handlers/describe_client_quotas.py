@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
-from broker.quotas import CLIENT_ID, CONSUMER_GROUP, IP, USER
+from lodestream.broker.quotas import CLIENT_ID, CONSUMER_GROUP, IP, USER
 
 API_KEY = 48
 VERSIONS = range(0, 2)

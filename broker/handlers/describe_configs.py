@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from broker.broker import validate_topic_name
-from broker.config import (
+from lodestream.broker.broker import validate_topic_name
+from lodestream.broker.config import (
     BROKER_CONFIGS,
     CONFIG_SOURCE_IDS,
     CONFIG_TYPE_IDS,
@@ -25,7 +25,7 @@ from broker.config import (
     describe_topic_config,
     effective_broker_value,
 )
-from broker.quotas import GROUP_CONFIG_DOCS, GROUP_RESOURCE_TYPE, describe_group_configs
+from lodestream.broker.quotas import GROUP_CONFIG_DOCS, GROUP_RESOURCE_TYPE, describe_group_configs
 
 API_KEY = 32
 VERSIONS = range(1, 5)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from broker.groups.classic import STABLE
+from lodestream.broker.groups.classic import STABLE
 
 API_KEY = 15
 VERSIONS = range(0, 7)

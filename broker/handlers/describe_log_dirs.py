@@ -7,7 +7,7 @@ import shutil
 
 import trio
 
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
 API_KEY = 35
 VERSIONS = range(1, 5)

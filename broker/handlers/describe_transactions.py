@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
 API_KEY = 65
 VERSIONS = range(0, 1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime
 
-from ..transactions.coordinator import compatible_error
+from lodestream.broker.transactions.coordinator import compatible_error
 
 API_KEY = 26
 VERSIONS = range(0, 6)

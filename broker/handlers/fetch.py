@@ -14,9 +14,9 @@ import datetime
 
 import trio
 
-from protocol.codec import RecordChunks
-from protocol.errors import ErrorCode
-from protocol.record_batch import parse_header
+from lodestream.protocol.codec import RecordChunks
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.record_batch import parse_header
 
 API_KEY = 1
 VERSIONS = range(4, 18)

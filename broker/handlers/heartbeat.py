@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from broker.groups.classic import heartbeat
+from lodestream.broker.groups.classic import heartbeat
 
 API_KEY = 12
 VERSIONS = range(0, 5)

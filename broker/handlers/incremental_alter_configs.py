@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from broker.config import BROKER_CONFIGS, TOPIC_CONFIGS
-from broker.quotas import GROUP_RESOURCE_TYPE, QuotaError, group_config_records
+from lodestream.broker.config import BROKER_CONFIGS, TOPIC_CONFIGS
+from lodestream.broker.quotas import GROUP_RESOURCE_TYPE, QuotaError, group_config_records
 
-from .alter_configs import apply_changes, broker_scope, check_keys, duplicate_resources, resource_response
-from .describe_configs import BROKER, BROKER_LOGGER, TOPIC
+from lodestream.broker.handlers.alter_configs import apply_changes, broker_scope, check_keys, duplicate_resources, resource_response
+from lodestream.broker.handlers.describe_configs import BROKER, BROKER_LOGGER, TOPIC
 
 API_KEY = 44
 VERSIONS = range(0, 2)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
-from ..transactions.coordinator import compatible_error
+from lodestream.broker.transactions.coordinator import compatible_error
 
 API_KEY = 22
 VERSIONS = range(0, 6)

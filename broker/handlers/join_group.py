@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from broker.groups.classic import JoinRequest, join_group
+from lodestream.broker.groups.classic import JoinRequest, join_group
 
 API_KEY = 11
 VERSIONS = range(0, 10)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
-from broker.groups.classic import leave_group
+from lodestream.broker.groups.classic import leave_group
 
 API_KEY = 13
 VERSIONS = range(0, 6)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode
-from protocol.record_batch import record_timestamps
+from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.record_batch import record_timestamps
 
 API_KEY = 2
 VERSIONS = range(1, 11)

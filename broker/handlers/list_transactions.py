@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 import re
 
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
 API_KEY = 66
 VERSIONS = range(0, 3)

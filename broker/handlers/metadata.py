@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from broker.broker import INTERNAL_TOPICS, validate_topic_name
+from lodestream.broker.broker import INTERNAL_TOPICS, validate_topic_name
 
 API_KEY = 3
 VERSIONS = range(0, 14)

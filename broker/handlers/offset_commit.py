@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
 API_KEY = 8
 VERSIONS = range(2, 10)  # Kafka 4.1 advertises 2-9

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from broker.groups.coordinator import is_subscribed_to_topic, validate_offset_delete
+from lodestream.broker.groups.coordinator import is_subscribed_to_topic, validate_offset_delete
 
 API_KEY = 47
 VERSIONS = range(0, 1)

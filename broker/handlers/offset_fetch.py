@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
 API_KEY = 9
 VERSIONS = range(1, 10)  # Kafka 4.1 advertises 1-9

@@ -15,11 +15,11 @@ from __future__ import annotations
 import datetime
 import time
 
-from protocol.errors import ErrorCode, KafkaError
-from protocol.record_batch import TRANSACTIONAL_BIT
+from lodestream.protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.record_batch import TRANSACTIONAL_BIT
 
-from broker.append import new_append, validate_batches
-from broker.replica_manager import AppendRequest
+from lodestream.broker.append import new_append, validate_batches
+from lodestream.broker.replica_manager import AppendRequest
 
 API_KEY = 0
 VERSIONS = range(0, 14)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from broker.groups.classic import sync_group
+from lodestream.broker.groups.classic import sync_group
 
 API_KEY = 14
 VERSIONS = range(0, 6)

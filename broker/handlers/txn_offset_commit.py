@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import datetime
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from ..groups.offsets_log import OFFSETS_TOPIC
-from .offset_commit import check_partitions
+from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.handlers.offset_commit import check_partitions
 
 API_KEY = 28
 VERSIONS = range(0, 6)

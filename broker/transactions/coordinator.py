@@ -24,17 +24,17 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 import trio
 
-from protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from ..groups.coordinator import GroupLog, java_string_hashcode, kafka_abs
-from ..groups.offsets_log import OFFSETS_TOPIC
-from . import state as sm
-from .state import TopicPartition, TxnMetadata, TxnState
-from .state_log import TRANSACTION_STATE_TOPIC, decode_key, decode_value, txn_key, txn_value
+from lodestream.broker.groups.coordinator import GroupLog, java_string_hashcode, kafka_abs
+from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.transactions import state as sm
+from lodestream.broker.transactions.state import TopicPartition, TxnMetadata, TxnState
+from lodestream.broker.transactions.state_log import TRANSACTION_STATE_TOPIC, decode_key, decode_value, txn_key, txn_value
 
 if TYPE_CHECKING:
-    from broker.broker import Broker
-    from broker.groups.coordinator import GroupCoordinator
+    from lodestream.broker.broker import Broker
+    from lodestream.broker.groups.coordinator import GroupCoordinator
 
 log = logging.getLogger(__name__)
 

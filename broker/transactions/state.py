@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
-from protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode
 
 NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1

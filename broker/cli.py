@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import trio
@@ -16,11 +15,9 @@ import trio
 from lodestream.broker import admin_cli
 from lodestream.broker.broker import Broker
 from lodestream.broker.config import BrokerConfig, ConfigError, StartupError
-from lodestream.broker.server import serve_listeners
+from lodestream.broker.lifecycle import serve_broker
 
 log = logging.getLogger("lodestream")
-
-SERVICES_GROUP = "lodestream.services"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,35 +44,13 @@ def _write_ready_file(path: Path, broker: Broker, services: dict[str, str]) -> N
     temporary.replace(path)
 
 
-def _services() -> list:
-    """Extra services registered under the `lodestream.services` entry-point group (the REST API
-    registers itself there: the broker never imports it). Each is `async def(broker, *, task_status)`
-    and reports its address (or None when disabled) through task_status.started."""
-    return sorted(entry_points(group=SERVICES_GROUP), key=lambda entry: entry.name)
-
-
-async def _start_services(nursery: trio.Nursery, broker: Broker) -> dict[str, str]:
-    addresses: dict[str, str] = {}
-    for entry in _services():
-        address = await nursery.start(entry.load(), broker)
-        if address:
-            addresses[entry.name.upper()] = address if isinstance(address, str) else ",".join(address)
-    return addresses
-
-
 async def run_broker(config: BrokerConfig, ready_file: Path | None) -> None:
     broker = Broker(config)
     broker.open()
-    replicas = broker.replicas
-    assert replicas is not None
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(replicas.run_committer)
-                nursery.start_soon(replicas.run_flusher)
-                await nursery.start(broker.groups.run)
-                await nursery.start(serve_listeners, broker)
-                services = await _start_services(nursery, broker)
+                services = await nursery.start(serve_broker, broker)
                 if ready_file is not None:
                     _write_ready_file(ready_file, broker, services)
                 log.info("broker %d ready, cluster %s, data in %s", broker.node_id, broker.cluster_id, broker.data_dir)
@@ -83,8 +58,6 @@ async def run_broker(config: BrokerConfig, ready_file: Path | None) -> None:
                     log.info("received %s, shutting down", signal.Signals(received).name)
                     break
                 nursery.cancel_scope.cancel()
-        with trio.CancelScope(shield=True):
-            await replicas.close()
     finally:
         broker.close()
         log.info("broker stopped")

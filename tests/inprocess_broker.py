@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 
 import trio
 
 from lodestream.broker.broker import Broker
 from lodestream.broker.config import BrokerConfig
-from lodestream.broker.server import serve_listeners
+from lodestream.broker.lifecycle import serve_broker
 from wire_client import WireClient
 
 
@@ -29,10 +30,7 @@ async def start_broker(nursery: trio.Nursery, data_dir: Path, **overrides: str) 
     settings = {"listeners": "PLAINTEXT://127.0.0.1:0", "log.dirs": str(data_dir), **overrides}
     broker = Broker(BrokerConfig(settings))
     broker.open()
-    nursery.start_soon(broker.replicas.run_committer)
-    nursery.start_soon(broker.replicas.run_flusher)
-    await nursery.start(broker.groups.run)
-    await nursery.start(serve_listeners, broker)
+    await nursery.start(functools.partial(serve_broker, broker, services=False))  # the CLI's lifecycle
     return RunningBroker(broker)
 
 

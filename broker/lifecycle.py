@@ -1,0 +1,47 @@
+"""One broker lifecycle, used by `lodestream serve` (broker/cli.py) and by the in-process tests.
+
+`Broker.open()` does the blocking start-up (data directory, metadata, logs,
+coordinators' replay); `serve_broker` then runs everything the broker does
+until it is cancelled: the log committer and flusher, the coordinators' task,
+the Kafka listeners and, unless told not to, the services registered under the
+`lodestream.services` entry-point group (the REST API). On cancellation it
+finishes the queued appends and syncs the log; the caller closes the broker.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+import trio
+
+from lodestream.broker.broker import Broker
+from lodestream.broker.server import serve_listeners
+
+SERVICES_GROUP = "lodestream.services"
+
+
+async def _start_services(nursery: trio.Nursery, broker: Broker) -> dict[str, str]:
+    """Each registered service is `async def(broker, *, task_status)` and reports its address (None when
+    disabled) through task_status.started. The broker never imports them: the REST API registers itself."""
+    addresses: dict[str, str] = {}
+    for entry in sorted(entry_points(group=SERVICES_GROUP), key=lambda entry: entry.name):
+        address = await nursery.start(entry.load(), broker)
+        if address:
+            addresses[entry.name.upper()] = address if isinstance(address, str) else ",".join(address)
+    return addresses
+
+
+async def serve_broker(broker: Broker, *, services: bool = True, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run an opened broker until cancelled; reports {service name: address} once everything listens."""
+    replicas, groups = broker.replicas, broker.groups
+    assert replicas is not None and groups is not None, "Broker.open() first"
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(replicas.run_committer)
+            nursery.start_soon(replicas.run_flusher)
+            await nursery.start(groups.run)
+            await nursery.start(serve_listeners, broker)
+            task_status.started(await _start_services(nursery, broker) if services else {})
+    finally:
+        with trio.CancelScope(shield=True):
+            await replicas.close()  # queued appends are written and the log synced

@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import re
+import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,17 @@ def lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
+def _check_port_free(address: str, what: str) -> None:
+    """Bind-test a host:port before a library that would log a traceback on its own binds it."""
+    host, _, port = address.rpartition(":")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            raise StartupError(f"listeners: cannot listen on {address} ({what}): {exc.strerror or exc}") from None
+
+
 @dataclass
 class TopicSpec:
     name: str
@@ -160,6 +172,7 @@ class Broker:
         self.cluster_id = self._load_or_create_cluster_id()
         self_address = self._raft_address()
         voters = [address for _, address in self.voters] or [self_address]
+        _check_port_free(self_address, "the metadata quorum's CONTROLLER listener")
         self.quorum = MetadataQuorum(self_address, voters, self.data_dir / "metadata")
         try:
             self.quorum.start()

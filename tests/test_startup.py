@@ -109,13 +109,15 @@ def test_multi_node_configurations_are_refused(tmp_path, overrides, fragments):
 
 # -- the environment stops start-up ------------------------------------------------------
 
-def test_port_in_use(tmp_path):
+@pytest.mark.parametrize("listeners", ["PLAINTEXT://127.0.0.1:{port}",
+                                       "PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{port}"])
+def test_port_in_use(tmp_path, listeners):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = serve(tmp_path, f"listeners=PLAINTEXT://127.0.0.1:{port}")
-    assert_refused(result, "cannot start", f"PLAINTEXT://127.0.0.1:{port}", "in use")
+        result = serve(tmp_path, "listeners=" + listeners.format(port=port))
+    assert_refused(result, "cannot start", f"127.0.0.1:{port}", "in use")
 
 
 # A busy admin.listeners port: tests/test_rest_api.py::test_busy_admin_port_stops_start_up_naming_the_key.

@@ -11,7 +11,6 @@ committed offset have no lag entry.
 from __future__ import annotations
 
 import re
-import struct
 from typing import Any
 
 from fastapi import APIRouter, Path, Request
@@ -29,6 +28,7 @@ from lodestream.admin.models import (
     ConsumerLagData,
     ConsumerLagDataList,
 )
+from lodestream.protocol.consumer_protocol import assignment_partitions
 
 GroupId = Path(description="Consumer group id")
 ConsumerId = Path(description="Member id")
@@ -45,31 +45,6 @@ def rest_state(state: str | None) -> str:
     if not state:
         return "UNKNOWN"
     return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", state).upper()
-
-
-def consumer_assignment(data: bytes | None) -> list[tuple[str, int]]:
-    """(topic, partition) pairs of a ConsumerProtocolAssignment (every version starts the same way)."""
-    if not data or len(data) < 6:
-        return []
-    try:
-        position = 2  # version
-        (topics,) = struct.unpack_from(">i", data, position)
-        position += 4
-        pairs = []
-        for _ in range(max(topics, 0)):
-            (length,) = struct.unpack_from(">h", data, position)
-            position += 2
-            topic = bytes(data[position:position + length]).decode()
-            position += length
-            (count,) = struct.unpack_from(">i", data, position)
-            position += 4
-            for _ in range(max(count, 0)):
-                (partition,) = struct.unpack_from(">i", data, position)
-                position += 4
-                pairs.append((topic, partition))
-        return pairs
-    except (struct.error, UnicodeDecodeError):
-        return []
 
 
 class MemberView:
@@ -90,7 +65,7 @@ def members(group, image) -> list[MemberView]:
                            if topic_id in topic_names for p in parts)
             instance_id = getattr(member, "instance_id", None)
         else:  # classic member: the assignment bytes the leader sent in SyncGroup
-            pairs = sorted(consumer_assignment(getattr(member, "assignment", None))) \
+            pairs = sorted(assignment_partitions(getattr(member, "assignment", None))) \
                 if _value(group, "protocol_type", "") == "consumer" else []
             instance_id = getattr(member, "group_instance_id", None)
         result.append(MemberView(member_id, instance_id, getattr(member, "client_id", "") or "", pairs))

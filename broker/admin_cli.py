@@ -30,6 +30,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from lodestream.protocol.consumer_protocol import assignment_partitions
 from lodestream.protocol.codec import decode_response, encode_request, response_type, schema_versions
 from lodestream.protocol.errors import ErrorCode
 from lodestream.protocol.messages import request_builder
@@ -481,7 +482,7 @@ class KafkaBackend(Backend):
         _check(group.error_code, getattr(group, "error_message", None), f"describe group {group_id}")
         members = []
         for m in group.members:
-            owned = _consumer_assignment(m.member_assignment) if group.protocol_type == "consumer" else []
+            owned = assignment_partitions(m.member_assignment) if group.protocol_type == "consumer" else []
             members.append({"member_id": m.member_id, "instance_id": getattr(m, "group_instance_id", None),
                             "client_id": m.client_id, "host": m.client_host,
                             "assignment": [f"{t}-{p}" for t, p in sorted(owned)], "_owned": owned})
@@ -522,30 +523,6 @@ def _replication_factor(topic) -> int:
 
 def _resource_type(resource: str) -> int:
     return TOPIC_RESOURCE if resource == "topic" else BROKER_RESOURCE
-
-
-def _consumer_assignment(data: bytes | None) -> list[tuple[str, int]]:
-    """ConsumerProtocolAssignment (any version): the (topic, partition) pairs assigned."""
-    if not data:
-        return []
-    try:
-        position = 2  # version
-        (topics,) = struct.unpack_from(">i", data, position)
-        position += 4
-        owned = []
-        for _ in range(max(topics, 0)):
-            (length,) = struct.unpack_from(">h", data, position)
-            position += 2
-            topic = data[position:position + length].decode()
-            position += length
-            (count,) = struct.unpack_from(">i", data, position)
-            position += 4
-            for _ in range(max(count, 0)):
-                owned.append((topic, struct.unpack_from(">i", data, position)[0]))
-                position += 4
-        return owned
-    except (struct.error, UnicodeDecodeError):
-        return []
 
 
 # -- the REST transport -------------------------------------------------------------------------------

@@ -367,3 +367,22 @@ def test_helper_batches_read_back_with_kafka_python():
 def test_helper_varints_round_trip(value):
     encoded = rb.encode_varint(value)
     assert rb.decode_varint(encoded + b"\xff", 0) == (value, len(encoded))
+
+
+def test_consumer_protocol_subscription_and_assignment_prefixes():
+    import struct
+
+    from lodestream.protocol.consumer_protocol import assignment_partitions, subscription_topics
+
+    def string(text: str) -> bytes:
+        return struct.pack(">h", len(text)) + text.encode()
+
+    # v3 subscription: the v0 prefix (topics) followed by user data, owned partitions, generation, rack.
+    subscription = struct.pack(">hi", 3, 2) + string("a") + string("b") + b"\xff\xff\xff\xff" + b"\x00" * 9
+    assert subscription_topics(subscription) == {"a", "b"}
+    with pytest.raises(ValueError):
+        subscription_topics(struct.pack(">hi", 0, 1) + struct.pack(">h", 40) + b"ab")
+    assignment = (struct.pack(">hi", 1, 1) + string("a") + struct.pack(">iii", 2, 0, 5)
+                  + b"\xff\xff\xff\xff")  # v1: user data after the partitions
+    assert assignment_partitions(assignment) == [("a", 0), ("a", 5)]
+    assert assignment_partitions(b"") == [] and assignment_partitions(assignment[:9]) == []

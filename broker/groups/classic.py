@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from lodestream.protocol.consumer_protocol import subscription_topics
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.groups.coordinator import GROUP_TYPES
@@ -399,7 +400,7 @@ class ClassicGroup:
         topics: set[str] = set()
         try:
             for member in self.members.values():
-                topics |= _consumer_subscription_topics(member.metadata(self.protocol_name))
+                topics |= subscription_topics(member.metadata(self.protocol_name))
         except (ValueError, IndexError):
             return None
         return topics
@@ -929,26 +930,6 @@ def _append_error(code: ErrorCode) -> ErrorCode:
     if code in (ErrorCode.message_too_large, ErrorCode.record_list_too_large, ErrorCode.invalid_fetch_size):
         return ErrorCode.unknown_server_error
     return code
-
-
-def _consumer_subscription_topics(data: bytes) -> set[str]:
-    """Topics of a ConsumerProtocolSubscription (read as v0, the prefix of every version)."""
-    import struct
-
-    if len(data) < 6:
-        raise ValueError("short subscription")
-    position = 2  # version
-    (count,) = struct.unpack_from(">i", data, position)
-    position += 4
-    topics = set()
-    for _ in range(max(count, 0)):
-        (length,) = struct.unpack_from(">h", data, position)
-        position += 2
-        if length < 0 or position + length > len(data):
-            raise ValueError("bad topic string")
-        topics.add(data[position : position + length].decode())
-        position += length
-    return topics
 
 
 # -- coordinator-level entry points (the handlers call these) ------------------------------------------------

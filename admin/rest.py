@@ -59,8 +59,8 @@ from lodestream.admin.models import (
     UpdatePartitionCountRequest,
 )
 from lodestream.admin.produce import produce
+from lodestream.broker.internal_topics import INTERNAL_TOPICS
 
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 _ALIASES = ("broker.id", "log.dir")  # listed only when set, as DescribeConfigs does
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -1,7 +1,7 @@
 """The Broker: the services every handler (and later the REST API) calls.
 
 Topic administration lives here, once, so the Kafka admin handlers,
-auto-creation in Metadata/Produce and the REST API all go through the same
+auto-creation in Metadata and the REST API all go through the same
 validation and the same metadata records.
 """
 
@@ -37,7 +37,7 @@ from lodestream.broker.config import (
     validate_topic_config,
 )
 from lodestream.broker.groups.coordinator import BrokerInternalLog, GroupCoordinator
-from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.internal_topics import OFFSETS_TOPIC
 from lodestream.broker.limits import LimitReporter, MemoryPool
 from lodestream.broker.listeners import check_single_node, listener_security_protocols, parse_listeners, parse_quorum_voters
 from lodestream.broker.metrics import BrokerMetrics
@@ -45,14 +45,13 @@ from lodestream.broker.producer_ids import ProducerIdManager
 from lodestream.broker.quotas import QuotaManager
 from lodestream.broker.replica_manager import ReplicaManager
 from lodestream.broker.transactions.coordinator import TransactionCoordinator, broker_marker_writer
-from lodestream.broker.transactions.state_log import TOPIC_CONFIGS as TXN_TOPIC_CONFIGS, TRANSACTION_STATE_TOPIC
+from lodestream.broker.internal_topics import TRANSACTION_STATE_TOPIC
+from lodestream.broker.transactions.state_log import TOPIC_CONFIGS as TXN_TOPIC_CONFIGS
 
 log = logging.getLogger(__name__)
 
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_TOPIC_NAME_LENGTH = 249
-# Kafka's Topic.INTERNAL_TOPICS: flagged is_internal in Metadata.
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state", "__share_group_state"})
 MAX_PARTITIONS = 10_000
 
 

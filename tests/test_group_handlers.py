@@ -9,7 +9,7 @@ import datetime
 import pytest
 import trio
 
-from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.internal_topics import OFFSETS_TOPIC
 from inprocess_broker import start_broker
 from lodestream.protocol.errors import ErrorCode
 from lodestream.protocol.messages import request_builder

@@ -13,7 +13,7 @@ import trio.testing
 
 from lodestream.broker.config import BROKER_CONFIGS
 from lodestream.broker.groups.coordinator import GroupCoordinator, MemoryGroupLog
-from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.internal_topics import OFFSETS_TOPIC
 from lodestream.broker.transactions.coordinator import TransactionCoordinator
 from lodestream.broker.transactions.state import TxnState
 import inprocess_broker

@@ -64,6 +64,7 @@ from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.groups.assignors import ASSIGNORS, DEFAULT_ASSIGNOR, MemberSpec
 from lodestream.broker.groups.coordinator import GROUP_TYPES
+from lodestream.broker.internal_topics import INTERNAL_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ STABLE = "stable"
 UNREVOKED_PARTITIONS = "unrevoked_partitions"
 UNRELEASED_PARTITIONS = "unreleased_partitions"
 
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 
 # Kafka's defaults, used when the broker config does not declare the key.
 DEFAULT_SETTINGS: dict[str, Any] = {

@@ -75,8 +75,8 @@ import trio
 
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
+from lodestream.broker.internal_topics import OFFSETS_TOPIC
 from lodestream.broker.groups.offsets_log import (
-    OFFSETS_TOPIC,
     OffsetAndMetadata,
     decode_group_value,
     decode_key,

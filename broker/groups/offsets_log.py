@@ -22,8 +22,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-OFFSETS_TOPIC = "__consumer_offsets"
-
 
 def canonical_json(obj: Any) -> bytes:
     """Sorted keys, no spaces: equal records are equal bytes (what compaction matches on)."""

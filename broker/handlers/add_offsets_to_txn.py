@@ -7,7 +7,7 @@ import datetime
 
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.internal_topics import OFFSETS_TOPIC
 from lodestream.broker.transactions.coordinator import compatible_error
 
 API_KEY = 25

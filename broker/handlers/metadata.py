@@ -6,7 +6,8 @@ import datetime
 
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from lodestream.broker.broker import INTERNAL_TOPICS, validate_topic_name
+from lodestream.broker.broker import validate_topic_name
+from lodestream.broker.internal_topics import INTERNAL_TOPICS
 
 API_KEY = 3
 VERSIONS = range(0, 14)

@@ -9,7 +9,7 @@ import datetime
 
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.internal_topics import OFFSETS_TOPIC
 from lodestream.broker.handlers.offset_commit import check_partitions
 
 API_KEY = 28

@@ -27,10 +27,11 @@ import trio
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.groups.coordinator import GroupLog, java_string_hashcode, kafka_abs
-from lodestream.broker.groups.offsets_log import OFFSETS_TOPIC
+from lodestream.broker.internal_topics import OFFSETS_TOPIC
 from lodestream.broker.transactions import state as sm
 from lodestream.broker.transactions.state import TopicPartition, TxnMetadata, TxnState
-from lodestream.broker.transactions.state_log import TRANSACTION_STATE_TOPIC, decode_key, decode_value, txn_key, txn_value
+from lodestream.broker.internal_topics import TRANSACTION_STATE_TOPIC
+from lodestream.broker.transactions.state_log import decode_key, decode_value, txn_key, txn_value
 
 if TYPE_CHECKING:
     from lodestream.broker.broker import Broker

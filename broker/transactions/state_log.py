@@ -15,7 +15,6 @@ import json
 from lodestream.broker.groups.offsets_log import canonical_json
 from lodestream.broker.transactions.state import STATE_BY_NAME, TxnMetadata
 
-TRANSACTION_STATE_TOPIC = "__transaction_state"
 TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600", "compression.type": "uncompressed"}
 
 

@@ -354,7 +354,7 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
                 "leader": links.rel(f"{base}/replicas/{leader}") if leader is not None else None,
                 "replicas": links.rel(base + "/replicas"), "leader_id": leader,
                 "replica_ids": list(partition.replicas), "isr_ids": list(_isr(partition)),
-                "earliest_offset": hosted.log.log_start_offset if hosted else None,
+                "earliest_offset": hosted.log_start_offset if hosted else None,
                 "latest_offset": hosted.high_watermark if hosted else None}
 
     def replica_data(links: Links, topic_name: str, partition, broker_id: int) -> dict:

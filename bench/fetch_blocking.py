@@ -20,7 +20,7 @@ import os
 import shutil
 import statistics
 import tempfile
-import threading
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -48,7 +48,7 @@ def fill(bootstrap: str, topic: str, megabytes: int) -> int:
     return count
 
 
-def probe(bootstrap: str, topic: str, count: int, stop: threading.Event | None = None) -> list[float]:
+def probe(bootstrap: str, topic: str, count: int, stop=None) -> list[float]:
     """Round trips (ms) of single small acks=1 records, one at a time."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0, "enable.idempotence": False})
     producer.produce(topic, b"warm-up", partition=0)
@@ -65,7 +65,9 @@ def probe(bootstrap: str, topic: str, count: int, stop: threading.Event | None =
     return latencies
 
 
-def read_all(bootstrap: str, topic: str, count: int, done: threading.Event, result: dict) -> None:
+def read_all(bootstrap: str, topic: str, count: int, done, result) -> None:
+    """In a process of its own: building the consumer's message objects holds this process's GIL for
+    tens of milliseconds, which would show up as stalls of the probe, not of the broker."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cold-{time.time_ns()}",
                          "enable.auto.commit": False, "fetch.max.bytes": 52_428_800,
                          "max.partition.fetch.bytes": 10_485_760})
@@ -119,8 +121,9 @@ def main() -> None:
         print(f"{args.megabytes} MB in {count} records of {RECORD_BYTES} bytes; broker restarted; "
               f"page cache {'dropped' if dropped else 'not dropped (not root)'}")
         print("alone:           ", summary(probe(broker.bootstrap, "probe", args.probes)))
-        done, result = threading.Event(), {}
-        reader = threading.Thread(target=read_all, args=(broker.bootstrap, "cold", count, done, result))
+        context = multiprocessing.get_context("spawn")
+        done, result = context.Event(), context.Manager().dict()
+        reader = context.Process(target=read_all, args=(broker.bootstrap, "cold", count, done, result))
         reader.start()
         during = probe(broker.bootstrap, "probe", 10 * args.probes, stop=done)
         reader.join()

@@ -122,12 +122,12 @@ class LimitReporter:
 
     def __init__(self, interval_s: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.hits: dict[str, int] = {}
-        self._log = OncePerInterval(log, interval_s, clock)
+        self._reporter = OncePerInterval(log, interval_s, clock)
 
     def hit(self, limit: str, message: str, *args: object, level: int = logging.WARNING) -> bool:
         """Record one hit of `limit`; returns True if it was logged."""
         self.hits[limit] = self.hits.get(limit, 0) + 1
-        return self._log.log(limit, level, "limit %s reached: " + message, limit, *args)
+        return self._reporter.log(limit, level, "limit %s reached: " + message, limit, *args)
 
 
 def parse_ip_overrides(value: str) -> dict[str, int]:

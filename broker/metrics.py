@@ -424,9 +424,9 @@ class BrokerStateCollector(Collector):
         start = _gauge("lodestream_log_start_offset", "The partition's log start offset.", ["topic", "partition"])
         for partition in local:
             labels = [partition.topic_name, str(partition.index)]
-            size.add_metric(labels, partition.log.size_bytes)
-            end.add_metric(labels, partition.log.log_end_offset)
-            start.add_metric(labels, partition.log.log_start_offset)
+            size.add_metric(labels, partition.size_bytes)
+            end.add_metric(labels, partition.local_end_offset)
+            start.add_metric(labels, partition.log_start_offset)
         yield size
         yield end
         yield start

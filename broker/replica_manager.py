@@ -24,10 +24,11 @@ import trio
 
 from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, build_control_batch, parse_header, stamp_for_append
-from lodestream.storage.leveldb_log import LogStore, PartitionLog, StorageError, producer_index_tail
+from lodestream.storage.leveldb_log import LogStore, StorageError, producer_index_tail
 from lodestream.storage.producer_state import ProducerStateError, last_sequence
 
 from lodestream.broker.limits import OncePerInterval
+from lodestream.broker.partition import Partition
 
 if TYPE_CHECKING:
     from lodestream.broker.metrics import BrokerMetrics
@@ -61,39 +62,6 @@ class AppendRequest:
         self.attributes = attributes
 
 
-class Partition:
-    """A partition this broker leads: its log plus the wakeup for long-polling fetches."""
-
-    def __init__(self, topic_name: str, topic_id: uuid.UUID, index: int, log: PartitionLog, leader_epoch: int) -> None:
-        self.topic_name = topic_name
-        self.topic_id = topic_id
-        self.index = index
-        self.log = log
-        self.leader_epoch = leader_epoch
-        self.waiters: set[trio.Event] = set()  # long-polling fetches
-        # The LSO from before the producer-state changes of a group being written: the committer applies
-        # them (a marker ends a transaction) before the write is durable, and Kafka moves the LSO only
-        # once the marker is written. None when no such group is in flight.
-        self.lso_hold: int | None = None
-
-    @property
-    def high_watermark(self) -> int:
-        # Single node: everything durable (or written, with background flush) is committed.
-        return self.log.log_end_offset
-
-    @property
-    def last_stable_offset(self) -> int:
-        """READ_COMMITTED consumers stop here: the first offset of the oldest ongoing transaction."""
-        first_unstable = self.log.producers.first_unstable_offset()
-        high_watermark = self.log.log_end_offset
-        stable = high_watermark if first_unstable is None else min(first_unstable, high_watermark)
-        return stable if self.lso_hold is None else min(stable, self.lso_hold)
-
-    def notify_appended(self) -> None:
-        for waiter in self.waiters:
-            waiter.set()
-
-
 class ReplicaManager:
     def __init__(self, store: LogStore, sync_on_append: bool, flush_interval: float, io_limiter: trio.CapacityLimiter,
                  metrics: "BrokerMetrics | None" = None,
@@ -120,7 +88,8 @@ class ReplicaManager:
         key = (topic_id, index)
         partition = self.partitions.get(key)
         if partition is None:
-            partition = Partition(topic_name, topic_id, index, self.store.partition(topic_id, index), leader_epoch)
+            partition = Partition(topic_name, topic_id, index, self.store.partition(topic_id, index), leader_epoch,
+                                  self.io_limiter)
             self.partitions[key] = partition
         return partition
 
@@ -205,7 +174,7 @@ class ReplicaManager:
         self._next_expiration_check = time.monotonic() + self.producer_expiration_check_seconds
         now_ms = int(time.time() * 1000)
         for partition in self.partitions.values():
-            partition.log.producers.remove_expired(now_ms, self.store.producer_id_expiration_ms)
+            partition._log.producers.remove_expired(now_ms, self.store.producer_id_expiration_ms)
 
     def _check_producer(self, request: AppendRequest, journaled: list) -> bool:
         """Producer-state checks for one request, before offsets are assigned.
@@ -213,7 +182,7 @@ class ReplicaManager:
         False: nothing to append (a refused batch, with request.error set, or a
         duplicate, answered with the original base offset).
         """
-        state = request.partition.log.producers
+        state = request.partition._log.producers
         pid, epoch, first_seq = request.producer_id, request.producer_epoch, request.base_sequence
         last_delta = request.batches[0][0]
         try:
@@ -237,7 +206,7 @@ class ReplicaManager:
 
     @staticmethod
     def _apply_producer(request: AppendRequest, base: int, last: int) -> None:
-        state = request.partition.log.producers
+        state = request.partition._log.producers
         max_timestamp = request.batches[0][1]
         if request.marker >= 0:
             state.append_marker(request.producer_id, request.producer_epoch, request.coordinator_epoch, base,
@@ -266,7 +235,7 @@ class ReplicaManager:
             def stamp(batch, base_offset, epoch=epoch, append_time=append_time):
                 return stamp_for_append(batch, base_offset, epoch, append_time)
 
-            pending = request.partition.log.prepare_append(request.batches, stamp, tail)
+            pending = request.partition._log.prepare_append(request.batches, stamp, tail)
             request.base_offset = pending.base_offset
             pendings.append(pending)
             appended.append(request)
@@ -285,7 +254,7 @@ class ReplicaManager:
             for pending in reversed(pendings):
                 pending.log.abort_append(pending)
             for partition in journaled:
-                partition.log.producers.rollback()
+                partition._log.producers.rollback()
                 partition.lso_hold = None
             for request in group:
                 if request.error is None:  # duplicates too: their original may have been in this group
@@ -296,7 +265,7 @@ class ReplicaManager:
             log.warning("log writes succeed again after: %s", self.log_dir_failure)
             self.log_dir_failure = None
         for partition in journaled:
-            partition.log.producers.commit()
+            partition._log.producers.commit()
         for request in settled:
             request.done.set()
         if write_seconds is None:

@@ -178,32 +178,40 @@ class PartitionLog:
         """Index position of the batch containing `offset` (or the first after it)."""
         return bisect.bisect_right(self._last_offsets, offset - 1)
 
-    def read(self, fetch_offset: int, max_bytes: int, upper_offset: int, first_may_exceed: bool = True) -> list[bytes]:
-        """Whole batches from the one containing fetch_offset, below upper_offset.
+    def plan_read(self, fetch_offset: int, max_bytes: int, upper_offset: int,
+                  first_may_exceed: bool = True) -> tuple[list[int], int]:
+        """(base offsets, total size) of the whole batches to read, from the one containing fetch_offset,
+        below upper_offset. From the in-memory index only (owner's thread); fetch() reads the data.
 
         Stops before max_bytes is exceeded, except that the first batch is
         returned even if larger when first_may_exceed (Kafka's rule, so a
         consumer can always make progress).
         """
         position = self.locate(fetch_offset)
-        result: list[bytes] = []
+        bases: list[int] = []
         total = 0
-        get = self.store.db.get
         while position < len(self._base_offsets):
             base = self._base_offsets[position]
             if base >= upper_offset:
                 break
             size = self._sizes[position]
-            if total + size > max_bytes and (result or not first_may_exceed):
+            if total + size > max_bytes and (bases or not first_may_exceed):
                 break
-            data = get(self._data_prefix + _OFFSET.pack(base))
-            if data is None:  # deleted concurrently by retention/DeleteRecords
-                position += 1
-                continue
-            result.append(data)
+            bases.append(base)
             total += size
             position += 1
-        return result
+        return bases, total
+
+    def fetch(self, bases: list[int]) -> list[bytes]:
+        """The stored batches at these base offsets, in order; LevelDB reads only, so any thread may call
+        it. A batch deleted meanwhile (retention, DeleteRecords) is left out."""
+        get, prefix = self.store.db.get, self._data_prefix
+        found = (get(prefix + _OFFSET.pack(base)) for base in bases)
+        return [data for data in found if data is not None]
+
+    def read(self, fetch_offset: int, max_bytes: int, upper_offset: int, first_may_exceed: bool = True) -> list[bytes]:
+        """plan_read + fetch in one blocking call (start-up replay, tests)."""
+        return self.fetch(self.plan_read(fetch_offset, max_bytes, upper_offset, first_may_exceed)[0])
 
     def batch_locations(self) -> list[BatchLocation]:
         return [

@@ -188,7 +188,7 @@ async def test_delete_records(running_broker, version):
     assert await delete((0, -2)) == [(0, ErrorCode.offset_out_of_range, -1)]
     assert await delete((0, -1), (1, -1), (5, 0)) == [
         (0, ErrorCode.none, 6), (1, ErrorCode.none, 0), (5, ErrorCode.unknown_topic_or_partition, -1)]
-    assert running_broker.broker.replicas.get(running_broker.broker.image.topic("trim").topic_id, 0).log.size_bytes == 0
+    assert running_broker.broker.replicas.get(running_broker.broker.image.topic("trim").topic_id, 0).size_bytes == 0
     assert await delete((0, 0), topic="nope") == [(0, ErrorCode.unknown_topic_or_partition, -1)]
     # Appends continue after the trimmed end.
     assert (await produce(client, "trim", 0, [b"c"])).base_offset == 6

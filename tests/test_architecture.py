@@ -35,3 +35,33 @@ def test_only_the_lodestream_namespace_is_importable(tmp_path):
     result = subprocess.run([sys.executable, "-c", probe, *LAYERS, "lodestream.broker.cli"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "['lodestream.broker.cli']", result.stdout + result.stderr
+
+
+# The partition layer (broker/partition.py with the replica manager's committer) is the only door to a
+# partition's log: handlers, the REST API, metrics and the coordinators use Partition's offsets and reads.
+PARTITION_LAYER = {ROOT / "broker" / "partition.py", ROOT / "broker" / "replica_manager.py"}
+# Who may import the storage package: the partition layer, and the broker that opens the store.
+STORAGE_IMPORTERS = PARTITION_LAYER | {ROOT / "broker" / "broker.py"}
+
+
+def _modules(*layers: str):
+    import ast
+
+    for layer in layers:
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            yield path, ast.parse(path.read_text(), str(path))
+
+
+def test_only_the_partition_layer_reaches_a_log():
+    import ast
+
+    violations = []
+    for path, tree in _modules("broker", "admin"):
+        for node in ast.walk(tree):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"
+            if path not in PARTITION_LAYER and isinstance(node, ast.Attribute) and node.attr == "_log":
+                violations.append(f"{where} reaches a partition's log")
+            if path not in STORAGE_IMPORTERS and isinstance(node, ast.ImportFrom) and node.level == 0 \
+                    and (node.module or "").startswith("lodestream.storage"):
+                violations.append(f"{where} imports {node.module}")
+    assert not violations, violations

@@ -185,15 +185,15 @@ async def test_producer_state_and_transactions_are_rebuilt_after_a_restart(tmp_p
             assert await running.broker.replicas.write_markers([partition], txn_pid, 0, False, 3) == {}
             open_txn = await produce(client, "durable", batch(txn_pid, 0, 1, transactional=True), transactional_id="t")
             assert open_txn.base_offset == 4
-            before = (partition.last_stable_offset, partition.log.aborted_transactions(0, 100))
+            before = (partition.last_stable_offset, partition.aborted_transactions(0, 100))
         async with broker_at(tmp_path / "data") as (running, client):
             partition = partition_of(running, "durable")
-            assert (partition.last_stable_offset, partition.log.aborted_transactions(0, 100)) == before == (4, [(txn_pid, 2)])
+            assert (partition.last_stable_offset, partition.aborted_transactions(0, 100)) == before == (4, [(txn_pid, 2)])
             retry = await produce(client, "durable", batch(pid, 0, 0, count=2))
             assert (retry.error_code, retry.base_offset) == (NONE, 0)
             assert (await produce(client, "durable", batch(pid, 0, 3))).error_code == ErrorCode.out_of_order_sequence_number
             assert (await produce(client, "durable", batch(pid, 0, 2))).base_offset == 5
-            entry = partition.log.producers.producers[txn_pid]
+            entry = {p.producer_id: p for p in partition.active_producers()}[txn_pid]
             assert (entry.coordinator_epoch, entry.txn_first_offset) == (3, 4)
 
 
@@ -271,13 +271,13 @@ async def test_a_failed_write_rolls_the_producer_state_back(running_broker, clie
         failed = await produce(client, "failing", batch(pid, 0, 1, transactional=True), transactional_id="t")
         assert failed.error_code == ErrorCode.kafka_storage_error
         partition = partition_of(running_broker, "failing")
-        assert partition.log.producers.open_txns == {}
+        assert partition._log.producers.open_txns == {}  # the partition layer's internals
         with pytest.raises(StorageError):
             await running_broker.broker.replicas.write_markers([partition], pid, 0, False, 0)
         monkeypatch.setattr(store, "stage", real_stage)
         retried = await produce(client, "failing", batch(pid, 0, 1))  # the same sequence is still next
         assert (retried.error_code, retried.base_offset) == (NONE, 1)
-        assert partition.log.producers.aborted == []
+        assert not partition.has_aborted_transactions
 
 
 async def test_broker_written_transactional_batches_open_a_transaction_without_sequence_checks(running_broker, client):
@@ -292,7 +292,7 @@ async def test_broker_written_transactional_batches_open_a_transaction_without_s
         assert partition.last_stable_offset == 0
         await replicas.write_markers([partition], 9, 2, True, 0)
         assert partition.last_stable_offset == 3
-        stored = partition.log.read_batch_at(2)
+        stored = await partition.read_batch_at(2)
         assert parse_header(stored).is_control and iter_records(stored)[0][2:] == (b"\x00\x00\x00\x01", b"\x00\x00\x00\x00\x00\x00")
 
 
@@ -366,14 +366,14 @@ async def test_idle_producers_expire_at_load_and_periodically(tmp_path):
             await produce(client, "expiring", batch(1, 0, 0, age_ms=2 * hour))  # idle for two hours already
             await produce(client, "expiring", batch(2, 0, 0))
             await produce(client, "expiring", batch(3, 0, 0, age_ms=2 * hour, transactional=True), transactional_id="t")
-            producers = partition_of(running, "expiring").log.producers.producers
-            assert set(producers) == {1, 2, 3}
+            partition = partition_of(running, "expiring")
+            assert {p.producer_id for p in partition.active_producers()} == {1, 2, 3}
             running.broker.replicas.expire_producers()
-            assert set(producers) == {2, 3}  # 3 has an open transaction
+            assert {p.producer_id for p in partition.active_producers()} == {2, 3}  # 3 has an open transaction
             # Forgotten: any sequence is accepted again (Kafka 2.5+), nothing is refused as unknown.
             assert (await produce(client, "expiring", batch(1, 0, 7, age_ms=2 * hour))).error_code == NONE
         async with broker_at(tmp_path / "data", **{"producer.id.expiration.ms": str(hour)}) as (running, client):
-            assert set(partition_of(running, "expiring").log.producers.producers) == {2, 3}
+            assert {p.producer_id for p in partition_of(running, "expiring").active_producers()} == {2, 3}
 
 
 async def test_producer_state_survives_sigkill(tmp_path):

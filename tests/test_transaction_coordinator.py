@@ -414,7 +414,7 @@ async def test_transaction_over_the_wire_and_after_a_restart(tmp_path):
             orders = running.broker.image.topic("orders")
             for index in (0, 1):  # a commit marker on each partition of the transaction
                 partition = running.broker.replicas.get(orders.topic_id, index)
-                assert partition.log.log_end_offset == (2 if index == 0 else 1)
+                assert partition.local_end_offset == (2 if index == 0 else 1)
             listed = await client.request(req(66, 1).ListTransactionsRequest(
                 state_filters=("CompleteCommit",), producer_id_filters=(), duration_filter=-1))
             assert [(t.transactional_id, t.transaction_state) for t in listed.transaction_states] == [
@@ -516,4 +516,4 @@ async def test_prepared_commit_is_completed_by_the_next_broker_on_the_same_logs(
             await wait_for_state(client, "CompleteCommit")
             assert await fetch_committed(client, "g", True) == (7, NONE)
             orders = running.broker.image.topic("orders")
-            assert running.broker.replicas.get(orders.topic_id, 0).log.log_end_offset == 1  # the marker
+            assert running.broker.replicas.get(orders.topic_id, 0).local_end_offset == 1  # the marker

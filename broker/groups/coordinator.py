@@ -234,11 +234,10 @@ class BrokerInternalLog:
             partition = self.broker.replicas.get(topic.topic_id, index)
             if partition is None:
                 continue
-            plog = partition.log
-            position = plog.log_start_offset
-            end = plog.log_end_offset
+            position = partition.log_start_offset
+            end = partition.high_watermark
             while position < end:
-                batches = plog.read(position, self.READ_CHUNK, end)
+                batches = partition.read_at_start_up(position, self.READ_CHUNK, end)
                 if not batches:
                     break
                 for batch in batches:

@@ -10,9 +10,6 @@ offset (which may be above the requested offset if it already was).
 from __future__ import annotations
 
 import datetime
-import weakref
-
-import trio
 
 from lodestream.protocol.errors import ErrorCode
 
@@ -20,16 +17,6 @@ API_KEY = 21
 VERSIONS = range(0, 3)
 
 HIGH_WATERMARK = -1
-
-# One deletion at a time per partition: its LevelDB write runs on a worker thread.
-_locks: "weakref.WeakKeyDictionary[object, trio.Lock]" = weakref.WeakKeyDictionary()
-
-
-def _lock(partition) -> trio.Lock:
-    lock = _locks.get(partition)
-    if lock is None:
-        lock = _locks[partition] = trio.Lock()
-    return lock
 
 
 async def _delete(ctx, topic, index: int, requested: int) -> tuple[ErrorCode, int]:
@@ -40,17 +27,11 @@ async def _delete(ctx, topic, index: int, requested: int) -> tuple[ErrorCode, in
     policy = broker.topic_config(topic)["cleanup.policy"]
     if "delete" not in policy.split(","):
         return ErrorCode.policy_violation, -1
-    async with _lock(partition):
-        high_watermark = partition.high_watermark
-        offset = high_watermark if requested == HIGH_WATERMARK else requested
-        if offset < 0 or offset > high_watermark:
-            return ErrorCode.offset_out_of_range, -1
-        if offset > partition.log.log_start_offset:
-            staged = partition.log.stage_delete_before(offset)
-            if staged is not None:
-                await trio.to_thread.run_sync(staged.commit, limiter=broker.io_limiter)
-                partition.log.complete_delete_before(offset)
-        return ErrorCode.none, partition.log.log_start_offset
+    high_watermark = partition.high_watermark
+    offset = high_watermark if requested == HIGH_WATERMARK else requested
+    if offset < 0 or offset > high_watermark:
+        return ErrorCode.offset_out_of_range, -1
+    return ErrorCode.none, await partition.delete_records_before(offset)
 
 
 async def handle(ctx, request):

@@ -37,7 +37,7 @@ async def handle(ctx, request):
             if partition is None:  # not hosted here: Kafka leaves it out
                 continue
             partitions.append(build.DescribeLogDirsPartition(
-                partition_index=index, partition_size=partition.log.size_bytes, offset_lag=0, is_future_key=False))
+                partition_index=index, partition_size=partition.size_bytes, offset_lag=0, is_future_key=False))
         if partitions:
             topics.append(build.DescribeLogDirsTopic(name=topic.name, partitions=tuple(partitions)))
     total_bytes = usable_bytes = -1

@@ -19,7 +19,7 @@ def _partition(build, partition, index: int):
             producer_id=entry.producer_id, producer_epoch=entry.epoch, last_sequence=entry.last_seq,
             last_timestamp=entry.last_timestamp, coordinator_epoch=entry.coordinator_epoch,
             current_txn_start_offset=-1 if entry.txn_first_offset is None else entry.txn_first_offset)
-        for entry in partition.log.producers.producers.values())
+        for entry in partition.active_producers())
     return build.PartitionResponse(partition_index=index, error_code=ErrorCode.none, error_message=None,
                                    active_producers=producers)
 

@@ -18,73 +18,92 @@ from lodestream.protocol.codec import RecordChunks
 from lodestream.protocol.errors import ErrorCode
 from lodestream.protocol.record_batch import parse_header
 
+from lodestream.broker.partition import PlannedRead, read_planned
+
 API_KEY = 1
 VERSIONS = range(4, 18)
 
 READ_COMMITTED = 1
 
 
-def _read(ctx, request):
-    """One pass over the requested partitions: (topic responses, bytes, partitions read, any error, bytes per topic)."""
+async def _read(ctx, request):
+    """One pass over the requested partitions: (topic responses, bytes, partitions read, any error, bytes per topic).
+
+    Planned on the event loop from the partitions' indexes (offsets, errors, which batches fit in the byte
+    budgets), then the batches of every partition are read in one worker-thread call (read_planned)."""
     broker = ctx.broker
     build = ctx.build
     image = broker.image
     uses_ids = ctx.api_version >= 13
     remaining = int(request.max_bytes)
-    total = 0
     first_batch_may_exceed = True
     had_error = False
     read_partitions = []
-    topics = []
-    per_topic: dict[str, int] = {}  # record bytes by topic name, for lodestream_topic_bytes_out
     read_committed = request.isolation_level == READ_COMMITTED
+    # Per requested topic: (the request's topic, [(partition index, PartitionData fields, plan or None)]).
+    planned_topics = []
+    plans: list[PlannedRead] = []
     for fetch_topic in request.topics:
         topic = image.topics_by_id.get(fetch_topic.topic_id) if uses_ids else image.topic(fetch_topic.topic)
-        partitions = []
+        entries = []
         for fetch_partition in fetch_topic.partitions:
             index = int(fetch_partition.partition)
             partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
             if partition is None:
                 error = ErrorCode.unknown_topic_id if uses_ids and topic is None else ErrorCode.unknown_topic_or_partition
-                partitions.append(build.PartitionData(
-                    partition_index=index, error_code=error, high_watermark=-1, last_stable_offset=-1,
-                    log_start_offset=-1, aborted_transactions=None, preferred_read_replica=-1, records=b""))
+                entries.append((index, dict(error_code=error, high_watermark=-1, last_stable_offset=-1,
+                                            log_start_offset=-1), None))
                 had_error = True
                 continue
             read_partitions.append(partition)
-            log = partition.log
             high_watermark = partition.high_watermark
             stable = partition.last_stable_offset
             upper = stable if read_committed else high_watermark
             offset = int(fetch_partition.fetch_offset)
-            error = ErrorCode.none
-            batches: list[bytes] = []
-            aborted = None
-            if offset < log.log_start_offset or offset > high_watermark:
-                error = ErrorCode.offset_out_of_range
+            fields = dict(error_code=ErrorCode.none, high_watermark=high_watermark, last_stable_offset=stable,
+                          log_start_offset=partition.log_start_offset)
+            plan = None
+            if offset < partition.log_start_offset or offset > high_watermark:
+                fields["error_code"] = ErrorCode.offset_out_of_range
                 had_error = True
             elif offset < upper and (remaining > 0 or first_batch_may_exceed):
                 limit = min(int(fetch_partition.partition_max_bytes), remaining)
-                batches = log.read(offset, limit, upper, first_may_exceed=first_batch_may_exceed)
+                plan = partition.plan_read(offset, limit, upper, first_may_exceed=first_batch_may_exceed)
+                if plan.bases:
+                    plans.append(plan)
+                    remaining -= plan.size
+                    first_batch_may_exceed = False
+            entries.append((index, fields, (offset, plan)))
+        planned_topics.append((fetch_topic, entries))
+
+    read = dict(zip(map(id, plans), await read_planned(plans)))
+    total = 0
+    per_topic: dict[str, int] = {}  # record bytes by topic name, for lodestream_topic_bytes_out
+    topics = []
+    for fetch_topic, entries in planned_topics:
+        partitions = []
+        for index, fields, planned in entries:
+            batches: list[bytes] = []
+            aborted = None
+            if planned is not None and planned[1] is not None:
+                offset, plan = planned
+                batches = read.get(id(plan), [])
                 if batches:
                     size = sum(map(len, batches))
-                    per_topic[partition.topic_name] = per_topic.get(partition.topic_name, 0) + size
+                    per_topic[plan.partition.topic_name] = per_topic.get(plan.partition.topic_name, 0) + size
                     total += size
-                    remaining -= size
-                    first_batch_may_exceed = False
-                    if read_committed and log.producers.aborted:
+                    if read_committed and plan.partition.has_aborted_transactions:
                         aborted = tuple(
                             build.AbortedTransaction(producer_id=pid, first_offset=first)
-                            for pid, first in log.aborted_transactions(offset, parse_header(batches[-1]).last_offset + 1))
+                            for pid, first in plan.partition.aborted_transactions(
+                                offset, parse_header(batches[-1]).last_offset + 1))
+            known = planned is not None
             partitions.append(build.PartitionData(
                 partition_index=index,
-                error_code=error,
-                high_watermark=high_watermark,
-                last_stable_offset=stable,
-                log_start_offset=log.log_start_offset,
-                aborted_transactions=(aborted or ()) if read_committed else None,
+                **fields,
+                aborted_transactions=((aborted or ()) if read_committed else None) if known else None,
                 preferred_read_replica=-1,
-                records=RecordChunks(batches),
+                records=RecordChunks(batches) if known else b"",
             ))
         topics.append(build.FetchableTopicResponse(
             topic=None if uses_ids else fetch_topic.topic,
@@ -98,7 +117,7 @@ async def handle(ctx, request):
     deadline = trio.current_time() + request.max_wait.total_seconds()
     min_bytes = int(request.min_bytes)
     while True:
-        topics, total, partitions, had_error, per_topic = _read(ctx, request)
+        topics, total, partitions, had_error, per_topic = await _read(ctx, request)
         if total >= min_bytes or had_error or not partitions or trio.current_time() >= deadline:
             break
         arrived = trio.Event()

@@ -20,23 +20,22 @@ LATEST_TIERED = -5
 READ_COMMITTED = 1
 
 
-def _lookup(partition, timestamp: int, read_committed: bool = False) -> tuple[int, int]:
+async def _lookup(partition, timestamp: int, read_committed: bool = False) -> tuple[int, int]:
     """(timestamp, offset) as Kafka answers; (-1, -1) when nothing matches.
 
     READ_COMMITTED bounds everything by the last stable offset instead of the high watermark."""
-    log = partition.log
     high_watermark = partition.last_stable_offset if read_committed else partition.high_watermark
     if timestamp == LATEST:
         return -1, high_watermark
     if timestamp in (EARLIEST, EARLIEST_LOCAL):
-        return -1, log.log_start_offset
+        return -1, partition.log_start_offset
     if timestamp == LATEST_TIERED:
         return -1, -1
     if timestamp == MAX_TIMESTAMP:
-        location = log.batch_with_max_timestamp()
+        location = partition.batch_with_max_timestamp()
         if location is None:
             return -1, -1
-        batch = log.read_batch_at(location.base_offset)
+        batch = await partition.read_batch_at(location.base_offset)
         if batch is None:
             return -1, -1
         # The first record carrying the batch's max timestamp (KIP-734).
@@ -44,22 +43,18 @@ def _lookup(partition, timestamp: int, read_committed: bool = False) -> tuple[in
         return best_ts, best_offset
     if timestamp < 0:
         raise ValueError(timestamp)
-    location = log.first_batch_with_timestamp(timestamp)
-    while location is not None and location.base_offset < high_watermark:
-        batch = log.read_batch_at(location.base_offset)
+    # Batches whose max timestamp reaches the target, in offset order; the records inside decide.
+    for location in partition.batches_from(partition.log_start_offset):
+        if location.base_offset >= high_watermark:
+            break
+        if location.max_timestamp < timestamp:
+            continue
+        batch = await partition.read_batch_at(location.base_offset)
         if batch is not None:
             for offset, record_ts in record_timestamps(batch):
-                if record_ts >= timestamp and offset >= log.log_start_offset:
+                if record_ts >= timestamp and offset >= partition.log_start_offset:
                     return record_ts, offset
-        location = _next_batch(log, location.last_offset + 1, timestamp)
     return -1, -1
-
-
-def _next_batch(log, from_offset: int, timestamp: int):
-    for location in log.batch_locations()[log.locate(from_offset):]:
-        if location.max_timestamp >= timestamp:
-            return location
-    return None
 
 
 async def handle(ctx, request):
@@ -80,7 +75,7 @@ async def handle(ctx, request):
                     leader_epoch=-1))
                 continue
             try:
-                timestamp, offset = _lookup(partition, int(requested.timestamp), read_committed)
+                timestamp, offset = await _lookup(partition, int(requested.timestamp), read_committed)
                 error = ErrorCode.none
             except ValueError:
                 timestamp, offset, error = -1, -1, ErrorCode.invalid_request

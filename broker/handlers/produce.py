@@ -111,7 +111,7 @@ async def _complete(ctx, build, plan, acks: int, uses_ids: bool):
                     partitions.append(_partition_response(build, index, ErrorCode.kafka_storage_error, message=str(outcome.error)))
                 else:
                     partitions.append(_partition_response(
-                        build, index, ErrorCode.none, outcome.base_offset, outcome.partition.log.log_start_offset,
+                        build, index, ErrorCode.none, outcome.base_offset, outcome.partition.log_start_offset,
                         outcome.log_append_time_ms))
             else:
                 error, message = outcome

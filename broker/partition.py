@@ -1,0 +1,145 @@
+"""The partition layer: one Partition per partition this broker hosts, the only door to its log.
+
+Handlers, the REST API, metrics and the coordinators read offsets, batches,
+producer state and sizes here; appends go through the replica manager's
+committer (broker/replica_manager.py), which is the other half of this layer
+and the only other code that touches `Partition._log`. A test
+(tests/test_architecture.py) fails if anything else does.
+
+Offsets, as Kafka names them: `log_start_offset`; `local_end_offset` (durable
+on this broker); `high_watermark` (committed: on one node the same as the
+local end, with replication the smallest end over the in-sync replicas, so
+acks=all and fetches change here and not in the handlers); and
+`last_stable_offset` for read_committed.
+
+Reads are async and planned first: which batches to read comes from the
+in-memory index, then `read_planned` reads a whole fetch's batches at once.
+That one call is where the reads could move to a worker thread; measured here
+(docs/benchmarks.md, "Event-loop blocking by cold reads"), doing so cut the
+worst stall other connections see during a cold 200 MB read by about a
+quarter but cost 15-20% of 8-partition consume throughput on two cores (the
+thread hop per fetch and the GIL hand-offs), so reads stay on the event loop
+for now.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+import trio
+
+if TYPE_CHECKING:
+    from lodestream.storage.leveldb_log import BatchLocation, PartitionLog
+    from lodestream.storage.producer_state import ProducerEntry
+
+
+class Partition:
+    def __init__(self, topic_name: str, topic_id: uuid.UUID, index: int, log: "PartitionLog", leader_epoch: int,
+                 io_limiter: trio.CapacityLimiter) -> None:
+        self.topic_name = topic_name
+        self.topic_id = topic_id
+        self.index = index
+        self._log = log
+        self.leader_epoch = leader_epoch
+        self.io_limiter = io_limiter  # synced writes (DeleteRecords)
+        self.waiters: set[trio.Event] = set()  # long-polling fetches
+        # The LSO from before the producer-state changes of a group being written: the committer applies
+        # them (a marker ends a transaction) before the write is durable, and Kafka moves the LSO only
+        # once the marker is written. None when no such group is in flight.
+        self.lso_hold: int | None = None
+        self._truncation = trio.Lock()  # one DeleteRecords at a time: its write runs on a worker thread
+
+    # -- offsets and sizes --------------------------------------------------------------
+    @property
+    def log_start_offset(self) -> int:
+        return self._log.log_start_offset
+
+    @property
+    def local_end_offset(self) -> int:
+        """The next offset after the last batch durable (or written, with background flush) here."""
+        return self._log.log_end_offset
+
+    @property
+    def high_watermark(self) -> int:
+        """Committed: consumers read below it. One replica: everything durable locally is committed."""
+        return self._log.log_end_offset
+
+    @property
+    def last_stable_offset(self) -> int:
+        """READ_COMMITTED consumers stop here: the first offset of the oldest ongoing transaction."""
+        first_unstable = self._log.producers.first_unstable_offset()
+        high_watermark = self.high_watermark
+        stable = high_watermark if first_unstable is None else min(first_unstable, high_watermark)
+        return stable if self.lso_hold is None else min(stable, self.lso_hold)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._log.size_bytes
+
+    # -- reads ---------------------------------------------------------------------------
+    def plan_read(self, offset: int, max_bytes: int, upper_offset: int, first_may_exceed: bool = True) -> "PlannedRead":
+        """What a read of whole batches from `offset` below `upper_offset` would return (no I/O yet)."""
+        bases, size = self._log.plan_read(offset, max_bytes, upper_offset, first_may_exceed)
+        return PlannedRead(self, bases, size)
+
+    async def read(self, offset: int, max_bytes: int, upper_offset: int, first_may_exceed: bool = True) -> list[bytes]:
+        return (await read_planned([self.plan_read(offset, max_bytes, upper_offset, first_may_exceed)]))[0]
+
+    def read_at_start_up(self, offset: int, max_bytes: int, upper_offset: int) -> list[bytes]:
+        """Blocking read, for replaying internal topics while the broker opens (nothing is served yet)."""
+        return self._log.read(offset, max_bytes, upper_offset)
+
+    async def read_batch_at(self, base_offset: int) -> bytes | None:
+        batches = (await read_planned([PlannedRead(self, [base_offset], 0)]))[0]
+        return batches[0] if batches else None
+
+    def batch_with_max_timestamp(self) -> "BatchLocation | None":
+        return self._log.batch_with_max_timestamp()
+
+    def batches_from(self, offset: int) -> Iterator["BatchLocation"]:
+        """Index entries of the batches from the one containing `offset` on."""
+        locations = self._log.batch_locations()
+        return iter(locations[self._log.locate(offset):])
+
+    # -- transactions and producers ----------------------------------------------------
+    @property
+    def has_aborted_transactions(self) -> bool:
+        return bool(self._log.producers.aborted)
+
+    def aborted_transactions(self, first_offset: int, upper_offset: int) -> list[tuple[int, int]]:
+        """(producer id, first offset) of aborted transactions overlapping [first_offset, upper_offset)."""
+        return self._log.aborted_transactions(first_offset, upper_offset)
+
+    def active_producers(self) -> Iterable["ProducerEntry"]:
+        return self._log.producers.producers.values()
+
+    # -- truncation -------------------------------------------------------------------------
+    async def delete_records_before(self, offset: int) -> int:
+        """Advance the log start offset to `offset` (DeleteRecords; later retention), dropping the batches
+        wholly below it with one synced write; returns the resulting log start offset."""
+        async with self._truncation:
+            if offset > self._log.log_start_offset:
+                staged = self._log.stage_delete_before(offset)
+                if staged is not None:
+                    await trio.to_thread.run_sync(staged.commit, limiter=self.io_limiter)
+                    self._log.complete_delete_before(offset)
+            return self._log.log_start_offset
+
+    # -- waking long polls --------------------------------------------------------------------
+    def notify_appended(self) -> None:
+        for waiter in self.waiters:
+            waiter.set()
+
+
+@dataclass(slots=True)
+class PlannedRead:
+    partition: Partition
+    bases: list[int]  # base offsets of the batches to read
+    size: int  # their total size, from the index
+
+
+async def read_planned(plans: list[PlannedRead]) -> list[list[bytes]]:
+    """The batches of each plan (a fetch's partitions together), read on the event loop (see above)."""
+    return [plan.partition._log.fetch(plan.bases) for plan in plans]

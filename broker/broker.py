@@ -32,6 +32,7 @@ from lodestream.broker.config import (
     BrokerConfig,
     ConfigError,
     StartupError,
+    describe_without_effect,
     effective_topic_config,
     validate_broker_config,
     validate_topic_config,
@@ -340,6 +341,7 @@ class Broker:
             records += [PartitionRecord(topic_id, i, (self.node_id,), self.node_id, 0) for i in range(count)]
             image = await self.propose(records)
             log.info("created topic %s (%s) with %d partitions", spec.name, topic_id, count)
+            _warn_without_effect(f"topic {spec.name}", configs, TOPIC_CONFIGS)
             return image.topics_by_id[topic_id]
 
     async def create_internal_topic(self, name: str, num_partitions: int, configs: dict[str, str]) -> TopicImage:
@@ -437,6 +439,7 @@ class Broker:
             if validate_only or not changes:
                 return
             await self.propose([ConfigRecord("topic", name, k, v) for k, v in changes.items()])
+            _warn_without_effect(f"topic {name}", [k for k, v in changes.items() if v is not None], TOPIC_CONFIGS)
 
     async def alter_broker_configs(self, broker: str, changes: dict[str, str | None], replace_all: bool, validate_only: bool) -> None:
         """Dynamic broker configs; broker "" is the cluster-wide default."""
@@ -463,6 +466,15 @@ class Broker:
             if validate_only or not changes:
                 return
             await self.propose([ConfigRecord("broker", broker, k, v) for k, v in changes.items()])
+            _warn_without_effect(f"broker config {broker or '(cluster default)'}",
+                                 [k for k, v in changes.items() if v is not None], BROKER_CONFIGS)
+
+
+def _warn_without_effect(what: str, keys, table) -> None:
+    """Kafka config names are accepted where Lodestream does not act on them: say so when they are set."""
+    note = describe_without_effect(keys, table)
+    if note:
+        log.warning("%s: accepted with no effect here: %s", what, note)
 
 
 def _random_cluster_id() -> str:

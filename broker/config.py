@@ -11,7 +11,7 @@ import ipaddress
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 LONG_MAX = 9223372036854775807
 
@@ -431,6 +431,11 @@ def _broker_value_as_topic_value(broker_key: str, value: str) -> str:
             number = int(value)
             return "-1" if number < 0 else str(number * factor)
     return value
+
+
+def describe_without_effect(keys: Iterable[str], table: Mapping[str, ConfigDef | TopicConfigDef]) -> str:
+    """"key (reason); ..." for the keys set that are accepted but not acted on here; "" if none."""
+    return "; ".join(f"{key} ({table[key].no_effect})" for key in sorted(keys) if key in table and table[key].no_effect)
 
 
 def validate_broker_config(key: str, value: str) -> object:

@@ -6,6 +6,7 @@ a confluent-kafka AdminClient round trip."""
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 import uuid
 
@@ -237,7 +238,7 @@ async def test_describe_topic_configs_sources_and_synonyms(running_broker, versi
     assert [c.name for c in result.configs] == ["retention.ms"] and result.configs[0].synonyms == ()
 
 
-async def test_describe_configs_reports_accepted_kafka_configs_with_kafka_defaults(running_broker):
+async def test_describe_configs_reports_accepted_kafka_configs_with_kafka_defaults(running_broker, caplog):
     client = await running_broker.client()
     await create_topic(client, "kafka-names")
     broker_configs = by_name(await describe_configs(client, 4, BROKER, str(running_broker.broker.node_id)))
@@ -252,9 +253,11 @@ async def test_describe_configs_reports_accepted_kafka_configs_with_kafka_defaul
     for key, value in (("segment.index.bytes", "10485760"), ("preallocate", "false"), ("index.interval.bytes", "4096"),
                        ("file.delete.delay.ms", "60000"), ("segment.jitter.ms", "0")):
         assert topic_configs[key].value == value, key
-    # Settable like any topic config, and validated by Kafka's type.
-    ok = await incremental_alter(client, 1, TOPIC, "kafka-names", [("min.cleanable.dirty.ratio", SET, "0.1")])
+    # Settable like any topic config (the broker log says it has no effect here), validated by Kafka's type.
+    with caplog.at_level(logging.WARNING, logger="lodestream.broker.broker"):
+        ok = await incremental_alter(client, 1, TOPIC, "kafka-names", [("min.cleanable.dirty.ratio", SET, "0.1")])
     assert ok.error_code == ErrorCode.none
+    assert "topic kafka-names: accepted with no effect here: min.cleanable.dirty.ratio" in caplog.text
     bad = await incremental_alter(client, 1, TOPIC, "kafka-names", [("preallocate", SET, "maybe")])
     assert bad.error_code == ErrorCode.invalid_config and "preallocate" in bad.error_message
 

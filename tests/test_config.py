@@ -349,3 +349,12 @@ def test_update_modes_follow_kafka():
     assert BROKER_CONFIGS["ssl.cipher.suites"].per_broker_only  # Kafka: per-broker
     # Kafka can change it at runtime, but here it is read once at start-up: refused rather than ignored.
     assert BROKER_CONFIGS["log.flush.interval.messages"].read_only
+
+
+def test_setting_a_no_effect_config_is_described():
+    from lodestream.broker.config import describe_without_effect
+
+    note = describe_without_effect(["retention.ms", "max.message.bytes", "preallocate"], TOPIC_CONFIGS)
+    assert note.startswith("preallocate (") and "retention.ms (segments, retention" in note
+    assert "max.message.bytes" not in note  # honoured
+    assert describe_without_effect(["num.partitions"], BROKER_CONFIGS) == ""

@@ -33,6 +33,7 @@ from lodestream.broker.config import (
     ConfigError,
     StartupError,
     describe_without_effect,
+    effective_broker_value,
     effective_topic_config,
     validate_broker_config,
     validate_topic_config,
@@ -274,12 +275,11 @@ class Broker:
         return effective
 
     def broker_config_value(self, key: str):
-        """Effective value of a broker property (dynamic overrides win), parsed."""
-        dynamic = self.image.broker_configs
-        for scope in (str(self.node_id), ""):
-            if key in dynamic.get(scope, {}):
-                return BROKER_CONFIGS[key].parse(dynamic[scope][key])
-        return self.config.get(key)
+        """Effective value of a broker property (Kafka's precedence: effective_broker_value), parsed."""
+        value, source = effective_broker_value(self.config, self.image.broker_configs, self.node_id, key)
+        if source in ("DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG"):
+            return BROKER_CONFIGS[key].parse(value)
+        return self.config.get(key)  # the static value, parsed once at start-up
 
     # -- topic administration ------------------------------------------------------------
     def check_topic_spec(self, spec: TopicSpec) -> tuple[int, dict[str, str]]:

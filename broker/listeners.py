@@ -4,12 +4,8 @@ and the refusal of what a single node cannot serve."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from lodestream.broker.config import ConfigError
-
-if TYPE_CHECKING:
-    from lodestream.broker.config import BrokerConfig
+from lodestream.broker.config import BrokerConfig, ConfigError, multi_value
 
 
 @dataclass(frozen=True)
@@ -113,11 +109,9 @@ _REPLICATION_FACTOR_KEYS = ("default.replication.factor", "offsets.topic.replica
                             "share.coordinator.state.topic.replication.factor")
 
 
-def check_single_node(config: "BrokerConfig") -> None:
+def check_single_node(config: BrokerConfig) -> None:
     """Refuse configurations that need more than one broker (replication and a multi-node KRaft
     quorum are not built yet): two processes would each form a cluster of their own and say nothing."""
-    from lodestream.broker.config import multi_value
-
     node_id = config.node_id
     roles = set(multi_value(config.raw("process.roles")))
     if roles != {"broker", "controller"}:

@@ -84,9 +84,6 @@ class Partition:
         bases, size = self._log.plan_read(offset, max_bytes, upper_offset, first_may_exceed)
         return PlannedRead(self, bases, size)
 
-    async def read(self, offset: int, max_bytes: int, upper_offset: int, first_may_exceed: bool = True) -> list[bytes]:
-        return (await read_planned([self.plan_read(offset, max_bytes, upper_offset, first_may_exceed)]))[0]
-
     def read_at_start_up(self, offset: int, max_bytes: int, upper_offset: int) -> list[bytes]:
         """Blocking read, for replaying internal topics while the broker opens (nothing is served yet)."""
         return self._log.read(offset, max_bytes, upper_offset)

@@ -29,8 +29,8 @@ READ_COMMITTED = 1
 async def _read(ctx, request):
     """One pass over the requested partitions: (topic responses, bytes, partitions read, any error, bytes per topic).
 
-    Planned on the event loop from the partitions' indexes (offsets, errors, which batches fit in the byte
-    budgets), then the batches of every partition are read in one worker-thread call (read_planned)."""
+    Planned first from the partitions' indexes (offsets, errors, which batches fit in the byte budgets),
+    then the batches of every partition are read together (broker/partition.read_planned)."""
     broker = ctx.broker
     build = ctx.build
     image = broker.image
@@ -40,7 +40,8 @@ async def _read(ctx, request):
     had_error = False
     read_partitions = []
     read_committed = request.isolation_level == READ_COMMITTED
-    # Per requested topic: (the request's topic, [(partition index, PartitionData fields, plan or None)]).
+    # Per requested topic: (the request's topic, [(partition index, PartitionData fields, read)]), where read
+    # is None for a partition not hosted here, else (fetch offset, the PlannedRead or None when nothing is read).
     planned_topics = []
     plans: list[PlannedRead] = []
     for fetch_topic in request.topics:

@@ -29,6 +29,7 @@ PARTITIONS = 3
 ACKED_BEFORE_KILL = 3000  # per kill cycle
 MAX_OUTSTANDING = 2000  # unacknowledged messages the producer may hold
 PRODUCE_DEADLINE_S = 20.0
+MESSAGE_TIMEOUT_S = 30  # the producer's message.timeout.ms: every message is reported within it
 CONSUME_DEADLINE_S = 20.0
 
 
@@ -86,7 +87,7 @@ def produce_until_stopped(bootstrap: str, topic: str, history: History, stop_bro
         "linger.ms": 2,
         "retries": 0,  # at most once: no duplicates, order within a partition = send order
         "max.in.flight.requests.per.connection": 5,
-        "message.timeout.ms": 30000,
+        "message.timeout.ms": MESSAGE_TIMEOUT_S * 1000,
         "socket.timeout.ms": 10000,
     })
     target = history.acked_count + acked_before_stop
@@ -123,7 +124,9 @@ def produce_until_stopped(bootstrap: str, topic: str, history: History, stop_bro
     stop_broker()
     # Stop producing; whatever was not acknowledged is now unacknowledged for good.
     producer.purge(in_queue=True, in_flight=True)
-    remaining = producer.flush(10)
+    # A message whose request was being written when the broker died is purged only once its request
+    # fails, which can take the client's socket.timeout.ms; message.timeout.ms bounds every report.
+    remaining = producer.flush(MESSAGE_TIMEOUT_S + 10)
     assert remaining == 0, f"{remaining} messages neither delivered nor failed after the purge"
     assert not history.ack_errors, history.ack_errors[:5]
     return {"outstanding_at_stop": outstanding_at_stop}

@@ -23,6 +23,7 @@ from lodestream.broker.config import (
     broker_config_synonyms,
     describe_topic_config,
     effective_broker_value,
+    listed_broker_config,
 )
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
@@ -61,7 +62,6 @@ from lodestream.admin.models import (
 from lodestream.admin.produce import produce
 from lodestream.broker.internal_topics import INTERNAL_TOPICS
 
-_ALIASES = ("broker.id", "log.dir")  # listed only when set, as DescribeConfigs does
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "4XX": {"model": ErrorData, "description": "Bad input (400, naming the field), authentication (401), "
@@ -178,8 +178,8 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
     def broker_config(links: Links, broker_id: int, key: str) -> dict | None:
         definition = BROKER_CONFIGS[key]
         value, source = effective_broker_value(broker.config, broker.image.broker_configs, broker.node_id, key)
-        if (key in _ALIASES and value is None) or (definition.internal and source == "DEFAULT_CONFIG"):
-            return None  # aliases and Kafka's internal configs are listed only when set
+        if not listed_broker_config(key, value, source):
+            return None
         synonyms = broker_config_synonyms(key, broker.config, broker.image.broker_configs, broker.node_id, True)
         source = synonyms[0][2] if synonyms else "DEFAULT_CONFIG"
         path = f"/brokers/{broker_id}/configs/{key}"

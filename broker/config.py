@@ -590,6 +590,14 @@ class BrokerConfig:
         return max(int(interval), 1) / 1000
 
 
+def listed_broker_config(key: str, value: str | None, source: str) -> bool:
+    """Whether DescribeConfigs (and the REST API) list a broker config: the aliases broker.id and log.dir,
+    and Kafka's internal configs, only when set."""
+    if key in ("broker.id", "log.dir"):
+        return value is not None
+    return not (BROKER_CONFIGS[key].internal and source == "DEFAULT_CONFIG")
+
+
 def effective_broker_value(
     static: BrokerConfig, dynamic: Mapping[str, Mapping[str, str]], node_id: int, key: str
 ) -> tuple[str | None, str]:

@@ -24,6 +24,7 @@ from lodestream.broker.config import (
     broker_config_synonyms,
     describe_topic_config,
     effective_broker_value,
+    listed_broker_config,
 )
 from lodestream.broker.quotas import GROUP_CONFIG_DOCS, GROUP_RESOURCE_TYPE, describe_group_configs
 
@@ -35,7 +36,6 @@ TOPIC = 2
 BROKER = 4
 BROKER_LOGGER = 8
 
-_ALIASES = ("broker.id", "log.dir")  # listed only when set
 
 
 def parse_broker_id(name: str) -> int:
@@ -112,8 +112,8 @@ def _broker_configs(ctx, request, resource) -> tuple:
     for key in _wanted(resource, sorted(BROKER_CONFIGS)):
         definition = BROKER_CONFIGS[key]
         value, source = effective_broker_value(broker.config, broker.image.broker_configs, broker.node_id, key)
-        if (key in _ALIASES and value is None) or (definition.internal and source == "DEFAULT_CONFIG"):
-            continue  # aliases and Kafka's internal configs are listed only when set
+        if not listed_broker_config(key, value, source):
+            continue
         synonyms = _synonym_tuples(ctx, key, per_broker=True)
         source = synonyms[0][2] if synonyms else "DEFAULT_CONFIG"
         entries.append(_entry(ctx, request, key, value, source, definition.read_only, definition.sensitive,

@@ -26,6 +26,8 @@ from lodestream.consensus.records import ConfigRecord, MetadataRecord, Partition
 from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.storage.leveldb_log import LogStore, StorageError
 
+from lodestream.broker.authorizer import AllowAllAuthorizer, Authorizer
+from lodestream.broker.clock import Clock
 from lodestream.broker.config import (
     BROKER_CONFIGS,
     TOPIC_CONFIGS,
@@ -39,7 +41,7 @@ from lodestream.broker.config import (
     validate_topic_config,
 )
 from lodestream.broker.groups.coordinator import BrokerInternalLog, GroupCoordinator
-from lodestream.broker.internal_topics import OFFSETS_TOPIC
+from lodestream.broker.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 from lodestream.broker.limits import LimitReporter, MemoryPool
 from lodestream.broker.listeners import check_single_node, listener_security_protocols, parse_listeners, parse_quorum_voters
 from lodestream.broker.metrics import BrokerMetrics
@@ -47,7 +49,6 @@ from lodestream.broker.producer_ids import ProducerIdManager
 from lodestream.broker.quotas import QuotaManager
 from lodestream.broker.replica_manager import ReplicaManager
 from lodestream.broker.transactions.coordinator import TransactionCoordinator, broker_marker_writer
-from lodestream.broker.internal_topics import TRANSACTION_STATE_TOPIC
 from lodestream.broker.transactions.state_log import TOPIC_CONFIGS as TXN_TOPIC_CONFIGS
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ class Broker:
         unknown_advertised = sorted(set(self.advertised_specs) - {s.name for s in self.listener_specs})
         if unknown_advertised:
             raise ConfigError(f"advertised.listeners: {', '.join(unknown_advertised)} not among the listeners")
-        listener_security_protocols(  # refuses listeners this broker cannot secure as asked
+        # Each listener's security protocol; refuses listeners this broker cannot secure as asked.
+        self.listener_security_protocols = listener_security_protocols(
             self.listener_specs, config.explicit.get("listener.security.protocol.map"), controller_names)
         check_single_node(config)
         self.voters = parse_quorum_voters(str(config.get("controller.quorum.voters") or ""))
@@ -158,6 +160,8 @@ class Broker:
         self.producer_ids = ProducerIdManager(self)  # InitProducerId (broker/producer_ids.py)
         self.transactions = None  # the transaction coordinator (broker/transactions), docs/transactions.md
         self.connections: set = set()  # server.Connection objects, for metrics
+        self.clock = Clock()  # deadlines and stored timestamps (broker/clock.py)
+        self.authorizer: Authorizer = AllowAllAuthorizer()  # every handler asks it (broker/authorizer.py)
         self.connections_per_ip: dict[str, int] = {}  # open connections by peer IP (max.connections.per.ip)
         pool_bytes = int(config.get("queued.max.request.bytes"))
         self.request_pool = MemoryPool(None if pool_bytes < 0 else pool_bytes)  # queued.max.request.bytes
@@ -195,7 +199,7 @@ class Broker:
             log.info("dropping orphaned partition data %s-%d", topic_id, index)
             self.store.drop_partition(topic_id, index)
         # Groups and committed offsets: replay __consumer_offsets before serving.
-        self.groups = GroupCoordinator(self.broker_config_value, BrokerInternalLog(self))
+        self.groups = GroupCoordinator(self.broker_config_value, BrokerInternalLog(self), self.clock)
         self.groups.load()
         # Transactions: replay __transaction_state; the coordinator's task runs in the group coordinator's.
         self.transactions = TransactionCoordinator(

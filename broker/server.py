@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import time
@@ -19,6 +20,7 @@ from lodestream.broker.handlers import REGISTRY, RequestContext
 from lodestream.broker.handlers import api_versions
 from lodestream.broker.limits import PRODUCE_CHARGE_FACTOR
 from lodestream.broker.quotas import BusyTime, apply_throttle
+from lodestream.broker.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +62,13 @@ class ResponseSlot:
 
 
 class Connection:
-    def __init__(self, broker: Broker, stream: trio.SocketStream, peer: str) -> None:
+    """One client connection on any trio Stream (a TCP socket today; a trio.SSLStream drops in)."""
+
+    def __init__(self, broker: Broker, stream: trio.abc.Stream, session: Session) -> None:
         self.broker = broker
         self.stream = stream
-        self.peer = peer
+        self.session = session
+        self.peer = session.peer
         self.decoder = FrameDecoder(int(broker.config.get("socket.request.max.bytes")))
         self.slots_send, self.slots_receive = trio.open_memory_channel[ResponseSlot](MAX_IN_FLIGHT_PER_CONNECTION)
         self.metrics = broker.metrics
@@ -188,7 +193,7 @@ class Connection:
             api_version=preamble.api_version,
             correlation_id=preamble.correlation_id,
             client_id=request.header.client_id,
-            peer=self.peer,
+            session=self.session,
         )
         slot = ResponseSlot(preamble.correlation_id, trio.Event(), api_key=preamble.api_key,
                             api_version=preamble.api_version, received=received, reserved=reserved, ctx=ctx)
@@ -275,21 +280,36 @@ class Connection:
                                       slot.received, slot.started, slot.completed, time.perf_counter())
 
 
-async def _serve_connection(broker: Broker, stream: trio.SocketStream) -> None:
+def _socket_of(stream: trio.abc.Stream) -> socket.socket | None:
+    """The socket under a stream (through TLS layers: trio.SSLStream.transport_stream)."""
+    while not isinstance(stream, trio.SocketStream):
+        stream = getattr(stream, "transport_stream", None)
+        if stream is None:
+            return None
+    return stream.socket
+
+
+async def _serve_connection(broker: Broker, stream: trio.abc.Stream, listener_name: str) -> None:
+    sock = _socket_of(stream)
     try:
-        host, port = stream.socket.getpeername()[:2]
-        peer = f"{host}:{port}"
+        host, port = sock.getpeername()[:2] if sock is not None else ("?", 0)
     except OSError:
-        host, peer = "?", "?"
+        host, port = "?", 0
+    session = Session(listener_name, broker.listener_security_protocols[listener_name], host, port)
     refused = _connection_refused(broker, host)
     if refused is not None:
         limit, allowed = refused
-        broker.limits.hit(limit, "closing new connection from %s (%d allowed)", peer, allowed)
+        broker.limits.hit(limit, "closing new connection from %s (%d allowed)", session.peer, allowed)
         await trio.aclose_forcefully(stream)
         return
     broker.connections_per_ip[host] = broker.connections_per_ip.get(host, 0) + 1
     try:
-        await _run_connection(broker, stream, peer)
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        await _run_connection(broker, stream, session)
     finally:
         remaining = broker.connections_per_ip.pop(host, 1) - 1
         if remaining > 0:
@@ -308,13 +328,9 @@ def _connection_refused(broker: Broker, ip: str) -> tuple[str, int] | None:
     return None
 
 
-async def _run_connection(broker: Broker, stream: trio.SocketStream, peer: str) -> None:
-    try:
-        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass
-    log.debug("connection from %s", peer)
-    connection = Connection(broker, stream, peer)
+async def _run_connection(broker: Broker, stream: trio.abc.Stream, session: Session) -> None:
+    log.debug("connection from %s on %s", session.peer, session.listener_name)
+    connection = Connection(broker, stream, session)
     broker.connections.add(connection)
     broker.metrics.connection_opened()
     try:
@@ -325,12 +341,12 @@ async def _run_connection(broker: Broker, stream: trio.SocketStream, peer: str) 
         broker.connections.discard(connection)
         broker.metrics.connection_closed()
         await trio.aclose_forcefully(stream)
-        log.debug("connection from %s closed", peer)
+        log.debug("connection from %s closed", session.peer)
 
 
 async def serve_listeners(broker: Broker, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Bind every client listener, report the bound addresses, then accept forever."""
-    listeners = []
+    bound_by_name: list[tuple[str, list]] = []
     for spec in broker.kafka_listener_specs:
         try:
             bound = await trio.open_tcp_listeners(spec.port, host=spec.host or None)
@@ -345,12 +361,11 @@ async def serve_listeners(broker: Broker, *, task_status=trio.TASK_STATUS_IGNORE
         broker.bound_listeners.append(
             BoundListener(spec.name, spec.host, port, advertised_host, advertised.port if advertised and advertised.port else port)
         )
-        listeners.extend(bound)
+        bound_by_name.append((spec.name, bound))
         log.info("listening on %s://%s:%d", spec.name, spec.host, port)
 
-    async def handler(stream: trio.SocketStream) -> None:
-        await _serve_connection(broker, stream)
-
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, handler, listeners)
+        for name, bound in bound_by_name:  # each listener's connections know its name (their Session)
+            await nursery.start(trio.serve_listeners, functools.partial(_serve_connection, broker, listener_name=name),
+                                bound)
         task_status.started(broker.bound_listeners)

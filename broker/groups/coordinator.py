@@ -75,6 +75,7 @@ import trio
 
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
+from lodestream.broker.clock import Clock
 from lodestream.broker.internal_topics import OFFSETS_TOPIC
 from lodestream.broker.groups.offsets_log import (
     OffsetAndMetadata,
@@ -256,9 +257,10 @@ class BrokerInternalLog:
 
 
 class GroupCoordinator:
-    def __init__(self, config: Callable[[str], Any], group_log: GroupLog) -> None:
+    def __init__(self, config: Callable[[str], Any], group_log: GroupLog, clock: Clock | None = None) -> None:
         self.config = config
         self.log = group_log
+        self.clock = clock or Clock()
         self.groups: dict[str, Any] = {}
         self.offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         self.loading = False
@@ -269,7 +271,6 @@ class GroupCoordinator:
         self._wakeup: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
         self._pending_spawns: list[tuple[Callable, tuple]] = []
-        self._clock_base: tuple[float, float] | None = None  # (trio time, wall ms)
         # TxnOffsetCommit: producer id -> group -> partition -> (offset, commit order) until the marker
         self.pending_txn_offsets: dict[int, dict[str, dict[tuple[str, int], tuple[OffsetAndMetadata, int]]]] = {}
         # commit order (log order) of the latest plain commit per (group, partition): a transactional
@@ -281,17 +282,11 @@ class GroupCoordinator:
     # -- time ------------------------------------------------------------------------------
     def now_ms(self) -> int:
         """The trio clock in ms: deadlines and timeouts (MockClock moves it)."""
-        return int(trio.current_time() * 1000)
+        return self.clock.monotonic_ms()
 
     def wall_ms(self) -> int:
         """Epoch ms for commit timestamps and retention, advancing with the trio clock."""
-        try:
-            now = trio.current_time()
-        except RuntimeError:
-            return int(time.time() * 1000)
-        if self._clock_base is None:
-            self._clock_base = (now, time.time() * 1000)
-        return int(self._clock_base[1] + (now - self._clock_base[0]) * 1000)
+        return self.clock.wall_ms()
 
     # -- configuration / placement ---------------------------------------------------------------
     @property

@@ -1,8 +1,10 @@
 """The registry of Kafka API handlers: one module per API.
 
 Each module declares API_KEY, VERSIONS (what ApiVersions advertises) and
-`async def handle(ctx, request)` returning a kio response (or None for
-acks=0 produce). A module may also define `admit(ctx, request)`: it runs in
+`async def handle(ctx: RequestContext, request)` returning a kio response (or
+None for acks=0 produce). Every handler asks `ctx.authorize(...)` for each
+topic, group, transactional id or cluster action it touches and answers
+Kafka's deny error when refused (broker/authorizer.py). A module may also define `admit(ctx, request)`: it runs in
 the connection's reader task, in arrival order, and returns an awaitable for
 the response; the connection can then read the next request while this one
 completes (used by Produce so pipelined batches keep their order).
@@ -12,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from lodestream.protocol.codec import schema_versions
-from lodestream.protocol.messages import MessageBuilder, response_builder
+
+from lodestream.broker.request_context import RequestContext
 
 from lodestream.broker.handlers import (
     alter_configs,
@@ -57,35 +60,6 @@ from lodestream.broker.handlers import (  # the group coordinator's APIs (broker
     offset_fetch,
     sync_group,
 )
-
-if TYPE_CHECKING:
-    from lodestream.broker.broker import Broker
-
-
-@dataclass(slots=True)
-class RequestContext:
-    broker: "Broker"
-    api_key: int
-    api_version: int
-    correlation_id: int
-    client_id: str | None
-    peer: str
-    throttle_ms: int = 0  # quota throttle: set in the response's throttle_time, then reading pauses (KIP-219)
-
-    def throttle(self, ms: int) -> None:
-        self.throttle_ms = max(self.throttle_ms, ms)
-
-    @property
-    def usage(self):
-        from lodestream.broker.quotas import Usage
-
-        host = self.peer.rsplit(":", 1)[0] if ":" in self.peer else self.peer
-        return Usage(client_id=self.client_id or "", host=host)
-
-    @property
-    def build(self) -> MessageBuilder:
-        return response_builder(self.api_key, self.api_version)
-
 
 @dataclass(frozen=True)
 class Handler:

@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.add_offsets_to_txn.v4.request import AddOffsetsToTxnRequest
+from kio.schema.add_offsets_to_txn.v4.response import AddOffsetsToTxnResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.internal_topics import OFFSETS_TOPIC
 from lodestream.broker.transactions.coordinator import compatible_error
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 25
 VERSIONS = range(0, 5)
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse:
     broker = ctx.broker
     error = ErrorCode.none
     if not request.group_id:
         error = ErrorCode.invalid_group_id
+    elif not ctx.authorize(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id):
+        error = DENIED[ResourceType.TRANSACTIONAL_ID]
+    elif not ctx.authorize(Operation.READ, ResourceType.GROUP, request.group_id):
+        error = DENIED[ResourceType.GROUP]
     else:
         try:
             await broker.groups.ensure_loaded()  # creates __consumer_offsets on first use

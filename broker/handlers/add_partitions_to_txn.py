@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.add_partitions_to_txn.v5.request import AddPartitionsToTxnRequest
+from kio.schema.add_partitions_to_txn.v5.response import AddPartitionsToTxnResponse
 from lodestream.protocol.errors import ErrorCode
 
 from lodestream.broker.transactions.coordinator import compatible_error
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 24
 VERSIONS = range(0, 6)
@@ -27,6 +31,12 @@ async def _transaction(ctx, transactional_id, producer_id, producer_epoch, topic
     """{(topic, partition): error} for one transaction."""
     coordinator = ctx.broker.transactions
     requested = [(t.name, int(p)) for t in topics for p in t.partitions]
+    if not ctx.authorize(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+        return dict.fromkeys(requested, DENIED[ResourceType.TRANSACTIONAL_ID])
+    writable = ctx.authorized(Operation.WRITE, ResourceType.TOPIC, (t.name for t in topics))
+    if len(writable) < len({t.name for t in topics}):  # as Kafka: nothing added, the rest not attempted
+        return {tp: DENIED[ResourceType.TOPIC] if tp[0] not in writable else ErrorCode.operation_not_attempted
+                for tp in requested}
     if verify_only:
         result = coordinator.verify_partitions(transactional_id, int(producer_id), int(producer_epoch), requested)
         return result if isinstance(result, dict) else dict.fromkeys(requested, result)
@@ -47,13 +57,16 @@ def _topic_results(build, results):
                  for name, partitions in by_topic.items())
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: AddPartitionsToTxnRequest) -> AddPartitionsToTxnResponse:
     build = ctx.build
     if ctx.api_version < 4:
         results = await _transaction(ctx, request.v3_and_below_transactional_id, request.v3_and_below_producer_id,
                                      request.v3_and_below_producer_epoch, request.v3_and_below_topics, False)
         return build.AddPartitionsToTxnResponse(throttle_time=datetime.timedelta(0),
                                                 results_by_topic_v3_and_below=_topic_results(build, results))
+    if not ctx.authorize(Operation.CLUSTER_ACTION, ResourceType.CLUSTER):  # v4+: sent by brokers, not clients
+        return build.AddPartitionsToTxnResponse(throttle_time=datetime.timedelta(0),
+                                                error_code=DENIED[ResourceType.CLUSTER], results_by_transaction=())
     transactions = []
     for txn in request.transactions:
         results = await _transaction(ctx, txn.transactional_id, txn.producer_id, txn.producer_epoch, txn.topics,

@@ -9,24 +9,33 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.alter_client_quotas.v1.request import AlterClientQuotasRequest
+from kio.schema.alter_client_quotas.v1.response import AlterClientQuotasResponse
 from lodestream.protocol.errors import ErrorCode
 
 from lodestream.consensus.records import QuotaRecord
 from lodestream.broker.quotas import QuotaError, make_entity, validate
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 49
 VERSIONS = range(0, 2)
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: AlterClientQuotasRequest) -> AlterClientQuotasResponse:
     build = ctx.build
     results = []
     records = []
+    may_alter = ctx.authorize(Operation.ALTER_CONFIGS, ResourceType.CLUSTER)
     for entry in request.entries:
         entity_data = tuple(build.EntityData(entity_type=e.entity_type, entity_name=e.entity_name)
                             for e in entry.entity)
         error, message = ErrorCode.none, None
         entry_records = []
+        if not may_alter:  # as Kafka: every entry refused, nothing written
+            results.append(build.EntryData(error_code=DENIED[ResourceType.CLUSTER], error_message=None,
+                                           entity=entity_data))
+            continue
         try:
             types = [e.entity_type for e in entry.entity]
             if len(set(types)) != len(types):

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.alter_configs.v2.request import AlterConfigsRequest
+from kio.schema.alter_configs.v2.response import AlterConfigsResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from lodestream.broker.handlers.describe_configs import BROKER, TOPIC
+from lodestream.broker.handlers.describe_configs import BROKER, TOPIC, config_resource_denied
+from lodestream.broker.authorizer import Operation
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 33
 VERSIONS = range(0, 3)
@@ -74,7 +78,7 @@ def resource_response(ctx, resource, error: ErrorCode, message: str | None):
         resource_name=resource.resource_name)
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: AlterConfigsRequest) -> AlterConfigsResponse:
     duplicates = duplicate_resources(request.resources)
     responses = []
     for position, resource in enumerate(request.resources):
@@ -82,6 +86,10 @@ async def handle(ctx, request):
         try:
             if position in duplicates:
                 raise KafkaError(ErrorCode.invalid_request, "Each resource must appear at most once.")
+            denied = config_resource_denied(ctx, Operation.ALTER_CONFIGS, int(resource.resource_type),
+                                            resource.resource_name)
+            if denied is not None:
+                raise denied
             check_keys(resource.configs)
             changes = {c.name: c.value for c in resource.configs}
             await apply_changes(ctx, int(resource.resource_type), resource.resource_name, changes,

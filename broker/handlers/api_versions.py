@@ -1,9 +1,14 @@
 """ApiVersions (key 18): advertised ranges come from the handler registry."""
 
+from __future__ import annotations
+
 import datetime
 
+from kio.schema.api_versions.v4.request import ApiVersionsRequest
+from kio.schema.api_versions.v4.response import ApiVersionsResponse
 from lodestream.protocol.errors import ErrorCode
 from lodestream.protocol.messages import response_builder
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 18
 VERSIONS = range(0, 5)
@@ -25,8 +30,13 @@ def unsupported_version_response() -> object:
     return build.ApiVersionsResponse(error_code=ErrorCode.unsupported_version, api_keys=supported_api_keys(build))
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: ApiVersionsRequest) -> ApiVersionsResponse:
+    """Nothing to authorize (Kafka answers ApiVersions before authentication); v3+ names the client software."""
     build = ctx.build
+    name = getattr(request, "client_software_name", None)
+    if name:  # KIP-511: kept on the session for metrics and logs
+        ctx.session.client_software_name = name
+        ctx.session.client_software_version = getattr(request, "client_software_version", None) or "unknown"
     return build.ApiVersionsResponse(
         error_code=ErrorCode.none,
         api_keys=supported_api_keys(build),

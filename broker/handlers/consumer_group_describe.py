@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.consumer_group_describe.v1.request import ConsumerGroupDescribeRequest
+from kio.schema.consumer_group_describe.v1.response import ConsumerGroupDescribeResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.groups import consumer
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 69
 VERSIONS = range(0, 2)
 
 _NOT_REQUESTED = -2147483648
-# READ, DELETE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS: what a group allows without an authorizer.
-_GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8) | (1 << 10) | (1 << 11)
 _CONSUMER_MEMBER = 1  # member_type: +1 = consumer protocol member
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse:
     build = ctx.build
     coordinator = getattr(ctx.broker, "groups", None)
-    operations = _GROUP_OPERATIONS if request.include_authorized_operations else _NOT_REQUESTED
     load_error = ErrorCode.none
     if coordinator is None:
         load_error = ErrorCode.coordinator_not_available
@@ -39,7 +40,9 @@ async def handle(ctx, request):
 
     groups = []
     for group_id in request.group_ids:
-        if load_error != ErrorCode.none:
+        if not ctx.authorize(Operation.DESCRIBE, ResourceType.GROUP, group_id):
+            error, message, described = DENIED[ResourceType.GROUP], None, None
+        elif load_error != ErrorCode.none:
             error, message, described = load_error, None, None
         else:
             error, message, described = consumer.describe(coordinator, image, group_id)
@@ -74,6 +77,7 @@ async def handle(ctx, request):
             assignment_epoch=described["assignment_epoch"],
             assignor_name=described["assignor_name"],
             members=members,
-            authorized_operations=operations,
+            authorized_operations=(ctx.authorized_operations(ResourceType.GROUP, group_id)
+                                   if request.include_authorized_operations else _NOT_REQUESTED),
         ))
     return build.ConsumerGroupDescribeResponse(throttle_time=datetime.timedelta(0), groups=tuple(groups))

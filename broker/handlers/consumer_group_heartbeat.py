@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.consumer_group_heartbeat.v1.request import ConsumerGroupHeartbeatRequest
+from kio.schema.consumer_group_heartbeat.v1.response import ConsumerGroupHeartbeatResponse
 from lodestream.protocol.errors import ErrorCode
 
 from lodestream.broker.groups import consumer
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 68
 VERSIONS = range(0, 2)
@@ -38,20 +42,29 @@ def _request(ctx, request) -> consumer.Heartbeat:
         server_assignor=request.server_assignor,
         owned=owned,
         client_id=ctx.client_id or "",
-        client_host=_host(ctx.peer),
+        client_host=ctx.session.described_host,
         api_version=ctx.api_version,
     )
 
 
-def _host(peer: str) -> str:
-    """Kafka reports the client address as InetAddress.toString(): '/<ip>'."""
-    host = peer.rsplit(":", 1)[0] if ":" in peer else peer
-    return "/" + host.strip("[]")
+def _denied(ctx: RequestContext, request: ConsumerGroupHeartbeatRequest) -> ErrorCode | None:
+    """As Kafka: READ on the group, and DESCRIBE on every topic named in the subscription."""
+    if not ctx.authorize(Operation.READ, ResourceType.GROUP, request.group_id):
+        return DENIED[ResourceType.GROUP]
+    names = request.subscribed_topic_names or ()
+    if len(ctx.authorized(Operation.DESCRIBE, ResourceType.TOPIC, names)) < len(set(names)):
+        return DENIED[ResourceType.TOPIC]
+    return None
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: ConsumerGroupHeartbeatRequest) -> ConsumerGroupHeartbeatResponse:
     build = ctx.build
     coordinator = getattr(ctx.broker, "groups", None)
+    denied = _denied(ctx, request)
+    if denied is not None:
+        return build.ConsumerGroupHeartbeatResponse(
+            throttle_time=datetime.timedelta(0), error_code=denied, error_message=None, member_id=None,
+            member_epoch=-1, heartbeat_interval=datetime.timedelta(0), assignment=None)
     if request.group_id:  # consumer-group quotas: this client's fetches count against its group
         ctx.broker.quotas.note_group_member(ctx.usage.host, ctx.client_id or "", request.group_id)
     if coordinator is None:

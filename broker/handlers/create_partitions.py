@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.create_partitions.v3.request import CreatePartitionsRequest
+from kio.schema.create_partitions.v3.response import CreatePartitionsResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 37
 VERSIONS = range(0, 4)
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: CreatePartitionsRequest) -> CreatePartitionsResponse:
     broker = ctx.broker
     build = ctx.build
     names = [topic.name for topic in request.topics]
@@ -24,6 +28,10 @@ async def handle(ctx, request):
                 reported.add(name)
                 results.append(build.CreatePartitionsTopicResult(
                     name=name, error_code=ErrorCode.invalid_request, error_message="Duplicate topic in request."))
+            continue
+        if not ctx.authorize(Operation.ALTER, ResourceType.TOPIC, name):
+            results.append(build.CreatePartitionsTopicResult(
+                name=name, error_code=DENIED[ResourceType.TOPIC], error_message=None))
             continue
         assignments = None
         if topic.assignments is not None:

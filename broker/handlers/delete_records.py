@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.delete_records.v2.request import DeleteRecordsRequest
+from kio.schema.delete_records.v2.response import DeleteRecordsResponse
 from lodestream.protocol.errors import ErrorCode
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 21
 VERSIONS = range(0, 3)
@@ -34,16 +38,20 @@ async def _delete(ctx, topic, index: int, requested: int) -> tuple[ErrorCode, in
     return ErrorCode.none, await partition.delete_records_before(offset)
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: DeleteRecordsRequest) -> DeleteRecordsResponse:
     build = ctx.build
     image = ctx.broker.image
     topics = []
     for requested_topic in request.topics:
         topic = image.topic(requested_topic.name)
+        may_delete = ctx.authorize(Operation.DELETE, ResourceType.TOPIC, requested_topic.name)
         partitions = []
         for requested_partition in requested_topic.partitions:
             index = int(requested_partition.partition_index)
-            error, low_watermark = await _delete(ctx, topic, index, int(requested_partition.offset))
+            if may_delete:
+                error, low_watermark = await _delete(ctx, topic, index, int(requested_partition.offset))
+            else:
+                error, low_watermark = DENIED[ResourceType.TOPIC], -1
             partitions.append(build.DeleteRecordsPartitionResult(
                 partition_index=index, low_watermark=low_watermark, error_code=error))
         topics.append(build.DeleteRecordsTopicResult(name=requested_topic.name, partitions=tuple(partitions)))

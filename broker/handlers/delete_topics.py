@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.delete_topics.v6.request import DeleteTopicsRequest
+from kio.schema.delete_topics.v6.response import DeleteTopicsResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 20
 VERSIONS = range(1, 7)
@@ -25,7 +29,7 @@ def _requested(ctx, request) -> list[tuple[str | None, object]]:
     return [(name, None) for name in request.topic_names]
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: DeleteTopicsRequest) -> DeleteTopicsResponse:
     broker = ctx.broker
     build = ctx.build
     entries = _requested(ctx, request)
@@ -67,6 +71,9 @@ async def handle(ctx, request):
             if topic is None:
                 result(name, None, ErrorCode.unknown_topic_or_partition, _UNKNOWN_TOPIC)
                 continue
+        if not ctx.authorize(Operation.DELETE, ResourceType.TOPIC, topic.name):
+            result(name, topic_id, DENIED[ResourceType.TOPIC])
+            continue
         try:
             await broker.delete_topic(topic)
         except KafkaError as exc:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.describe_client_quotas.v1.request import DescribeClientQuotasRequest
+from kio.schema.describe_client_quotas.v1.response import DescribeClientQuotasResponse
 from lodestream.protocol.errors import ErrorCode
 
 from lodestream.broker.quotas import CLIENT_ID, CONSUMER_GROUP, IP, USER
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 48
 VERSIONS = range(0, 2)
@@ -19,8 +23,12 @@ VERSIONS = range(0, 2)
 _TYPES = (USER, CLIENT_ID, IP, CONSUMER_GROUP)
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: DescribeClientQuotasRequest) -> DescribeClientQuotasResponse:
     build = ctx.build
+    if not ctx.authorize(Operation.DESCRIBE_CONFIGS, ResourceType.CLUSTER):
+        return build.DescribeClientQuotasResponse(
+            throttle_time=datetime.timedelta(0), error_code=DENIED[ResourceType.CLUSTER], error_message=None,
+            entries=None)
     components = []
     seen = set()
     for c in request.components:

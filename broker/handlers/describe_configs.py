@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.describe_configs.v4.request import DescribeConfigsRequest
+from kio.schema.describe_configs.v4.response import DescribeConfigsResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.broker import validate_topic_name
@@ -27,6 +29,8 @@ from lodestream.broker.config import (
     listed_broker_config,
 )
 from lodestream.broker.quotas import GROUP_CONFIG_DOCS, GROUP_RESOURCE_TYPE, describe_group_configs
+from lodestream.broker.authorizer import CLUSTER_NAME, DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 32
 VERSIONS = range(1, 5)
@@ -36,6 +40,22 @@ TOPIC = 2
 BROKER = 4
 BROKER_LOGGER = 8
 
+
+
+def config_resource_denied(ctx: RequestContext, operation: Operation, resource_type: int, name: str) -> KafkaError | None:
+    """The deny error when this request may not describe/alter the configs of a config resource (Kafka's
+    mapping: a topic's configs are the topic's, broker and logger configs the cluster's, a group's the group's)."""
+    if resource_type == TOPIC:
+        target = (ResourceType.TOPIC, name)
+    elif resource_type in (BROKER, BROKER_LOGGER):
+        target = (ResourceType.CLUSTER, CLUSTER_NAME)
+    elif resource_type == GROUP_RESOURCE_TYPE:
+        target = (ResourceType.GROUP, name)
+    else:
+        return None  # an unknown type: the handler answers INVALID_REQUEST
+    if ctx.authorize(operation, *target):
+        return None
+    return KafkaError(DENIED[target[0]], None)
 
 
 def parse_broker_id(name: str) -> int:
@@ -140,12 +160,15 @@ def _group_configs(ctx, request, resource) -> tuple:
                  for key, value, source, synonyms in described if key in wanted)
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: DescribeConfigsRequest) -> DescribeConfigsResponse:
     build = ctx.build
     results = []
     for resource in request.resources:
         resource_type = int(resource.resource_type)
         try:
+            denied = config_resource_denied(ctx, Operation.DESCRIBE_CONFIGS, resource_type, resource.resource_name)
+            if denied is not None:
+                raise denied
             if resource_type == TOPIC:
                 configs = _topic_configs(ctx, request, resource)
             elif resource_type == BROKER:

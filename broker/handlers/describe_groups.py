@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.describe_groups.v6.request import DescribeGroupsRequest
+from kio.schema.describe_groups.v6.response import DescribeGroupsResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.groups.classic import STABLE
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 15
 VERSIONS = range(0, 7)
@@ -16,7 +20,7 @@ VERSIONS = range(0, 7)
 _NO_OPS = -2147483648
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: DescribeGroupsRequest) -> DescribeGroupsResponse:
     build = ctx.build
     coordinator = ctx.broker.groups
     load_error = ErrorCode.none
@@ -25,8 +29,14 @@ async def handle(ctx, request):
     except KafkaError as exc:
         load_error = exc.code
     described = []
+    include_operations = bool(getattr(request, "include_authorized_operations", False))
     for group_id in request.groups:
         group = coordinator.groups.get(group_id)
+        if not ctx.authorize(Operation.DESCRIBE, ResourceType.GROUP, group_id):
+            described.append(build.DescribedGroup(
+                error_code=DENIED[ResourceType.GROUP], error_message=None, group_id=group_id, group_state="",
+                protocol_type="", protocol_data="", members=(), authorized_operations=_NO_OPS))
+            continue
         if load_error != ErrorCode.none:
             described.append(build.DescribedGroup(
                 error_code=load_error, error_message=None, group_id=group_id, group_state="", protocol_type="",
@@ -55,5 +65,6 @@ async def handle(ctx, request):
         described.append(build.DescribedGroup(
             error_code=ErrorCode.none, error_message=None, group_id=group_id, group_state=group.state_name,
             protocol_type=group.protocol_type, protocol_data=(group.protocol_name or "") if stable else "",
-            members=members, authorized_operations=_NO_OPS))
+            members=members, authorized_operations=(ctx.authorized_operations(ResourceType.GROUP, group_id)
+                                                    if include_operations else _NO_OPS)))
     return build.DescribeGroupsResponse(throttle_time=datetime.timedelta(0), groups=tuple(described))

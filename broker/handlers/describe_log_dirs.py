@@ -7,7 +7,11 @@ import shutil
 
 import trio
 
+from kio.schema.describe_log_dirs.v4.request import DescribeLogDirsRequest
+from kio.schema.describe_log_dirs.v4.response import DescribeLogDirsResponse
 from lodestream.protocol.errors import ErrorCode
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 35
 VERSIONS = range(1, 5)
@@ -25,10 +29,13 @@ def _wanted(image, request) -> list[tuple[object, list[int] | None]]:
     return wanted
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: DescribeLogDirsRequest) -> DescribeLogDirsResponse:
     broker = ctx.broker
     build = ctx.build
     log_dir = broker.data_dir.resolve() / "log"
+    if not ctx.authorize(Operation.DESCRIBE, ResourceType.CLUSTER):  # as Kafka: the whole answer is refused
+        return build.DescribeLogDirsResponse(
+            throttle_time=datetime.timedelta(0), error_code=DENIED[ResourceType.CLUSTER], results=())
     topics = []
     for topic, indexes in _wanted(broker.image, request):
         partitions = []

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.describe_producers.v0.request import DescribeProducersRequest
+from kio.schema.describe_producers.v0.response import DescribeProducersResponse
 from lodestream.protocol.errors import ErrorCode
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 61
 VERSIONS = range(0, 1)
@@ -24,15 +28,20 @@ def _partition(build, partition, index: int):
                                    active_producers=producers)
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: DescribeProducersRequest) -> DescribeProducersResponse:
     broker = ctx.broker
     build = ctx.build
     topics = []
     for requested in request.topics:
         topic = broker.image.topic(requested.name)
+        may_read = ctx.authorize(Operation.READ, ResourceType.TOPIC, requested.name)
         partitions = []
         for index in requested.partition_indexes:
             index = int(index)
+            if not may_read:
+                partitions.append(build.PartitionResponse(partition_index=index, error_code=DENIED[ResourceType.TOPIC],
+                                                          error_message=None, active_producers=()))
+                continue
             partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
             partitions.append(_partition(build, partition, index))
         topics.append(build.TopicResponse(name=requested.name, partitions=tuple(partitions)))

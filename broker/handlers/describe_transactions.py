@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.describe_transactions.v0.request import DescribeTransactionsRequest
+from kio.schema.describe_transactions.v0.response import DescribeTransactionsResponse
 from lodestream.protocol.errors import ErrorCode
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 65
 VERSIONS = range(0, 1)
@@ -21,13 +25,16 @@ def _error(build, transactional_id: str, error: ErrorCode):
         producer_epoch=-1, topics=())
 
 
-def _describe(build, coordinator, transactional_id: str):
+def _describe(ctx: RequestContext, coordinator, transactional_id: str):
+    build = ctx.build
     md = coordinator.describe(transactional_id)
     if md is None:
         return _error(build, transactional_id, ErrorCode.transactional_id_not_found)
     by_topic: dict[str, list[int]] = {}
+    visible = ctx.authorized(Operation.DESCRIBE, ResourceType.TOPIC, (topic for topic, _ in md.partitions))
     for topic, partition in sorted(md.partitions):
-        by_topic.setdefault(topic, []).append(partition)
+        if topic in visible:  # as Kafka: topics the principal may not describe are left out
+            by_topic.setdefault(topic, []).append(partition)
     start = _EPOCH + datetime.timedelta(milliseconds=md.txn_start_ms)
     return build.TransactionState(
         error_code=ErrorCode.none, transactional_id=transactional_id, transaction_state=md.state.value,
@@ -36,13 +43,15 @@ def _describe(build, coordinator, transactional_id: str):
         topics=tuple(build.TopicData(topic=t, partitions=tuple(ps)) for t, ps in by_topic.items()))
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: DescribeTransactionsRequest) -> DescribeTransactionsResponse:
     build = ctx.build
     coordinator = ctx.broker.transactions
     states = []
     for transactional_id in request.transactional_ids:
-        if coordinator.loading or not coordinator.loaded:
+        if not ctx.authorize(Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+            states.append(_error(build, transactional_id, DENIED[ResourceType.TRANSACTIONAL_ID]))
+        elif coordinator.loading or not coordinator.loaded:
             states.append(_error(build, transactional_id, ErrorCode.coordinator_load_in_progress))
         else:
-            states.append(_describe(build, coordinator, transactional_id))
+            states.append(_describe(ctx, coordinator, transactional_id))
     return build.DescribeTransactionsResponse(throttle_time=datetime.timedelta(0), transaction_states=tuple(states))

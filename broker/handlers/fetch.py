@@ -14,11 +14,15 @@ import datetime
 
 import trio
 
+from kio.schema.fetch.v17.request import FetchRequest
+from kio.schema.fetch.v17.response import FetchResponse
 from lodestream.protocol.codec import RecordChunks
 from lodestream.protocol.errors import ErrorCode
 from lodestream.protocol.record_batch import parse_header
 
 from lodestream.broker.partition import PlannedRead, read_planned
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 1
 VERSIONS = range(4, 18)
@@ -26,7 +30,15 @@ VERSIONS = range(4, 18)
 READ_COMMITTED = 1
 
 
-async def _read(ctx, request):
+def _topic_names(ctx: RequestContext, request: FetchRequest) -> list[str]:
+    image = ctx.broker.image
+    if ctx.api_version < 13:
+        return [t.topic for t in request.topics]
+    topics = (image.topics_by_id.get(t.topic_id) for t in request.topics)
+    return [topic.name for topic in topics if topic is not None]
+
+
+async def _read(ctx: RequestContext, request: FetchRequest):
     """One pass over the requested partitions: (topic responses, bytes, partitions read, any error, bytes per topic).
 
     Planned first from the partitions' indexes (offsets, errors, which batches fit in the byte budgets),
@@ -44,12 +56,18 @@ async def _read(ctx, request):
     # is None for a partition not hosted here, else (fetch offset, the PlannedRead or None when nothing is read).
     planned_topics = []
     plans: list[PlannedRead] = []
+    readable = ctx.authorized(Operation.READ, ResourceType.TOPIC, _topic_names(ctx, request))
     for fetch_topic in request.topics:
         topic = image.topics_by_id.get(fetch_topic.topic_id) if uses_ids else image.topic(fetch_topic.topic)
         entries = []
         for fetch_partition in fetch_topic.partitions:
             index = int(fetch_partition.partition)
             partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
+            if topic is not None and topic.name not in readable:
+                entries.append((index, dict(error_code=DENIED[ResourceType.TOPIC], high_watermark=-1,
+                                            last_stable_offset=-1, log_start_offset=-1), None))
+                had_error = True
+                continue
             if partition is None:
                 error = ErrorCode.unknown_topic_id if uses_ids and topic is None else ErrorCode.unknown_topic_or_partition
                 entries.append((index, dict(error_code=error, high_watermark=-1, last_stable_offset=-1,
@@ -113,7 +131,7 @@ async def _read(ctx, request):
     return topics, total, read_partitions, had_error, per_topic
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: FetchRequest) -> FetchResponse:
     build = ctx.build
     deadline = trio.current_time() + request.max_wait.total_seconds()
     min_bytes = int(request.min_bytes)

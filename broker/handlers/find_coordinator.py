@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.find_coordinator.v6.request import FindCoordinatorRequest
+from kio.schema.find_coordinator.v6.response import FindCoordinatorResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 10
 VERSIONS = range(0, 7)
@@ -13,11 +17,14 @@ VERSIONS = range(0, 7)
 GROUP_KEY, TRANSACTION_KEY = 0, 1
 
 
-async def _lookup(ctx, key: str, key_type: int) -> tuple[ErrorCode, str | None]:
-    coordinators = {GROUP_KEY: ("Group id", ctx.broker.groups), TRANSACTION_KEY: ("Transactional id", ctx.broker.transactions)}
+async def _lookup(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str | None]:
+    coordinators = {GROUP_KEY: ("Group id", ctx.broker.groups, ResourceType.GROUP),
+                    TRANSACTION_KEY: ("Transactional id", ctx.broker.transactions, ResourceType.TRANSACTIONAL_ID)}
     if key_type not in coordinators:
         return ErrorCode.invalid_request, f"Unknown coordinator key type {key_type}"
-    what, coordinator = coordinators[key_type]
+    what, coordinator, resource_type = coordinators[key_type]
+    if not ctx.authorize(Operation.DESCRIBE, resource_type, key):
+        return DENIED[resource_type], None
     if not key:
         return ErrorCode.invalid_request, f"{what} must not be empty."
     try:
@@ -27,7 +34,7 @@ async def _lookup(ctx, key: str, key_type: int) -> tuple[ErrorCode, str | None]:
     return ErrorCode.none, None
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: FindCoordinatorRequest) -> FindCoordinatorResponse:
     build = ctx.build
     listener = ctx.broker.bound_listeners[0]
     node, host, port = ctx.broker.node_id, listener.advertised_host, listener.advertised_port

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.incremental_alter_configs.v1.request import IncrementalAlterConfigsRequest
+from kio.schema.incremental_alter_configs.v1.response import IncrementalAlterConfigsResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.config import BROKER_CONFIGS, TOPIC_CONFIGS
 from lodestream.broker.quotas import GROUP_RESOURCE_TYPE, QuotaError, group_config_records
 
 from lodestream.broker.handlers.alter_configs import apply_changes, broker_scope, check_keys, duplicate_resources, resource_response
-from lodestream.broker.handlers.describe_configs import BROKER, BROKER_LOGGER, TOPIC
+from lodestream.broker.handlers.describe_configs import BROKER, BROKER_LOGGER, TOPIC, config_resource_denied
+from lodestream.broker.authorizer import Operation
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 44
 VERSIONS = range(0, 2)
@@ -102,7 +106,7 @@ async def _alter_group_configs(ctx, resource, validate_only: bool) -> None:
         await ctx.broker.propose(records)
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse:
     duplicates = duplicate_resources(request.resources)
     validate_only = bool(request.validate_only)
     responses = []
@@ -112,6 +116,9 @@ async def handle(ctx, request):
         try:
             if position in duplicates:
                 raise KafkaError(ErrorCode.invalid_request, "Each resource must appear at most once.")
+            denied = config_resource_denied(ctx, Operation.ALTER_CONFIGS, resource_type, resource.resource_name)
+            if denied is not None:
+                raise denied
             check_keys(resource.configs, null_allowed=lambda c: int(c.config_operation) == DELETE)
             if resource_type == BROKER_LOGGER:
                 _check_logger_changes(ctx, resource, validate_only)

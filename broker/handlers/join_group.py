@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.join_group.v9.request import JoinGroupRequest
+from kio.schema.join_group.v9.response import JoinGroupResponse
 from lodestream.broker.groups.classic import JoinRequest, join_group
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 11
 VERSIONS = range(0, 10)
@@ -16,13 +20,13 @@ def millis(value) -> int:
     return int(value)
 
 
-def client_host(ctx) -> str:
-    host = ctx.peer.rsplit(":", 1)[0] if ":" in ctx.peer else ctx.peer
-    return "/" + host.strip("[]")
-
-
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: JoinGroupRequest) -> JoinGroupResponse:
     build = ctx.build
+    if not ctx.authorize(Operation.READ, ResourceType.GROUP, request.group_id):
+        return build.JoinGroupResponse(
+            throttle_time=datetime.timedelta(0), error_code=DENIED[ResourceType.GROUP], generation_id=-1,
+            protocol_type=None, protocol_name=None if ctx.api_version >= 7 else "", leader="", skip_assignment=False,
+            member_id="", members=())
     session = millis(request.session_timeout)
     rebalance = millis(getattr(request, "rebalance_timeout", session))
     if rebalance < 0 or ctx.api_version == 0:
@@ -38,7 +42,7 @@ async def handle(ctx, request):
         session_timeout_ms=session,
         rebalance_timeout_ms=rebalance,
         client_id=ctx.client_id or "",
-        client_host=client_host(ctx),
+        client_host=ctx.session.described_host,
         api_version=ctx.api_version,
         reason=getattr(request, "reason", None),
     ))

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.leave_group.v5.request import LeaveGroupRequest
+from kio.schema.leave_group.v5.response import LeaveGroupResponse
 from lodestream.protocol.errors import ErrorCode
 
 from lodestream.broker.groups.classic import leave_group
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 13
 VERSIONS = range(0, 6)
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: LeaveGroupRequest) -> LeaveGroupResponse:
     build = ctx.build
+    if not ctx.authorize(Operation.READ, ResourceType.GROUP, request.group_id):
+        return build.LeaveGroupResponse(throttle_time=datetime.timedelta(0), error_code=DENIED[ResourceType.GROUP],
+                                        members=())
     if ctx.api_version < 3:
         members = [(request.member_id, None, None)]
     else:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.list_offsets.v10.request import ListOffsetsRequest
+from kio.schema.list_offsets.v10.response import ListOffsetsResponse
 from lodestream.protocol.errors import ErrorCode
 from lodestream.protocol.record_batch import record_timestamps
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 2
 VERSIONS = range(1, 11)
@@ -57,7 +61,7 @@ async def _lookup(partition, timestamp: int, read_committed: bool = False) -> tu
     return -1, -1
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse:
     broker = ctx.broker
     build = ctx.build
     image = broker.image
@@ -65,14 +69,15 @@ async def handle(ctx, request):
     read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED  # v2+
     for requested_topic in request.topics:
         topic = image.topic(requested_topic.name)
+        may_describe = ctx.authorize(Operation.DESCRIBE, ResourceType.TOPIC, requested_topic.name)
         partitions = []
         for requested in requested_topic.partitions:
             index = int(requested.partition_index)
             partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
-            if partition is None:
+            if not may_describe or partition is None:
+                error = DENIED[ResourceType.TOPIC] if not may_describe else ErrorCode.unknown_topic_or_partition
                 partitions.append(build.ListOffsetsPartitionResponse(
-                    partition_index=index, error_code=ErrorCode.unknown_topic_or_partition, timestamp=-1, offset=-1,
-                    leader_epoch=-1))
+                    partition_index=index, error_code=error, timestamp=-1, offset=-1, leader_epoch=-1))
                 continue
             try:
                 timestamp, offset = await _lookup(partition, int(requested.timestamp), read_committed)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.metadata.v13.request import MetadataRequest
+from kio.schema.metadata.v13.response import MetadataResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.broker import validate_topic_name
 from lodestream.broker.internal_topics import INTERNAL_TOPICS
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 3
 VERSIONS = range(0, 14)
@@ -22,7 +26,7 @@ def brokers(ctx) -> tuple:
                                          port=listener.advertised_port, rack=None),)
 
 
-def topic_response(ctx, topic, error: ErrorCode = ErrorCode.none):
+def topic_response(ctx: RequestContext, topic, include_operations: bool = False):
     build = ctx.build
     partitions = tuple(
         build.MetadataResponsePartition(
@@ -37,8 +41,10 @@ def topic_response(ctx, topic, error: ErrorCode = ErrorCode.none):
         for p in sorted(topic.partitions.values(), key=lambda p: p.partition)
     )
     return build.MetadataResponseTopic(
-        error_code=error, name=topic.name, topic_id=topic.topic_id, is_internal=topic.name in INTERNAL_TOPICS,
-        partitions=partitions, topic_authorized_operations=_NO_OPS,
+        error_code=ErrorCode.none, name=topic.name, topic_id=topic.topic_id, is_internal=topic.name in INTERNAL_TOPICS,
+        partitions=partitions,
+        topic_authorized_operations=(ctx.authorized_operations(ResourceType.TOPIC, topic.name) if include_operations
+                                     else _NO_OPS),
     )
 
 
@@ -49,14 +55,16 @@ def error_topic(ctx, name, topic_id, error: ErrorCode):
     )
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: MetadataRequest) -> MetadataResponse:
     broker = ctx.broker
     build = ctx.build
     image = broker.image
     # v0: an empty list means all topics; v1+: null means all, empty means none.
     all_topics = request.topics is None or (ctx.api_version == 0 and not request.topics)
-    if all_topics:
-        topics = [topic_response(ctx, t) for t in sorted(image.topics_by_name.values(), key=lambda t: t.name)]
+    operations = bool(getattr(request, "include_topic_authorized_operations", False))
+    if all_topics:  # only the topics this principal may describe, as in Kafka
+        visible = ctx.authorized(Operation.DESCRIBE, ResourceType.TOPIC, image.topics_by_name)
+        topics = [topic_response(ctx, image.topics_by_name[name], operations) for name in sorted(visible)]
     else:
         # v0-v3 have no flag; they auto-create when the broker allows it.
         allow_create = getattr(request, "allow_auto_topic_creation", True) and bool(
@@ -70,8 +78,13 @@ async def handle(ctx, request):
                 topic = image.topics_by_id.get(topic_id)
                 if topic is None:
                     topics.append(error_topic(ctx, None, topic_id, ErrorCode.unknown_topic_id))
+                elif not ctx.authorize(Operation.DESCRIBE, ResourceType.TOPIC, topic.name):
+                    topics.append(error_topic(ctx, None, topic_id, DENIED[ResourceType.TOPIC]))
                 else:
-                    topics.append(topic_response(ctx, topic))
+                    topics.append(topic_response(ctx, topic, operations))
+                continue
+            if not ctx.authorize(Operation.DESCRIBE, ResourceType.TOPIC, name):
+                topics.append(error_topic(ctx, name, None, DENIED[ResourceType.TOPIC]))
                 continue
             topic = broker.image.topic(name)
             if topic is None:
@@ -81,6 +94,10 @@ async def handle(ctx, request):
                     topics.append(error_topic(ctx, name, None, exc.code))
                     continue
             if topic is None and allow_create:
+                if not (ctx.authorize(Operation.CREATE, ResourceType.CLUSTER)
+                        or ctx.authorize(Operation.CREATE, ResourceType.TOPIC, name)):
+                    topics.append(error_topic(ctx, name, None, DENIED[ResourceType.TOPIC]))
+                    continue
                 try:
                     topic = await broker.auto_create_topic(name)
                 except KafkaError as exc:
@@ -89,13 +106,15 @@ async def handle(ctx, request):
             if topic is None:
                 topics.append(error_topic(ctx, name, None, ErrorCode.unknown_topic_or_partition))
             else:
-                topics.append(topic_response(ctx, topic))
+                topics.append(topic_response(ctx, topic, operations))
+    cluster_operations = (ctx.authorized_operations(ResourceType.CLUSTER)
+                          if getattr(request, "include_cluster_authorized_operations", False) else _NO_OPS)
     return build.MetadataResponse(
         throttle_time=datetime.timedelta(0),
         brokers=brokers(ctx),
         cluster_id=broker.cluster_id,
         controller_id=broker.node_id,
         topics=tuple(topics),
-        cluster_authorized_operations=_NO_OPS,
+        cluster_authorized_operations=cluster_operations,
         error_code=ErrorCode.none,
     )

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.offset_commit.v9.request import OffsetCommitRequest
+from kio.schema.offset_commit.v9.response import OffsetCommitResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 8
 VERSIONS = range(2, 10)  # Kafka 4.1 advertises 2-9
@@ -25,10 +29,13 @@ def _group_error(ctx, coordinator, request) -> ErrorCode:
     return group.validate_offset_commit(member_id, generation, instance_id, False)
 
 
-def check_partitions(broker, topics, error: ErrorCode):
+def check_partitions(ctx: RequestContext, topics, error: ErrorCode):
     """Per-partition checks (also TxnOffsetCommit's): ({(topic, partition): error}, {(topic, partition):
-    (offset, leader epoch, metadata)} to commit). A request-level error applies to every partition."""
+    (offset, leader epoch, metadata)} to commit). A request-level error applies to every partition;
+    committing an offset needs READ on its topic, as in Kafka."""
+    broker = ctx.broker
     max_metadata = int(broker.broker_config_value("offset.metadata.max.bytes"))
+    readable = ctx.authorized(Operation.READ, ResourceType.TOPIC, (topic.name for topic in topics))
     results: dict[tuple[str, int], ErrorCode] = {}
     to_commit = {}
     for topic in topics:
@@ -37,6 +44,8 @@ def check_partitions(broker, topics, error: ErrorCode):
             key = (topic.name, int(p.partition_index))
             if error != ErrorCode.none:
                 results[key] = error
+            elif topic.name not in readable:
+                results[key] = DENIED[ResourceType.TOPIC]
             elif image_topic is None or int(p.partition_index) not in image_topic.partitions:
                 results[key] = ErrorCode.unknown_topic_or_partition
             elif p.committed_metadata is not None and len(p.committed_metadata.encode()) > max_metadata:
@@ -48,13 +57,15 @@ def check_partitions(broker, topics, error: ErrorCode):
     return results, to_commit
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: OffsetCommitRequest) -> OffsetCommitResponse:
     build = ctx.build
     broker = ctx.broker
     coordinator = broker.groups
     error = ErrorCode.none
     if not request.group_id:
         error = ErrorCode.invalid_group_id
+    elif not ctx.authorize(Operation.READ, ResourceType.GROUP, request.group_id):
+        error = DENIED[ResourceType.GROUP]
     else:
         ctx.throttle(broker.quotas.record_commit(request.group_id))  # consumer-group commit_request_rate
         try:
@@ -63,7 +74,7 @@ async def handle(ctx, request):
             error = exc.code
     if error == ErrorCode.none:
         error = _group_error(ctx, coordinator, request)
-    results, to_commit = check_partitions(broker, request.topics, error)
+    results, to_commit = check_partitions(ctx, request.topics, error)
     if to_commit:
         try:
             await coordinator.commit_offsets(request.group_id, to_commit)

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.offset_fetch.v9.request import OffsetFetchRequest
+from kio.schema.offset_fetch.v9.response import OffsetFetchResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 9
 VERSIONS = range(1, 10)  # Kafka 4.1 advertises 1-9
 
 
-def _fetch(ctx, group_id: str, topics, member_id, member_epoch, require_stable: bool):
-    """(group error, [(topic, [(partition, offset, epoch, metadata, error)])])."""
+def _fetch(ctx: RequestContext, group_id: str, topics, member_id, member_epoch, require_stable: bool):
+    """(group error, [(topic, [(partition, offset, epoch, metadata, error)])]).
+
+    As Kafka: the group needs DESCRIBE; offsets of topics without DESCRIBE are left out of an
+    all-topics fetch and answered TOPIC_AUTHORIZATION_FAILED when named."""
+    if not ctx.authorize(Operation.DESCRIBE, ResourceType.GROUP, group_id):
+        return DENIED[ResourceType.GROUP], []
     coordinator = ctx.broker.groups
     group = coordinator.groups.get(group_id)
     if group is not None:
@@ -24,17 +33,23 @@ def _fetch(ctx, group_id: str, topics, member_id, member_epoch, require_stable: 
     result = []
     if topics is None:
         by_topic: dict[str, list] = {}
+        visible = ctx.authorized(Operation.DESCRIBE, ResourceType.TOPIC, (topic for topic, _ in committed))
         for (topic, partition), value in sorted(committed.items()):
-            by_topic.setdefault(topic, []).append((partition, value))
+            if topic in visible:
+                by_topic.setdefault(topic, []).append((partition, value))
         for topic, entries in by_topic.items():
             result.append((topic, [(p, -1, -1, "", ErrorCode.unstable_offset_commit) if (topic, p) in unstable
                                    else (p, v.offset, v.leader_epoch, v.metadata if v.metadata is not None else "",
                                          ErrorCode.none) for p, v in entries]))
         return ErrorCode.none, result
+    visible = ctx.authorized(Operation.DESCRIBE, ResourceType.TOPIC, (topic.name for topic in topics))
     for topic in topics:
         partitions = []
         for index in topic.partition_indexes:
             index = int(index)
+            if topic.name not in visible:
+                partitions.append((index, -1, -1, "", DENIED[ResourceType.TOPIC]))
+                continue
             if (topic.name, index) in unstable:
                 partitions.append((index, -1, -1, "", ErrorCode.unstable_offset_commit))
                 continue
@@ -59,7 +74,7 @@ def _topics(ctx, entries, topic_class: str, partition_class: str):
     )
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse:
     build = ctx.build
     load_error = ErrorCode.none
     try:

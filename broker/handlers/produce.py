@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import datetime
 import time
+from typing import Awaitable
 
+from kio.schema.produce.v13.request import ProduceRequest
+from kio.schema.produce.v13.response import ProduceResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.protocol.record_batch import TRANSACTIONAL_BIT
 
 from lodestream.broker.append import new_append, validate_batches
 from lodestream.broker.replica_manager import AppendRequest
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 0
 VERSIONS = range(0, 14)
@@ -49,7 +54,7 @@ def _verify_transactional(broker, transactional_id, producer, topic_name: str, i
                                          topic_name, index)
 
 
-def admit(ctx, request):
+def admit(ctx: RequestContext, request: ProduceRequest) -> Awaitable[ProduceResponse | None]:
     """Validate and queue every partition's batches now (arrival order), answer later."""
     broker = ctx.broker
     build = ctx.build
@@ -59,12 +64,23 @@ def admit(ctx, request):
     uses_ids = ctx.api_version >= 13
     plan = []  # (topic key for response, [(index, AppendRequest | (error, message))])
     produced = 0  # request record bytes, charged to the producer_byte_rate quota
+    transactional_id = request.transactional_id
+    # As Kafka: a transactional produce needs WRITE on its transactional id, or nothing is written.
+    refused_txn = transactional_id is not None and not ctx.authorize(
+        Operation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id)
     for topic_data in request.topic_data:
         topic = image.topics_by_id.get(topic_data.topic_id) if uses_ids else image.topic(topic_data.name)
+        may_write = topic is None or ctx.authorize(Operation.WRITE, ResourceType.TOPIC, topic.name)
         results = []
         for partition_data in topic_data.partition_data:
             index = int(partition_data.index)
             produced += len(partition_data.records) if partition_data.records is not None else 0
+            if refused_txn:
+                results.append((index, (DENIED[ResourceType.TRANSACTIONAL_ID], None)))
+                continue
+            if not may_write:
+                results.append((index, (DENIED[ResourceType.TOPIC], None)))
+                continue
             if acks not in (-1, 0, 1):
                 results.append((index, (ErrorCode.invalid_required_acks, f"acks={acks} must be -1, 0 or 1")))
                 continue
@@ -125,5 +141,5 @@ async def _complete(ctx, build, plan, acks: int, uses_ids: bool):
     return build.ProduceResponse(responses=tuple(topics), throttle_time=datetime.timedelta(0), node_endpoints=())
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: ProduceRequest) -> ProduceResponse | None:
     return await admit(ctx, request)

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import datetime
 
+from kio.schema.txn_offset_commit.v5.request import TxnOffsetCommitRequest
+from kio.schema.txn_offset_commit.v5.response import TxnOffsetCommitResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.internal_topics import OFFSETS_TOPIC
 from lodestream.broker.handlers.offset_commit import check_partitions
+from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.request_context import RequestContext
 
 API_KEY = 28
 VERSIONS = range(0, 6)
@@ -20,6 +24,10 @@ async def _request_error(ctx, request) -> ErrorCode:
     broker = ctx.broker
     if not request.group_id:
         return ErrorCode.invalid_group_id
+    if not ctx.authorize(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id):
+        return DENIED[ResourceType.TRANSACTIONAL_ID]
+    if not ctx.authorize(Operation.READ, ResourceType.GROUP, request.group_id):
+        return DENIED[ResourceType.GROUP]
     try:
         await broker.groups.ensure_loaded()
     except KafkaError as exc:
@@ -44,11 +52,11 @@ async def _request_error(ctx, request) -> ErrorCode:
     return group.validate_offset_commit(member_id, generation, instance_id, True)
 
 
-async def handle(ctx, request):
+async def handle(ctx: RequestContext, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse:
     build = ctx.build
     broker = ctx.broker
     error = await _request_error(ctx, request)
-    results, to_commit = check_partitions(broker, request.topics, error)
+    results, to_commit = check_partitions(ctx, request.topics, error)
     if to_commit:
         try:
             await broker.groups.commit_transactional_offsets(request.group_id, int(request.producer_id),

@@ -1,4 +1,4 @@
-"""One broker lifecycle, used by `lodestream serve` (broker/cli.py) and by the in-process tests.
+"""One broker lifecycle, used by `lodestream serve` (broker/process.py) and by the in-process tests.
 
 `Broker.open()` does the blocking start-up (data directory, metadata, logs,
 coordinators' replay); `serve_broker` then runs everything the broker does

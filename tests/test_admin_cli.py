@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lodestream.broker.admin_cli import KafkaConnection, render_table
+from lodestream.cli.cluster_tools import KafkaConnection, render_table
 from broker_process import BrokerProcess
 from lodestream.protocol.errors import ErrorCode
 from lodestream.protocol.messages import request_builder

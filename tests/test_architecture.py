@@ -13,7 +13,7 @@ def test_import_contracts_hold():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-LAYERS = ("protocol", "storage", "consensus", "broker", "admin")
+LAYERS = ("protocol", "storage", "consensus", "broker", "admin", "cli")
 
 
 def test_every_code_folder_is_packaged_under_lodestream():
@@ -32,9 +32,9 @@ def test_only_the_lodestream_namespace_is_importable(tmp_path):
     """Generic top-level names (broker, storage, ...) would collide with other packages: from outside the
     source tree only `lodestream.*` imports."""
     probe = "import importlib.util, sys; print([n for n in sys.argv[1:] if importlib.util.find_spec(n)])"
-    result = subprocess.run([sys.executable, "-c", probe, *LAYERS, "lodestream.broker.cli"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-c", probe, *LAYERS, "lodestream.broker.process"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
-    assert result.stdout.strip() == "['lodestream.broker.cli']", result.stdout + result.stderr
+    assert result.stdout.strip() == "['lodestream.broker.process']", result.stdout + result.stderr
 
 
 # The partition layer (broker/partition.py with the replica manager's committer) is the only door to a

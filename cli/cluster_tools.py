@@ -1,4 +1,4 @@
-"""`lodestream topics|groups|configs ...`: admin commands against a running broker.
+"""`lodestream topics|groups|configs ...`: cluster tools, a client of a running broker (Kafka's or ours).
 
 Two transports, one set of operations (`Backend`):
 
@@ -953,7 +953,7 @@ def add_subcommands(sub) -> None:
     p.set_defaults(run=cmd_configs_alter)
 
 
-ADMIN_COMMANDS = ("topics", "groups", "configs")
+COMMANDS = ("topics", "groups", "configs")
 
 
 def _backend(args) -> Backend:

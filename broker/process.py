@@ -1,8 +1,7 @@
-"""`lodestream serve`: run one broker process. `lodestream topics|groups|configs`: see admin_cli.py."""
+"""One broker process (`lodestream serve`, parsed in cli/main.py): configuration, logging, signals, exit status."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -12,26 +11,11 @@ from pathlib import Path
 
 import trio
 
-from lodestream.broker import admin_cli
 from lodestream.broker.broker import Broker
 from lodestream.broker.config import BrokerConfig, ConfigError, StartupError
 from lodestream.broker.lifecycle import serve_broker
 
 log = logging.getLogger("lodestream")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lodestream", description="Kafka-compatible broker")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run a broker")
-    serve.add_argument("--config", type=Path, help="Kafka-style server.properties")
-    serve.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                       help="set a broker property (repeatable); wins over --config")
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    serve.add_argument("--ready-file", type=Path,
-                       help="write {\"listeners\": {NAME: host:port}} here once listening (for tests and tools)")
-    admin_cli.add_subcommands(sub)
-    return parser
 
 
 def _write_ready_file(path: Path, broker: Broker, services: dict[str, str]) -> None:
@@ -63,18 +47,16 @@ async def run_broker(config: BrokerConfig, ready_file: Path | None) -> None:
         log.info("broker stopped")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command in admin_cli.ADMIN_COMMANDS:
-        return admin_cli.run(args)
+def serve(config_file: Path | None, overrides: list[str], log_level: str, ready_file: Path | None) -> int:
+    """Run a broker until SIGTERM/SIGINT; the exit status (2: refused configuration or start-up)."""
     logging.basicConfig(
-        level=getattr(logging, args.log_level),
+        level=getattr(logging, log_level),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("pysyncobj").setLevel(logging.WARNING)
     try:
-        config = BrokerConfig.load(args.config, args.override)
+        config = BrokerConfig.load(config_file, overrides)
     except ConfigError as exc:
         print(f"lodestream: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -83,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("accepted with no effect here (Kafka config names Lodestream does not act on): %s",
                     "; ".join(f"{', '.join(keys)}: {reason}" for reason, keys in ignored.items()))
     try:
-        trio.run(run_broker, config, args.ready_file)
+        trio.run(run_broker, config, ready_file)
     except (ConfigError, StartupError, BaseExceptionGroup) as exc:
         error = _startup_error(exc)
         if error is None:
@@ -106,6 +88,3 @@ def _startup_error(exc: BaseException) -> ConfigError | StartupError | None:
             return matched
     return None
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -598,19 +598,25 @@ def listed_broker_config(key: str, value: str | None, source: str) -> bool:
     return not (BROKER_CONFIGS[key].internal and source == "DEFAULT_CONFIG")
 
 
+def broker_config_layers(
+    static: BrokerConfig, dynamic: Mapping[str, Mapping[str, str]], node_id: int
+) -> list[tuple[Mapping[str, str], str]]:
+    """Where a broker property's value can come from, most specific first, with Kafka's source names:
+    per-broker dynamic > cluster-default dynamic > static file (built-in defaults come after)."""
+    return [
+        (dynamic.get(str(node_id), {}), "DYNAMIC_BROKER_CONFIG"),
+        (dynamic.get("", {}), "DYNAMIC_DEFAULT_BROKER_CONFIG"),
+        (static.explicit, "STATIC_BROKER_CONFIG"),
+    ]
+
+
 def effective_broker_value(
     static: BrokerConfig, dynamic: Mapping[str, Mapping[str, str]], node_id: int, key: str
 ) -> tuple[str | None, str]:
-    """A broker property's value and source, per Kafka's precedence:
-    per-broker dynamic > cluster-default dynamic > static file > built-in default."""
-    per_broker = dynamic.get(str(node_id), {})
-    if key in per_broker:
-        return per_broker[key], "DYNAMIC_BROKER_CONFIG"
-    cluster_default = dynamic.get("", {})
-    if key in cluster_default:
-        return cluster_default[key], "DYNAMIC_DEFAULT_BROKER_CONFIG"
-    if key in static.explicit:
-        return static.explicit[key], "STATIC_BROKER_CONFIG"
+    """A broker property's value and source, per Kafka's precedence (broker_config_layers, then the default)."""
+    for layer, source in broker_config_layers(static, dynamic, node_id):
+        if key in layer:
+            return layer[key], source
     return BROKER_CONFIGS[key].default, "DEFAULT_CONFIG"
 
 
@@ -633,12 +639,7 @@ def broker_config_synonyms(
     per_broker=False describes the cluster-wide dynamic default (only that layer is listed)."""
     names = broker_synonym_names(key)
     defaults = {n: BROKER_CONFIGS[n].default for n in names if BROKER_CONFIGS[n].default is not None}
-    layers = [
-        (dynamic.get(str(node_id), {}), "DYNAMIC_BROKER_CONFIG"),
-        (dynamic.get("", {}), "DYNAMIC_DEFAULT_BROKER_CONFIG"),
-        (static.explicit, "STATIC_BROKER_CONFIG"),
-        (defaults, "DEFAULT_CONFIG"),
-    ]
+    layers = [*broker_config_layers(static, dynamic, node_id), (defaults, "DEFAULT_CONFIG")]
     synonyms = [(n, layer[n], source) for layer, source in layers for n in names if n in layer]
     while synonyms and synonyms[0][0] != key:  # drop synonyms more specific than the described key
         synonyms.pop(0)
@@ -659,14 +660,9 @@ def describe_topic_config(
     synonyms: list[tuple[str, str | None, str]] = []
     if key in topic_overrides:
         synonyms.append((key, topic_overrides[key], "DYNAMIC_TOPIC_CONFIG"))
+    layers = broker_config_layers(static, dynamic, node_id)
     for broker_key in definition.synonyms:
-        per_broker = dynamic.get(str(node_id), {})
-        if broker_key in per_broker:
-            synonyms.append((broker_key, per_broker[broker_key], "DYNAMIC_BROKER_CONFIG"))
-        if broker_key in dynamic.get("", {}):
-            synonyms.append((broker_key, dynamic[""][broker_key], "DYNAMIC_DEFAULT_BROKER_CONFIG"))
-        if broker_key in static.explicit:
-            synonyms.append((broker_key, static.explicit[broker_key], "STATIC_BROKER_CONFIG"))
+        synonyms.extend((broker_key, layer[broker_key], source) for layer, source in layers if broker_key in layer)
     for broker_key in definition.synonyms:
         builtin = BROKER_CONFIGS[broker_key].default
         if builtin is not None:

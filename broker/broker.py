@@ -40,7 +40,9 @@ from lodestream.broker.config import (
     validate_broker_config,
     validate_topic_config,
 )
-from lodestream.broker.groups.coordinator import BrokerInternalLog, GroupCoordinator
+from lodestream.broker.coordinator_runtime import InternalTopicLog
+from lodestream.broker.groups.coordinator import GroupCoordinator
+from lodestream.broker.groups.offsets_log import TOPIC_CONFIGS as OFFSETS_TOPIC_CONFIGS
 from lodestream.broker.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 from lodestream.broker.limits import LimitReporter, MemoryPool
 from lodestream.broker.listeners import check_single_node, listener_security_protocols, parse_listeners, parse_quorum_voters
@@ -48,7 +50,7 @@ from lodestream.broker.metrics import BrokerMetrics
 from lodestream.broker.producer_ids import ProducerIdManager
 from lodestream.broker.quotas import QuotaManager
 from lodestream.broker.replica_manager import ReplicaManager
-from lodestream.broker.transactions.coordinator import TransactionCoordinator, broker_marker_writer
+from lodestream.broker.transactions.coordinator import TransactionCoordinator
 from lodestream.broker.transactions.state_log import TOPIC_CONFIGS as TXN_TOPIC_CONFIGS
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,7 @@ class Broker:
         # topic id -> (its config overrides, dynamic broker configs, effective configs): see topic_config
         self._topic_configs: dict[uuid.UUID, tuple[Mapping, Mapping, Mapping[str, str]]] = {}
         self.groups: GroupCoordinator | None = None  # the group coordinator (broker/groups)
-        self.producer_ids = ProducerIdManager(self)  # InitProducerId (broker/producer_ids.py)
+        self.producer_ids = ProducerIdManager(self.node_id, lambda: self.image, self.propose)  # InitProducerId
         self.transactions = None  # the transaction coordinator (broker/transactions), docs/transactions.md
         self.connections: set = set()  # server.Connection objects, for metrics
         self.clock = Clock()  # deadlines and stored timestamps (broker/clock.py)
@@ -199,14 +201,37 @@ class Broker:
             log.info("dropping orphaned partition data %s-%d", topic_id, index)
             self.store.drop_partition(topic_id, index)
         # Groups and committed offsets: replay __consumer_offsets before serving.
-        self.groups = GroupCoordinator(self.broker_config_value, BrokerInternalLog(self), self.clock)
+        self.groups = GroupCoordinator(self.broker_config_value, self._internal_log(OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS),
+                                       self.clock)
         self.groups.load()
-        # Transactions: replay __transaction_state; the coordinator's task runs in the group coordinator's.
+        # Transactions: replay __transaction_state. Each coordinator's task runs in serve_broker.
         self.transactions = TransactionCoordinator(
-            self.broker_config_value, BrokerInternalLog(self, TRANSACTION_STATE_TOPIC, TXN_TOPIC_CONFIGS),
-            self.groups, self.producer_ids.allocate, broker_marker_writer(self))
+            self.broker_config_value, self._internal_log(TRANSACTION_STATE_TOPIC, TXN_TOPIC_CONFIGS),
+            self.producer_ids.allocate, self.write_markers, self.clock)
         self.transactions.load()
-        self.groups.spawn(self.transactions.run)
+
+    def _internal_log(self, topic: str, configs: dict[str, str]) -> InternalTopicLog:
+        assert self.replicas is not None
+        return InternalTopicLog(topic, configs, lambda: self.image, self.replicas, self.create_internal_topic)
+
+    async def write_markers(self, partitions: list[tuple[str, int]], producer_id: int, producer_epoch: int,
+                            commit: bool, coordinator_epoch: int) -> None:
+        """The transaction coordinator's markers, through the partition layer (ReplicaManager.write_markers)."""
+        assert self.replicas is not None
+        targets = []
+        for topic_name, index in partitions:
+            topic = self.image.topic(topic_name)
+            partition = self.replicas.get(topic.topic_id, index) if topic is not None else None
+            if partition is None:
+                log.warning("no marker for %s-%d: the partition no longer exists", topic_name, index)
+                continue
+            targets.append(partition)
+        if not targets:
+            return
+        refused = await self.replicas.write_markers(targets, producer_id, producer_epoch, commit, coordinator_epoch)
+        for partition, error in refused.items():
+            log.warning("%s-%d refused the %s marker of producer %d epoch %d: %s", partition.topic_name,
+                        partition.index, "commit" if commit else "abort", producer_id, producer_epoch, error.name)
 
     def _raft_address(self) -> str:
         if self.controller_specs:

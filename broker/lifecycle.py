@@ -40,6 +40,8 @@ async def serve_broker(broker: Broker, *, services: bool = True, task_status=tri
             nursery.start_soon(replicas.run_committer)
             nursery.start_soon(replicas.run_flusher)
             await nursery.start(groups.run)
+            if broker.transactions is not None:
+                await nursery.start(broker.transactions.run)
             await nursery.start(serve_listeners, broker)
             task_status.started(await _start_services(nursery, broker) if services else {})
     finally:

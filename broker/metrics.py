@@ -23,7 +23,7 @@ from bisect import bisect_left
 import types
 import typing
 from functools import cache
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from kio.index import api_key_map
 from prometheus_client import CollectorRegistry
@@ -33,8 +33,16 @@ from prometheus_client.utils import floatToGoString
 
 from lodestream.protocol.errors import ErrorCode
 
-if TYPE_CHECKING:
-    from lodestream.broker.broker import Broker
+
+
+class BrokerView(Protocol):
+    """What the state collector reads from the broker (broker/broker.Broker; named structurally here so
+    that the broker, which owns its metrics, is not imported by them)."""
+
+    image: Any  # the MetadataImage
+    replicas: Any  # the ReplicaManager (None before open)
+    groups: Any  # the GroupCoordinator (None before open)
+    connections: set
 
 # Request latencies: 100 µs .. 30 s (a long-polling fetch waits up to its max_wait).
 LATENCY_BUCKETS = (
@@ -179,7 +187,7 @@ class BrokerMetrics:
     families when the registry is scraped (call that on the trio thread too).
     """
 
-    def __init__(self, broker: "Broker | None" = None) -> None:
+    def __init__(self, broker: "BrokerView | None" = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.apis: dict[int, _ApiStats] = {}
         self.topics_in: dict[str, list[int]] = {}  # topic -> [bytes, messages]
@@ -348,7 +356,7 @@ class BrokerStateCollector(Collector):
     thread (the REST app's async endpoint) so the state it reads is consistent.
     """
 
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: "BrokerView") -> None:
         self.broker = broker
 
     def describe(self):  # no describe-time collect (the broker may not be open yet)
@@ -360,7 +368,7 @@ class BrokerStateCollector(Collector):
         yield from self._partitions(broker)
         yield from self._groups(broker)
 
-    def _connections(self, broker: "Broker"):
+    def _connections(self, broker: "BrokerView"):
         connections = list(getattr(broker, "connections", ()))
         gauge = _gauge("lodestream_connections", "Open client connections.")
         gauge.add_metric([], len(connections))
@@ -391,7 +399,7 @@ class BrokerStateCollector(Collector):
         in_flight.add_metric([], sum(c.in_flight for c in connections))
         yield in_flight
 
-    def _partitions(self, broker: "Broker"):
+    def _partitions(self, broker: "BrokerView"):
         replicas = broker.replicas
         local = list(replicas.partitions.values()) if replicas is not None else []
         try:
@@ -431,7 +439,7 @@ class BrokerStateCollector(Collector):
         yield end
         yield start
 
-    def _groups(self, broker: "Broker"):
+    def _groups(self, broker: "BrokerView"):
         states = _gauge("lodestream_consumer_groups", "Consumer groups by type and state.", ["type", "state"])
         members = _gauge("lodestream_consumer_group_members", "Members of a consumer group.", ["group"])
         committed = _gauge("lodestream_consumer_group_committed_offset",
@@ -465,7 +473,7 @@ class GroupRow:
     offsets: dict[tuple[str, int], tuple[int, int | None]]  # (topic, partition) -> (committed, high watermark)
 
 
-def group_snapshot(broker: "Broker") -> list[GroupRow]:
+def group_snapshot(broker: "BrokerView") -> list[GroupRow]:
     """Every group with its state and committed offsets (empty until the group coordinator exists)."""
     coordinator = getattr(broker, "groups", None)
     if coordinator is None:
@@ -496,7 +504,7 @@ def _committed(coordinator: Any, group_id: str) -> dict:
     return dict(result or {})
 
 
-def _high_watermark(broker: "Broker", topic_name: str, index: int) -> int | None:
+def _high_watermark(broker: "BrokerView", topic_name: str, index: int) -> int | None:
     topic = broker.image.topic(topic_name)
     if topic is None or broker.replicas is None:
         return None

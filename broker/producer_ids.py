@@ -7,21 +7,22 @@ not used before a restart are simply skipped, as in Kafka.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Awaitable, Callable
 
 import trio
 
-from lodestream.consensus.records import ProducerIdsRecord
-
-if TYPE_CHECKING:
-    from lodestream.broker.broker import Broker
+from lodestream.consensus.image import MetadataImage
+from lodestream.consensus.records import MetadataRecord, ProducerIdsRecord
 
 BLOCK_SIZE = 1000  # Kafka's ProducerIdsBlock size
 
 
 class ProducerIdManager:
-    def __init__(self, broker: "Broker") -> None:
-        self._broker = broker
+    def __init__(self, node_id: int, image: Callable[[], MetadataImage],
+                 propose: Callable[[list[MetadataRecord]], Awaitable[MetadataImage]]) -> None:
+        self._node_id = node_id
+        self._image = image
+        self._propose = propose
         self._next = 0
         self._end = 0  # exclusive end of the current block
         self._lock = trio.Lock()
@@ -32,8 +33,8 @@ class ProducerIdManager:
             if self._next >= self._end:
                 # Single writer of these records for now (one broker); with several brokers the
                 # controller must hand out blocks (Kafka's AllocateProducerIds).
-                start = self._broker.image.next_producer_id
-                await self._broker.propose([ProducerIdsRecord(self._broker.node_id, start + BLOCK_SIZE)])
+                start = self._image().next_producer_id
+                await self._propose([ProducerIdsRecord(self._node_id, start + BLOCK_SIZE)])
                 self._next, self._end = start, start + BLOCK_SIZE
             producer_id = self._next
             self._next += 1

@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import trio
 
@@ -68,6 +68,8 @@ class ReplicaManager:
                  producer_expiration_check_seconds: float = 600.0) -> None:
         self.store = store
         self.metrics = metrics
+        # internal topic name -> its coordinator's marker listener (partition, producer id, commit)
+        self.marker_listeners: dict[str, Callable[[int, int, bool], None]] = {}
         self.sync_on_append = sync_on_append
         self.flush_interval = flush_interval
         self.io_limiter = io_limiter
@@ -158,6 +160,10 @@ class ReplicaManager:
                 refused[request.partition] = request.error.code
             elif request.error is not None:
                 raise request.error
+        for request in requests:  # a coordinator whose internal topic got the marker replays it
+            listener = self.marker_listeners.get(request.partition.topic_name)
+            if listener is not None and request.partition not in refused:
+                listener(request.partition.index, producer_id, commit)
         return refused
 
     async def run_committer(self) -> None:

@@ -65,3 +65,65 @@ def test_only_the_partition_layer_reaches_a_log():
                     and (node.module or "").startswith("lodestream.storage"):
                 violations.append(f"{where} imports {node.module}")
     assert not violations, violations
+
+
+def import_cycles(graph) -> list[list[str]]:
+    """Groups of lodestream modules that import each other, directly or around a loop (strongly connected
+    components of the import graph, typing-only imports included: a cycle is a cycle to the reader)."""
+    modules = sorted(m for m in graph.modules if m.startswith("lodestream."))
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+    for root in modules:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next((c for c in children if c.startswith("lodestream.")), None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.find_modules_directly_imported_by(child)))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return cycles
+
+
+def test_no_import_cycles():
+    """The broker, its coordinators, the replica manager, metrics and producer ids once imported each other
+    in a loop; coordinators now get narrow services (an internal-topic log, a clock, callables)."""
+    import grimp
+
+    graph = grimp.build_graph("lodestream", exclude_type_checking_imports=False)
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_planted_cycle():
+    import grimp
+
+    graph = grimp.build_graph("lodestream", exclude_type_checking_imports=False)
+    graph.add_import(importer="lodestream.broker.partition", imported="lodestream.broker.broker")
+    cycles = import_cycles(graph)
+    assert any({"lodestream.broker.partition", "lodestream.broker.broker"} <= set(c) for c in cycles), cycles

@@ -8,14 +8,15 @@ import trio.testing
 
 from lodestream.broker.config import BROKER_CONFIGS
 from lodestream.broker.groups.classic import ClassicGroup, JoinRequest, heartbeat, join_group, leave_group, sync_group
-from lodestream.broker.groups.coordinator import GroupCoordinator, MemoryGroupLog, java_string_hashcode, kafka_abs
+from lodestream.broker.coordinator_runtime import MemoryCoordinatorLog, java_string_hashcode, kafka_abs
+from lodestream.broker.groups.coordinator import GroupCoordinator
 from lodestream.protocol.errors import ErrorCode
 
 GROUP = "g"
 PROTOCOLS = [("range", b"\x00\x00\x00\x00\x00\x01\x00\x01t\x00\x00\x00\x00")]
 
 
-def make_coordinator(log: MemoryGroupLog | None = None, **overrides) -> GroupCoordinator:
+def make_coordinator(log: MemoryCoordinatorLog | None = None, **overrides) -> GroupCoordinator:
     # A short initial delay so that members joining together form one generation (free under MockClock).
     settings = {"group.initial.rebalance.delay.ms": "1000", **{k.replace("_", "."): v for k, v in overrides.items()}}
 
@@ -23,7 +24,7 @@ def make_coordinator(log: MemoryGroupLog | None = None, **overrides) -> GroupCoo
         raw = settings.get(key, BROKER_CONFIGS[key].default)
         return BROKER_CONFIGS[key].parse(raw)
 
-    coordinator = GroupCoordinator(config, log or MemoryGroupLog())
+    coordinator = GroupCoordinator(config, log or MemoryCoordinatorLog())
     coordinator.load()
     return coordinator
 
@@ -440,7 +441,7 @@ async def test_group_errors(autojump_clock):
 
 
 async def test_offset_commit_validation_and_restart(autojump_clock):
-    log = MemoryGroupLog()
+    log = MemoryCoordinatorLog()
     coordinator = make_coordinator(log)
     async with trio.open_nursery() as nursery:
         await nursery.start(coordinator.run)

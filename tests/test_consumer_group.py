@@ -12,7 +12,8 @@ import trio
 from lodestream.broker.broker import TopicSpec
 from lodestream.broker.groups import consumer
 from lodestream.broker.groups.consumer import Heartbeat
-from lodestream.broker.groups.coordinator import GroupCoordinator, MemoryGroupLog
+from lodestream.broker.coordinator_runtime import MemoryCoordinatorLog
+from lodestream.broker.groups.coordinator import GroupCoordinator
 from lodestream.consensus.image import MetadataImage, replay
 from lodestream.consensus.records import PartitionRecord, RemoveTopicRecord, TopicRecord
 from lodestream.protocol.errors import ErrorCode
@@ -66,7 +67,7 @@ def config_with(**overrides):
 
 
 async def start_coordinator(nursery, group_log=None, **overrides) -> GroupCoordinator:
-    coordinator = GroupCoordinator(config_with(**overrides), group_log or MemoryGroupLog())
+    coordinator = GroupCoordinator(config_with(**overrides), group_log or MemoryCoordinatorLog())
     coordinator.load()
     await nursery.start(coordinator.run)
     return coordinator
@@ -604,7 +605,7 @@ async def test_offset_commit_and_fetch_validation(autojump_clock, nursery):
 async def test_state_survives_a_restart_and_sessions_restart(autojump_clock, nursery):
     world = World()
     world.create_topic("t", 6)
-    group_log = MemoryGroupLog()
+    group_log = MemoryCoordinatorLog()
     async with trio.open_nursery() as first:
         coordinator = await start_coordinator(first, group_log)
         clients = [Client(coordinator, world, instance_id=f"i{i}" if i == 0 else None) for i in range(3)]

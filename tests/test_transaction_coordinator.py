@@ -12,7 +12,8 @@ import trio
 import trio.testing
 
 from lodestream.broker.config import BROKER_CONFIGS
-from lodestream.broker.groups.coordinator import GroupCoordinator, MemoryGroupLog
+from lodestream.broker.coordinator_runtime import MemoryCoordinatorLog
+from lodestream.broker.groups.coordinator import GroupCoordinator
 from lodestream.broker.internal_topics import OFFSETS_TOPIC
 from lodestream.broker.transactions.coordinator import TransactionCoordinator
 from lodestream.broker.transactions.state import TxnState
@@ -35,7 +36,7 @@ def config_with(**overrides):
 class FakePartitions:
     """Stands in for ReplicaManager.write_markers; markers on __consumer_offsets go to the group log."""
 
-    def __init__(self, group_log: MemoryGroupLog) -> None:
+    def __init__(self, group_log: MemoryCoordinatorLog) -> None:
         self.group_log = group_log
         self.markers: list[tuple[list, int, int, bool]] = []
         self.gate: trio.Event | None = None  # set: write_markers waits for it
@@ -58,14 +59,13 @@ class FakePartitions:
 class Harness:
     def __init__(self, txn_log=None, group_log=None, ids=None, **overrides) -> None:
         self.config = config_with(**overrides)
-        self.txn_log = txn_log or MemoryGroupLog()
-        self.group_log = group_log or MemoryGroupLog()
+        self.txn_log = txn_log or MemoryCoordinatorLog()
+        self.group_log = group_log or MemoryCoordinatorLog()
         self.ids = ids or itertools.count(1000)
         self.partitions = FakePartitions(self.group_log)
         self.groups = GroupCoordinator(self.config, self.group_log)
         self.groups.load()
-        self.txns = TransactionCoordinator(self.config, self.txn_log, self.groups, self.allocate,
-                                           self.partitions.write)
+        self.txns = TransactionCoordinator(self.config, self.txn_log, self.allocate, self.partitions.write)
         self.txns.load()
 
     async def allocate(self) -> int:

@@ -722,8 +722,6 @@ class ClassicGroup:
         current_leader = self.leader_id
         member = self.replace_static_member(request.group_instance_id, old_member_id, new_member_id)  # type: ignore[arg-type]
         self.reschedule_heartbeat(member)
-        old_protocols = member.protocols
-        old_rebalance, old_session = member.rebalance_timeout_ms, member.session_timeout_ms
         self.update_member(member, request.protocols, request.rebalance_timeout_ms, request.session_timeout_ms, future)
         if self.state == STABLE:
             if self.protocol_name == self.select_protocol():
@@ -736,11 +734,7 @@ class ClassicGroup:
                     try:
                         await self.coordinator.persist_group(self)
                     except KafkaError as exc:
-                        # Revert: the old member id stays the group's member for this instance.
-                        if self.members.get(new_member_id) is member:
-                            self.update_member(member, old_protocols, old_rebalance, old_session, None)
-                            old = self.replace_static_member(request.group_instance_id, new_member_id, old_member_id)  # type: ignore[arg-type]
-                            self.reschedule_heartbeat(old)
+                        # The runtime put the group back to its durable record (the old member id).
                         future.set(JoinResult(_append_error(exc.code), UNKNOWN_MEMBER_ID))
                         return
                     if member.join_future is future:

@@ -42,8 +42,9 @@ Where this differs from Kafka 4.x (deliberately, for now):
   rejoin, not UNRELEASED_INSTANCE_ID; a static replacement never counts
   against group.consumer.max.size;
 * a failed ``__consumer_offsets`` write is reported to the member
-  (COORDINATOR_NOT_AVAILABLE / NOT_COORDINATOR) but the in-memory state is not
-  rolled back (Kafka reverts to its last committed snapshot);
+  (COORDINATOR_NOT_AVAILABLE / NOT_COORDINATOR) and the coordinator runtime
+  reloads the group from its last durable record (Kafka reverts to its last
+  committed snapshot; here the group's timers restart as after a reload);
 * the OffsetCommit "v9+ for consumer-protocol members" rule is not enforced
   (the coordinator's validate_offset_commit has no API version).
 """

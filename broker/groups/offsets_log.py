@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 
+TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600"}  # as Kafka creates __consumer_offsets
+
+
 def canonical_json(obj: Any) -> bytes:
     """Sorted keys, no spaces: equal records are equal bytes (what compaction matches on)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()

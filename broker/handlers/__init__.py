@@ -110,3 +110,5 @@ HANDLER_MODULES = (
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}
+api_versions.ADVERTISED = tuple((h.api_key, h.versions.start, h.versions.stop - 1)
+                                for h in sorted(REGISTRY.values(), key=lambda h: h.api_key))

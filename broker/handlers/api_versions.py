@@ -14,13 +14,13 @@ API_KEY = 18
 VERSIONS = range(0, 5)
 
 
-def supported_api_keys(build) -> tuple:
-    from lodestream.broker.handlers import REGISTRY
+# (api key, min version, max version) of every handler: set by the registry (broker/handlers/__init__.py)
+# once it is built; this module cannot import the registry, which imports every handler module.
+ADVERTISED: tuple[tuple[int, int, int], ...] = ()
 
-    return tuple(
-        build.ApiVersion(api_key=h.api_key, min_version=h.versions.start, max_version=h.versions.stop - 1)
-        for h in sorted(REGISTRY.values(), key=lambda h: h.api_key)
-    )
+
+def supported_api_keys(build) -> tuple:
+    return tuple(build.ApiVersion(api_key=key, min_version=low, max_version=high) for key, low, high in ADVERTISED)
 
 
 def unsupported_version_response() -> object:

@@ -50,7 +50,7 @@ async def handle(ctx: RequestContext, request: DescribeTransactionsRequest) -> D
     for transactional_id in request.transactional_ids:
         if not ctx.authorize(Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, transactional_id):
             states.append(_error(build, transactional_id, DENIED[ResourceType.TRANSACTIONAL_ID]))
-        elif coordinator.loading or not coordinator.loaded:
+        elif not coordinator.loaded:
             states.append(_error(build, transactional_id, ErrorCode.coordinator_load_in_progress))
         else:
             states.append(_describe(ctx, coordinator, transactional_id))

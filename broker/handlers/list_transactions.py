@@ -19,7 +19,7 @@ VERSIONS = range(0, 3)
 async def handle(ctx: RequestContext, request: ListTransactionsRequest) -> ListTransactionsResponse:
     build = ctx.build
     coordinator = ctx.broker.transactions
-    if coordinator.loading or not coordinator.loaded:
+    if not coordinator.loaded:
         return build.ListTransactionsResponse(throttle_time=datetime.timedelta(0),
                                               error_code=ErrorCode.coordinator_load_in_progress,
                                               unknown_state_filters=(), transaction_states=())

@@ -3,12 +3,15 @@
 
 Every decision is made by the pure functions of state.py, synchronously on the trio thread; an
 await only happens where a record is written, and then the entry carries the metadata being
-written as ``pending`` (other requests get CONCURRENT_TRANSACTIONS) until it is durable.
+written as ``pending`` (other requests get CONCURRENT_TRANSACTIONS) until it is durable. Records
+are written by the coordinator runtime (broker/coordinator_runtime.py) and an entry's metadata is
+what replaying them gives, at load and after each write.
 
 Ending a transaction (EndTxn, a timeout, InitProducerId fencing an ongoing one):
 PrepareCommit/PrepareAbort is written, then a background task writes the markers to every
-partition of the transaction (retrying until they are durable), completes the transactional
-offsets of the group coordinator, and writes CompleteCommit/CompleteAbort; EndTxn and a fencing
+partition of the transaction (retrying until they are durable; a marker on __consumer_offsets is
+replayed by the group coordinator's runtime, which completes the transactional offsets), and
+writes CompleteCommit/CompleteAbort; EndTxn and a fencing
 InitProducerId answer once that is done (at most COMPLETION_WAIT_S), a timeout does not wait. At
 start-up a transaction found in Prepare* is completed the same way; an Ongoing one is left to
 its timeout.
@@ -20,22 +23,18 @@ import itertools
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import trio
 
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from lodestream.broker.groups.coordinator import GroupLog, java_string_hashcode, kafka_abs
-from lodestream.broker.internal_topics import OFFSETS_TOPIC
+from lodestream.broker.clock import Clock
+from lodestream.broker.coordinator_runtime import CoordinatorLog, CoordinatorRuntime, LogRecord, Write, partition_for
+from lodestream.broker.internal_topics import TRANSACTION_STATE_TOPIC
 from lodestream.broker.transactions import state as sm
 from lodestream.broker.transactions.state import TopicPartition, TxnMetadata, TxnState
-from lodestream.broker.internal_topics import TRANSACTION_STATE_TOPIC
 from lodestream.broker.transactions.state_log import decode_key, decode_value, txn_key, txn_value
-
-if TYPE_CHECKING:
-    from lodestream.broker.broker import Broker
-    from lodestream.broker.groups.coordinator import GroupCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -53,77 +52,99 @@ class TxnEntry:
 
 
 class TransactionCoordinator:
-    def __init__(self, config: Callable[[str], Any], txn_log: GroupLog, groups: "GroupCoordinator",
-                 allocate_producer_id: Callable[[], Awaitable[int]], write_markers: MarkerWriter) -> None:
+    def __init__(self, config: Callable[[str], Any], txn_log: CoordinatorLog,
+                 allocate_producer_id: Callable[[], Awaitable[int]], write_markers: MarkerWriter,
+                 clock: Clock | None = None) -> None:
         self.config = config
         self.log = txn_log
-        self.groups = groups
+        self.runtime = CoordinatorRuntime(TRANSACTION_STATE_TOPIC, txn_log, lambda: self.num_partitions, clock)
+        self.runtime.bind(self)
+        self.runtime.every(
+            lambda: int(self.config("transaction.abort.timed.out.transaction.cleanup.interval.ms")) / 1000,
+            self.abort_timed_out_transactions)
+        self.runtime.every(
+            lambda: int(self.config("transaction.remove.expired.transaction.cleanup.interval.ms")) / 1000,
+            self.remove_expired_transactional_ids)
         self.allocate_producer_id = allocate_producer_id
         self.write_markers = write_markers
         self.entries: dict[str, TxnEntry] = {}
         self.coordinator_epoch = 0
-        self.loading = False
-        self.loaded = False
         self._completing: dict[str, trio.Event] = {}  # ids whose markers are being written -> set when done
 
     # -- time, placement -------------------------------------------------------------------------
     def now_ms(self) -> int:
-        """Epoch ms advancing with the trio clock (MockClock-friendly): the group coordinator's wall_ms."""
-        return self.groups.wall_ms()
+        """Epoch ms advancing with the trio clock (MockClock-friendly)."""
+        return self.runtime.clock.wall_ms()
 
     @property
     def num_partitions(self) -> int:
         return int(self.config("transaction.state.log.num.partitions"))
 
     def partition_for(self, transactional_id: str) -> int:
-        return kafka_abs(java_string_hashcode(transactional_id)) % self.num_partitions
+        return partition_for(transactional_id, self.num_partitions)
 
-    # -- loading ----------------------------------------------------------------------------------
-    def load(self) -> None:
+    # -- loading (the runtime replays; these are the state's side) ----------------------------------
+    @property
+    def loaded(self) -> bool:
+        """Every partition replayed (False while loading: COORDINATOR_LOAD_IN_PROGRESS)."""
+        return self.runtime.loaded
+
+    def load(self, partitions: Iterable[int] | None = None) -> None:
         """Replay __transaction_state (synchronous; before the listeners start)."""
-        self.loading = True
-        try:
-            for record in self.log.replay():
-                if record.key is None:
-                    continue
-                try:
-                    transactional_id = decode_key(record.key)
-                    if record.value is None:
-                        self.entries.pop(transactional_id, None)
-                    else:
-                        self.entries[transactional_id] = TxnEntry(decode_value(transactional_id, record.value))
-                except Exception as exc:  # an unreadable record must not stop the broker
-                    log.warning("skipping unreadable %s record %r: %s", TRANSACTION_STATE_TOPIC, record.key[:100], exc)
-            if self.entries:
-                log.info("loaded %d transactional ids from %s", len(self.entries), TRANSACTION_STATE_TOPIC)
-        finally:
-            self.loading = False
-            self.loaded = True
+        self.runtime.load(partitions)
+        if self.entries:
+            log.info("loaded %d transactional ids from %s", len(self.entries), TRANSACTION_STATE_TOPIC)
+
+    def replay(self, record: LogRecord) -> None:
+        """Apply one durable __transaction_state record (CoordinatorState): the id's metadata is its latest."""
+        if record.key is None:
+            return
+        transactional_id = decode_key(record.key)
+        if record.value is None:
+            self.entries.pop(transactional_id, None)
+            return
+        metadata = decode_value(transactional_id, record.value)
+        entry = self.entries.get(transactional_id)
+        if entry is None:
+            self.entries[transactional_id] = TxnEntry(metadata)
+        else:
+            entry.metadata = metadata
+
+    def write_failed(self, record: LogRecord) -> None:
+        """Nothing to undo: metadata changes only by replay (the entry's pending is cleared by _write)."""
+
+    def partition_loaded(self, partition: int) -> None:
+        """A transaction found prepared is completed (its markers may not all be written)."""
         for transactional_id, entry in self.entries.items():
-            if entry.metadata.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
+            if (self.partition_for(transactional_id) == partition
+                    and entry.metadata.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT)):
                 self._start_completion(transactional_id, entry.metadata)
+
+    def partition_unloaded(self, partition: int) -> None:
+        for transactional_id in [t for t in self.entries if self.partition_for(t) == partition]:
+            del self.entries[transactional_id]
 
     async def ensure_loaded(self) -> None:
         """Create __transaction_state on first use; COORDINATOR_LOAD_IN_PROGRESS while loading."""
-        if self.loading or not self.loaded:
+        if not self.loaded:
             raise KafkaError(ErrorCode.coordinator_load_in_progress)
-        await self.log.ensure_topic(self.num_partitions)
+        await self.runtime.ensure_topic()
 
     # -- persistence ------------------------------------------------------------------------------
     async def _write(self, entry: TxnEntry, transit: TxnMetadata) -> ErrorCode:
-        """Write transit as the entry's next metadata; it becomes current once durable."""
+        """Write transit as the entry's next metadata; it becomes current once durable (replayed)."""
         entry.pending = transit
+        value = None if transit.state == TxnState.DEAD else txn_value(transit)
         try:
             await self.ensure_loaded()
-            value = None if transit.state == TxnState.DEAD else txn_value(transit)
-            await self.log.append(self.partition_for(transit.transactional_id), [(txn_key(transit.transactional_id), value)])
+            await self.runtime.write(self.partition_for(transit.transactional_id),
+                                     lambda: Write([(txn_key(transit.transactional_id), value)]))
         except KafkaError as exc:
             log.warning("writing transaction state of %s failed: %s", transit.transactional_id, exc)
             return exc.code
         finally:
             if entry.pending is transit:
                 entry.pending = None
-        entry.metadata = transit
         return ErrorCode.none
 
     # -- InitProducerId ---------------------------------------------------------------------------
@@ -135,7 +156,7 @@ class TransactionCoordinator:
             return (ErrorCode.invalid_request, *failed)
         if not 0 < timeout_ms <= int(self.config("transaction.max.timeout.ms")):
             return (ErrorCode.invalid_transaction_timeout, *failed)
-        if self.loading or not self.loaded:
+        if not self.loaded:
             return (ErrorCode.coordinator_load_in_progress, *failed)
         expected = (producer_id, producer_epoch) if producer_id >= 0 or producer_epoch >= 0 else None
         error, producer_id, producer_epoch = await self._init(transactional_id, timeout_ms, expected, fence=True)
@@ -191,7 +212,7 @@ class TransactionCoordinator:
                              partitions: Iterable[TopicPartition]) -> ErrorCode:
         if not transactional_id:
             return ErrorCode.invalid_request
-        if self.loading or not self.loaded:
+        if not self.loaded:
             return ErrorCode.coordinator_load_in_progress
         partitions = frozenset(partitions)
         entry = self.entries.get(transactional_id)
@@ -241,7 +262,7 @@ class TransactionCoordinator:
         """EndTxn -> (error, producer id, epoch); the id and epoch matter for v5 (KIP-890 bumps the epoch)."""
         if not transactional_id:
             return ErrorCode.invalid_request, sm.NO_PRODUCER_ID, sm.NO_PRODUCER_EPOCH
-        if self.loading or not self.loaded:
+        if not self.loaded:
             return ErrorCode.coordinator_load_in_progress, sm.NO_PRODUCER_ID, sm.NO_PRODUCER_EPOCH
         return await self._end(transactional_id, producer_id, producer_epoch, commit, from_client=True, tv2=tv2,
                                wait=True)
@@ -309,8 +330,6 @@ class TransactionCoordinator:
                     if prepared.partitions:
                         await self.write_markers(sorted(prepared.partitions), prepared.producer_id,
                                                  prepared.producer_epoch, commit, self.coordinator_epoch)
-                    if any(t == OFFSETS_TOPIC for t, _ in prepared.partitions):
-                        self.groups.complete_transaction(prepared.producer_id, commit)
                     if await self._write(entry, sm.prepare_complete(prepared, self.now_ms())) == ErrorCode.none:
                         return
                 except Exception as exc:  # storage failures: retry, as Kafka retries markers forever
@@ -345,32 +364,18 @@ class TransactionCoordinator:
         for transactional_id, entry in list(self.entries.items()):
             md = entry.metadata
             if entry.pending is None and sm.is_expired(md, now, expiration):
-                if await self._write(entry, sm.prepare_dead(md, now)) == ErrorCode.none:
-                    if self.entries.get(transactional_id) is entry:
-                        del self.entries[transactional_id]
+                if await self._write(entry, sm.prepare_dead(md, now)) == ErrorCode.none:  # a tombstone: replay drops it
                     log.info("transactional id %s expired", transactional_id)
 
     # -- background task ---------------------------------------------------------------------------
     def _spawn(self, async_fn: Callable[..., Any], *args: Any) -> None:
-        """Background work runs in the group coordinator's nursery (queued until its run() starts)."""
-        self.groups.spawn(async_fn, *args)
+        """Background work runs in the runtime's nursery (queued until its run() starts)."""
+        self.runtime.spawn(async_fn, *args)
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Aborts transactions past their timeout and removes expired ids, on Kafka's intervals."""
-        task_status.started()
-        abort_every = int(self.config("transaction.abort.timed.out.transaction.cleanup.interval.ms")) / 1000
-        expire_every = int(self.config("transaction.remove.expired.transaction.cleanup.interval.ms")) / 1000
-        next_abort = trio.current_time() + abort_every
-        next_expire = trio.current_time() + expire_every
-        while True:
-            await trio.sleep_until(min(next_abort, next_expire))
-            now = trio.current_time()
-            if now >= next_abort:
-                next_abort = now + abort_every
-                self._spawn(self.abort_timed_out_transactions)
-            if now >= next_expire:
-                next_expire = now + expire_every
-                self._spawn(self.remove_expired_transactional_ids)
+        """Aborts transactions past their timeout and removes expired ids, on Kafka's intervals (and runs
+        the completions spawned at load)."""
+        await self.runtime.run(task_status=task_status)
 
     # -- DescribeTransactions / ListTransactions ---------------------------------------------------
     def describe(self, transactional_id: str) -> TxnMetadata | None:
@@ -408,30 +413,6 @@ class TransactionCoordinator:
                 continue
             result.append(md)
         return result, unknown
-
-
-def broker_marker_writer(broker: "Broker") -> MarkerWriter:
-    """Markers through the partition layer (ReplicaManager.write_markers)."""
-
-    async def write(partitions: list[TopicPartition], producer_id: int, producer_epoch: int, commit: bool,
-                    coordinator_epoch: int) -> None:
-        assert broker.replicas is not None
-        targets = []
-        for topic_name, index in partitions:
-            topic = broker.image.topic(topic_name)
-            partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
-            if partition is None:
-                log.warning("no marker for %s-%d: the partition no longer exists", topic_name, index)
-                continue
-            targets.append(partition)
-        if not targets:
-            return
-        refused = await broker.replicas.write_markers(targets, producer_id, producer_epoch, commit, coordinator_epoch)
-        for partition, error in refused.items():
-            log.warning("%s-%d refused the %s marker of producer %d epoch %d: %s", partition.topic_name,
-                        partition.index, "commit" if commit else "abort", producer_id, producer_epoch, error.name)
-
-    return write
 
 
 def compatible_error(error: ErrorCode, api_version: int, producer_fenced_since: int) -> ErrorCode:

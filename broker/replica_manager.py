@@ -14,6 +14,7 @@ group's write fails. Transaction markers (write_markers) take the same path.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 import uuid
@@ -36,14 +37,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class AppendOrigin(enum.Enum):
+    """Who wrote a batch (Kafka's AppendOrigin): only clients' batches get sequence checks and duplicate
+    detection; replication (a follower copying its leader's batches) takes them as they are."""
+
+    CLIENT = "client"
+    COORDINATOR = "coordinator"  # the group / transaction coordinators: internal topics, markers
+    REPLICATION = "replication"
+
+
 @dataclass(slots=True)
 class AppendRequest:
-    """One partition's batches from one produce request, validated, not yet offset."""
+    """One partition's batches from one produce request, validated, not yet offset.
+
+    Two events: `done` when the batches are durable here (or refused: see `error`), and `committed` when
+    the partition's high watermark has passed them (what acks=all waits for). With one replica the high
+    watermark is the local end, so both are set together; with replication `committed` waits for the ISR."""
 
     partition: "Partition"
     batches: list  # (last_offset_delta, max_timestamp, size, memoryview)
     log_append_time_ms: int | None
     done: trio.Event = field(default_factory=trio.Event)
+    committed: trio.Event = field(default_factory=trio.Event)
+    end_offset: int = -1  # the next offset after these batches, once appended
     base_offset: int = -1
     error: Exception | None = None  # StorageError, or KafkaError for a refused producer batch / marker
     # A batch with a producer id comes alone (Kafka: one batch per partition); these are its header fields.
@@ -51,7 +67,7 @@ class AppendRequest:
     producer_epoch: int = -1
     base_sequence: int = -1
     attributes: int = 0
-    client: bool = True  # False: written by the broker (no sequence checks, no duplicate detection)
+    origin: AppendOrigin = AppendOrigin.CLIENT
     marker: int = -1  # transaction markers: 0 abort, 1 commit
     coordinator_epoch: int = -1
 
@@ -60,6 +76,11 @@ class AppendRequest:
         self.producer_epoch = producer_epoch
         self.base_sequence = base_sequence
         self.attributes = attributes
+
+    def settle(self) -> None:
+        """Refused, failed or a duplicate: nothing waits for the high watermark."""
+        self.done.set()
+        self.committed.set()
 
 
 class ReplicaManager:
@@ -70,6 +91,7 @@ class ReplicaManager:
         self.metrics = metrics
         # internal topic name -> its coordinator's marker listener (partition, producer id, commit)
         self.marker_listeners: dict[str, Callable[[int, int, bool], None]] = {}
+        self._awaiting_commit: dict[Partition, list[AppendRequest]] = {}  # durable, above the high watermark
         self.sync_on_append = sync_on_append
         self.flush_interval = flush_interval
         self.io_limiter = io_limiter
@@ -111,7 +133,7 @@ class ReplicaManager:
         """Queue an append. Order of enqueue = order of offsets within a partition."""
         if self._closed:
             request.error = StorageError("broker is shutting down")
-            request.done.set()
+            request.settle()
             return
         self._queue.append(request)
         self._queue_nonempty.set()
@@ -124,7 +146,7 @@ class ReplicaManager:
         Raises StorageError, or KafkaError if the producer state refuses it."""
         header = parse_header(batch)
         request = AppendRequest(partition, [(header.last_offset_delta, header.max_timestamp, header.size, memoryview(batch))], None,
-                                client=False)
+                                origin=AppendOrigin.COORDINATOR)
         if header.producer_id >= 0:
             request.set_producer(header.producer_id, header.producer_epoch, header.base_sequence, header.attributes)
         self.enqueue(request)
@@ -147,8 +169,9 @@ class ReplicaManager:
         requests = []
         for partition in partitions:
             batch = build_control_batch(producer_id, producer_epoch, commit, coordinator_epoch, now_ms)
-            request = AppendRequest(partition, [(0, now_ms, len(batch), memoryview(batch))], None, client=False,
-                                    marker=int(commit), coordinator_epoch=coordinator_epoch)
+            request = AppendRequest(partition, [(0, now_ms, len(batch), memoryview(batch))], None,
+                                    origin=AppendOrigin.COORDINATOR, marker=int(commit),
+                                    coordinator_epoch=coordinator_epoch)
             request.set_producer(producer_id, producer_epoch, -1, CONTROL_BIT | TRANSACTIONAL_BIT)
             self.enqueue(request)  # enqueued together, so written in one group
             requests.append(request)
@@ -195,12 +218,13 @@ class ReplicaManager:
             if request.marker >= 0:
                 state.check_marker(pid, epoch, request.coordinator_epoch)
             else:
-                if request.client:
+                if request.origin is AppendOrigin.CLIENT:
                     duplicate = state.find_duplicate(pid, epoch, first_seq, last_sequence(first_seq, last_delta))
                     if duplicate is not None:
                         request.base_offset = duplicate[0]
                         return False
-                state.check_data(pid, epoch, first_seq, bool(request.attributes & TRANSACTIONAL_BIT), request.client)
+                state.check_data(pid, epoch, first_seq, bool(request.attributes & TRANSACTIONAL_BIT),
+                                 request.origin is AppendOrigin.CLIENT)
         except ProducerStateError as exc:
             request.error = KafkaError(ErrorCode[exc.error_name], str(exc))
             return False
@@ -265,7 +289,7 @@ class ReplicaManager:
             for request in group:
                 if request.error is None:  # duplicates too: their original may have been in this group
                     request.error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
-                request.done.set()
+                request.settle()
             return
         if self.log_dir_failure is not None and pendings:
             log.warning("log writes succeed again after: %s", self.log_dir_failure)
@@ -273,7 +297,7 @@ class ReplicaManager:
         for partition in journaled:
             partition._log.producers.commit()
         for request in settled:
-            request.done.set()
+            request.settle()
         if write_seconds is None:
             return
         if not self.sync_on_append:
@@ -285,14 +309,34 @@ class ReplicaManager:
         for pending, request in zip(pendings, appended):
             pending.log.complete_append(pending)
             woken.add(request.partition)
+            request.end_offset = pending.next_offset
             request.done.set()
+            self._awaiting_commit.setdefault(request.partition, []).append(request)
             if metrics is not None:  # bytes and records from batch headers (offsets assigned = records)
                 metrics.appended(request.partition.topic_name, sum([entry[2] for entry in request.batches]),
                                  pending.next_offset - pending.base_offset)
         for partition in journaled:  # the markers are durable: the LSO may move (Kafka: once HW passes them)
             partition.lso_hold = None
         for partition in woken:
+            self._advance_high_watermark(partition)
             partition.notify_appended()
+
+    def _advance_high_watermark(self, partition: Partition) -> None:
+        """Appends below the partition's high watermark are committed (acks=all answers). One replica: the
+        high watermark is the local end, so this runs right after the write; replication calls it when
+        followers' fetches move the ISR's smallest end."""
+        waiting = self._awaiting_commit.get(partition)
+        if not waiting:
+            return
+        high_watermark = partition.high_watermark
+        still = [request for request in waiting if request.end_offset > high_watermark]
+        for request in waiting:
+            if request.end_offset <= high_watermark:
+                request.committed.set()
+        if still:
+            self._awaiting_commit[partition] = still
+        else:
+            del self._awaiting_commit[partition]
 
     async def run_flusher(self) -> None:
         """With log.flush.interval.messages > 1, fsync in the background instead of per append."""

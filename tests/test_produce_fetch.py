@@ -665,3 +665,37 @@ async def test_metadata_invalid_name_without_auto_create(client):
     with trio.fail_after(DEADLINE_S):
         response = await client.request(metadata_request(["bad name"], allow_auto_topic_creation=False))
         assert response.topics[0].error_code == INVALID_TOPIC_EXCEPTION
+
+
+async def test_acks_all_answers_when_the_high_watermark_passes_acks_one_when_durable(running_broker, client,
+                                                                                  monkeypatch):
+    """'Durable here' and 'committed' are separate events of an append: hold the high watermark (as a
+    lagging follower will) and acks=1 is answered while acks=all waits, with no handler involved."""
+    from lodestream.broker.partition import Partition
+
+    await create_topic(client, "hw")
+    partition = running_broker.broker.replicas.get(running_broker.broker.image.topic("hw").topic_id, 0)
+    held = {"offset": 0}
+    monkeypatch.setattr(Partition, "high_watermark", property(lambda self: held["offset"]))
+    first = await produce_one(client, "hw", rb.simple_batch(1), acks=1)
+    assert (first.error_code, first.base_offset) == (NONE, 0)
+
+    answered = []
+
+    async def produce_all():
+        other = await running_broker.client()
+        try:
+            answered.append(await produce_one(other, "hw", rb.simple_batch(1), acks=-1))
+        finally:
+            await other.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(produce_all)
+        with trio.fail_after(DEADLINE_S):
+            while partition.local_end_offset < 2:  # durable here ...
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert answered == []  # ... and not committed
+        held["offset"] = partition.local_end_offset  # the ISR caught up
+        running_broker.broker.replicas._advance_high_watermark(partition)
+    assert (answered[0].error_code, answered[0].base_offset) == (NONE, 1)

@@ -120,7 +120,8 @@ async def _complete(ctx, build, plan, acks: int, uses_ids: bool):
         partitions = []
         for index, outcome in results:
             if isinstance(outcome, AppendRequest):
-                await outcome.done.wait()
+                # acks=all answers once the high watermark passes the batches; acks=1 once they are durable here.
+                await (outcome.committed if acks == -1 else outcome.done).wait()
                 if isinstance(outcome.error, KafkaError):  # refused by the producer state
                     partitions.append(_partition_response(build, index, outcome.error.code, message=outcome.error.message))
                 elif outcome.error is not None:

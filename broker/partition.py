@@ -13,13 +13,11 @@ acks=all and fetches change here and not in the handlers); and
 `last_stable_offset` for read_committed.
 
 Reads are async and planned first: which batches to read comes from the
-in-memory index, then `read_planned` reads a whole fetch's batches at once.
-That one call is where the reads could move to a worker thread; measured here
-(docs/benchmarks.md, "Event-loop blocking by cold reads"), doing so cut the
-worst stall other connections see during a cold 200 MB read by about a
-quarter but cost 15-20% of 8-partition consume throughput on two cores (the
-thread hop per fetch and the GIL hand-offs), so reads stay on the event loop
-for now.
+in-memory index (on the event loop, no I/O), then `read_planned` reads a whole
+fetch's batches in one worker-thread call behind the replica manager's read
+limiter, so a cold read from LevelDB's tables does not stall other connections
+(docs/benchmarks.md, "Event-loop blocking by cold reads": the same 8-partition
+consume throughput as reading on the event loop, A/B on this machine).
 """
 
 from __future__ import annotations
@@ -37,13 +35,14 @@ if TYPE_CHECKING:
 
 class Partition:
     def __init__(self, topic_name: str, topic_id: uuid.UUID, index: int, log: "PartitionLog", leader_epoch: int,
-                 io_limiter: trio.CapacityLimiter) -> None:
+                 io_limiter: trio.CapacityLimiter, read_limiter: trio.CapacityLimiter) -> None:
         self.topic_name = topic_name
         self.topic_id = topic_id
         self.index = index
         self._log = log
         self.leader_epoch = leader_epoch
         self.io_limiter = io_limiter  # synced writes (DeleteRecords)
+        self.read_limiter = read_limiter  # worker threads reading batches (read_planned)
         self.waiters: set[trio.Event] = set()  # long-polling fetches
         # The LSO from before the producer-state changes of a group being written: the committer applies
         # them (a marker ends a transaction) before the write is durable, and Kafka moves the LSO only
@@ -138,5 +137,12 @@ class PlannedRead:
 
 
 async def read_planned(plans: list[PlannedRead]) -> list[list[bytes]]:
-    """The batches of each plan (a fetch's partitions together), read on the event loop (see above)."""
-    return [plan.partition._log.fetch(plan.bases) for plan in plans]
+    """The batches of each plan (a fetch's partitions together), read in one worker-thread call."""
+    if not plans:
+        return []
+    logs_and_bases = [(plan.partition._log, plan.bases) for plan in plans]
+    return await trio.to_thread.run_sync(_read_all, logs_and_bases, limiter=plans[0].partition.read_limiter)
+
+
+def _read_all(logs_and_bases: list[tuple["PartitionLog", list[int]]]) -> list[list[bytes]]:
+    return [log.fetch(bases) for log, bases in logs_and_bases]

@@ -95,6 +95,7 @@ class ReplicaManager:
         self.sync_on_append = sync_on_append
         self.flush_interval = flush_interval
         self.io_limiter = io_limiter
+        self.read_limiter = trio.CapacityLimiter(4)  # fetches reading batches on worker threads
         self.partitions: dict[tuple[uuid.UUID, int], Partition] = {}
         self._queue: list[AppendRequest] = []
         self._queue_nonempty = trio.Event()
@@ -113,7 +114,7 @@ class ReplicaManager:
         partition = self.partitions.get(key)
         if partition is None:
             partition = Partition(topic_name, topic_id, index, self.store.partition(topic_id, index), leader_epoch,
-                                  self.io_limiter)
+                                  self.io_limiter, self.read_limiter)
             self.partitions[key] = partition
         return partition
 

@@ -275,12 +275,21 @@ class Broker:
         return self.quorum.image
 
     def _reconcile(self, image: MetadataImage) -> None:
-        """Open a log for every partition this broker leads in the image."""
+        """Open a log for every partition this broker leads in the image, with its topic's segment settings."""
         assert self.replicas is not None
         for topic in image.topics_by_id.values():
+            config = None
             for partition in topic.partitions.values():
                 if partition.leader == self.node_id:
-                    self.replicas.ensure_partition(topic.name, topic.topic_id, partition.partition, partition.leader_epoch)
+                    hosted = self.replicas.ensure_partition(topic.name, topic.topic_id, partition.partition,
+                                                            partition.leader_epoch)
+                    config = config or self.topic_config(topic)
+                    hosted.configure(config)
+
+    def retention_config(self, partition) -> Mapping[str, str] | None:
+        """The topic configs retention reads for a hosted partition (None once its topic is gone)."""
+        topic = self.image.topics_by_id.get(partition.topic_id)
+        return None if topic is None else self.topic_config(topic)
 
     async def propose(self, records: list[MetadataRecord]) -> MetadataImage:
         assert self.quorum is not None

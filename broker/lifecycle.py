@@ -39,6 +39,8 @@ async def serve_broker(broker: Broker, *, services: bool = True, task_status=tri
         async with trio.open_nursery() as nursery:
             nursery.start_soon(replicas.run_committer)
             nursery.start_soon(replicas.run_flusher)
+            nursery.start_soon(replicas.run_retention, broker.retention_config,
+                               lambda: int(broker.config.get("log.retention.check.interval.ms")) / 1000)
             await nursery.start(groups.run)
             if broker.transactions is not None:
                 await nursery.start(broker.transactions.run)

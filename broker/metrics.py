@@ -192,6 +192,7 @@ class BrokerMetrics:
         self.apis: dict[int, _ApiStats] = {}
         self.topics_in: dict[str, list[int]] = {}  # topic -> [bytes, messages]
         self.topics_out: dict[str, int] = {}  # topic -> bytes
+        self.retention_deleted_bytes: dict[str, int] = {}  # topic -> bytes deleted by retention
         self.log_write = {True: _Histogram(STORAGE_BUCKETS), False: _Histogram(STORAGE_BUCKETS)}
         self.log_flush = _Histogram(STORAGE_BUCKETS)
         self.connections_created = 0
@@ -251,10 +252,14 @@ class BrokerMetrics:
         for topic, size in per_topic.items():
             out[topic] = out.get(topic, 0) + size
 
+    def retention_deleted(self, topic: str, size: int) -> None:
+        self.retention_deleted_bytes[topic] = self.retention_deleted_bytes.get(topic, 0) + size
+
     def forget_topic(self, topic: str) -> None:
         """A deleted topic's series go away (as Kafka removes its BrokerTopicMetrics)."""
         self.topics_in.pop(topic, None)
         self.topics_out.pop(topic, None)
+        self.retention_deleted_bytes.pop(topic, None)
 
     # -- storage -------------------------------------------------------------------------------------
     def log_written(self, seconds: float, synced: bool) -> None:
@@ -322,9 +327,15 @@ class _EventCollector(Collector):
                                         labels=["topic"])
         for topic, size in sorted(list(m.topics_out.items())):
             bytes_out.add_metric([topic], size)
+        deleted = CounterMetricFamily("lodestream_retention_deleted_bytes",
+                                      "Record-batch bytes deleted by retention (whole segments), by topic.",
+                                      labels=["topic"])
+        for topic, size in sorted(list(m.retention_deleted_bytes.items())):
+            deleted.add_metric([topic], size)
         yield bytes_in
         yield messages_in
         yield bytes_out
+        yield deleted
 
         write = HistogramMetricFamily("lodestream_log_write_seconds",
                                       "One group-commit LevelDB WriteBatch write, with its fsync when synced=true.",
@@ -430,14 +441,18 @@ class BrokerStateCollector(Collector):
         size = _gauge("lodestream_log_size_bytes", "Bytes of record batches in the partition's log.", ["topic", "partition"])
         end = _gauge("lodestream_log_end_offset", "The partition's log end offset.", ["topic", "partition"])
         start = _gauge("lodestream_log_start_offset", "The partition's log start offset.", ["topic", "partition"])
+        segments = _gauge("lodestream_log_segments", "Segments of the partition's log (the last one is active).",
+                          ["topic", "partition"])
         for partition in local:
             labels = [partition.topic_name, str(partition.index)]
+            segments.add_metric(labels, partition.segment_count)
             size.add_metric(labels, partition.size_bytes)
             end.add_metric(labels, partition.local_end_offset)
             start.add_metric(labels, partition.log_start_offset)
         yield size
         yield end
         yield start
+        yield segments
 
     def _groups(self, broker: "BrokerView"):
         states = _gauge("lodestream_consumer_groups", "Consumer groups by type and state.", ["type", "state"])

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
 import trio
 
 if TYPE_CHECKING:
-    from lodestream.storage.leveldb_log import BatchLocation, PartitionLog
+    from lodestream.storage.leveldb_log import BatchLocation, PartitionLog, SegmentInfo
     from lodestream.storage.producer_state import ProducerEntry
 
 
@@ -113,7 +113,7 @@ class Partition:
 
     # -- truncation -------------------------------------------------------------------------
     async def delete_records_before(self, offset: int) -> int:
-        """Advance the log start offset to `offset` (DeleteRecords; later retention), dropping the batches
+        """Advance the log start offset to `offset` (DeleteRecords, retention), dropping the batches
         wholly below it with one synced write; returns the resulting log start offset."""
         async with self._truncation:
             if offset > self._log.log_start_offset:
@@ -122,6 +122,30 @@ class Partition:
                     await trio.to_thread.run_sync(staged.commit, limiter=self.io_limiter)
                     self._log.complete_delete_before(offset)
             return self._log.log_start_offset
+
+    # -- segments and retention ----------------------------------------------------------------
+    def configure(self, topic_config: Mapping[str, str]) -> None:
+        """Apply the topic's segment.bytes / segment.ms (the next append rolls by them)."""
+        self._log.segment_bytes = int(topic_config["segment.bytes"])
+        self._log.segment_ms = int(topic_config["segment.ms"])
+
+    def segments(self) -> list["SegmentInfo"]:
+        return self._log.segment_infos()
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._log.segments)
+
+    async def apply_retention(self, now_ms: int, retention_ms: int, retention_bytes: int) -> int:
+        """Delete the whole segments past retention (log start advances); returns the bytes deleted.
+        The deleted key ranges are then compacted so LevelDB gives the space back."""
+        offset = self._log.retention_offset(now_ms, retention_ms, retention_bytes)
+        if offset is None:
+            return 0
+        size_before = self._log.size_bytes
+        await self.delete_records_before(offset)
+        await trio.to_thread.run_sync(self._log.compact_below, offset, limiter=self.io_limiter)
+        return size_before - self._log.size_bytes
 
     # -- waking long polls --------------------------------------------------------------------
     def notify_appended(self) -> None:

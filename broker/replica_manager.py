@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import trio
 
@@ -358,6 +358,34 @@ class ReplicaManager:
                 return
             if self.metrics is not None:
                 self.metrics.log_flushed(seconds)
+
+    # -- retention ------------------------------------------------------------------
+    async def run_retention(self, topic_config: Callable[[Partition], Mapping[str, str] | None],
+                            interval_s: Callable[[], float]) -> None:
+        """Every log.retention.check.interval.ms: each partition whose cleanup.policy includes delete loses
+        the whole segments past retention.ms / retention.bytes (Kafka's log retention)."""
+        while True:
+            await trio.sleep(interval_s())
+            await self.apply_retention(topic_config)
+
+    async def apply_retention(self, topic_config: Callable[[Partition], Mapping[str, str] | None]) -> None:
+        now_ms = int(time.time() * 1000)
+        for partition in list(self.partitions.values()):
+            config = topic_config(partition)
+            if config is None or "delete" not in config["cleanup.policy"].split(","):
+                continue
+            try:
+                deleted = await partition.apply_retention(now_ms, int(config["retention.ms"]),
+                                                          int(config["retention.bytes"]))
+            except Exception as exc:  # a failed delete loses nothing: the next check tries again
+                self._failure_log.log("retention", logging.ERROR, "retention of %s-%d failed: %s",
+                                      partition.topic_name, partition.index, exc)
+                continue
+            if deleted:
+                log.info("retention: %s-%d deleted %d bytes, log start offset now %d", partition.topic_name,
+                         partition.index, deleted, partition.log_start_offset)
+                if self.metrics is not None:
+                    self.metrics.retention_deleted(partition.topic_name, deleted)
 
     async def close(self) -> None:
         """Stop accepting appends, finish what is queued, and sync."""

@@ -9,6 +9,14 @@ Keys (all big-endian so LevelDB's byte order is offset order):
                                                           sequence, attributes, marker
                                                           type, coordinator epoch)
   b"m" + topic_id(16) + partition(4)                   -> partition meta (log start)
+  b"s" + topic_id(16) + partition(4) + base_offset(8)  -> a segment starts here (value: its
+                                                          creation time, epoch ms)
+
+Segments: a partition's log is a run of segments, each starting at a batch's base
+offset; the last one is active (appends go there) and rolls by `segment_bytes` /
+`segment_ms`, as Kafka's segment.bytes / segment.ms. Retention drops whole
+segments (`retention_offset`), and `compact_below` asks LevelDB to compact the
+deleted key ranges so the space is given back.
 
 A batch and its index entry are written in the same WriteBatch, so after a
 crash either both exist or neither does: a half-written batch is never seen.
@@ -29,7 +37,7 @@ import bisect
 import struct
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -47,8 +55,11 @@ _TRANSACTIONAL_BIT = 0x10  # record batch attributes (protocol/record_batch.py; 
 NO_MARKER = -1
 DEFAULT_PRODUCER_ID_EXPIRATION_MS = 86_400_000
 _META_VALUE = struct.Struct(">q")  # log_start_offset
+_SEGMENT_VALUE = struct.Struct(">q")  # created_ms
 
-DATA, INDEX, META = b"d", b"i", b"m"
+DATA, INDEX, META, SEGMENT = b"d", b"i", b"m", b"s"
+DEFAULT_SEGMENT_BYTES = 1 << 30  # Kafka's log.segment.bytes
+DEFAULT_SEGMENT_MS = 7 * 24 * 3600 * 1000  # Kafka's log.roll.hours=168
 
 
 class StorageError(Exception):
@@ -66,6 +77,23 @@ def partition_prefix(kind: bytes, topic_id: uuid.UUID, partition: int) -> bytes:
 
 
 @dataclass(slots=True)
+class Segment:
+    base_offset: int
+    created_ms: int
+
+
+@dataclass(slots=True)
+class SegmentInfo:
+    """A segment as retention and metrics see it."""
+
+    base_offset: int
+    end_offset: int  # the next segment's base, or the log end for the active one
+    size: int
+    max_timestamp: int  # -1 when empty
+    closed: bool
+
+
+@dataclass(slots=True)
 class PendingAppend:
     """Batches with assigned offsets, not yet durable."""
 
@@ -75,6 +103,8 @@ class PendingAppend:
     batches: list[bytes]  # emptied once staged into a WriteBatch
     index_entries: list[tuple[int, int, int, int]]  # base, last, max_ts, size
     index_tail: bytes = b""  # producer fields of the (single) batch, see producer_index_tail
+    new_segments: list[Segment] = field(default_factory=list)  # rolled by these batches
+    active_after: tuple[Segment | None, int] = (None, 0)  # the active segment and its size after them
 
 
 @dataclass(slots=True)
@@ -99,6 +129,14 @@ class PartitionLog:
         self._data_prefix = partition_prefix(DATA, topic_id, partition)
         self._index_prefix = partition_prefix(INDEX, topic_id, partition)
         self._meta_key = partition_prefix(META, topic_id, partition)
+        self._segment_prefix = partition_prefix(SEGMENT, topic_id, partition)
+        self.segments: list[Segment] = []  # published, by base offset; the last is active
+        self.segment_bytes = DEFAULT_SEGMENT_BYTES  # roll policy, set by the broker from the topic's configs
+        self.segment_ms = DEFAULT_SEGMENT_MS
+        # The active segment and its size as durable appends left them, and as assigned appends see it.
+        self._active: tuple[Segment | None, int] = (None, 0)
+        self._assigning: tuple[Segment | None, int] = (None, 0)
+        self._staged_segment_drop: list[Segment] = []
         # Parallel lists, ordered by base offset.
         self._base_offsets: list[int] = []
         self._last_offsets: list[int] = []
@@ -136,6 +174,15 @@ class PartitionLog:
             self.size_bytes += size
         end = self._last_offsets[-1] + 1 if self._last_offsets else 0
         self.log_end_offset = self._next_offset = max(end, self.log_start_offset)
+        for key, value in db.iterator(prefix=self._segment_prefix):
+            (base,) = _OFFSET.unpack_from(key, len(self._segment_prefix))
+            self.segments.append(Segment(base, _SEGMENT_VALUE.unpack(value)[0]))
+        if self._base_offsets and (not self.segments or self.segments[0].base_offset > self._base_offsets[0]):
+            # Batches written before segments existed: one segment holds them (not stored; it is found again).
+            self.segments.insert(0, Segment(self._base_offsets[0], int(time.time() * 1000)))
+        if self.segments:
+            active = self.segments[-1]
+            self._active = self._assigning = (active, sum(self._sizes[self.locate(active.base_offset):]))
         producers.truncate_before(self.log_start_offset)
         producers.remove_expired(int(time.time() * 1000), self.store.producer_id_expiration_ms)
 
@@ -152,12 +199,20 @@ class PartitionLog:
         `index_tail` (producer_index_tail) is for a single batch with a producer id.
         """
         pending = PendingAppend(self, self._next_offset, self._next_offset, [], [], index_tail)
+        active, active_size = self._assigning
+        now_ms = int(time.time() * 1000)
         for last_delta, max_ts, size, batch in batches:
             base = pending.next_offset
+            if active is None or (active_size > 0 and (active_size + size > self.segment_bytes
+                                                       or now_ms - active.created_ms >= self.segment_ms)):
+                active, active_size = Segment(base, now_ms), 0  # roll: this batch starts a segment
+                pending.new_segments.append(active)
+            active_size += size
             pending.batches.append(stamp(batch, base))
             pending.index_entries.append((base, base + last_delta, max_ts, size))
             pending.next_offset = base + last_delta + 1
         self._next_offset = pending.next_offset
+        pending.active_after = self._assigning = (active, active_size)
         return pending
 
     def complete_append(self, pending: PendingAppend) -> None:
@@ -168,10 +223,13 @@ class PartitionLog:
             self._sizes.append(size)
             self.size_bytes += size
         self.log_end_offset = pending.next_offset
+        self.segments.extend(pending.new_segments)
+        self._active = pending.active_after
 
     def abort_append(self, pending: PendingAppend) -> None:
         """Forget offsets assigned to a failed write (and everything after it)."""
         self._next_offset = min(self._next_offset, pending.base_offset)
+        self._assigning = self._active
 
     # -- reads --------------------------------------------------------------------
     def locate(self, offset: int) -> int:
@@ -243,6 +301,47 @@ class PartitionLog:
     def read_batch_at(self, base_offset: int) -> bytes | None:
         return self.store.db.get(self._data_prefix + _OFFSET.pack(base_offset))
 
+    # -- segments and retention -------------------------------------------------------
+    def segment_infos(self) -> list[SegmentInfo]:
+        """Every segment with its end, size and largest timestamp (from the in-memory index)."""
+        infos = []
+        for position, segment in enumerate(self.segments):
+            last = position == len(self.segments) - 1
+            end = self.log_end_offset if last else self.segments[position + 1].base_offset
+            low, high = self.locate(max(segment.base_offset, self.log_start_offset)), self.locate(end)
+            infos.append(SegmentInfo(segment.base_offset, end, sum(self._sizes[low:high]),
+                                     max(self._max_timestamps[low:high], default=-1), not last))
+        return infos
+
+    def retention_offset(self, now_ms: int, retention_ms: int, retention_bytes: int) -> int | None:
+        """The log start offset retention asks for: the end of the last whole segment to delete, oldest
+        first, while its largest timestamp is more than retention_ms old or the log minus it still holds
+        retention_bytes (-1: no limit), as Kafka's retention. None when nothing is due.
+
+        The active segment goes too when it is due (Kafka rolls first), unless an append is in flight."""
+        total = self.size_bytes
+        new_start = None
+        infos = self.segment_infos()
+        for info in infos:
+            if not info.closed and (info.size == 0 or self._next_offset > self.log_end_offset):
+                break
+            due = (info.size == 0  # every batch already below the log start (DeleteRecords)
+                   or (retention_ms >= 0 and now_ms - info.max_timestamp > retention_ms)
+                   or (retention_bytes >= 0 and total - info.size >= retention_bytes))
+            if not due:
+                break
+            total -= info.size
+            new_start = info.end_offset
+        if new_start is None or new_start <= self.log_start_offset:
+            return None
+        return new_start
+
+    def compact_below(self, offset: int) -> None:
+        """Ask LevelDB to compact the deleted ranges below `offset` now: deleted keys only give their space
+        back when LevelDB compacts the files holding them (blocking; any thread)."""
+        for prefix in (self._data_prefix, self._index_prefix):
+            self.store.db.compact_range(start=prefix, stop=prefix + _OFFSET.pack(offset))
+
     # -- truncation -----------------------------------------------------------------
     def stage_delete_before(self, offset: int) -> "StagedWrite | None":
         """Stage advancing the log start offset and dropping batches wholly below it.
@@ -258,17 +357,38 @@ class PartitionLog:
             suffix = _OFFSET.pack(base)
             batch.delete(self._data_prefix + suffix)
             batch.delete(self._index_prefix + suffix)
+        self._staged_segment_drop = self._segments_below(offset)  # complete_delete_before drops the same ones
+        for segment in self._staged_segment_drop:
+            batch.delete(self._segment_prefix + _OFFSET.pack(segment.base_offset))
         return StagedWrite(batch)
+
+    def _segments_below(self, offset: int) -> list[Segment]:
+        """Closed segments wholly below `offset`. The active segment stays even when all its batches go
+        (appends may be assigned to it already): it is then empty and rolls by the usual rules."""
+        below = []
+        for position, segment in enumerate(self.segments[:-1]):
+            if self.segments[position + 1].base_offset > offset:
+                break
+            below.append(segment)
+        return below
 
     def complete_delete_before(self, offset: int) -> None:
         if offset <= self.log_start_offset:
             return
         keep_from = self.locate(offset)
+        active = self._active[0]
+        if active is not None:  # bytes of the active segment that go too
+            gone = sum(self._sizes[self.locate(active.base_offset):keep_from])
+            self._active = (active, self._active[1] - gone)
+            if self._assigning[0] is active:
+                self._assigning = (active, self._assigning[1] - gone)
         self.size_bytes -= sum(self._sizes[:keep_from])
         del self._base_offsets[:keep_from]
         del self._last_offsets[:keep_from]
         del self._max_timestamps[:keep_from]
         del self._sizes[:keep_from]
+        dropped, self._staged_segment_drop = self._staged_segment_drop, []
+        self.segments = [segment for segment in self.segments if segment not in dropped]
         self.log_start_offset = offset
         self.producers.truncate_before(offset)
         if offset > self.log_end_offset:  # only reachable through direct calls; Kafka caps at the high watermark
@@ -351,6 +471,8 @@ class LogStore:
                 batch.put(log._data_prefix + suffix, data)
                 value = _INDEX_VALUE.pack(last, max_ts, size)
                 batch.put(log._index_prefix + suffix, value + tail if tail else value)
+            for segment in pending.new_segments:
+                batch.put(log._segment_prefix + _OFFSET.pack(segment.base_offset), _SEGMENT_VALUE.pack(segment.created_ms))
             pending.batches = []  # the WriteBatch holds the bytes now
         return StagedWrite(batch)
 
@@ -365,7 +487,7 @@ class LogStore:
     def drop_partition(self, topic_id: uuid.UUID, partition: int) -> None:
         self._logs.pop((topic_id, partition), None)
         with self.db.write_batch(sync=self.sync_writes) as batch:
-            for kind in (DATA, INDEX):
+            for kind in (DATA, INDEX, SEGMENT):
                 for key in self.db.iterator(prefix=partition_prefix(kind, topic_id, partition), include_value=False):
                     batch.delete(key)
             batch.delete(partition_prefix(META, topic_id, partition))

@@ -308,7 +308,7 @@ def test_every_kafka_broker_config_is_accepted_with_its_default():
     assert catalog["kafka_version"].startswith("4.1")
     settings = {e["name"]: e["default"] for e in catalog["broker"]
                 if e["default"] is not None and BROKER_CONFIGS[e["name"]].no_effect}
-    assert {"num.network.threads", "num.io.threads", "log.retention.check.interval.ms",
+    assert {"num.network.threads", "num.io.threads", "log.roll.jitter.hours",
             "socket.send.buffer.bytes"} <= set(settings)
     config = BrokerConfig(settings)  # nothing refused
     reasons = config.without_effect()
@@ -339,7 +339,9 @@ def test_honoured_and_no_effect_are_recorded_per_key():
     honoured = {key for key, d in BROKER_CONFIGS.items() if not d.no_effect}
     assert {"node.id", "listeners", "log.dirs", "num.partitions", "message.max.bytes", "min.insync.replicas",
             "log.flush.interval.messages", "queued.max.request.bytes", "group.initial.rebalance.delay.ms"} <= honoured
-    assert BROKER_CONFIGS["log.retention.hours"].no_effect  # until segments and retention land
+    assert {"log.retention.hours", "log.retention.bytes", "log.segment.bytes", "log.roll.ms",
+            "log.retention.check.interval.ms"} <= honoured  # segments and time/size retention
+    assert BROKER_CONFIGS["log.cleaner.threads"].no_effect.startswith("log compaction is not implemented")
     assert BROKER_CONFIGS["num.io.threads"].no_effect.startswith("one trio event loop")
 
 
@@ -354,7 +356,7 @@ def test_update_modes_follow_kafka():
 def test_setting_a_no_effect_config_is_described():
     from lodestream.broker.config import describe_without_effect
 
-    note = describe_without_effect(["retention.ms", "max.message.bytes", "preallocate"], TOPIC_CONFIGS)
-    assert note.startswith("preallocate (") and "retention.ms (segments, retention" in note
+    note = describe_without_effect(["min.compaction.lag.ms", "max.message.bytes", "preallocate"], TOPIC_CONFIGS)
+    assert note.startswith("min.compaction.lag.ms (log compaction is not implemented") and "preallocate (" in note
     assert "max.message.bytes" not in note  # honoured
     assert describe_without_effect(["num.partitions"], BROKER_CONFIGS) == ""

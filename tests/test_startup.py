@@ -300,7 +300,7 @@ def test_kafka_quickstart_server_properties_start_the_broker(tmp_path):
         warnings = [line for line in log.splitlines() if "accepted with no effect here" in line]
         assert len(warnings) == 1, warnings  # one warning for all of them
         for key in ("num.network.threads", "num.io.threads", "socket.send.buffer.bytes",
-                    "log.retention.check.interval.ms", "share.coordinator.state.topic.min.isr"):
+                    "share.coordinator.state.topic.min.isr"):
             assert key in warnings[0], key
     finally:
         broker.stop()

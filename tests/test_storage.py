@@ -295,3 +295,89 @@ def test_delete_beyond_the_end_during_an_in_flight_append_keeps_offsets_unique(s
     log.complete_append(in_flight)
     following = log.prepare_append(entries(batch(1)), stamp())
     assert following.base_offset >= in_flight.next_offset
+
+
+# -- segments and retention ------------------------------------------------------------------
+
+
+def reopen(store: LogStore, tmp_path) -> tuple[LogStore, PartitionLog]:
+    store.close()
+    fresh = LogStore(tmp_path / "log", sync_writes=False)
+    return fresh, fresh.partition(TOPIC_A, 0)
+
+
+def test_segments_roll_by_bytes_and_survive_a_restart(tmp_path):
+    store = LogStore(tmp_path / "log", sync_writes=False)
+    log = store.partition(TOPIC_A, 0)
+    one = len(batch(1, size=100))
+    log.segment_bytes = 3 * one  # three batches per segment
+    for _ in range(7):
+        append(store, log, batch(1, size=100))
+    infos = log.segment_infos()
+    assert [(i.base_offset, i.end_offset, i.size, i.closed) for i in infos] == [
+        (0, 3, 3 * one, True), (3, 6, 3 * one, True), (6, 7, one, False)]
+    store, log = reopen(store, tmp_path)
+    assert [(i.base_offset, i.end_offset, i.size) for i in log.segment_infos()] == [
+        (0, 3, 3 * one), (3, 6, 3 * one), (6, 7, one)]
+    log.segment_bytes = 3 * one
+    append(store, log, batch(1, size=100))  # the active segment (one batch) takes two more
+    assert [i.base_offset for i in log.segment_infos()] == [0, 3, 6]
+    store.close()
+
+
+def test_segments_roll_by_age(store):
+    log = store.partition(TOPIC_A, 0)
+    append(store, log, batch(1))
+    log.segment_ms = 1
+    log.segments[-1].created_ms -= 10  # the active segment is older than segment.ms
+    append(store, log, batch(1))
+    assert [i.base_offset for i in log.segment_infos()] == [0, 1]
+
+
+def test_time_retention_deletes_whole_segments_by_their_largest_timestamp(tmp_path):
+    store = LogStore(tmp_path / "log", sync_writes=False)
+    log = store.partition(TOPIC_A, 0)
+    log.segment_bytes = 2 * len(batch(1, ts=1))
+    for ts in (1_000, 5_000, 2_000, 9_000, 3_000):  # segments [0,2) max 5000, [2,4) max 9000, [4,5) max 3000
+        append(store, log, batch(1, ts=ts))
+    assert log.retention_offset(now_ms=10_000, retention_ms=4_500, retention_bytes=-1) == 2  # 2nd: 9000 is recent
+    assert log.retention_offset(now_ms=10_000, retention_ms=5_000, retention_bytes=-1) is None  # not *more* than
+    assert log.retention_offset(now_ms=10_000, retention_ms=500, retention_bytes=-1) == 5  # all, the active too
+    assert log.retention_offset(now_ms=10_000, retention_ms=-1, retention_bytes=-1) is None
+    log.delete_records_before(2)
+    assert log.log_start_offset == 2 and [i.base_offset for i in log.segment_infos()] == [2, 4]
+    store, log = reopen(store, tmp_path)
+    assert log.log_start_offset == 2 and [i.base_offset for i in log.segment_infos()] == [2, 4]
+    log.delete_records_before(5)  # everything: the active segment stays, empty
+    assert [(i.base_offset, i.size) for i in log.segment_infos()] == [(4, 0)]
+    append(store, log, batch(1))
+    assert log.log_end_offset == 6 and log.segment_infos()[-1].size == len(batch(1))
+    store.close()
+
+
+def test_size_retention_keeps_at_least_retention_bytes(store):
+    log = store.partition(TOPIC_A, 0)
+    one = len(batch(1))
+    log.segment_bytes = one  # one batch per segment
+    for _ in range(5):
+        append(store, log, batch(1))
+    assert log.retention_offset(now_ms=0, retention_ms=-1, retention_bytes=2 * one) == 3
+    assert log.retention_offset(now_ms=0, retention_ms=-1, retention_bytes=2 * one + 1) == 2
+    assert log.retention_offset(now_ms=0, retention_ms=-1, retention_bytes=10 * one) is None
+
+
+def test_deleted_segments_give_their_space_back(tmp_path):
+    store = LogStore(tmp_path / "log", sync_writes=False)
+    log = store.partition(TOPIC_A, 0)
+    log.segment_bytes = 1 << 20
+    payload = __import__("os").urandom(200_000)
+    for _ in range(100):  # 20 MB of incompressible batches
+        append(store, log, rb.value_batch([payload]))
+    store.db.compact_range()
+    before = sum(f.stat().st_size for f in (tmp_path / "log").iterdir())
+    end = log.retention_offset(now_ms=0, retention_ms=-1, retention_bytes=2 << 20)
+    log.delete_records_before(end)
+    log.compact_below(end)
+    after = sum(f.stat().st_size for f in (tmp_path / "log").iterdir())
+    assert before > 19_000_000 and after < 6_000_000, (before, after)
+    store.close()

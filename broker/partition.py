@@ -22,9 +22,10 @@ consume throughput as reading on the event loop, A/B on this machine).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 
 import trio
 
@@ -33,9 +34,43 @@ if TYPE_CHECKING:
     from lodestream.storage.producer_state import ProducerEntry
 
 
+class StoreGate:
+    """The worker threads using the log database, and the rare reopen that must run while none does
+    (after a failed write LevelDB refuses every write until it is reopened: see LogStore.reopen)."""
+
+    def __init__(self) -> None:
+        self._users = 0
+        self._drained: trio.Event | None = None  # set when the last user leaves, while a reopen waits
+        self._reopened: trio.Event | None = None  # set when a reopen is over; None when none runs
+
+    @contextlib.asynccontextmanager
+    async def use(self):
+        while self._reopened is not None:
+            await self._reopened.wait()
+        self._users += 1
+        try:
+            yield
+        finally:
+            self._users -= 1
+            if self._users == 0 and self._drained is not None:
+                self._drained.set()
+
+    async def exclusive(self, blocking: Callable[[], None], limiter: trio.CapacityLimiter) -> None:
+        """Run `blocking` on a worker thread once no one uses the database, keeping new users out."""
+        reopened = self._reopened = trio.Event()
+        try:
+            while self._users:
+                self._drained = trio.Event()
+                await self._drained.wait()
+            await trio.to_thread.run_sync(blocking, limiter=limiter)
+        finally:
+            self._drained = self._reopened = None
+            reopened.set()
+
+
 class Partition:
     def __init__(self, topic_name: str, topic_id: uuid.UUID, index: int, log: "PartitionLog", leader_epoch: int,
-                 io_limiter: trio.CapacityLimiter, read_limiter: trio.CapacityLimiter) -> None:
+                 io_limiter: trio.CapacityLimiter, read_limiter: trio.CapacityLimiter, store_gate: StoreGate) -> None:
         self.topic_name = topic_name
         self.topic_id = topic_id
         self.index = index
@@ -43,6 +78,7 @@ class Partition:
         self.leader_epoch = leader_epoch
         self.io_limiter = io_limiter  # synced writes (DeleteRecords)
         self.read_limiter = read_limiter  # worker threads reading batches (read_planned)
+        self.store_gate = store_gate
         self.waiters: set[trio.Event] = set()  # long-polling fetches
         # The LSO from before the producer-state changes of a group being written: the committer applies
         # them (a marker ends a transaction) before the write is durable, and Kafka moves the LSO only
@@ -117,10 +153,11 @@ class Partition:
         wholly below it with one synced write; returns the resulting log start offset."""
         async with self._truncation:
             if offset > self._log.log_start_offset:
-                staged = self._log.stage_delete_before(offset)
-                if staged is not None:
-                    await trio.to_thread.run_sync(staged.commit, limiter=self.io_limiter)
-                    self._log.complete_delete_before(offset)
+                async with self.store_gate.use():
+                    staged = self._log.stage_delete_before(offset)
+                    if staged is not None:
+                        await trio.to_thread.run_sync(staged.commit, limiter=self.io_limiter)
+                        self._log.complete_delete_before(offset)
             return self._log.log_start_offset
 
     # -- segments and retention ----------------------------------------------------------------
@@ -144,7 +181,8 @@ class Partition:
             return 0
         size_before = self._log.size_bytes
         await self.delete_records_before(offset)
-        await trio.to_thread.run_sync(self._log.compact_below, offset, limiter=self.io_limiter)
+        async with self.store_gate.use():
+            await trio.to_thread.run_sync(self._log.compact_below, offset, limiter=self.io_limiter)
         return size_before - self._log.size_bytes
 
     # -- waking long polls --------------------------------------------------------------------
@@ -165,7 +203,9 @@ async def read_planned(plans: list[PlannedRead]) -> list[list[bytes]]:
     if not plans:
         return []
     logs_and_bases = [(plan.partition._log, plan.bases) for plan in plans]
-    return await trio.to_thread.run_sync(_read_all, logs_and_bases, limiter=plans[0].partition.read_limiter)
+    first = plans[0].partition
+    async with first.store_gate.use():
+        return await trio.to_thread.run_sync(_read_all, logs_and_bases, limiter=first.read_limiter)
 
 
 def _read_all(logs_and_bases: list[tuple["PartitionLog", list[int]]]) -> list[list[bytes]]:

@@ -29,7 +29,7 @@ from lodestream.storage.leveldb_log import LogStore, StorageError, producer_inde
 from lodestream.storage.producer_state import ProducerStateError, last_sequence
 
 from lodestream.broker.limits import OncePerInterval
-from lodestream.broker.partition import Partition
+from lodestream.broker.partition import Partition, StoreGate
 
 if TYPE_CHECKING:
     from lodestream.broker.metrics import BrokerMetrics
@@ -96,6 +96,8 @@ class ReplicaManager:
         self.flush_interval = flush_interval
         self.io_limiter = io_limiter
         self.read_limiter = trio.CapacityLimiter(4)  # fetches reading batches on worker threads
+        self.store_gate = StoreGate()  # worker threads using the database; a reopen waits for none
+        self._reopen_store = False  # a write failed: LevelDB refuses writes until it is reopened
         self.partitions: dict[tuple[uuid.UUID, int], Partition] = {}
         self._queue: list[AppendRequest] = []
         self._queue_nonempty = trio.Event()
@@ -114,7 +116,7 @@ class ReplicaManager:
         partition = self.partitions.get(key)
         if partition is None:
             partition = Partition(topic_name, topic_id, index, self.store.partition(topic_id, index), leader_epoch,
-                                  self.io_limiter, self.read_limiter)
+                                  self.io_limiter, self.read_limiter, self.store_gate)
             self.partitions[key] = partition
         return partition
 
@@ -127,7 +129,8 @@ class ReplicaManager:
             partition = self.partitions.pop(key)
             partition.notify_appended()  # wake fetchers so they see the topic is gone
         for _, index in doomed:
-            await trio.to_thread.run_sync(self.store.drop_partition, topic_id, index, limiter=self.io_limiter)
+            async with self.store_gate.use():
+                await trio.to_thread.run_sync(self.store.drop_partition, topic_id, index, limiter=self.io_limiter)
 
     # -- appends --------------------------------------------------------------------
     def enqueue(self, request: AppendRequest) -> None:
@@ -275,11 +278,16 @@ class ReplicaManager:
                 self._apply_producer(request, base, last)
         try:
             if pendings:
-                staged = self.store.stage(pendings, self.sync_on_append)
-                write_seconds = await trio.to_thread.run_sync(_timed, staged.commit, limiter=self.io_limiter)
+                if self._reopen_store:  # the last write failed: LevelDB must be reopened to write again
+                    await self.store_gate.exclusive(self.store.reopen, self.io_limiter)
+                    self._reopen_store = False
+                async with self.store_gate.use():
+                    staged = self.store.stage(pendings, self.sync_on_append)
+                    write_seconds = await trio.to_thread.run_sync(_timed, staged.commit, limiter=self.io_limiter)
             else:
                 write_seconds = None
         except Exception as exc:  # disk full, I/O error: fail the whole group, keep serving
+            self._reopen_store = True
             self.log_dir_failure = str(exc) or type(exc).__name__
             self._failure_log.log("write", logging.ERROR, "log write failed, appends rejected: %s", exc)
             for pending in reversed(pendings):
@@ -351,8 +359,10 @@ class ReplicaManager:
         if self.unflushed_writes:
             self.unflushed_writes = 0
             try:
-                seconds = await trio.to_thread.run_sync(_timed, self.store.sync, limiter=self.io_limiter)
+                async with self.store_gate.use():
+                    seconds = await trio.to_thread.run_sync(_timed, self.store.sync, limiter=self.io_limiter)
             except Exception as exc:  # an fsync failure is a log directory failure too; keep serving
+                self._reopen_store = True
                 self.log_dir_failure = str(exc) or type(exc).__name__
                 self._failure_log.log("sync", logging.ERROR, "log sync failed: %s", exc)
                 return
@@ -393,7 +403,10 @@ class ReplicaManager:
         if self._queue:
             group, self._queue = self._queue, []
             await self._commit_group(group)
-        await trio.to_thread.run_sync(self.store.sync, limiter=self.io_limiter)
+        try:
+            await trio.to_thread.run_sync(self.store.sync, limiter=self.io_limiter)
+        except Exception as exc:  # a failed log directory: what was acknowledged is already durable
+            log.error("final log sync failed: %s", exc)
 
 
 def _timed(operation) -> float:

@@ -427,11 +427,27 @@ class LogStore:
         self.path = path
         self.sync_writes = sync_writes
         self.producer_id_expiration_ms = producer_id_expiration_ms  # idle producers are forgotten at load
-        # Up to two memtables of write_buffer_size live at once, outside the request pool: 8 MiB
-        # (LevelDB's default is 4) keeps a burst within the broker's memory bound (docs/limits.md).
-        self.db = plyvel.DB(str(path), create_if_missing=True, write_buffer_size=8 << 20)
+        self.db = self._open()
         self._logs: dict[tuple[uuid.UUID, int], PartitionLog] = {}
         self._write_batches: dict[bool, "plyvel.WriteBatch"] = {}
+
+    def _open(self) -> "plyvel.DB":
+        # Up to two memtables of write_buffer_size live at once, outside the request pool: 8 MiB
+        # (LevelDB's default is 4) keeps a burst within the broker's memory bound (docs/limits.md).
+        return plyvel.DB(str(self.path), create_if_missing=True, write_buffer_size=8 << 20)
+
+    def reopen(self) -> None:
+        """Close the database and open it again. After one failed write (e.g. a full disk) LevelDB refuses
+        every later write (its background error stays set); reopening is how writes resume once space is
+        back. Nothing else may use `db` meanwhile (the broker's StoreGate); raises StorageError if the
+        database cannot be opened yet."""
+        self._write_batches.clear()
+        if not self.db.closed:
+            self.db.close()
+        try:
+            self.db = self._open()
+        except (plyvel.Error, OSError) as exc:
+            raise StorageError(f"reopening the log database failed: {exc}") from exc
 
     def partition(self, topic_id: uuid.UUID, partition: int) -> PartitionLog:
         key = (topic_id, partition)

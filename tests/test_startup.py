@@ -189,6 +189,8 @@ def _metric(text: str, name: str) -> float:
 
 def test_disk_full_is_reported_and_loses_nothing(small_disk):
     broker = small_disk
+    broker.data_dir.mkdir(parents=True, exist_ok=True)
+    (broker.data_dir / "ballast").write_bytes(b"\0" * (4 << 20))  # freed later: space that comes back
     broker.start()
     topic = "fill"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
@@ -247,6 +249,39 @@ def test_disk_full_is_reported_and_loses_nothing(small_disk):
         assert want <= read, f"{len(want - read)} acknowledged records missing"
     finally:
         consumer.close()
+
+    # Space comes back (the ballast file goes): appends succeed again without a restart (the broker
+    # reopens LevelDB, which refuses every write after a failed one).
+    (broker.data_dir / "ballast").unlink()
+    resumed = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": False})
+    outcomes: list = []
+    resumed.produce(topic, b"after", partition=0, on_delivery=lambda err, msg: outcomes.append(err))
+    resumed.flush(20)
+    assert outcomes == [None], outcomes
+    assert httpx.get(f"{broker.admin_url}/ready").status_code == 200
+    assert "log writes succeed again" in broker.log_path.read_text(errors="replace")
+
+    # And after a restart: every acknowledged record is still there, and appends go on.
+    broker.stop()
+    broker.start()
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "after-restart",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        read_again: set[int] = set()
+        deadline = time.monotonic() + 30
+        while not want <= read_again and time.monotonic() < deadline:
+            for message in consumer.consume(500, timeout=1):
+                if message.error() is None:
+                    read_again.add(message.offset())
+        assert want <= read_again, f"{len(want - read_again)} acknowledged records missing after the restart"
+    finally:
+        consumer.close()
+    again = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": False})
+    outcomes.clear()
+    again.produce(topic, b"after restart", partition=0, on_delivery=lambda err, msg: outcomes.append(err))
+    again.flush(20)
+    assert outcomes == [None], outcomes
 
 
 # -- Kafka's configuration names ---------------------------------------------------------

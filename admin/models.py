@@ -6,7 +6,8 @@ Every resource carries `kind` and `metadata.self` (plus `resource_name`, a
 next}, data: [...]}`. Errors are `{error_code, message}`.
 
 Lodestream additions, beyond REST Proxy v3's fields: a partition's
-`leader_id`, `replica_ids`, `isr_ids`, `earliest_offset` and `latest_offset`,
+`leader_id`, `replica_ids`, `isr_ids`, `earliest_offset`, `latest_offset`,
+`size_bytes` and `segment_count`,
 and a consumer group's `type` (CLASSIC or CONSUMER) and `protocol_type`.
 
 Request bodies forbid unknown fields, so a typo ("partitions" for
@@ -224,6 +225,8 @@ class PartitionData(BaseModel):
     isr_ids: list[int]
     earliest_offset: int | None = Field(None, description="log start offset (null if not hosted here)")
     latest_offset: int | None = Field(None, description="high watermark: the next offset to be written")
+    size_bytes: int | None = Field(None, description="bytes of record batches in the log (null if not hosted here)")
+    segment_count: int | None = Field(None, description="segments of the log, the last one active")
 
 
 class PartitionDataList(BaseModel):

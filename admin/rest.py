@@ -355,7 +355,9 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
                 "replicas": links.rel(base + "/replicas"), "leader_id": leader,
                 "replica_ids": list(partition.replicas), "isr_ids": list(_isr(partition)),
                 "earliest_offset": hosted.log_start_offset if hosted else None,
-                "latest_offset": hosted.high_watermark if hosted else None}
+                "latest_offset": hosted.high_watermark if hosted else None,
+                "size_bytes": hosted.size_bytes if hosted else None,
+                "segment_count": hosted.segment_count if hosted else None}
 
     def replica_data(links: Links, topic_name: str, partition, broker_id: int) -> dict:
         path = f"/topics/{topic_name}/partitions/{partition.partition}/replicas/{broker_id}"

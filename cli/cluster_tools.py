@@ -40,20 +40,22 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 # API keys
 PRODUCE, FETCH, LIST_OFFSETS, METADATA, OFFSET_FETCH, FIND_COORDINATOR = 0, 1, 2, 3, 9, 10
 DESCRIBE_GROUPS, LIST_GROUPS, API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS = 15, 16, 18, 19, 20
-DESCRIBE_CONFIGS, CREATE_PARTITIONS, INCREMENTAL_ALTER_CONFIGS, CONSUMER_GROUP_DESCRIBE = 32, 37, 44, 69
+DESCRIBE_CONFIGS, DESCRIBE_LOG_DIRS, CREATE_PARTITIONS, INCREMENTAL_ALTER_CONFIGS = 32, 35, 37, 44
+CONSUMER_GROUP_DESCRIBE = 69
 
 # (oldest version this client can build, newest it prefers)
 CLIENT_VERSIONS = {
     METADATA: (1, 12), LIST_OFFSETS: (1, 8), CREATE_TOPICS: (2, 7), DELETE_TOPICS: (1, 6),
     DESCRIBE_CONFIGS: (1, 4), INCREMENTAL_ALTER_CONFIGS: (0, 1), CREATE_PARTITIONS: (0, 3),
     LIST_GROUPS: (0, 5), DESCRIBE_GROUPS: (0, 5), OFFSET_FETCH: (1, 9), FIND_COORDINATOR: (0, 4),
-    CONSUMER_GROUP_DESCRIBE: (0, 1),
+    CONSUMER_GROUP_DESCRIBE: (0, 1), DESCRIBE_LOG_DIRS: (1, 4),
 }
 API_NAMES = {
     METADATA: "Metadata", LIST_OFFSETS: "ListOffsets", CREATE_TOPICS: "CreateTopics", DELETE_TOPICS: "DeleteTopics",
     DESCRIBE_CONFIGS: "DescribeConfigs", INCREMENTAL_ALTER_CONFIGS: "IncrementalAlterConfigs",
     CREATE_PARTITIONS: "CreatePartitions", LIST_GROUPS: "ListGroups", DESCRIBE_GROUPS: "DescribeGroups",
     OFFSET_FETCH: "OffsetFetch", FIND_COORDINATOR: "FindCoordinator", CONSUMER_GROUP_DESCRIBE: "ConsumerGroupDescribe",
+    DESCRIBE_LOG_DIRS: "DescribeLogDirs",
 }
 
 TOPIC_RESOURCE, BROKER_RESOURCE = 2, 4
@@ -66,6 +68,7 @@ CONFIG_SOURCES = {
 OVERRIDE_SOURCES = {"DYNAMIC_TOPIC_CONFIG", "DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG",
                     "DYNAMIC_BROKER_LOGGER_CONFIG", "CLIENT_METRICS_CONFIG", "GROUP_CONFIG"}
 LATEST_TIMESTAMP = -1
+EARLIEST_TIMESTAMP = -2
 
 
 class CliError(Exception):
@@ -285,8 +288,10 @@ class KafkaBackend(Backend):
             raise CliError(f"topic {name!r} does not exist")
         _check(topic.error_code, None, f"describe topic {name}")
         partitions = sorted(topic.partitions, key=lambda p: int(p.partition_index))
-        end_offsets = self._offsets(name, [(int(p.partition_index), int(p.leader_id)) for p in partitions],
-                                    LATEST_TIMESTAMP)
+        leaders = [(int(p.partition_index), int(p.leader_id)) for p in partitions]
+        end_offsets = self._offsets(name, leaders, LATEST_TIMESTAMP)
+        start_offsets = self._offsets(name, leaders, EARLIEST_TIMESTAMP)
+        sizes = self._sizes(name, leaders)
         configs = [c for c in self.describe_configs("topic", name) if c["source"] in OVERRIDE_SOURCES]
         return {
             "name": topic.name,
@@ -301,9 +306,31 @@ class KafkaBackend(Backend):
                 "replicas": [int(r) for r in p.replica_nodes],
                 "isr": [int(r) for r in p.isr_nodes],
                 "offline_replicas": [int(r) for r in getattr(p, "offline_replicas", ()) or ()],
+                "start_offset": start_offsets.get(int(p.partition_index)),
                 "end_offset": end_offsets.get(int(p.partition_index)),
+                "size_bytes": sizes.get(int(p.partition_index)),
             } for p in partitions],
         }
+
+    def _sizes(self, topic: str, partitions: list[tuple[int, int]]) -> dict[int, int]:
+        """Log sizes from DescribeLogDirs, asked of each partition's leader (nothing for an unreachable one)."""
+        by_leader: dict[int, list[int]] = {}
+        for index, leader in partitions:
+            by_leader.setdefault(leader, []).append(index)
+        sizes: dict[int, int] = {}
+        for leader, indexes in by_leader.items():
+            if leader < 0:
+                continue
+            conn = self._node(leader)
+            b = request_builder(DESCRIBE_LOG_DIRS, conn.version(DESCRIBE_LOG_DIRS))
+            response = conn.request(b.DescribeLogDirsRequest(topics=(
+                b.DescribableLogDirTopic(topic=topic, partitions=tuple(indexes)),)))
+            for result in response.results:
+                for described in result.topics:
+                    for p in described.partitions:
+                        index = int(p.partition_index)
+                        sizes[index] = sizes.get(index, 0) + int(p.partition_size)
+        return sizes
 
     def _offsets(self, topic: str, partitions: list[tuple[int, int]], timestamp: int) -> dict[int, int | None]:
         """ListOffsets for (partition, leader) pairs, each sent to its leader."""
@@ -620,7 +647,9 @@ class RestBackend(Backend):
                 "replicas": list(p.get("replica_ids", [])),
                 "isr": list(p.get("isr_ids", [])),
                 "offline_replicas": [],
+                "start_offset": p.get("earliest_offset"),
                 "end_offset": p.get("latest_offset"),
+                "size_bytes": p.get("size_bytes"),
             } for p in sorted(partitions, key=lambda p: p["partition_id"])],
         }
 
@@ -774,8 +803,9 @@ def cmd_topics_describe(backend: Backend, args) -> Output:
         output.tables.append((
             f"Topic: {topic['name']}  TopicId: {topic['topic_id'] or '-'}  PartitionCount: {topic['partition_count']}  "
             f"ReplicationFactor: {topic['replication_factor']}  Configs: {configs}",
-            ["PARTITION", "LEADER", "REPLICAS", "ISR", "END-OFFSET"],
-            [[p["partition"], p["leader"], p["replicas"], p["isr"], p["end_offset"]] for p in topic["partitions"]]))
+            ["PARTITION", "LEADER", "REPLICAS", "ISR", "START-OFFSET", "END-OFFSET", "SIZE"],
+            [[p["partition"], p["leader"], p["replicas"], p["isr"], p["start_offset"], p["end_offset"],
+              p["size_bytes"]] for p in topic["partitions"]]))
     return output
 
 

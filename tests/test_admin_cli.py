@@ -94,10 +94,12 @@ def test_topics_create_list_describe_delete(where, request):
     assert described["partition_count"] == 3
     assert [p["partition"] for p in described["partitions"]] == [0, 1, 2]
     assert all(p["leader"] >= 0 and p["end_offset"] == 0 for p in described["partitions"])
+    assert all(p["start_offset"] == 0 and p["size_bytes"] == 0 for p in described["partitions"])
     assert described["configs"] == {"retention.ms": "60000"}
     text = cli("topics", "describe", name, *where).stdout
     assert f"Topic: {name}" in text and "PartitionCount: 3" in text and "retention.ms=60000" in text
     assert [r["PARTITION"] for r in table(text)] == ["0", "1", "2"]
+    assert [(r["START-OFFSET"], r["SIZE"]) for r in table(text)] == [("0", "0")] * 3
 
     again = cli("topics", "create", name, *where, expect=1)
     assert "already exists" in again.stderr.lower() or "TOPIC_ALREADY_EXISTS" in again.stderr

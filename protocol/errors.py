@@ -8,7 +8,9 @@ __all__ = ["ErrorCode", "KafkaError"]
 class KafkaError(Exception):
     """An error that maps to a Kafka error code in a response."""
 
-    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str | None = None,
+                 record_errors: tuple[tuple[int, str], ...] = ()) -> None:
         super().__init__(message or code.name)
         self.code = code
         self.message = message
+        self.record_errors = record_errors  # Produce (KIP-467): (index of the record in its batch, why)

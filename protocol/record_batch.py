@@ -278,6 +278,25 @@ def _read_varbytes(data: bytes, position: int) -> tuple[bytes | None, int]:
     return data[position : position + length], position + length
 
 
+def keyless_records(batch) -> list[int]:
+    """Positions (0-based, in the batch) of the records without a key; decompresses the batch."""
+    header = parse_header(batch)
+    records = decompress_records(header.compression, bytes(batch[HEADER_SIZE : header.size]))
+    keyless = []
+    position = 0
+    for index in range(header.records_count):
+        length, position = _read_varint(records, position)
+        end = position + length
+        position += 1  # attributes
+        _timestamp_delta, position = _read_varint(records, position)
+        _offset_delta, position = _read_varint(records, position)
+        key_length, position = _read_varint(records, position)
+        if key_length < 0:
+            keyless.append(index)
+        position = end
+    return keyless
+
+
 def iter_records(batch: bytes) -> list[tuple[int, int, bytes | None, bytes | None]]:
     """(offset, timestamp, key, value) of every record in a stored batch (headers skipped)."""
     header = parse_header(batch)

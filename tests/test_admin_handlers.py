@@ -564,7 +564,7 @@ def _confluent_admin_round_trip(bootstrap: str, node_id: int) -> dict:
 
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     for i in range(5):
-        producer.produce(topic, value=b"v%d" % i, partition=0)
+        producer.produce(topic, key=b"k%d" % i, value=b"v%d" % i, partition=0)  # compacted: keys needed
     assert producer.flush(wait) == 0
     (future,) = admin.delete_records([TopicPartition(topic, 0, 3)], request_timeout=wait).values()
     seen["low_watermark"] = future.result(wait).low_watermark

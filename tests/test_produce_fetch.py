@@ -699,3 +699,18 @@ async def test_acks_all_answers_when_the_high_watermark_passes_acks_one_when_dur
         held["offset"] = partition.local_end_offset  # the ISR caught up
         running_broker.broker.replicas._advance_high_watermark(partition)
     assert (answered[0].error_code, answered[0].base_offset) == (NONE, 1)
+
+
+async def test_keyless_records_on_a_compacted_topic_are_refused_naming_each_record(client):
+    """As Kafka: INVALID_RECORD, and KIP-467's record_errors give the position of every keyless record."""
+    await create_topic(client, "compacted", **{"cleanup.policy": "compact"})
+    records = [rb.Record(value=b"a", key=b"k1"), rb.Record(value=b"b"), rb.Record(value=b"c", key=b"k2"),
+               rb.Record(value=b"d")]
+    refused = await produce_one(client, "compacted", rb.build_batch(records, compression=2))  # snappy: decompressed
+    assert refused.error_code == ErrorCode.invalid_record
+    assert [e.batch_index for e in refused.record_errors] == [1, 3]
+    assert "without key" in refused.error_message
+    keyed = await produce_one(client, "compacted", rb.build_batch([rb.Record(value=b"a", key=b"k1")]))
+    assert (keyed.error_code, keyed.base_offset) == (NONE, 0)  # nothing of the refused batch was written
+    await create_topic(client, "deleted")
+    assert (await produce_one(client, "deleted", rb.build_batch([rb.Record(value=b"x")]))).error_code == NONE

@@ -32,14 +32,16 @@ ISR_SIZE = 1  # every partition has one replica, here (replication is not built 
 
 
 def _partition_response(build, index: int, error: ErrorCode, base_offset: int = -1, log_start: int = -1,
-                        append_time_ms: int | None = None, message: str | None = None):
+                        append_time_ms: int | None = None, message: str | None = None,
+                        record_errors: tuple[tuple[int, str], ...] = ()):
     return build.PartitionProduceResponse(
         index=index,
         error_code=error,
         base_offset=base_offset,
         log_append_time=None if append_time_ms is None else datetime.datetime.fromtimestamp(append_time_ms / 1000, datetime.UTC),
         log_start_offset=log_start,
-        record_errors=(),
+        record_errors=tuple(build.BatchIndexAndErrorMessage(batch_index=position, batch_index_error_message=why)
+                            for position, why in record_errors) if build.has("BatchIndexAndErrorMessage") else (),
         error_message=message,
     )
 
@@ -62,7 +64,7 @@ def admit(ctx: RequestContext, request: ProduceRequest) -> Awaitable[ProduceResp
     now_ms = int(time.time() * 1000)
     acks = int(request.acks)
     uses_ids = ctx.api_version >= 13
-    plan = []  # (topic key for response, [(index, AppendRequest | (error, message))])
+    plan = []  # (topic key for response, [(index, AppendRequest | (error, message[, record errors]))])
     produced = 0  # request record bytes, charged to the producer_byte_rate quota
     transactional_id = request.transactional_id
     # As Kafka: a transactional produce needs WRITE on its transactional id, or nothing is written.
@@ -88,10 +90,11 @@ def admit(ctx: RequestContext, request: ProduceRequest) -> Awaitable[ProduceResp
                 error = ErrorCode.unknown_topic_id if uses_ids else ErrorCode.unknown_topic_or_partition
                 results.append((index, (error, "unknown topic")))
                 continue
-            partition, entries, append_time, producer = validate_batches(broker, topic, index, partition_data.records,
-                                                                          now_ms)
-            if partition is None:
-                results.append((index, (entries, append_time)))
+            try:
+                partition, entries, append_time, producer = validate_batches(broker, topic, index,
+                                                                              partition_data.records, now_ms)
+            except KafkaError as exc:
+                results.append((index, (exc.code, exc.message, exc.record_errors)))
                 continue
             if acks == -1:
                 min_isr = int(broker.topic_config(topic)["min.insync.replicas"])
@@ -131,8 +134,9 @@ async def _complete(ctx, build, plan, acks: int, uses_ids: bool):
                         build, index, ErrorCode.none, outcome.base_offset, outcome.partition.log_start_offset,
                         outcome.log_append_time_ms))
             else:
-                error, message = outcome
-                partitions.append(_partition_response(build, index, error, message=message))
+                error, message, *record_errors = outcome  # (error, message[, per-record errors])
+                partitions.append(_partition_response(build, index, error, message=message,
+                                                      record_errors=record_errors[0] if record_errors else ()))
         topics.append(build.TopicProduceResponse(
             name=None if uses_ids else topic_data.name,
             topic_id=topic_data.topic_id if uses_ids else None,

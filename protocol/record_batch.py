@@ -280,21 +280,7 @@ def _read_varbytes(data: bytes, position: int) -> tuple[bytes | None, int]:
 
 def keyless_records(batch) -> list[int]:
     """Positions (0-based, in the batch) of the records without a key; decompresses the batch."""
-    header = parse_header(batch)
-    records = decompress_records(header.compression, bytes(batch[HEADER_SIZE : header.size]))
-    keyless = []
-    position = 0
-    for index in range(header.records_count):
-        length, position = _read_varint(records, position)
-        end = position + length
-        position += 1  # attributes
-        _timestamp_delta, position = _read_varint(records, position)
-        _offset_delta, position = _read_varint(records, position)
-        key_length, position = _read_varint(records, position)
-        if key_length < 0:
-            keyless.append(index)
-        position = end
-    return keyless
+    return [position for position, (_offset, _timestamp, key, _value) in enumerate(iter_records(batch)) if key is None]
 
 
 def iter_records(batch: bytes) -> list[tuple[int, int, bytes | None, bytes | None]]:

@@ -18,6 +18,7 @@ from lodestream.consensus.image import TopicImage
 from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, InvalidBatch, keyless_records, split_batches
 
+from lodestream.broker.config import cleanup_policy_includes
 from lodestream.broker.replica_manager import AppendRequest
 
 
@@ -37,7 +38,7 @@ def validate_batches(broker, topic: TopicImage, partition_index: int, records, n
     after_max = int(config["message.timestamp.after.max.ms"])
     before_max = int(config["message.timestamp.before.max.ms"])
     log_append = config["message.timestamp.type"] == "LogAppendTime"
-    compacted = "compact" in config["cleanup.policy"].split(",")
+    compacted = cleanup_policy_includes(config, "compact")
     entries = []
     producer = None
     for header, view in batches:

@@ -61,6 +61,11 @@ def _cleanup_policy(value: str) -> str:
     return ",".join(parts)
 
 
+def cleanup_policy_includes(topic_config: Mapping[str, str], policy: str) -> bool:
+    """Whether a topic's effective cleanup.policy (normalized by _cleanup_policy) includes delete / compact."""
+    return policy in topic_config["cleanup.policy"].split(",")
+
+
 def _at_least(minimum: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         number = int(value.strip())

@@ -28,6 +28,7 @@ from lodestream.protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, bui
 from lodestream.storage.leveldb_log import LogStore, StorageError, producer_index_tail
 from lodestream.storage.producer_state import ProducerStateError, last_sequence
 
+from lodestream.broker.config import cleanup_policy_includes
 from lodestream.broker.limits import OncePerInterval
 from lodestream.broker.partition import Partition, StoreGate
 
@@ -382,7 +383,7 @@ class ReplicaManager:
         now_ms = int(time.time() * 1000)
         for partition in list(self.partitions.values()):
             config = topic_config(partition)
-            if config is None or "delete" not in config["cleanup.policy"].split(","):
+            if config is None or not cleanup_policy_includes(config, "delete"):
                 continue
             try:
                 deleted = await partition.apply_retention(now_ms, int(config["retention.ms"]),

@@ -15,6 +15,7 @@ from kio.schema.delete_records.v2.request import DeleteRecordsRequest
 from kio.schema.delete_records.v2.response import DeleteRecordsResponse
 from lodestream.protocol.errors import ErrorCode
 from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.config import cleanup_policy_includes
 from lodestream.broker.request_context import RequestContext
 
 API_KEY = 21
@@ -28,8 +29,7 @@ async def _delete(ctx, topic, index: int, requested: int) -> tuple[ErrorCode, in
     partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
     if partition is None:
         return ErrorCode.unknown_topic_or_partition, -1
-    policy = broker.topic_config(topic)["cleanup.policy"]
-    if "delete" not in policy.split(","):
+    if not cleanup_policy_includes(broker.topic_config(topic), "delete"):
         return ErrorCode.policy_violation, -1
     high_watermark = partition.high_watermark
     offset = high_watermark if requested == HIGH_WATERMARK else requested

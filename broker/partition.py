@@ -179,11 +179,12 @@ class Partition:
         offset = self._log.retention_offset(now_ms, retention_ms, retention_bytes)
         if offset is None:
             return 0
-        size_before = self._log.size_bytes
+        # From the index, before the delete: a size difference across the awaits would count appends too.
+        deleted = self._log.size_below(offset)
         await self.delete_records_before(offset)
         async with self.store_gate.use():
             await trio.to_thread.run_sync(self._log.compact_below, offset, limiter=self.io_limiter)
-        return size_before - self._log.size_bytes
+        return deleted
 
     # -- waking long polls --------------------------------------------------------------------
     def notify_appended(self) -> None:

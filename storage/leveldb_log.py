@@ -336,6 +336,10 @@ class PartitionLog:
             return None
         return new_start
 
+    def size_below(self, offset: int) -> int:
+        """Bytes of the batches wholly below `offset` (what advancing the log start there deletes)."""
+        return sum(self._sizes[:self.locate(offset)])
+
     def compact_below(self, offset: int) -> None:
         """Ask LevelDB to compact the deleted ranges below `offset` now: deleted keys only give their space
         back when LevelDB compacts the files holding them (blocking; any thread)."""
@@ -382,7 +386,7 @@ class PartitionLog:
             self._active = (active, self._active[1] - gone)
             if self._assigning[0] is active:
                 self._assigning = (active, self._assigning[1] - gone)
-        self.size_bytes -= sum(self._sizes[:keep_from])
+        self.size_bytes -= self.size_below(offset)
         del self._base_offsets[:keep_from]
         del self._last_offsets[:keep_from]
         del self._max_timestamps[:keep_from]

@@ -46,6 +46,7 @@ from lodestream.broker.groups.offsets_log import TOPIC_CONFIGS as OFFSETS_TOPIC_
 from lodestream.broker.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 from lodestream.broker.limits import LimitReporter, MemoryPool
 from lodestream.broker.listeners import check_single_node, listener_security_protocols, parse_listeners, parse_quorum_voters
+from lodestream.broker.log_cleaner import LogCleaner
 from lodestream.broker.metrics import BrokerMetrics
 from lodestream.broker.producer_ids import ProducerIdManager
 from lodestream.broker.quotas import QuotaManager
@@ -161,6 +162,7 @@ class Broker:
         self.groups: GroupCoordinator | None = None  # the group coordinator (broker/groups)
         self.producer_ids = ProducerIdManager(self.node_id, lambda: self.image, self.propose)  # InitProducerId
         self.transactions = None  # the transaction coordinator (broker/transactions), docs/transactions.md
+        self.log_cleaner: LogCleaner | None = None  # compacts compacted topics (broker/log_cleaner.py)
         self.connections: set = set()  # server.Connection objects, for metrics
         self.clock = Clock()  # deadlines and stored timestamps (broker/clock.py)
         self.authorizer: Authorizer = AllowAllAuthorizer()  # every handler asks it (broker/authorizer.py)
@@ -194,6 +196,8 @@ class Broker:
             self.store, self.config.sync_on_append, self.config.flush_interval_seconds, self.io_limiter,
             metrics=self.metrics, producer_expiration_check_seconds=int(self.config.get("producer.id.expiration.check.interval.ms")) / 1000,
         )
+        self.log_cleaner = LogCleaner(lambda: list(self.replicas.partitions.values()), self.retention_config,
+                                      self.broker_config_value, self.metrics)
         self._reconcile(self.quorum.image)
         # Drop data of topics deleted while their files were being removed.
         live = {(t.topic_id, p) for t in self.quorum.image.topics_by_id.values() for p in t.partitions}
@@ -201,12 +205,14 @@ class Broker:
             log.info("dropping orphaned partition data %s-%d", topic_id, index)
             self.store.drop_partition(topic_id, index)
         # Groups and committed offsets: replay __consumer_offsets before serving.
-        self.groups = GroupCoordinator(self.broker_config_value, self._internal_log(OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS),
+        self.groups = GroupCoordinator(self.broker_config_value, self._internal_log(
+            OFFSETS_TOPIC, {**OFFSETS_TOPIC_CONFIGS, "segment.bytes": str(self.config.get("offsets.topic.segment.bytes"))}),
                                        self.clock)
         self.groups.load()
         # Transactions: replay __transaction_state. Each coordinator's task runs in serve_broker.
         self.transactions = TransactionCoordinator(
-            self.broker_config_value, self._internal_log(TRANSACTION_STATE_TOPIC, TXN_TOPIC_CONFIGS),
+            self.broker_config_value, self._internal_log(TRANSACTION_STATE_TOPIC, {
+                **TXN_TOPIC_CONFIGS, "segment.bytes": str(self.config.get("transaction.state.log.segment.bytes"))}),
             self.producer_ids.allocate, self.write_markers, self.clock)
         self.transactions.load()
 
@@ -287,7 +293,8 @@ class Broker:
                     hosted.configure(config)
 
     def retention_config(self, partition) -> Mapping[str, str] | None:
-        """The topic configs retention reads for a hosted partition (None once its topic is gone)."""
+        """The topic configs retention and the cleaner read for a hosted partition (None once its topic is
+        gone)."""
         topic = self.image.topics_by_id.get(partition.topic_id)
         return None if topic is None else self.topic_config(topic)
 

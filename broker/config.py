@@ -66,6 +66,13 @@ def cleanup_policy_includes(topic_config: Mapping[str, str], policy: str) -> boo
     return policy in topic_config["cleanup.policy"].split(",")
 
 
+def _ratio(value: str) -> float:
+    ratio = float(value.strip())
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"{value!r} is not between 0 and 1")
+    return ratio
+
+
 def _at_least(minimum: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         number = int(value.strip())
@@ -143,7 +150,7 @@ class ConfigDef:
 
 # Why a Kafka config is accepted but has no effect here (ConfigDef.no_effect). Start-up logs the
 # explicitly set ones in one warning; docs/configuration.md explains the policy.
-_NO_COMPACTION = "log compaction is not implemented yet: a compacted topic keeps every record"
+_ONE_CLEANER = "one cleaner task compacts one partition at a time; its offset map holds every dirty key"
 _AS_PRODUCED = "batches are stored as produced (no broker-side recompression)"
 _ONE_REPLICA = "replication is not built yet: each partition has one replica, on this node"
 _BROKER_FLUSH = "the broker-wide log.flush.interval.messages decides when appends are synced"
@@ -157,7 +164,7 @@ _NO_EFFECT_BY_PREFIX: tuple[tuple[str, str], ...] = (
     ("socket.receive.buffer.bytes", "the operating system's socket buffer sizes are used"),
     ("socket.listen.backlog.size", "the operating system's listen backlog is used"),
     ("compression.", _AS_PRODUCED),
-    ("log.cleaner.", _NO_COMPACTION),
+    ("log.cleaner.", _ONE_CLEANER),
     ("log.segment.delete.delay.ms", "a segment's batches are deleted at once (LevelDB keys: no files to unlink later)"),
     ("log.segment.index.bytes", "no index files: each batch's index entry is a LevelDB key next to it"),
     ("log.segment.jitter.ms", "segments roll exactly at segment.ms (no jitter)"),
@@ -269,13 +276,22 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("log.segment.bytes", _at_least(14), "1073741824", "INT", ""),
         ConfigDef("log.roll.ms", _int, None, "LONG", ""),
         ConfigDef("log.roll.hours", _at_least(1), "168", "INT", ""),
-        ConfigDef("log.cleanup.policy", _cleanup_policy, "delete", "LIST", "delete: retention applies; compact is accepted (not implemented yet)"),
+        ConfigDef("log.cleanup.policy", _cleanup_policy, "delete", "LIST",
+                  "delete: retention deletes old segments; compact: the cleaner keeps each key's last record"),
         ConfigDef("log.message.timestamp.type", _TIMESTAMP_TYPE, "CreateTime", "STRING", ""),
         ConfigDef("compression.type", _COMPRESSION, "producer", "STRING", "", no_effect=_AS_PRODUCED),
         ConfigDef("min.insync.replicas", _at_least(1), "1", "INT", "acks=all is refused with NOT_ENOUGH_REPLICAS above 1 (one replica here)"),
         ConfigDef("unclean.leader.election.enable", _bool, "false", "BOOLEAN", "", no_effect=_ONE_REPLICA),
-        ConfigDef("log.cleaner.delete.retention.ms", _at_least(0), "86400000", "LONG", "", no_effect=_NO_COMPACTION),
-        ConfigDef("log.cleaner.min.compaction.lag.ms", _at_least(0), "0", "LONG", "", no_effect=_NO_COMPACTION),
+        # Log compaction (broker/log_cleaner.py, README "Retention and compaction").
+        ConfigDef("log.cleaner.enable", _bool, "true", "BOOLEAN", "Run the log cleaner (compacted topics)"),
+        ConfigDef("log.cleaner.backoff.ms", _at_least(0), "15000", "LONG",
+                  "How often the cleaner looks for partitions to compact"),
+        ConfigDef("log.cleaner.io.max.bytes.per.second", lambda v: float(v.strip()), "1.7976931348623157E308", "DOUBLE",
+                  "The cleaner's I/O budget: bytes read and written per second"),
+        ConfigDef("log.cleaner.min.cleanable.ratio", _ratio, "0.5", "DOUBLE", ""),
+        ConfigDef("log.cleaner.delete.retention.ms", _at_least(0), "86400000", "LONG", ""),
+        ConfigDef("log.cleaner.min.compaction.lag.ms", _at_least(0), "0", "LONG", ""),
+        ConfigDef("log.cleaner.max.compaction.lag.ms", _at_least(1), str(LONG_MAX), "LONG", ""),
         ConfigDef("log.retention.check.interval.ms", _at_least(1), "300000", "LONG",
                   "How often retention deletes segments past retention.ms / retention.bytes", read_only=True),
         ConfigDef("log.message.timestamp.before.max.ms", _at_least(0), str(LONG_MAX), "LONG", ""),
@@ -285,6 +301,11 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "Partitions of __consumer_offsets (fixed once the topic exists)", read_only=True),
         ConfigDef("offsets.topic.replication.factor", _at_least(1), "1", "SHORT",
                   "Replication factor of __consumer_offsets", read_only=True),
+        ConfigDef("offsets.topic.segment.bytes", _at_least(1), "104857600", "INT",
+                  "segment.bytes of __consumer_offsets when it is created (small segments are compacted sooner)",
+                  read_only=True),
+        ConfigDef("transaction.state.log.segment.bytes", _at_least(1), "104857600", "INT",
+                  "segment.bytes of __transaction_state when it is created", read_only=True),
         ConfigDef("offsets.retention.minutes", _at_least(1), "10080", "INT",
                   "Committed offsets of an empty group are kept this long"),
         ConfigDef("offsets.retention.check.interval.ms", _at_least(1), "600000", "LONG",
@@ -370,9 +391,11 @@ TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
                        _BROKER_FLUSH),
         TopicConfigDef("flush.ms", _at_least(0), "LONG", ("log.flush.interval.ms",), str(LONG_MAX), _BROKER_FLUSH),
         TopicConfigDef("delete.retention.ms", _at_least(0), "LONG", ("log.cleaner.delete.retention.ms",),
-                       "86400000", _NO_COMPACTION),
-        TopicConfigDef("min.compaction.lag.ms", _at_least(0), "LONG", ("log.cleaner.min.compaction.lag.ms",), "0",
-                       _NO_COMPACTION),
+                       "86400000"),
+        TopicConfigDef("min.compaction.lag.ms", _at_least(0), "LONG", ("log.cleaner.min.compaction.lag.ms",), "0"),
+        TopicConfigDef("max.compaction.lag.ms", _at_least(1), "LONG", ("log.cleaner.max.compaction.lag.ms",),
+                       str(LONG_MAX)),
+        TopicConfigDef("min.cleanable.dirty.ratio", _ratio, "DOUBLE", ("log.cleaner.min.cleanable.ratio",), "0.5"),
         TopicConfigDef("message.timestamp.before.max.ms", _at_least(0), "LONG",
                        ("log.message.timestamp.before.max.ms",), str(LONG_MAX)),
         TopicConfigDef("message.timestamp.after.max.ms", _at_least(0), "LONG",

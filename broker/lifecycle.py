@@ -2,7 +2,7 @@
 
 `Broker.open()` does the blocking start-up (data directory, metadata, logs,
 coordinators' replay); `serve_broker` then runs everything the broker does
-until it is cancelled: the log committer and flusher, the coordinators' task,
+until it is cancelled: the log committer and flusher, retention and the log cleaner, the coordinators' task,
 the Kafka listeners and, unless told not to, the services registered under the
 `lodestream.services` entry-point group (the REST API). On cancellation it
 finishes the queued appends and syncs the log; the caller closes the broker.
@@ -41,6 +41,7 @@ async def serve_broker(broker: Broker, *, services: bool = True, task_status=tri
             nursery.start_soon(replicas.run_flusher)
             nursery.start_soon(replicas.run_retention, broker.retention_config,
                                lambda: int(broker.config.get("log.retention.check.interval.ms")) / 1000)
+            nursery.start_soon(broker.log_cleaner.run)
             await nursery.start(groups.run)
             if broker.transactions is not None:
                 await nursery.start(broker.transactions.run)

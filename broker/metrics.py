@@ -42,6 +42,7 @@ class BrokerView(Protocol):
     image: Any  # the MetadataImage
     replicas: Any  # the ReplicaManager (None before open)
     groups: Any  # the GroupCoordinator (None before open)
+    log_cleaner: Any  # the LogCleaner (None before open)
     connections: set
 
 # Request latencies: 100 µs .. 30 s (a long-polling fetch waits up to its max_wait).
@@ -193,6 +194,8 @@ class BrokerMetrics:
         self.topics_in: dict[str, list[int]] = {}  # topic -> [bytes, messages]
         self.topics_out: dict[str, int] = {}  # topic -> bytes
         self.retention_deleted_bytes: dict[str, int] = {}  # topic -> bytes deleted by retention
+        self.cleaner_reclaimed_bytes: dict[str, int] = {}  # topic -> bytes the log cleaner gave back
+        self.cleaner_passes: dict[str, int] = {}  # topic -> completed compaction passes
         self.log_write = {True: _Histogram(STORAGE_BUCKETS), False: _Histogram(STORAGE_BUCKETS)}
         self.log_flush = _Histogram(STORAGE_BUCKETS)
         self.connections_created = 0
@@ -255,11 +258,17 @@ class BrokerMetrics:
     def retention_deleted(self, topic: str, size: int) -> None:
         self.retention_deleted_bytes[topic] = self.retention_deleted_bytes.get(topic, 0) + size
 
+    def compacted(self, topic: str, reclaimed: int) -> None:
+        self.cleaner_reclaimed_bytes[topic] = self.cleaner_reclaimed_bytes.get(topic, 0) + reclaimed
+        self.cleaner_passes[topic] = self.cleaner_passes.get(topic, 0) + 1
+
     def forget_topic(self, topic: str) -> None:
         """A deleted topic's series go away (as Kafka removes its BrokerTopicMetrics)."""
         self.topics_in.pop(topic, None)
         self.topics_out.pop(topic, None)
         self.retention_deleted_bytes.pop(topic, None)
+        self.cleaner_reclaimed_bytes.pop(topic, None)
+        self.cleaner_passes.pop(topic, None)
 
     # -- storage -------------------------------------------------------------------------------------
     def log_written(self, seconds: float, synced: bool) -> None:
@@ -332,10 +341,21 @@ class _EventCollector(Collector):
                                       labels=["topic"])
         for topic, size in sorted(list(m.retention_deleted_bytes.items())):
             deleted.add_metric([topic], size)
+        reclaimed = CounterMetricFamily("lodestream_log_cleaner_reclaimed_bytes",
+                                        "Record-batch bytes the log cleaner removed from compacted logs, by topic.",
+                                        labels=["topic"])
+        for topic, size in sorted(list(m.cleaner_reclaimed_bytes.items())):
+            reclaimed.add_metric([topic], size)
+        passes = CounterMetricFamily("lodestream_log_cleaner_passes", "Completed compaction passes, by topic.",
+                                     labels=["topic"])
+        for topic, count in sorted(list(m.cleaner_passes.items())):
+            passes.add_metric([topic], count)
         yield bytes_in
         yield messages_in
         yield bytes_out
         yield deleted
+        yield reclaimed
+        yield passes
 
         write = HistogramMetricFamily("lodestream_log_write_seconds",
                                       "One group-commit LevelDB WriteBatch write, with its fsync when synced=true.",
@@ -443,8 +463,20 @@ class BrokerStateCollector(Collector):
         start = _gauge("lodestream_log_start_offset", "The partition's log start offset.", ["topic", "partition"])
         segments = _gauge("lodestream_log_segments", "Segments of the partition's log (the last one is active).",
                           ["topic", "partition"])
+        dirty = _gauge("lodestream_log_cleaner_dirty_ratio",
+                       "Compacted partitions: bytes not cleaned yet / cleanable bytes, at the cleaner's last check.",
+                       ["topic", "partition"])
+        lag = _gauge("lodestream_log_cleaner_lag_seconds",
+                     "Compacted partitions: age of the oldest record not cleaned yet, at the cleaner's last check.",
+                     ["topic", "partition"])
+        cleaner = getattr(broker, "log_cleaner", None)
+        statuses = cleaner.status if cleaner is not None else {}
         for partition in local:
             labels = [partition.topic_name, str(partition.index)]
+            status = statuses.get(partition)
+            if status is not None:
+                dirty.add_metric(labels, status.dirty_ratio)
+                lag.add_metric(labels, status.lag_seconds)
             segments.add_metric(labels, partition.segment_count)
             size.add_metric(labels, partition.size_bytes)
             end.add_metric(labels, partition.local_end_offset)
@@ -453,6 +485,8 @@ class BrokerStateCollector(Collector):
         yield end
         yield start
         yield segments
+        yield dirty
+        yield lag
 
     def _groups(self, broker: "BrokerView"):
         states = _gauge("lodestream_consumer_groups", "Consumer groups by type and state.", ["type", "state"])

@@ -25,12 +25,14 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Iterator, Mapping
 
 import trio
 
+from lodestream.broker.compaction import CleaningPass, CleanSettings
+
 if TYPE_CHECKING:
-    from lodestream.storage.leveldb_log import BatchLocation, PartitionLog, SegmentInfo
+    from lodestream.storage.leveldb_log import BatchLocation, CleanPlan, PartitionLog, SegmentInfo
     from lodestream.storage.producer_state import ProducerEntry
 
 
@@ -185,6 +187,46 @@ class Partition:
         async with self.store_gate.use():
             await trio.to_thread.run_sync(self._log.compact_below, offset, limiter=self.io_limiter)
         return deleted
+
+    # -- compaction ----------------------------------------------------------------------------------
+    def clean_plan(self, now_ms: int, settings: CleanSettings) -> "CleanPlan | None":
+        """What a compaction pass would cover now (from the index; the cleaner's dirty ratio and lag)."""
+        return self._log.clean_plan(now_ms, settings.min_compaction_lag_ms, settings.delete_retention_ms)
+
+    async def clean(self, now_ms: int, settings: CleanSettings, limiter: trio.CapacityLimiter,
+                    throttle: Callable[[int], Awaitable[None]]) -> CleaningPass | None:
+        """One compaction pass (broker/compaction.py) in chunks on worker threads behind `limiter`,
+        awaiting `throttle(bytes)` after each (log.cleaner.io.max.bytes.per.second). Appends, fetches
+        and the committer's writes go on meanwhile: the pass only touches closed segments, and a
+        rewritten batch keeps its base offset, so a fetch planned before it reads the new bytes.
+        Retention and DeleteRecords wait for the chunk being written; if they moved the log start the
+        pass stops and the next one starts over. None when nothing was cleaned to the end."""
+        plan = self.clean_plan(now_ms, settings)
+        if plan is None:
+            return None
+        cleaning = CleaningPass(plan)
+        for low, high in cleaning.chunks(plan.dirty_from, plan.end):
+            async with self.store_gate.use():
+                read = await trio.to_thread.run_sync(cleaning.map_chunk, self._log, low, high, limiter=limiter)
+            await throttle(read)
+        for low, high in cleaning.chunks(plan.start, plan.end):
+            async with self._truncation:
+                if self._log.log_start_offset != plan.start:
+                    return None
+                read_before = cleaning.bytes_read
+                async with self.store_gate.use():
+                    changes = await trio.to_thread.run_sync(cleaning.clean_chunk, self._log, low, high,
+                                                            limiter=limiter)
+                cleaning.bytes_reclaimed += self._log.complete_clean(changes)
+            await throttle(cleaning.bytes_read - read_before)
+        async with self._truncation:
+            if self._log.log_start_offset != plan.start:
+                return None
+            staged, merged = self._log.stage_finish_clean(plan)
+            async with self.store_gate.use():
+                await trio.to_thread.run_sync(staged.commit, limiter=limiter)
+            self._log.complete_finish_clean(plan, merged)
+        return cleaning
 
     # -- waking long polls --------------------------------------------------------------------
     def notify_appended(self) -> None:

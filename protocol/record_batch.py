@@ -285,11 +285,18 @@ def keyless_records(batch) -> list[int]:
 
 def iter_records(batch: bytes) -> list[tuple[int, int, bytes | None, bytes | None]]:
     """(offset, timestamp, key, value) of every record in a stored batch (headers skipped)."""
+    return [(offset, timestamp, key, value) for offset, timestamp, key, value, _raw in _parse_records(batch)]
+
+
+def _parse_records(batch: bytes) -> list[tuple[int, int, bytes | None, bytes | None, bytes]]:
+    """(offset, timestamp, key, value, the record's bytes with its length prefix) of every record in a
+    stored batch; decompresses it."""
     header = parse_header(batch)
     records = decompress_records(header.compression, bytes(batch[HEADER_SIZE : header.size]))
     result = []
     position = 0
     for _ in range(header.records_count):
+        start = position
         length, position = _read_varint(records, position)
         end = position + length
         position += 1  # attributes
@@ -298,6 +305,63 @@ def iter_records(batch: bytes) -> list[tuple[int, int, bytes | None, bytes | Non
         key, position = _read_varbytes(records, position)
         value, position = _read_varbytes(records, position)
         timestamp = header.max_timestamp if header.attributes & TIMESTAMP_TYPE_BIT else header.base_timestamp + timestamp_delta
-        result.append((header.base_offset + offset_delta, timestamp, key, value))
+        result.append((header.base_offset + offset_delta, timestamp, key, value, records[start:end]))
         position = end
     return result
+
+
+# -- the log cleaner's rewrite: keep some records of a stored batch, as they are ---------------------
+
+
+def raw_records(batch: bytes) -> list[tuple[int, bytes | None, bytes | None, bytes]]:
+    """(offset, key, value, the record's own bytes with its length prefix) of every record in a stored
+    batch; decompresses it. The raw bytes go back unchanged into rebuild_batch: a record's offset and
+    timestamp are deltas from the batch's base, which a rebuilt batch keeps."""
+    return [(offset, key, value, raw) for offset, _timestamp, key, value, raw in _parse_records(batch)]
+
+
+_XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)  # magic, version, compatible version
+_XERIAL_BLOCK = 32 * 1024  # the Java client's (snappy-java's) default block size
+
+
+def compress_records(codec: int, data: bytes) -> bytes:
+    """Records compressed as Kafka's clients do: gzip, snappy in xerial framing (what the Java client
+    reads), LZ4 frames with independent blocks (Kafka's KafkaLZ4BlockInputStream), zstd."""
+    import cramjam
+
+    if codec == 0:
+        return data
+    if codec == 1:
+        return bytes(cramjam.gzip.compress(data))
+    if codec == 2:
+        chunks = [_XERIAL_HEADER]
+        for start in range(0, len(data), _XERIAL_BLOCK):
+            block = bytes(cramjam.snappy.compress_raw(data[start : start + _XERIAL_BLOCK]))
+            chunks += [struct.pack(">i", len(block)), block]
+        return b"".join(chunks)
+    if codec == 3:
+        import lz4.frame
+
+        return lz4.frame.compress(data, block_size=lz4.frame.BLOCKSIZE_MAX64KB, block_linked=False,
+                                  content_checksum=False)
+    if codec == 4:
+        return bytes(cramjam.zstd.compress(data))
+    raise InvalidBatch(f"unknown compression codec {codec}")
+
+
+def rebuild_batch(batch: bytes, kept: list[bytes]) -> bytes:
+    """The stored batch with only the `kept` raw records (raw_records' last field, in order), as Kafka's
+    cleaner writes it: same base offset, last offset delta, timestamps, producer fields and codec, CRC
+    recomputed. With no record left it is an empty uncompressed batch, which Kafka keeps when it is the
+    last batch of its producer (the producer's sequence and epoch survive)."""
+    header = parse_header(batch)
+    attributes = header.attributes if kept else header.attributes & ~COMPRESSION_MASK
+    body = compress_records(attributes & COMPRESSION_MASK, b"".join(kept))
+    rebuilt = bytearray(HEADER.pack(
+        header.base_offset, HEADER_SIZE - LOG_OVERHEAD + len(body), header.partition_leader_epoch, 2, 0,
+        attributes, header.last_offset_delta, header.base_timestamp, header.max_timestamp, header.producer_id,
+        header.producer_epoch, header.base_sequence, len(kept),
+    ))
+    rebuilt += body
+    _CRC.pack_into(rebuilt, 17, crc32c(memoryview(rebuilt)[CRC_START:]))
+    return bytes(rebuilt)

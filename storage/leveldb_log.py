@@ -8,7 +8,8 @@ Keys (all big-endian so LevelDB's byte order is offset order):
                                                           also its id, epoch, base
                                                           sequence, attributes, marker
                                                           type, coordinator epoch)
-  b"m" + topic_id(16) + partition(4)                   -> partition meta (log start)
+  b"m" + topic_id(16) + partition(4)                   -> partition meta (log start offset,
+                                                          cleaner checkpoint)
   b"s" + topic_id(16) + partition(4) + base_offset(8)  -> a segment starts here (value: its
                                                           creation time, epoch ms)
 
@@ -17,6 +18,13 @@ offset; the last one is active (appends go there) and rolls by `segment_bytes` /
 `segment_ms`, as Kafka's segment.bytes / segment.ms. Retention drops whole
 segments (`retention_offset`), and `compact_below` asks LevelDB to compact the
 deleted key ranges so the space is given back.
+
+Log compaction (broker/compaction.py decides what a pass keeps) rewrites closed
+segments in place: a cleaned batch keeps its key (base offset) and its last
+offset, so offsets never change and the index stays ordered; a batch left with
+no record is deleted. `clean_plan` says what a pass covers, `write_cleaned` /
+`complete_clean` apply a chunk of it, `finish_clean` records the checkpoint
+(the first offset not yet cleaned) and merges small cleaned segments.
 
 A batch and its index entry are written in the same WriteBatch, so after a
 crash either both exist or neither does: a half-written batch is never seen.
@@ -39,7 +47,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import plyvel
 
@@ -54,7 +62,8 @@ _PRODUCER_TAIL = struct.Struct(">qhihbi")
 _TRANSACTIONAL_BIT = 0x10  # record batch attributes (protocol/record_batch.py; storage imports nothing of ours)
 NO_MARKER = -1
 DEFAULT_PRODUCER_ID_EXPIRATION_MS = 86_400_000
-_META_VALUE = struct.Struct(">q")  # log_start_offset
+_META_VALUE = struct.Struct(">q")  # log_start_offset (written before compaction existed)
+_META_VALUE_CLEANED = struct.Struct(">qq")  # log_start_offset, cleaner checkpoint
 _SEGMENT_VALUE = struct.Struct(">q")  # created_ms
 
 DATA, INDEX, META, SEGMENT = b"d", b"i", b"m", b"s"
@@ -115,6 +124,33 @@ class BatchLocation:
     size: int
 
 
+@dataclass(slots=True)
+class CleanPlan:
+    """What one cleaning pass of a compacted partition covers (Kafka's LogToClean), from the index.
+
+    The pass cleans [start, end): `end` is the first uncleanable offset, the base of the first segment
+    that is active, holds an open transaction's first offset or has records newer than
+    min.compaction.lag.ms. Records from `dirty_from` on were never cleaned: their keys make the offset
+    map. Tombstones and transaction markers in batches below `horizon` may go: their segments were
+    cleaned before and closed more than delete.retention.ms ago."""
+
+    start: int
+    dirty_from: int
+    end: int
+    horizon: int
+    batches: list[tuple[int, int, int]]  # (base offset, last offset, size) of the batches in [start, end)
+    clean_bytes: int
+    dirty_bytes: int
+    first_dirty_timestamp: int  # largest timestamp of the first dirty batch; -1 when nothing is dirty
+    keep_empty: frozenset[int]  # base offsets of each producer's last data batch: kept even when emptied
+    aborted: list[tuple[int, int, int]]  # (producer id, first offset, marker offset) of aborted transactions
+
+    @property
+    def dirty_ratio(self) -> float:
+        total = self.clean_bytes + self.dirty_bytes
+        return self.dirty_bytes / total if total else 0.0
+
+
 class PartitionLog:
     """One partition's log: an in-memory batch index over LevelDB data.
 
@@ -143,6 +179,7 @@ class PartitionLog:
         self._max_timestamps: list[int] = []
         self._sizes: list[int] = []
         self.log_start_offset = 0
+        self.cleaner_checkpoint = 0  # compaction: records below were cleaned (see CleanPlan)
         self.log_end_offset = 0  # next offset to be published (durable)
         self._next_offset = 0  # next offset to assign (includes in-flight appends)
         self.size_bytes = 0
@@ -153,7 +190,9 @@ class PartitionLog:
     def _load(self) -> None:
         db = self.store.db
         meta = db.get(self._meta_key)
-        if meta is not None:
+        if meta is not None and len(meta) == _META_VALUE_CLEANED.size:
+            self.log_start_offset, self.cleaner_checkpoint = _META_VALUE_CLEANED.unpack(meta)
+        elif meta is not None:
             (self.log_start_offset,) = _META_VALUE.unpack(meta)
         producers = self.producers
         for key, value in db.iterator(prefix=self._index_prefix):
@@ -346,6 +385,117 @@ class PartitionLog:
         for prefix in (self._data_prefix, self._index_prefix):
             self.store.db.compact_range(start=prefix, stop=prefix + _OFFSET.pack(offset))
 
+    # -- compaction --------------------------------------------------------------------
+    def clean_plan(self, now_ms: int, min_compaction_lag_ms: int, delete_retention_ms: int) -> CleanPlan | None:
+        """What a cleaning pass would cover now (see CleanPlan); None when no closed segment is cleanable."""
+        first_unstable = self.producers.first_unstable_offset()
+        start = self.log_start_offset
+        end = start
+        horizon = start
+        horizon_open = True  # the horizon stops at the first segment that does not qualify
+        infos = self.segment_infos()
+        for position, info in enumerate(infos):
+            if (not info.closed or (first_unstable is not None and info.end_offset > first_unstable)
+                    or (min_compaction_lag_ms > 0 and info.max_timestamp > now_ms - min_compaction_lag_ms)):
+                break
+            end = max(end, info.end_offset)
+            closed_ms = self.segments[position + 1].created_ms  # a segment closes when the next one starts
+            horizon_open = (horizon_open and info.end_offset <= self.cleaner_checkpoint
+                            and closed_ms <= now_ms - delete_retention_ms)
+            if horizon_open:
+                horizon = max(horizon, info.end_offset)
+        if end <= start:
+            return None
+        dirty_from = min(max(self.cleaner_checkpoint, start), end)
+        low, middle, high = self.locate(start), self.locate(dirty_from), self.locate(end)
+        keep_empty = frozenset(entry.batches[-1][2] for entry in self.producers.producers.values() if entry.batches)
+        return CleanPlan(
+            start, dirty_from, end, horizon,
+            list(zip(self._base_offsets[low:high], self._last_offsets[low:high], self._sizes[low:high])),
+            sum(self._sizes[low:middle]), sum(self._sizes[middle:high]),
+            self._max_timestamps[middle] if middle < high else -1, keep_empty, list(self.producers.aborted))
+
+    def scan(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        """(base offset, stored bytes) of the batches with base offsets in [start, end), in order, straight
+        from LevelDB (the cleaner's reads: any thread)."""
+        prefix = self._data_prefix
+        for key, value in self.store.db.iterator(start=prefix + _OFFSET.pack(start), stop=prefix + _OFFSET.pack(end)):
+            yield _OFFSET.unpack_from(key, len(prefix))[0], value
+
+    def write_cleaned(self, changes: list[tuple[int, bytes | None]]) -> None:
+        """Write a cleaned chunk: each (base offset, the batch's new bytes, or None to delete it) in one
+        unsynced WriteBatch; a crash before the next sync leaves the old batches, which the next pass
+        cleans again. Blocking, any thread; then complete_clean on the owner's thread."""
+        if not changes:
+            return
+        db = self.store.db
+        batch = db.write_batch()
+        for base, data in changes:
+            suffix = _OFFSET.pack(base)
+            if data is None:
+                batch.delete(self._data_prefix + suffix)
+                batch.delete(self._index_prefix + suffix)
+                continue
+            index_value = db.get(self._index_prefix + suffix)
+            if index_value is None:  # gone meanwhile (the caller holds off deletes: not expected)
+                continue
+            patched = bytearray(index_value)
+            struct.pack_into(">i", patched, 16, len(data))  # the size field of _INDEX_VALUE
+            batch.put(self._data_prefix + suffix, data)
+            batch.put(self._index_prefix + suffix, bytes(patched))
+        StagedWrite(batch).commit()
+
+    def complete_clean(self, changes: list[tuple[int, bytes | None]]) -> int:
+        """Publish a written chunk in the in-memory index; returns the bytes it reclaimed."""
+        if not changes:
+            return 0
+        new_sizes = {base: None if data is None else len(data) for base, data in changes}
+        low = bisect.bisect_left(self._base_offsets, changes[0][0])
+        high = bisect.bisect_right(self._base_offsets, changes[-1][0])
+        kept: list[tuple[int, int, int, int]] = []
+        reclaimed = 0
+        for base, last, max_ts, size in zip(self._base_offsets[low:high], self._last_offsets[low:high],
+                                            self._max_timestamps[low:high], self._sizes[low:high]):
+            if base not in new_sizes:
+                kept.append((base, last, max_ts, size))
+                continue
+            new_size = new_sizes[base]
+            reclaimed += size - (new_size or 0)
+            if new_size is not None:
+                kept.append((base, last, max_ts, new_size))
+        self._base_offsets[low:high] = [entry[0] for entry in kept]
+        self._last_offsets[low:high] = [entry[1] for entry in kept]
+        self._max_timestamps[low:high] = [entry[2] for entry in kept]
+        self._sizes[low:high] = [entry[3] for entry in kept]
+        self.size_bytes -= reclaimed
+        return reclaimed
+
+    def stage_finish_clean(self, plan: CleanPlan) -> tuple["StagedWrite", list[Segment]]:
+        """After a whole pass: the checkpoint moves to plan.end, and runs of cleaned segments that together
+        fit in segment.bytes become one (Kafka's groupSegmentsBySize), so a compacted log keeps few
+        segments. Commit the write (any thread), then complete_finish_clean on the owner's thread."""
+        merged: list[Segment] = []
+        group_size = -1
+        for position, info in enumerate(self.segment_infos()):
+            if info.end_offset > plan.end or not info.closed:
+                break
+            if position > 0 and 0 <= group_size and group_size + info.size <= self.segment_bytes:
+                merged.append(self.segments[position])
+                group_size += info.size
+            else:
+                group_size = info.size
+        batch = self.store.db.write_batch()
+        batch.put(self._meta_key, _META_VALUE_CLEANED.pack(self.log_start_offset, plan.end))
+        for segment in merged:
+            batch.delete(self._segment_prefix + _OFFSET.pack(segment.base_offset))
+        return StagedWrite(batch), merged
+
+    def complete_finish_clean(self, plan: CleanPlan, merged: list[Segment]) -> None:
+        self.cleaner_checkpoint = plan.end
+        if merged:
+            dropped = {id(segment) for segment in merged}
+            self.segments = [segment for segment in self.segments if id(segment) not in dropped]
+
     # -- truncation -----------------------------------------------------------------
     def stage_delete_before(self, offset: int) -> "StagedWrite | None":
         """Stage advancing the log start offset and dropping batches wholly below it.
@@ -356,7 +506,7 @@ class PartitionLog:
         if offset <= self.log_start_offset:
             return None
         batch = self.store.db.write_batch(sync=True)
-        batch.put(self._meta_key, _META_VALUE.pack(offset))
+        batch.put(self._meta_key, _META_VALUE_CLEANED.pack(offset, self.cleaner_checkpoint))
         for base in self._base_offsets[: self.locate(offset)]:
             suffix = _OFFSET.pack(base)
             batch.delete(self._data_prefix + suffix)

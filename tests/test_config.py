@@ -327,7 +327,7 @@ def test_every_kafka_topic_config_is_accepted():
             validate_topic_config(entry["name"], entry["default"])
         if entry["name"] != "flush.ms":  # ours leaves out log.flush.scheduler.interval.ms (1 s here, not Long.MAX)
             assert definition.synonyms == tuple(s["name"] for s in entry["synonyms"]), entry["name"]
-    for key in ("min.cleanable.dirty.ratio", "max.compaction.lag.ms", "segment.index.bytes", "segment.jitter.ms",
+    for key in ("segment.index.bytes", "segment.jitter.ms",
                 "preallocate", "index.interval.bytes", "file.delete.delay.ms", "remote.storage.enable",
                 "local.retention.ms"):
         assert TOPIC_CONFIGS[key].no_effect, key
@@ -341,7 +341,9 @@ def test_honoured_and_no_effect_are_recorded_per_key():
             "log.flush.interval.messages", "queued.max.request.bytes", "group.initial.rebalance.delay.ms"} <= honoured
     assert {"log.retention.hours", "log.retention.bytes", "log.segment.bytes", "log.roll.ms",
             "log.retention.check.interval.ms"} <= honoured  # segments and time/size retention
-    assert BROKER_CONFIGS["log.cleaner.threads"].no_effect.startswith("log compaction is not implemented")
+    assert {"log.cleaner.enable", "log.cleaner.backoff.ms", "log.cleaner.io.max.bytes.per.second",
+            "log.cleaner.min.cleanable.ratio", "log.cleaner.delete.retention.ms"} <= honoured  # compaction
+    assert BROKER_CONFIGS["log.cleaner.threads"].no_effect.startswith("one cleaner task")
     assert BROKER_CONFIGS["num.io.threads"].no_effect.startswith("one trio event loop")
 
 
@@ -357,6 +359,6 @@ def test_setting_a_no_effect_config_is_described():
     from lodestream.broker.config import describe_without_effect
 
     note = describe_without_effect(["min.compaction.lag.ms", "max.message.bytes", "preallocate"], TOPIC_CONFIGS)
-    assert note.startswith("min.compaction.lag.ms (log compaction is not implemented") and "preallocate (" in note
-    assert "max.message.bytes" not in note  # honoured
+    assert note.startswith("preallocate (")
+    assert "max.message.bytes" not in note and "min.compaction.lag.ms" not in note  # honoured
     assert describe_without_effect(["num.partitions"], BROKER_CONFIGS) == ""

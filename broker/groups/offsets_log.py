@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600"}  # as Kafka creates __consumer_offsets
+TOPIC_CONFIGS = {"cleanup.policy": "compact"}  # as Kafka creates __consumer_offsets (+ offsets.topic.segment.bytes)
 
 
 def canonical_json(obj: Any) -> bytes:

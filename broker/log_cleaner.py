@@ -11,8 +11,9 @@ due, as Kafka's LogCleanerManager decides:
 The internal topics (__consumer_offsets, __transaction_state) go first, then
 the dirtiest. A pass (Partition.clean, broker/compaction.py) runs in chunks on
 a worker thread behind the cleaner's own CapacityLimiter, so the committer's
-writes never queue behind it, and sleeps between chunks to stay within
-log.cleaner.io.max.bytes.per.second. A pass that fails is logged and retried
+writes never queue behind it, judges records in the cleaner's child process,
+so parsing them does not hold the broker's GIL, and sleeps between chunks to
+stay within log.cleaner.io.max.bytes.per.second. A pass that fails is logged and retried
 at the next check (Kafka would mark the partition uncleanable until restart).
 
 This task owns each partition's cleaner status (dirty ratio, lag, when its
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import trio
 
-from lodestream.broker.compaction import CleanSettings
+from lodestream.broker.compaction import CleanerProcess, CleanSettings
 from lodestream.broker.config import cleanup_policy_includes
 from lodestream.broker.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 from lodestream.broker.limits import OncePerInterval
@@ -74,15 +75,23 @@ class LogCleaner:
         self._config = broker_config_value
         self.metrics = metrics
         self.limiter = trio.CapacityLimiter(1)  # Kafka's log.cleaner.threads=1; apart from the committer's
+        self.process = CleanerProcess()  # started by the first pass; close() stops it
         self.status: dict["Partition", CleanerStatus] = {}
         self._failure_log = OncePerInterval(log)
 
     async def run(self) -> None:
         if not self._config("log.cleaner.enable"):
             return
-        while True:
-            await trio.sleep(int(self._config("log.cleaner.backoff.ms")) / 1000)
-            await self.clean_due()
+        try:
+            while True:
+                await trio.sleep(int(self._config("log.cleaner.backoff.ms")) / 1000)
+                await self.clean_due()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the cleaner process (if a pass started it)."""
+        self.process.close()
 
     def _due(self, now_ms: int) -> list[tuple["Partition", CleanSettings]]:
         """Compacted partitions to clean now, internal topics first, then the dirtiest; updates statuses."""
@@ -118,7 +127,7 @@ class LogCleaner:
             throttle = IoThrottle(float(self._config("log.cleaner.io.max.bytes.per.second")))
             started = time.monotonic()
             try:
-                cleaning = await partition.clean(_now_ms(), settings, self.limiter, throttle)
+                cleaning = await partition.clean(_now_ms(), settings, self.limiter, throttle, self.process)
             except Exception as exc:  # retried at the next check
                 self._failure_log.log("clean", logging.ERROR, "compaction of %s-%d failed (retried in %.0f s): %s",
                                       partition.topic_name, partition.index,

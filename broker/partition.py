@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Iterator, Mappi
 
 import trio
 
-from lodestream.broker.compaction import CleaningPass, CleanSettings
+from lodestream.broker.compaction import CleanerProcess, CleaningPass, CleanSettings
 
 if TYPE_CHECKING:
     from lodestream.storage.leveldb_log import BatchLocation, CleanPlan, PartitionLog, SegmentInfo
@@ -194,9 +194,10 @@ class Partition:
         return self._log.clean_plan(now_ms, settings.min_compaction_lag_ms, settings.delete_retention_ms)
 
     async def clean(self, now_ms: int, settings: CleanSettings, limiter: trio.CapacityLimiter,
-                    throttle: Callable[[int], Awaitable[None]]) -> CleaningPass | None:
-        """One compaction pass (broker/compaction.py) in chunks on worker threads behind `limiter`,
-        awaiting `throttle(bytes)` after each (log.cleaner.io.max.bytes.per.second). Appends, fetches
+                    throttle: Callable[[int], Awaitable[None]], process: CleanerProcess) -> CleaningPass | None:
+        """One compaction pass (broker/compaction.py) in chunks on worker threads behind `limiter`, the
+        records judged in the cleaner `process`, awaiting `throttle(bytes)` after each chunk
+        (log.cleaner.io.max.bytes.per.second). Appends, fetches
         and the committer's writes go on meanwhile: the pass only touches closed segments, and a
         rewritten batch keeps its base offset, so a fetch planned before it reads the new bytes.
         Retention and DeleteRecords wait for the chunk being written; if they moved the log start the
@@ -204,11 +205,12 @@ class Partition:
         plan = self.clean_plan(now_ms, settings)
         if plan is None:
             return None
-        cleaning = CleaningPass(plan)
+        cleaning = CleaningPass(plan, await trio.to_thread.run_sync(process.begin, plan, limiter=limiter))
         for low, high in cleaning.chunks(plan.dirty_from, plan.end):
+            read_before = cleaning.bytes_read
             async with self.store_gate.use():
-                read = await trio.to_thread.run_sync(cleaning.map_chunk, self._log, low, high, limiter=limiter)
-            await throttle(read)
+                await trio.to_thread.run_sync(cleaning.map_chunk, self._log, low, high, limiter=limiter)
+            await throttle(cleaning.bytes_read - read_before)
         for low, high in cleaning.chunks(plan.start, plan.end):
             async with self._truncation:
                 if self._log.log_start_offset != plan.start:
@@ -226,6 +228,7 @@ class Partition:
             async with self.store_gate.use():
                 await trio.to_thread.run_sync(staged.commit, limiter=limiter)
             self._log.complete_finish_clean(plan, merged)
+        cleaning.deletes_kept = await trio.to_thread.run_sync(lambda: process.deletes_kept, limiter=limiter)
         # Deleted and overwritten keys give their space back only when LevelDB compacts their files.
         async with self.store_gate.use():
             await trio.to_thread.run_sync(self._log.compact_below, plan.end, limiter=limiter)

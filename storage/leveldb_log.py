@@ -69,6 +69,7 @@ _SEGMENT_VALUE = struct.Struct(">q")  # created_ms
 DATA, INDEX, META, SEGMENT = b"d", b"i", b"m", b"s"
 DEFAULT_SEGMENT_BYTES = 1 << 30  # Kafka's log.segment.bytes
 DEFAULT_SEGMENT_MS = 7 * 24 * 3600 * 1000  # Kafka's log.roll.hours=168
+CLEANED_WRITE_BYTES = 256 << 10  # the log cleaner's writes (write_cleaned)
 
 
 class StorageError(Exception):
@@ -423,27 +424,34 @@ class PartitionLog:
             yield _OFFSET.unpack_from(key, len(prefix))[0], value
 
     def write_cleaned(self, changes: list[tuple[int, bytes | None]]) -> None:
-        """Write a cleaned chunk: each (base offset, the batch's new bytes, or None to delete it) in one
-        unsynced WriteBatch; a crash before the next sync leaves the old batches, which the next pass
-        cleans again. Blocking, any thread; then complete_clean on the owner's thread."""
-        if not changes:
-            return
+        """Write a cleaned chunk: each (base offset, the batch's new bytes, or None to delete it), in synced
+        WriteBatches of about CLEANED_WRITE_BYTES. LevelDB runs one write at a time, so the committer's
+        appends wait for the one in progress: small ones keep that wait short, and syncing them here keeps
+        their bytes out of the committer's next fsync. A crash between two leaves some batches cleaned
+        and some not, which the next pass (from the unchanged checkpoint) finishes. Blocking, any thread;
+        then complete_clean on the owner's thread."""
         db = self.store.db
-        batch = db.write_batch()
+        batch, pending = db.write_batch(sync=True), 0
         for base, data in changes:
             suffix = _OFFSET.pack(base)
             if data is None:
                 batch.delete(self._data_prefix + suffix)
                 batch.delete(self._index_prefix + suffix)
-                continue
-            index_value = db.get(self._index_prefix + suffix)
-            if index_value is None:  # gone meanwhile (the caller holds off deletes: not expected)
-                continue
-            patched = bytearray(index_value)
-            struct.pack_into(">i", patched, 16, len(data))  # the size field of _INDEX_VALUE
-            batch.put(self._data_prefix + suffix, data)
-            batch.put(self._index_prefix + suffix, bytes(patched))
-        StagedWrite(batch).commit()
+            else:
+                index_value = db.get(self._index_prefix + suffix)
+                if index_value is None:  # gone meanwhile (the caller holds off deletes: not expected)
+                    continue
+                patched = bytearray(index_value)
+                struct.pack_into(">i", patched, 16, len(data))  # the size field of _INDEX_VALUE
+                batch.put(self._data_prefix + suffix, data)
+                batch.put(self._index_prefix + suffix, bytes(patched))
+                pending += len(data)
+            pending += 64
+            if pending >= CLEANED_WRITE_BYTES:
+                StagedWrite(batch).commit()
+                pending = 0
+        if pending:
+            StagedWrite(batch).commit()
 
     def complete_clean(self, changes: list[tuple[int, bytes | None]]) -> int:
         """Publish a written chunk in the in-memory index; returns the bytes it reclaimed."""

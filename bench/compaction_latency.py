@@ -1,0 +1,151 @@
+"""Produce throughput and latency while the log cleaner compacts about 1 GB.
+
+    .venv/bin/python bench/compaction_latency.py [--fill-mb 1024] [--io-budget BYTES_PER_S]
+
+One `lodestream serve` (durable default: every append synced). A compacted topic
+"keyed" is filled with --fill-mb of 1 KiB records over 100,000 keys (64 MiB
+segments) while min.compaction.lag.ms keeps the cleaner off it. Then a probe runs
+three times on another topic: a producer at a fixed 2,000 records/s of 1 KiB
+(acks=all, linger.ms=0) for --probe-seconds, latency from produce() to the
+delivery report, followed by a burst of 100 MB as fast as it goes (MB/s):
+
+1. before: the cleaner has nothing to do;
+2. during: min.compaction.lag.ms is set to 0 just before, so the cleaner starts
+   on "keyed" (the run says whether its pass was still going when the probe ended);
+3. after: the pass is over.
+
+--io-budget sets log.cleaner.io.max.bytes.per.second (default: unlimited, Kafka's
+default). Figures: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+
+from produce_consume import BrokerProcess, wait_for  # same folder
+
+KEYS = 100_000
+VALUE_SIZE = 1024
+PROBE_RATE = 2000
+BURST_MB = 100
+LONG_MAX = str(2**63 - 1)
+
+
+def fill(bootstrap: str, megabytes: int) -> float:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 1_000_000,
+                         "queue.buffering.max.messages": 500_000, "acks": "all"})
+    value = os.urandom(VALUE_SIZE)
+    started = time.perf_counter()
+    for sequence in range(megabytes * 1024):
+        while True:
+            try:
+                producer.produce("keyed", value, b"key-%06d" % (sequence % KEYS))
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    assert producer.flush(120) == 0
+    return time.perf_counter() - started
+
+
+def probe(bootstrap: str, seconds: float) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, burst MB/s)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
+    value = os.urandom(VALUE_SIZE)
+    latencies: list[float] = []
+    count = int(seconds * PROBE_RATE)
+    started = time.perf_counter()
+    for i in range(count):
+        due = started + i / PROBE_RATE
+        while time.perf_counter() < due:
+            producer.poll(0)
+        sent = time.perf_counter()
+        producer.produce("probe", value, on_delivery=lambda e, m, sent=sent: latencies.append(time.perf_counter() - sent))
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    burst = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 1_000_000, "acks": "all",
+                      "queue.buffering.max.messages": 500_000})
+    burst_started = time.perf_counter()
+    for _ in range(BURST_MB * 1024):
+        while True:
+            try:
+                burst.produce("probe", value)
+                break
+            except BufferError:
+                burst.poll(0.01)
+        burst.poll(0)
+    assert burst.flush(60) == 0
+    burst_mb_s = BURST_MB * 1.048576 / (time.perf_counter() - burst_started)
+    latencies.sort()
+    return (statistics.median(latencies) * 1000, latencies[int(len(latencies) * 0.99)] * 1000, burst_mb_s)
+
+
+def metric(admin_url: str, name: str, topic: str) -> float:
+    text = urllib.request.urlopen(f"{admin_url}/metrics", timeout=10).read().decode()
+    found = re.findall(rf'{name}\{{[^}}]*topic="{topic}"[^}}]*\}} (\S+)', text)
+    return sum(float(value) for value in found)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fill-mb", type=int, default=1024)
+    parser.add_argument("--probe-seconds", type=float, default=15)
+    parser.add_argument("--io-budget", type=float, default=None)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="compaction-latency-"))
+    overrides = {"log.cleaner.backoff.ms": "500"}
+    if args.io_budget:
+        overrides["log.cleaner.io.max.bytes.per.second"] = str(args.io_budget)
+    broker = BrokerProcess("lodestream", workdir, overrides, log_level="INFO")
+    try:
+        broker.start()
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        futures = admin.create_topics([
+            NewTopic("keyed", 1, 1, config={"cleanup.policy": "compact", "segment.bytes": str(64 << 20),
+                                           "min.compaction.lag.ms": LONG_MAX}),
+            NewTopic("probe", 1, 1)])
+        for future in futures.values():
+            future.result(30)
+        seconds = fill(broker.bootstrap, args.fill_mb)
+        print(f"filled {args.fill_mb} MB of keyed records in {seconds:.1f} s")
+        admin_url = broker.listeners["ADMIN"]
+        rows = [("before", *probe(broker.bootstrap, args.probe_seconds), "")]
+        size_before = metric(admin_url, "lodestream_log_size_bytes", "keyed")
+        resource = ConfigResource("topic", "keyed", incremental_configs=[
+            ConfigEntry("min.compaction.lag.ms", "0", incremental_operation=AlterConfigOpType.SET)])
+        for future in admin.incremental_alter_configs([resource]).values():
+            future.result(30)
+        cleaning_started = time.perf_counter()
+        during = probe(broker.bootstrap, args.probe_seconds)
+        still_cleaning = metric(admin_url, "lodestream_log_cleaner_passes_total", "keyed") == 0
+        rows.append(("during", *during, "pass still running at the end" if still_cleaning else "pass ended"))
+        wait_for(lambda: metric(admin_url, "lodestream_log_cleaner_passes_total", "keyed") >= 1, 1800,
+                 "the cleaning pass", interval=0.5)
+        cleaning = time.perf_counter() - cleaning_started
+        size_after = metric(admin_url, "lodestream_log_size_bytes", "keyed")
+        rows.append(("after", *probe(broker.bootstrap, args.probe_seconds), ""))
+        print(f"cleaner pass over {size_before / 1e6:.0f} MB of 'keyed': {cleaning:.1f} s "
+              f"({size_before / 1e6 / cleaning:.1f} MB/s), log {size_before / 1e6:.0f} -> {size_after / 1e6:.0f} MB")
+        print(f"{'probe':>8} {'p50 ms':>8} {'p99 ms':>8} {'burst MB/s':>11}")
+        for name, p50, p99, burst, note in rows:
+            print(f"{name:>8} {p50:>8.2f} {p99:>8.2f} {burst:>11.1f}  {note}")
+        baseline = (rows[0][2] + rows[2][2]) / 2
+        print(f"p99 during / mean of before and after: {rows[1][2] / baseline:.2f}")
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

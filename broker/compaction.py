@@ -28,7 +28,7 @@ the last value of every key. Synchronous: worker threads and the cleaner process
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 from lodestream.protocol.record_batch import parse_header, raw_records, rebuild_batch

@@ -49,6 +49,11 @@ class CleanerStatus:
     lag_seconds: float = 0.0  # age of the oldest record not cleaned yet (0 when nothing is dirty)
     deletes_due_ms: int | None = None  # tombstones / markers kept by the last pass may go from then on
     passes: int = 0
+    # From the last plan: whether any closed segment is cleanable, the largest timestamp of the first dirty
+    # batch (-1: nothing dirty), and the log's shape then (see LogCleaner._due).
+    cleanable: bool = False
+    first_dirty_timestamp: int = -1
+    shape: tuple[int, int, int] | None = None
 
 
 class IoThrottle:
@@ -104,14 +109,21 @@ class LogCleaner:
             hosted.add(partition)
             settings = CleanSettings.from_topic_config(config)
             status = self.status.setdefault(partition, CleanerStatus())
-            plan = partition.clean_plan(now_ms, settings)
-            dirty = plan is not None and plan.dirty_bytes > 0
-            status.dirty_ratio = plan.dirty_ratio if plan is not None else 0.0
-            status.lag_seconds = max(now_ms - plan.first_dirty_timestamp, 0) / 1000 if dirty else 0.0
-            if plan is None:
+            # The cleanable range changes only when a segment rolls or merges, the log start moves or a
+            # pass ends (or, with min.compaction.lag.ms, as time passes): otherwise the last figures stand.
+            shape = (partition.segment_count, partition.log_start_offset, status.passes)
+            if shape != status.shape or settings.min_compaction_lag_ms > 0:
+                plan = partition.clean_plan(now_ms, settings)
+                status.shape = shape
+                status.cleanable = plan is not None
+                status.dirty_ratio = plan.dirty_ratio if plan is not None else 0.0
+                status.first_dirty_timestamp = plan.first_dirty_timestamp if plan is not None else -1
+            dirty = status.first_dirty_timestamp >= 0
+            status.lag_seconds = max(now_ms - status.first_dirty_timestamp, 0) / 1000 if dirty else 0.0
+            if not status.cleanable:
                 continue
-            if ((dirty and (plan.dirty_ratio >= settings.min_cleanable_dirty_ratio
-                            or now_ms - plan.first_dirty_timestamp >= settings.max_compaction_lag_ms))
+            if ((dirty and (status.dirty_ratio >= settings.min_cleanable_dirty_ratio
+                            or now_ms - status.first_dirty_timestamp >= settings.max_compaction_lag_ms))
                     or (status.deletes_due_ms is not None and now_ms >= status.deletes_due_ms)):
                 due.append((partition, settings))
         for gone in set(self.status) - hosted:
@@ -137,7 +149,7 @@ class LogCleaner:
                 continue
             completed += 1
             status.passes += 1
-            status.dirty_ratio = 0.0
+            status.dirty_ratio, status.lag_seconds, status.first_dirty_timestamp = 0.0, 0.0, -1
             status.deletes_due_ms = _now_ms() + settings.delete_retention_ms if cleaning.deletes_kept else None
             log.info("compacted %s-%d up to offset %d: %d bytes read, %d reclaimed in %.2f s", partition.topic_name,
                      partition.index, cleaning.plan.end, cleaning.bytes_read, cleaning.bytes_reclaimed,

@@ -344,14 +344,16 @@ class PartitionLog:
     # -- segments and retention -------------------------------------------------------
     def segment_infos(self) -> list[SegmentInfo]:
         """Every segment with its end, size and largest timestamp (from the in-memory index)."""
-        infos = []
+        return list(self._segment_infos())
+
+    def _segment_infos(self) -> Iterator[SegmentInfo]:
+        """segment_infos one at a time, oldest first: a caller that stops early does not sum the rest."""
         for position, segment in enumerate(self.segments):
             last = position == len(self.segments) - 1
             end = self.log_end_offset if last else self.segments[position + 1].base_offset
             low, high = self.locate(max(segment.base_offset, self.log_start_offset)), self.locate(end)
-            infos.append(SegmentInfo(segment.base_offset, end, sum(self._sizes[low:high]),
-                                     max(self._max_timestamps[low:high], default=-1), not last))
-        return infos
+            yield SegmentInfo(segment.base_offset, end, sum(self._sizes[low:high]),
+                              max(self._max_timestamps[low:high], default=-1), not last)
 
     def retention_offset(self, now_ms: int, retention_ms: int, retention_bytes: int) -> int | None:
         """The log start offset retention asks for: the end of the last whole segment to delete, oldest
@@ -361,8 +363,7 @@ class PartitionLog:
         The active segment goes too when it is due (Kafka rolls first), unless an append is in flight."""
         total = self.size_bytes
         new_start = None
-        infos = self.segment_infos()
-        for info in infos:
+        for info in self._segment_infos():
             if not info.closed and (info.size == 0 or self._next_offset > self.log_end_offset):
                 break
             due = (info.size == 0  # every batch already below the log start (DeleteRecords)
@@ -394,8 +395,7 @@ class PartitionLog:
         end = start
         horizon = start
         horizon_open = True  # the horizon stops at the first segment that does not qualify
-        infos = self.segment_infos()
-        for position, info in enumerate(infos):
+        for position, info in enumerate(self._segment_infos()):
             if (not info.closed or (first_unstable is not None and info.end_offset > first_unstable)
                     or (min_compaction_lag_ms > 0 and info.max_timestamp > now_ms - min_compaction_lag_ms)):
                 break
@@ -484,7 +484,7 @@ class PartitionLog:
         segments. Commit the write (any thread), then complete_finish_clean on the owner's thread."""
         merged: list[Segment] = []
         group_size = -1
-        for position, info in enumerate(self.segment_infos()):
+        for position, info in enumerate(self._segment_infos()):
             if info.end_offset > plan.end or not info.closed:
                 break
             if position > 0 and 0 <= group_size and group_size + info.size <= self.segment_bytes:

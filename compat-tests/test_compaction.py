@@ -96,3 +96,58 @@ def test_compacted_topic_keeps_the_last_value_of_every_live_key(broker_factory):
     assert [(m["offset"], m["key"].encode(), m["payload"].encode()) for m in seen[:-1]] == expected
     print(f"compaction: {RECORDS} records over {KEYS} keys -> {len(records)} after cleaning "
           f"({len(expected)} live keys + the sentinel, {tombstoned} keys deleted)")
+
+
+def test_clients_read_a_producers_emptied_last_batch(broker_factory):
+    """An idempotent producer's only batch, overwritten by another producer, is kept empty by the cleaner
+    (its sequence must survive); confluent-kafka, kafka-python and aiokafka read past it."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+    from kafka import KafkaConsumer
+
+    broker = broker_factory({"log.cleaner.backoff.ms": "200"})
+    topic = unique_topic("emptied")
+    ck_create_topics(broker.bootstrap, [topic], config={"cleanup.policy": "compact", "segment.bytes": "2000"})
+    idempotent = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
+    idempotent.produce(topic, b"first", b"k")
+    assert idempotent.flush(30) == 0
+    plain = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    for sequence in range(40):
+        plain.produce(topic, b"v%d" % sequence, b"k")
+        plain.flush(30)
+    plain.produce(topic, b"s" * 3000, b"sentinel")  # closes every segment above
+    assert plain.flush(30) == 0
+    expected = [(b"k", b"v39"), (b"sentinel", b"s" * 3000)]
+    wait_until(lambda: [(k, v) for _, k, v in read_all(broker.bootstrap, topic)] == expected, 60,
+               "the compacted log", interval=0.3, describe=lambda: broker.log_tail(20))
+
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=5000)
+    consumer.assign([__import__("kafka").TopicPartition(topic, 0)])
+    assert [(m.key, m.value) for m in consumer] == expected
+    consumer.close()
+
+    async def aiokafka_read():
+        reader = AIOKafkaConsumer(topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                                  enable_auto_commit=False, group_id=None)
+        await reader.start()
+        try:
+            batches = await reader.getmany(timeout_ms=5000)
+            return [(m.key, m.value) for messages in batches.values() for m in messages]
+        finally:
+            await reader.stop()
+
+    assert asyncio.run(aiokafka_read()) == expected
+    # The idempotent producer's batch is still in the log, emptied (what the clients above read past).
+    broker.stop()
+    from lodestream.protocol.record_batch import parse_header
+    from lodestream.storage.leveldb_log import LogStore
+
+    store = LogStore(broker.data_dir / "log", sync_writes=False)
+    try:
+        headers = [parse_header(batch) for topic_id, index in store.existing_partitions()
+                   for batch in store.partition(topic_id, index).read(0, 1 << 30, 1 << 62)]
+    finally:
+        store.close()
+    assert any(h.producer_id >= 0 and h.records_count == 0 and h.base_offset == 0 for h in headers), headers

@@ -13,8 +13,9 @@ the dirtiest. A pass (Partition.clean, broker/compaction.py) runs in chunks on
 a worker thread behind the cleaner's own CapacityLimiter, so the committer's
 writes never queue behind it, judges records in the cleaner's child process,
 so parsing them does not hold the broker's GIL, and sleeps between chunks to
-stay within log.cleaner.io.max.bytes.per.second. A pass that fails is logged and retried
-at the next check (Kafka would mark the partition uncleanable until restart).
+stay within log.cleaner.io.max.bytes.per.second. A pass that fails is logged
+and retried at the next check (Kafka would mark the partition uncleanable
+until restart).
 
 This task owns each partition's cleaner status (dirty ratio, lag, when its
 kept deletes are due), which the metrics read.

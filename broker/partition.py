@@ -197,11 +197,11 @@ class Partition:
                     throttle: Callable[[int], Awaitable[None]], process: CleanerProcess) -> CleaningPass | None:
         """One compaction pass (broker/compaction.py) in chunks on worker threads behind `limiter`, the
         records judged in the cleaner `process`, awaiting `throttle(bytes)` after each chunk
-        (log.cleaner.io.max.bytes.per.second). Appends, fetches
-        and the committer's writes go on meanwhile: the pass only touches closed segments, and a
-        rewritten batch keeps its base offset, so a fetch planned before it reads the new bytes.
-        Retention and DeleteRecords wait for the chunk being written; if they moved the log start the
-        pass stops and the next one starts over. None when nothing was cleaned to the end."""
+        (log.cleaner.io.max.bytes.per.second). Appends, fetches and the committer's writes go on
+        meanwhile: the pass only touches closed segments, and a rewritten batch keeps its base offset, so
+        a fetch planned before it reads the new bytes. Retention and DeleteRecords wait for the chunk being
+        written; if they moved the log start (or the topic was deleted) the pass stops and the next one
+        starts over. None when nothing was cleaned to the end."""
         plan = self.clean_plan(now_ms, settings)
         if plan is None:
             return None
@@ -213,7 +213,7 @@ class Partition:
             await throttle(cleaning.bytes_read - read_before)
         for low, high in cleaning.chunks(plan.start, plan.end):
             async with self._truncation:
-                if self._log.log_start_offset != plan.start:
+                if self._log.log_start_offset != plan.start or self._log.dropped:
                     return None
                 read_before = cleaning.bytes_read
                 async with self.store_gate.use():
@@ -222,7 +222,7 @@ class Partition:
                 cleaning.bytes_reclaimed += self._log.complete_clean(changes)
             await throttle(cleaning.bytes_read - read_before)
         async with self._truncation:
-            if self._log.log_start_offset != plan.start:
+            if self._log.log_start_offset != plan.start or self._log.dropped:
                 return None
             staged, merged = self._log.stage_finish_clean(plan)
             async with self.store_gate.use():

@@ -185,6 +185,7 @@ class PartitionLog:
         self._next_offset = 0  # next offset to assign (includes in-flight appends)
         self.size_bytes = 0
         self.producers = ProducerStateManager()
+        self.dropped = False  # its topic was deleted (LogStore.drop_partition)
         self._load()
 
     # -- recovery -------------------------------------------------------------
@@ -663,7 +664,9 @@ class LogStore:
         self.db.write_batch(sync=True).write()
 
     def drop_partition(self, topic_id: uuid.UUID, partition: int) -> None:
-        self._logs.pop((topic_id, partition), None)
+        dropped = self._logs.pop((topic_id, partition), None)
+        if dropped is not None:
+            dropped.dropped = True  # a cleaning pass in progress stops at its next chunk
         with self.db.write_batch(sync=self.sync_writes) as batch:
             for kind in (DATA, INDEX, SEGMENT):
                 for key in self.db.iterator(prefix=partition_prefix(kind, topic_id, partition), include_value=False):

@@ -202,3 +202,28 @@ async def test_the_io_budget_spaces_the_chunks():
         return trio.current_time() - started
 
     assert await trio.to_thread.run_sync(lambda: trio.run(run, clock=clock)) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("interruption", ["delete-records", "delete-topic"])
+async def test_a_pass_stops_when_the_log_start_moves_or_the_topic_goes(broker, interruption):
+    bootstrap = f"127.0.0.1:{broker.port}"
+    await trio.to_thread.run_sync(produce_keyed, bootstrap, "moving", 20, 5,
+                                  {"cleanup.policy": "compact", "segment.bytes": "1000"})
+    topic = broker.broker.image.topic("moving")
+    partition = broker.broker.replicas.get(topic.topic_id, 0)
+    cleaner = broker.broker.log_cleaner
+    store = broker.broker.store
+
+    async def interrupt(_done):
+        if interruption == "delete-records":
+            await partition.delete_records_before(5)
+        else:
+            store.drop_partition(topic.topic_id, 0)
+
+    settings = cleaner._due(now_ms())[0][1]
+    assert await partition.clean(now_ms(), settings, cleaner.limiter, interrupt, cleaner.process) is None
+    if interruption == "delete-records":  # nothing was cleaned: the next pass starts from the new start
+        assert len(await read_all(partition)) == 100 - 5
+        assert await cleaner.clean_due() == 1
+    else:  # nothing of the deleted partition is written back
+        assert list(store.partition(topic.topic_id, 0).scan(0, 1 << 62)) == []

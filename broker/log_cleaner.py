@@ -114,7 +114,7 @@ class LogCleaner:
             # pass ends (or, with min.compaction.lag.ms, as time passes): otherwise the last figures stand.
             shape = (partition.segment_count, partition.log_start_offset, status.passes)
             if shape != status.shape or settings.min_compaction_lag_ms > 0:
-                plan = partition.clean_plan(now_ms, settings)
+                plan = partition.clean_plan(now_ms, settings, with_batches=False)
                 status.shape = shape
                 status.cleanable = plan is not None
                 status.dirty_ratio = plan.dirty_ratio if plan is not None else 0.0

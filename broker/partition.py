@@ -189,9 +189,10 @@ class Partition:
         return deleted
 
     # -- compaction ----------------------------------------------------------------------------------
-    def clean_plan(self, now_ms: int, settings: CleanSettings) -> "CleanPlan | None":
+    def clean_plan(self, now_ms: int, settings: CleanSettings, with_batches: bool = True) -> "CleanPlan | None":
         """What a compaction pass would cover now (from the index; the cleaner's dirty ratio and lag)."""
-        return self._log.clean_plan(now_ms, settings.min_compaction_lag_ms, settings.delete_retention_ms)
+        return self._log.clean_plan(now_ms, settings.min_compaction_lag_ms, settings.delete_retention_ms,
+                                    with_batches)
 
     async def clean(self, now_ms: int, settings: CleanSettings, limiter: trio.CapacityLimiter,
                     throttle: Callable[[int], Awaitable[None]], process: CleanerProcess) -> CleaningPass | None:

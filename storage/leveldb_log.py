@@ -23,8 +23,9 @@ Log compaction (broker/compaction.py decides what a pass keeps) rewrites closed
 segments in place: a cleaned batch keeps its key (base offset) and its last
 offset, so offsets never change and the index stays ordered; a batch left with
 no record is deleted. `clean_plan` says what a pass covers, `write_cleaned` /
-`complete_clean` apply a chunk of it, `finish_clean` records the checkpoint
-(the first offset not yet cleaned) and merges small cleaned segments.
+`complete_clean` apply a chunk of it, `stage_finish_clean` /
+`complete_finish_clean` record the checkpoint (the first offset not yet
+cleaned) and merge small cleaned segments.
 
 A batch and its index entry are written in the same WriteBatch, so after a
 crash either both exist or neither does: a half-written batch is never seen.
@@ -389,8 +390,10 @@ class PartitionLog:
             self.store.db.compact_range(start=prefix, stop=prefix + _OFFSET.pack(offset))
 
     # -- compaction --------------------------------------------------------------------
-    def clean_plan(self, now_ms: int, min_compaction_lag_ms: int, delete_retention_ms: int) -> CleanPlan | None:
-        """What a cleaning pass would cover now (see CleanPlan); None when no closed segment is cleanable."""
+    def clean_plan(self, now_ms: int, min_compaction_lag_ms: int, delete_retention_ms: int,
+                   with_batches: bool = True) -> CleanPlan | None:
+        """What a cleaning pass would cover now (see CleanPlan); None when no closed segment is cleanable.
+        Without batches (an empty list) it is only the figures, e.g. for deciding whether a pass is due."""
         first_unstable = self.producers.first_unstable_offset()
         start = self.log_start_offset
         end = start
@@ -413,7 +416,8 @@ class PartitionLog:
         keep_empty = frozenset(entry.batches[-1][2] for entry in self.producers.producers.values() if entry.batches)
         return CleanPlan(
             start, dirty_from, end, horizon,
-            list(zip(self._base_offsets[low:high], self._last_offsets[low:high], self._sizes[low:high])),
+            list(zip(self._base_offsets[low:high], self._last_offsets[low:high], self._sizes[low:high]))
+            if with_batches else [],
             sum(self._sizes[low:middle]), sum(self._sizes[middle:high]),
             self._max_timestamps[middle] if middle < high else -1, keep_empty, list(self.producers.aborted))
 

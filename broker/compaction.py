@@ -16,8 +16,9 @@ does not compete with the event loop for the GIL:
    - records of aborted transactions go;
    - a transaction marker stays while any batch of its transaction stays, and
      otherwise until the horizon passes it;
-   - a batch left with no record is deleted, except the last data batch of each
-     producer, kept empty so its epoch and sequence survive a restart;
+   - a batch left with no record is deleted, except the batches each producer's
+     state retains (its last five, as Kafka's duplicate detection), kept empty
+     so that its epoch and sequences survive a restart;
    - a rewritten batch keeps its base offset, last offset, timestamps, producer
      fields and compression codec (protocol/record_batch.rebuild_batch).
 

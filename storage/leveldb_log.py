@@ -144,7 +144,7 @@ class CleanPlan:
     clean_bytes: int
     dirty_bytes: int
     first_dirty_timestamp: int  # largest timestamp of the first dirty batch; -1 when nothing is dirty
-    keep_empty: frozenset[int]  # base offsets of each producer's last data batch: kept even when emptied
+    keep_empty: frozenset[int]  # base offsets of each producer's retained batches (its last 5): kept even when emptied
     aborted: list[tuple[int, int, int]]  # (producer id, first offset, marker offset) of aborted transactions
 
     @property
@@ -413,7 +413,7 @@ class PartitionLog:
             return None
         dirty_from = min(max(self.cleaner_checkpoint, start), end)
         low, middle, high = self.locate(start), self.locate(dirty_from), self.locate(end)
-        keep_empty = frozenset(entry.batches[-1][2] for entry in self.producers.producers.values() if entry.batches)
+        keep_empty = frozenset(base for entry in self.producers.producers.values() for _, _, base, _ in entry.batches)
         return CleanPlan(
             start, dirty_from, end, horizon,
             list(zip(self._base_offsets[low:high], self._last_offsets[low:high], self._sizes[low:high]))

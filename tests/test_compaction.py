@@ -60,6 +60,7 @@ class Harness:
     batch_ranges: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # base -> (last, codec, count)
     open_txns: dict[int, list[int]] = field(default_factory=dict)  # producer id -> offsets
     sequences: dict[int, int] = field(default_factory=dict)
+    sequence_ranges: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # (first, last) per batch
     cleaned_to: int = 0  # the highest checkpoint reached by a pass
 
     def __post_init__(self) -> None:
@@ -102,6 +103,7 @@ class Harness:
             self.log.producers.append_data(pid, 0, sequence, last_sequence(sequence, last - base), base, last, now,
                                            transactional)
             self.sequences[pid] = sequence + len(values)
+            self.sequence_ranges.setdefault(pid, []).append((sequence, sequence + len(values) - 1))
         self.batch_ranges[base] = (last, codec, len(values))
         for i, (key, value) in enumerate(values):
             self.produced[base + i] = Produced(base + i, key, value, pid, transactional,
@@ -185,11 +187,12 @@ class Harness:
             seen_view[record.key] = record.value
         live = {k: v for k, v in expected_view.items() if v is not None}
         assert {k: v for k, v in seen_view.items() if v is not None} == live, "consumers see the final values"
-        # Producer state as rebuilt from the log: each producer's last sequence survives (its last batch is
-        # kept, emptied if need be), and exactly the open transactions are open, none reopened.
-        for pid, next_sequence in self.sequences.items():
+        # Producer state as rebuilt from the log: each producer's last five batches survive (kept, emptied if
+        # need be), and exactly the open transactions are open, none reopened.
+        for pid, ranges in self.sequence_ranges.items():
             entry = self.log.producers.producers.get(pid)
-            assert entry is not None and entry.last_seq == next_sequence - 1, f"producer {pid}'s sequence survives"
+            assert entry is not None and [(first, last) for first, last, _, _ in entry.batches] == ranges[-5:], \
+                f"producer {pid}'s last five batches survive (duplicate detection)"
         first_open = min((offsets[0] for offsets in self.open_txns.values()), default=None)
         assert self.log.producers.first_unstable_offset() == first_open
 

@@ -28,6 +28,7 @@ the last value of every key. Synchronous: worker threads and the cleaner process
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from dataclasses import dataclass
 from typing import Mapping
@@ -35,7 +36,7 @@ from typing import Mapping
 from lodestream.protocol.record_batch import parse_header, raw_records, rebuild_batch
 from lodestream.storage.leveldb_log import CleanPlan, PartitionLog
 
-CHUNK_BYTES = 4 << 20  # batch bytes per worker-thread call: one throttle step, one write
+CHUNK_BYTES = 4 << 20  # batch bytes per worker-thread call and throttle step
 CLEANER_NICENESS = 10  # added to the cleaner process's nice value
 
 
@@ -166,8 +167,8 @@ class CleaningPass:
 class CleanerProcess:
     """A RecordFilter in a child process, so that record parsing does not hold the broker's GIL: a thread
     that holds it delays the event loop by a switch interval at each of its wake-ups, which at a few
-    thousand requests per second is enough to queue them (docs/benchmarks.md, "Produce latency while the
-    cleaner compacts"). Calls block (worker threads); one pass at a time; `close` stops the child."""
+    thousand requests per second is enough to queue them (docs/benchmarks.md, "Log compaction: produce
+    latency while the cleaner compacts 1 GB"). Calls block (worker threads); one pass at a time; `close` stops the child."""
 
     def __init__(self) -> None:
         self._process = None
@@ -187,8 +188,6 @@ class CleanerProcess:
         return reply
 
     def _start(self) -> None:
-        import multiprocessing
-
         self.close()
         context = multiprocessing.get_context("spawn")  # never fork a process running trio and threads
         parent, child = context.Pipe()

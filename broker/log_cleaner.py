@@ -54,7 +54,7 @@ class CleanerStatus:
     # batch (-1: nothing dirty), and the log's shape then (see LogCleaner._due).
     cleanable: bool = False
     first_dirty_timestamp: int = -1
-    shape: tuple[int, int, int] | None = None
+    shape: tuple | None = None
 
 
 class IoThrottle:
@@ -110,9 +110,10 @@ class LogCleaner:
             hosted.add(partition)
             settings = CleanSettings.from_topic_config(config)
             status = self.status.setdefault(partition, CleanerStatus())
-            # The cleanable range changes only when a segment rolls or merges, the log start moves or a
-            # pass ends (or, with min.compaction.lag.ms, as time passes): otherwise the last figures stand.
-            shape = (partition.segment_count, partition.log_start_offset, status.passes)
+            # The cleanable range changes only when a segment rolls or merges, the log start moves, a pass
+            # ends or the settings change (or, with min.compaction.lag.ms, as time passes): otherwise the
+            # last figures stand.
+            shape = (partition.segment_count, partition.log_start_offset, status.passes, settings)
             if shape != status.shape or settings.min_compaction_lag_ms > 0:
                 plan = partition.clean_plan(now_ms, settings, with_batches=False)
                 status.shape = shape

@@ -124,6 +124,11 @@ async def test_due_follows_the_dirty_ratio_and_max_compaction_lag_and_internal_t
     assert [p.topic_name for p, _ in cleaner._due(now_ms())] == []
     await trio.to_thread.run_sync(set_topic_configs, admin, "lagging", {"max.compaction.lag.ms": "1"})
     assert [p.topic_name for p, _ in cleaner._due(now_ms())] == ["lagging"]
+    # min.compaction.lag.ms holds everything back, until it is lowered (no new data: only the settings changed).
+    await trio.to_thread.run_sync(set_topic_configs, admin, "lagging", {"min.compaction.lag.ms": "3600000"})
+    assert [p.topic_name for p, _ in cleaner._due(now_ms())] == []
+    await trio.to_thread.run_sync(set_topic_configs, admin, "lagging", {"min.compaction.lag.ms": "0"})
+    assert [p.topic_name for p, _ in cleaner._due(now_ms())] == ["lagging"]
 
 
 def now_ms() -> int:

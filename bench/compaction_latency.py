@@ -35,7 +35,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
-from produce_consume import BrokerProcess, wait_for  # same folder
+from produce_consume import BrokerProcess, produce_waiting, wait_for  # same folder
 
 KEYS = 100_000
 VALUE_SIZE = 1024
@@ -50,12 +50,7 @@ def fill(bootstrap: str, megabytes: int) -> float:
     value = os.urandom(VALUE_SIZE)
     started = time.perf_counter()
     for sequence in range(megabytes * 1024):
-        while True:
-            try:
-                producer.produce("keyed", value, b"key-%06d" % (sequence % KEYS))
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce_waiting(producer, "keyed", value, b"key-%06d" % (sequence % KEYS))
         producer.poll(0)
     assert producer.flush(120) == 0
     return time.perf_counter() - started
@@ -87,12 +82,7 @@ def burst(bootstrap: str) -> float:
     value = os.urandom(VALUE_SIZE)
     started = time.perf_counter()
     for _ in range(BURST_MB * 1024):
-        while True:
-            try:
-                producer.produce("probe", value)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce_waiting(producer, "probe", value)
         producer.poll(0)
     assert producer.flush(60) == 0
     return BURST_MB * 1.048576 / (time.perf_counter() - started)

@@ -27,7 +27,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from produce_consume import BrokerProcess, wait_for
+from produce_consume import BrokerProcess, produce_waiting, wait_for
 
 RECORD_BYTES = 16 * 1024
 
@@ -37,12 +37,7 @@ def fill(bootstrap: str, topic: str, megabytes: int) -> int:
                          "enable.idempotence": False, "compression.type": "none"})
     count = megabytes * 1024 * 1024 // RECORD_BYTES
     for _ in range(count):
-        while True:
-            try:
-                producer.produce(topic, os.urandom(RECORD_BYTES), partition=0)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce_waiting(producer, topic, os.urandom(RECORD_BYTES), partition=0)
     if producer.flush(300):
         raise RuntimeError("fill: messages left undelivered")
     return count

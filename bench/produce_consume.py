@@ -46,6 +46,16 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
     raise TimeoutError(what)
 
 
+def produce_waiting(producer: Producer, topic: str, value: bytes, key: bytes | None = None, **options) -> None:
+    """producer.produce, serving delivery reports while librdkafka's queue is full (BufferError)."""
+    while True:
+        try:
+            producer.produce(topic, value, key, **options)
+            return
+        except BufferError:
+            producer.poll(0.01)
+
+
 class BrokerProcess:
     """"lodestream" (with extra broker `overrides`) or "tansu", as a subprocess on loopback."""
 
@@ -118,12 +128,7 @@ def produce(bootstrap: str, topic: str, partitions: int, count: int, payload: by
 
     started = time.perf_counter()
     for i in range(count):
-        while True:
-            try:
-                producer.produce(topic, payload, partition=i % partitions, on_delivery=report)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce_waiting(producer, topic, payload, partition=i % partitions, on_delivery=report)
         if i % 10000 == 0:
             producer.poll(0)
     remaining = producer.flush(120)

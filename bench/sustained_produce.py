@@ -21,7 +21,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from produce_consume import BrokerProcess, wait_for
+from produce_consume import BrokerProcess, produce_waiting, wait_for
 
 GIGABYTE = 1 << 30
 
@@ -64,13 +64,8 @@ def main() -> None:
         for gigabyte in range(1, args.gigabytes + 1):
             started = time.perf_counter()
             for _ in range(per_gigabyte):
-                while True:
-                    try:
-                        producer.produce("sustained", payloads[sent % 64], partition=sent % args.partitions,
-                                         on_delivery=report)
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
+                produce_waiting(producer, "sustained", payloads[sent % 64], partition=sent % args.partitions,
+                                on_delivery=report)
                 sent += 1
             remaining = producer.flush(300)
             if remaining or failures:

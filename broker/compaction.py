@@ -129,39 +129,27 @@ class CleaningPass:
     bytes_reclaimed: int = 0  # added by the owner as it publishes each chunk (log.complete_clean)
     deletes_kept: int = 0  # the filter's count, once the pass is over
 
-    def chunks(self, start: int, end: int) -> list[tuple[int, int]]:
-        """[low, high) base-offset ranges of about CHUNK_BYTES covering the plan's batches that hold
-        offsets in [start, end)."""
-        ranges: list[tuple[int, int]] = []
-        low, size = None, 0
-        for base, last, batch_size in self.plan.batches:
-            if last < start or base >= end:
-                continue
-            if low is None:
-                low = base
-            elif size + batch_size > CHUNK_BYTES:
-                ranges.append((low, base))
-                low, size = base, 0
-            size += batch_size
-        if low is not None:
-            ranges.append((low, end))
-        return ranges
-
-    def _read(self, log: PartitionLog, low: int, high: int) -> list[tuple[int, bytes]]:
-        batches = list(log.scan(low, high))
+    def _read(self, log: PartitionLog, low: int, end: int) -> tuple[list[tuple[int, bytes]], int]:
+        """About CHUNK_BYTES of batches from `low` below `end`, and where the next chunk starts."""
+        batches, next_low = log.scan(low, end, CHUNK_BYTES)
         self.bytes_read += sum(len(data) for _, data in batches)
-        return batches
+        return batches, next_low
 
-    def map_chunk(self, log: PartitionLog, low: int, high: int) -> None:
-        """Sweep 1: the keys of the dirty batches in [low, high)."""
-        self.filter.map_batches(self._read(log, low, high))
+    def map_chunk(self, log: PartitionLog, low: int, end: int) -> int:
+        """Sweep 1: the keys of a chunk of dirty batches from `low`; returns where the next chunk starts."""
+        batches, next_low = self._read(log, low, end)
+        self.filter.map_batches(batches)
+        return next_low
 
-    def clean_chunk(self, log: PartitionLog, low: int, high: int) -> list[tuple[int, bytes | None]]:
-        """Sweep 2: decide every batch in [low, high) and write the changed ones (log.write_cleaned); returns
-        the changes, (base offset, new bytes or None when deleted), for log.complete_clean."""
-        changes = self.filter.clean_batches(self._read(log, low, high))
+    def clean_chunk(self, log: PartitionLog, low: int, end: int) -> tuple[list[tuple[int, int, bytes | None]], int]:
+        """Sweep 2: decide a chunk of batches from `low` and write the changed ones (log.write_cleaned);
+        returns the changes, (base offset, stored size, new bytes or None when deleted), for
+        log.complete_clean, and where the next chunk starts."""
+        batches, next_low = self._read(log, low, end)
+        sizes = {base: len(data) for base, data in batches}
+        changes = [(base, sizes[base], data) for base, data in self.filter.clean_batches(batches)]
         log.write_cleaned(changes)
-        return changes
+        return changes, next_low
 
 
 class CleanerProcess:
@@ -254,12 +242,15 @@ def clean_log(log: PartitionLog, now_ms: int, settings: CleanSettings) -> Cleani
     if plan is None:
         return None
     cleaning = CleaningPass(plan, RecordFilter(plan.horizon, plan.keep_empty, plan.aborted))
-    for low, high in cleaning.chunks(plan.dirty_from, plan.end):
-        cleaning.map_chunk(log, low, high)
-    for low, high in cleaning.chunks(plan.start, plan.end):
-        cleaning.bytes_reclaimed += log.complete_clean(cleaning.clean_chunk(log, low, high))
-    staged, merged = log.stage_finish_clean(plan)
+    low = plan.dirty_from
+    while low < plan.end:
+        low = cleaning.map_chunk(log, low, plan.end)
+    low = plan.start
+    while low < plan.end:
+        changes, low = cleaning.clean_chunk(log, low, plan.end)
+        cleaning.bytes_reclaimed += log.complete_clean(changes)
+    staged, groups = log.stage_finish_clean(plan)
     staged.commit()
-    log.complete_finish_clean(plan, merged)
+    log.complete_finish_clean(plan, groups)
     cleaning.deletes_kept = cleaning.filter.deletes_kept
     return cleaning

@@ -115,7 +115,7 @@ class LogCleaner:
             # last figures stand.
             shape = (partition.segment_count, partition.log_start_offset, status.passes, settings)
             if shape != status.shape or settings.min_compaction_lag_ms > 0:
-                plan = partition.clean_plan(now_ms, settings, with_batches=False)
+                plan = partition.clean_plan(now_ms, settings)
                 status.shape = shape
                 status.cleanable = plan is not None
                 status.dirty_ratio = plan.dirty_ratio if plan is not None else 0.0

@@ -12,12 +12,14 @@ local end, with replication the smallest end over the in-sync replicas, so
 acks=all and fetches change here and not in the handlers); and
 `last_stable_offset` for read_committed.
 
-Reads are async and planned first: which batches to read comes from the
-in-memory index (on the event loop, no I/O), then `read_planned` reads a whole
-fetch's batches in one worker-thread call behind the replica manager's read
-limiter, so a cold read from LevelDB's tables does not stall other connections
-(docs/benchmarks.md, "Event-loop blocking by cold reads": the same 8-partition
-consume throughput as reading on the event loop, A/B on this machine).
+Reads are async and planned first: which batches of the active segment to read
+comes from its in-memory index (on the event loop, no I/O), then `read_planned`
+reads a whole fetch's batches in one worker-thread call behind the replica
+manager's read limiter, so a cold read from LevelDB's tables does not stall other
+connections (docs/benchmarks.md, "Event-loop blocking by cold reads": the same
+8-partition consume throughput as reading on the event loop, A/B on this
+machine). A read from a closed segment (no per-batch index in memory: see
+storage/leveldb_log.py) is planned and read together on a worker thread.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Mapping
 
 import trio
 
@@ -116,10 +118,21 @@ class Partition:
         return self._log.size_bytes
 
     # -- reads ---------------------------------------------------------------------------
-    def plan_read(self, offset: int, max_bytes: int, upper_offset: int, first_may_exceed: bool = True) -> "PlannedRead":
-        """What a read of whole batches from `offset` below `upper_offset` would return (no I/O yet)."""
-        bases, size = self._log.plan_read(offset, max_bytes, upper_offset, first_may_exceed)
-        return PlannedRead(self, bases, size)
+    async def plan_read(self, offset: int, max_bytes: int, upper_offset: int,
+                        first_may_exceed: bool = True) -> "PlannedRead":
+        """What a read of whole batches from `offset` below `upper_offset` returns: planned from the active
+        segment's index (no I/O yet), or, from a closed segment, planned and read on a worker thread."""
+        planned = self._log.plan_read(offset, max_bytes, upper_offset, first_may_exceed)
+        if planned is not None:
+            return PlannedRead(self, *planned)
+        bases, size, batches = await self._blocking(self._log.read_stored, offset, max_bytes, upper_offset,
+                                                    first_may_exceed)
+        return PlannedRead(self, bases, size, batches)
+
+    async def _blocking(self, function, *args):
+        """A LevelDB read on a worker thread behind the read limiter."""
+        async with self.store_gate.use():
+            return await trio.to_thread.run_sync(function, *args, limiter=self.read_limiter)
 
     def read_at_start_up(self, offset: int, max_bytes: int, upper_offset: int) -> list[bytes]:
         """Blocking read, for replaying internal topics while the broker opens (nothing is served yet)."""
@@ -129,13 +142,21 @@ class Partition:
         batches = (await read_planned([PlannedRead(self, [base_offset], 0)]))[0]
         return batches[0] if batches else None
 
-    def batch_with_max_timestamp(self) -> "BatchLocation | None":
-        return self._log.batch_with_max_timestamp()
+    async def batch_with_max_timestamp(self) -> "BatchLocation | None":
+        """The first batch holding the log's largest timestamp (ListOffsets MAX_TIMESTAMP)."""
+        closed = self._log.max_timestamp_range()
+        if closed is None:
+            return self._log.active_batch_with_max_timestamp()
+        return await self._blocking(self._log.scan_max_timestamp, *closed)
 
-    def batches_from(self, offset: int) -> Iterator["BatchLocation"]:
-        """Index entries of the batches from the one containing `offset` on."""
-        locations = self._log.batch_locations()
-        return iter(locations[self._log.locate(offset):])
+    async def first_batch_with_timestamp(self, timestamp: int, from_offset: int) -> "BatchLocation | None":
+        """The first batch from `from_offset` on whose largest timestamp reaches `timestamp`: the closed
+        segments whose summaries say it may be there are scanned on a worker thread, then the active one."""
+        for low, high in self._log.closed_ranges_reaching(timestamp, from_offset):
+            found = await self._blocking(self._log.scan_first_with_timestamp, low, high, timestamp)
+            if found is not None:
+                return found
+        return self._log.active_first_with_timestamp(timestamp, from_offset)
 
     # -- transactions and producers ----------------------------------------------------
     @property
@@ -159,14 +180,15 @@ class Partition:
                     staged = self._log.stage_delete_before(offset)
                     if staged is not None:
                         await trio.to_thread.run_sync(staged.commit, limiter=self.io_limiter)
-                        self._log.complete_delete_before(offset)
+                        self._log.complete_delete_before(staged)
             return self._log.log_start_offset
 
     # -- segments and retention ----------------------------------------------------------------
     def configure(self, topic_config: Mapping[str, str]) -> None:
-        """Apply the topic's segment.bytes / segment.ms (the next append rolls by them)."""
+        """Apply the topic's segment.bytes / segment.ms / segment.index.bytes (the next append rolls by them)."""
         self._log.segment_bytes = int(topic_config["segment.bytes"])
         self._log.segment_ms = int(topic_config["segment.ms"])
+        self._log.segment_index_bytes = int(topic_config["segment.index.bytes"])
 
     def segments(self) -> list["SegmentInfo"]:
         return self._log.segment_infos()
@@ -189,10 +211,10 @@ class Partition:
         return deleted
 
     # -- compaction ----------------------------------------------------------------------------------
-    def clean_plan(self, now_ms: int, settings: CleanSettings, with_batches: bool = True) -> "CleanPlan | None":
-        """What a compaction pass would cover now (from the index; the cleaner's dirty ratio and lag)."""
-        return self._log.clean_plan(now_ms, settings.min_compaction_lag_ms, settings.delete_retention_ms,
-                                    with_batches)
+    def clean_plan(self, now_ms: int, settings: CleanSettings) -> "CleanPlan | None":
+        """What a compaction pass would cover now (from the segment summaries; the cleaner's dirty ratio and
+        lag)."""
+        return self._log.clean_plan(now_ms, settings.min_compaction_lag_ms, settings.delete_retention_ms)
 
     async def clean(self, now_ms: int, settings: CleanSettings, limiter: trio.CapacityLimiter,
                     throttle: Callable[[int], Awaitable[None]], process: CleanerProcess) -> CleaningPass | None:
@@ -207,28 +229,30 @@ class Partition:
         if plan is None:
             return None
         cleaning = CleaningPass(plan, await trio.to_thread.run_sync(process.begin, plan, limiter=limiter))
-        for low, high in cleaning.chunks(plan.dirty_from, plan.end):
+        low = plan.dirty_from
+        while low < plan.end:
             read_before = cleaning.bytes_read
             async with self.store_gate.use():
-                await trio.to_thread.run_sync(cleaning.map_chunk, self._log, low, high, limiter=limiter)
+                low = await trio.to_thread.run_sync(cleaning.map_chunk, self._log, low, plan.end, limiter=limiter)
             await throttle(cleaning.bytes_read - read_before)
-        for low, high in cleaning.chunks(plan.start, plan.end):
+        low = plan.start
+        while low < plan.end:
             async with self._truncation:
                 if self._log.log_start_offset != plan.start or self._log.dropped:
                     return None
                 read_before = cleaning.bytes_read
                 async with self.store_gate.use():
-                    changes = await trio.to_thread.run_sync(cleaning.clean_chunk, self._log, low, high,
-                                                            limiter=limiter)
+                    changes, low = await trio.to_thread.run_sync(cleaning.clean_chunk, self._log, low, plan.end,
+                                                                 limiter=limiter)
                 cleaning.bytes_reclaimed += self._log.complete_clean(changes)
             await throttle(cleaning.bytes_read - read_before)
         async with self._truncation:
             if self._log.log_start_offset != plan.start or self._log.dropped:
                 return None
-            staged, merged = self._log.stage_finish_clean(plan)
+            staged, groups = self._log.stage_finish_clean(plan)
             async with self.store_gate.use():
                 await trio.to_thread.run_sync(staged.commit, limiter=limiter)
-            self._log.complete_finish_clean(plan, merged)
+            self._log.complete_finish_clean(plan, groups)
         cleaning.deletes_kept = await trio.to_thread.run_sync(lambda: process.deletes_kept, limiter=limiter)
         # Deleted and overwritten keys give their space back only when LevelDB compacts their files.
         async with self.store_gate.use():
@@ -246,16 +270,22 @@ class PlannedRead:
     partition: Partition
     bases: list[int]  # base offsets of the batches to read
     size: int  # their total size, from the index
+    batches: list[bytes] | None = None  # read already (a read from a closed segment)
 
 
 async def read_planned(plans: list[PlannedRead]) -> list[list[bytes]]:
     """The batches of each plan (a fetch's partitions together), read in one worker-thread call."""
     if not plans:
         return []
-    logs_and_bases = [(plan.partition._log, plan.bases) for plan in plans]
-    first = plans[0].partition
-    async with first.store_gate.use():
-        return await trio.to_thread.run_sync(_read_all, logs_and_bases, limiter=first.read_limiter)
+    unread = [plan for plan in plans if plan.batches is None]
+    if unread:
+        logs_and_bases = [(plan.partition._log, plan.bases) for plan in unread]
+        first = unread[0].partition
+        async with first.store_gate.use():
+            read = await trio.to_thread.run_sync(_read_all, logs_and_bases, limiter=first.read_limiter)
+        for plan, batches in zip(unread, read):
+            plan.batches = batches
+    return [plan.batches for plan in plans]
 
 
 def _read_all(logs_and_bases: list[tuple["PartitionLog", list[int]]]) -> list[list[bytes]]:

@@ -13,6 +13,7 @@ undone with rollback(), for when the group's log write fails.
 from __future__ import annotations
 
 import bisect
+import json
 from dataclasses import dataclass, field
 
 NO_SEQUENCE = -1
@@ -209,6 +210,36 @@ class ProducerStateManager:
         if keep:
             del self.aborted[:keep]
             del self._aborted_last[:keep]
+
+    def forget_below(self, log_start_offset: int) -> None:
+        """Drop producers whose every retained batch is below the new log start (Kafka's truncateHead),
+        unless a transaction of theirs is open. Producers known only by markers stay until they expire."""
+        gone = [pid for pid, entry in self.producers.items()
+                if entry.batches and entry.batches[-1][3] < log_start_offset and entry.txn_first_offset is None]
+        for pid in gone:
+            del self.producers[pid]
+
+    # -- snapshots (storage/leveldb_log.py keeps one at each segment roll) -----------------------
+    def snapshot(self) -> bytes:
+        """The whole state as bytes (the journal must be closed or about to be written with it)."""
+        return json.dumps({
+            "producers": [[e.producer_id, e.epoch, e.batches, e.last_timestamp, e.coordinator_epoch,
+                           e.txn_first_offset] for e in self.producers.values()],
+            "aborted": self.aborted,
+        }, separators=(",", ":")).encode()
+
+    @classmethod
+    def restore(cls, data: bytes) -> "ProducerStateManager":
+        state = cls()
+        saved = json.loads(data)
+        for pid, epoch, batches, last_timestamp, coordinator_epoch, txn_first in saved["producers"]:
+            state.producers[pid] = ProducerEntry(pid, epoch, [tuple(b) for b in batches], last_timestamp,
+                                                 coordinator_epoch, txn_first)
+            if txn_first is not None:
+                state.open_txns[pid] = txn_first
+        state.aborted = [tuple(a) for a in saved["aborted"]]
+        state._aborted_last = [last for _, _, last in state.aborted]
+        return state
 
     def remove_expired(self, now_ms: int, expiration_ms: int) -> int:
         """Drop producers idle for producer.id.expiration.ms with no ongoing transaction; return how many."""

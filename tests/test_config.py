@@ -327,7 +327,7 @@ def test_every_kafka_topic_config_is_accepted():
             validate_topic_config(entry["name"], entry["default"])
         if entry["name"] != "flush.ms":  # ours leaves out log.flush.scheduler.interval.ms (1 s here, not Long.MAX)
             assert definition.synonyms == tuple(s["name"] for s in entry["synonyms"]), entry["name"]
-    for key in ("segment.index.bytes", "segment.jitter.ms",
+    for key in ("segment.jitter.ms",
                 "preallocate", "index.interval.bytes", "file.delete.delay.ms", "remote.storage.enable",
                 "local.retention.ms"):
         assert TOPIC_CONFIGS[key].no_effect, key

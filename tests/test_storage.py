@@ -129,7 +129,7 @@ def test_read_respects_the_upper_offset(three_batches):
 
 def test_locate_and_batch_locations(three_batches):
     log, sizes = three_batches
-    assert [log.locate(o) for o in range(7)] == [0, 0, 0, 1, 1, 2, 3]
+    assert [log._index.locate(o) for o in range(7)] == [0, 0, 0, 1, 1, 2, 3]
     assert [(b.base_offset, b.last_offset, b.size) for b in log.batch_locations()] == [
         (0, 2, sizes[0]), (3, 4, sizes[1]), (5, 5, sizes[2])]
 
@@ -180,8 +180,8 @@ def test_staged_delete_changes_nothing_until_committed_and_completed(store):
     assert log.log_start_offset == 0 and log.read_batch_at(0) is not None
     staged.commit()
     assert log.read_batch_at(0) is None  # durable now ...
-    assert log.log_start_offset == 0 and [b.base_offset for b in log.batch_locations()] == [0, 3]  # ... not published
-    log.complete_delete_before(3)
+    assert log.log_start_offset == 0 and list(log._index.bases) == [0, 3]  # ... not published
+    log.complete_delete_before(staged)
     assert log.log_start_offset == 3 and [b.base_offset for b in log.batch_locations()] == [3]
 
 def test_delete_records_beyond_the_end_moves_the_end(store):
@@ -214,9 +214,9 @@ def test_reopen_recovers_index_log_start_and_log_end(tmp_path):
         assert (log.batch_locations(), log.log_start_offset, log.log_end_offset, log.size_bytes,
                 log.read(0, 1 << 20, 100)) == before
         assert (log.log_start_offset, log.log_end_offset) == (4, 9)
-        assert log.batch_with_max_timestamp().base_offset == 3
-        assert log.first_batch_with_timestamp(150).base_offset == 3
-        assert log.first_batch_with_timestamp(301) is None
+        assert log.active_batch_with_max_timestamp().base_offset == 3
+        assert log.active_first_with_timestamp(150, 0).base_offset == 3
+        assert log.active_first_with_timestamp(301, 0) is None
         assert append(reopened, log, batch(1)) == 9
         other = reopened.partition(TOPIC_B, 2)
         assert (other.log_start_offset, other.log_end_offset) == (0, 5)

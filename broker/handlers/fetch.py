@@ -87,7 +87,7 @@ async def _read(ctx: RequestContext, request: FetchRequest):
                 had_error = True
             elif offset < upper and (remaining > 0 or first_batch_may_exceed):
                 limit = min(int(fetch_partition.partition_max_bytes), remaining)
-                plan = partition.plan_read(offset, limit, upper, first_may_exceed=first_batch_may_exceed)
+                plan = await partition.plan_read(offset, limit, upper, first_may_exceed=first_batch_may_exceed)
                 if plan.bases:
                     plans.append(plan)
                     remaining -= plan.size

@@ -36,7 +36,7 @@ async def _lookup(partition, timestamp: int, read_committed: bool = False) -> tu
     if timestamp == LATEST_TIERED:
         return -1, -1
     if timestamp == MAX_TIMESTAMP:
-        location = partition.batch_with_max_timestamp()
+        location = await partition.batch_with_max_timestamp()
         if location is None:
             return -1, -1
         batch = await partition.read_batch_at(location.base_offset)
@@ -48,16 +48,16 @@ async def _lookup(partition, timestamp: int, read_committed: bool = False) -> tu
     if timestamp < 0:
         raise ValueError(timestamp)
     # Batches whose max timestamp reaches the target, in offset order; the records inside decide.
-    for location in partition.batches_from(partition.log_start_offset):
+    position = partition.log_start_offset
+    while (location := await partition.first_batch_with_timestamp(timestamp, position)) is not None:
         if location.base_offset >= high_watermark:
             break
-        if location.max_timestamp < timestamp:
-            continue
         batch = await partition.read_batch_at(location.base_offset)
         if batch is not None:
             for offset, record_ts in record_timestamps(batch):
                 if record_ts >= timestamp and offset >= partition.log_start_offset:
                     return record_ts, offset
+        position = location.last_offset + 1
     return -1, -1
 
 

@@ -377,13 +377,23 @@ class PartitionLog:
                 db.get(self._snapshot_prefix + _OFFSET.pack(self._snapshots[-1])))
             replay_from = self._snapshots[-1]
         active_base = self.segments[-1].base_offset if self.segments else 0
+        prefix, skip, has_tail = self._index_prefix, len(self._index_prefix), _INDEX_VALUE.size
         if replay_from < active_base:  # closed segments after the snapshot: replayed, not kept
-            for entry in self._index_entries(replay_from, active_base, with_producer=True):
-                self._replay(entry)
-        for entry in self._index_entries(active_base, END_OFFSET, with_producer=True):
-            self._index.append(*entry[:4])
-            if entry[0] >= replay_from:
-                self._replay(entry)
+            for key, value in db.iterator(start=prefix + _OFFSET.pack(replay_from), stop=prefix + _OFFSET.pack(active_base)):
+                if len(value) > has_tail:
+                    self._replay(_OFFSET.unpack_from(key, skip)[0], value)
+        index = self._index
+        bases, lasts, max_timestamps, sizes = index.bases, index.lasts, index.max_timestamps, index.sizes
+        unpack_key, unpack_value = _OFFSET.unpack_from, _INDEX_VALUE.unpack_from
+        for key, value in db.iterator(start=prefix + _OFFSET.pack(active_base), stop=prefix + _OFFSET.pack(END_OFFSET)):
+            (base,) = unpack_key(key, skip)
+            last, max_ts, size = unpack_value(value)
+            bases.append(base)
+            lasts.append(last)
+            max_timestamps.append(max_ts)
+            sizes.append(size)
+            if len(value) > has_tail and base >= replay_from:
+                self._replay(base, value)
         producers = self.producers
         producers.truncate_before(self.log_start_offset)
         producers.forget_below(self.log_start_offset)
@@ -393,11 +403,11 @@ class PartitionLog:
             # now so the next open replays nothing.
             self._put_snapshot(self.log_end_offset)
 
-    def _replay(self, entry: tuple) -> None:
-        base, last, max_ts, _, tail = entry
-        if tail is None:
-            return
-        pid, epoch, base_seq, attributes, marker, coordinator_epoch = tail
+    def _replay(self, base: int, index_value: bytes) -> None:
+        """Apply one index entry with producer fields to the producer state."""
+        last, max_ts, _ = _INDEX_VALUE.unpack_from(index_value)
+        pid, epoch, base_seq, attributes, marker, coordinator_epoch = _PRODUCER_TAIL.unpack_from(
+            index_value, _INDEX_VALUE.size)
         self.replayed_batches += 1
         if marker != NO_MARKER:
             self.producers.append_marker(pid, epoch, coordinator_epoch, base, marker == 1, max_ts)
@@ -405,18 +415,12 @@ class PartitionLog:
             self.producers.append_data(pid, epoch, base_seq, last_sequence(base_seq, last - base), base, last,
                                        max_ts, bool(attributes & _TRANSACTIONAL_BIT))
 
-    def _index_entries(self, low: int, high: int, with_producer: bool = False) -> Iterator[tuple]:
-        """(base, last, max timestamp, size[, producer fields or None]) of the batches with bases in
-        [low, high), from LevelDB (blocking; any thread)."""
+    def _index_entries(self, low: int, high: int) -> Iterator[tuple[int, int, int, int]]:
+        """(base, last, max timestamp, size) of the batches with bases in [low, high), from LevelDB (blocking;
+        any thread)."""
         prefix = self._index_prefix
         for key, value in self.store.db.iterator(start=prefix + _OFFSET.pack(low), stop=prefix + _OFFSET.pack(high)):
-            (base,) = _OFFSET.unpack_from(key, len(prefix))
-            last, max_ts, size = _INDEX_VALUE.unpack_from(value)
-            if with_producer:
-                tail = _PRODUCER_TAIL.unpack_from(value, _INDEX_VALUE.size) if len(value) > _INDEX_VALUE.size else None
-                yield base, last, max_ts, size, tail
-            else:
-                yield base, last, max_ts, size
+            yield (_OFFSET.unpack_from(key, len(prefix))[0], *_INDEX_VALUE.unpack_from(value))
 
     # -- producer-state snapshots -------------------------------------------------------
     def snapshot_writes(self, offset: int) -> list[tuple[bytes, bytes | None]]:

@@ -13,7 +13,8 @@ latency probe outside the pass, LevelDB is left to settle after the fill or burs
 
 1. before: the cleaner has nothing to do;
 2. during: min.compaction.lag.ms is set to 0 just before, so the cleaner starts
-   on "keyed" (the run says whether its pass was still going when the probe ended);
+   on "keyed"; the burst, then latency probes back to back until the pass is over
+   (their latencies pooled: both sweeps of the pass are covered);
 3. after: the pass is over.
 
 --io-budget sets log.cleaner.io.max.bytes.per.second (default: the broker's, 20 MiB/s;
@@ -36,7 +37,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
-from produce_consume import BrokerProcess, produce_waiting, wait_for  # same folder
+from produce_consume import BrokerProcess, produce_waiting  # same folder
 
 KEYS = 100_000
 VALUE_SIZE = 1024
@@ -57,8 +58,14 @@ def fill(bootstrap: str, megabytes: int) -> float:
     return time.perf_counter() - started
 
 
-def latency(bootstrap: str, seconds: float) -> tuple[float, float]:
-    """(p50 ms, p99 ms) of a producer at PROBE_RATE records/s, from produce() to the delivery report."""
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    """(p50 ms, p99 ms)."""
+    latencies = sorted(latencies)
+    return statistics.median(latencies) * 1000, latencies[int(len(latencies) * 0.99)] * 1000
+
+
+def latency(bootstrap: str, seconds: float) -> list[float]:
+    """Latencies (s) of a producer at PROBE_RATE records/s, from produce() to the delivery report."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
     value = os.urandom(VALUE_SIZE)
     latencies: list[float] = []
@@ -87,8 +94,7 @@ def latency(bootstrap: str, seconds: float) -> tuple[float, float]:
         sending.clear()
         poller.join()
     assert producer.flush(60) == 0
-    latencies.sort()
-    return statistics.median(latencies) * 1000, latencies[int(len(latencies) * 0.99)] * 1000
+    return latencies
 
 
 def burst(bootstrap: str) -> float:
@@ -109,7 +115,7 @@ def settle(bootstrap: str) -> None:
     probe until two 5-second probes in a row agree, so a latency probe measures the broker, not that."""
     previous = None
     for _ in range(24):
-        p99 = latency(bootstrap, 5)[1]
+        p99 = percentiles(latency(bootstrap, 5))[1]
         if previous is not None and p99 < 50 and abs(p99 - previous) < 0.25 * previous:
             return
         previous = p99
@@ -147,23 +153,27 @@ def main() -> None:
         settle(broker.bootstrap)
         before_burst = burst(broker.bootstrap)
         settle(broker.bootstrap)
-        rows = [("before", *latency(broker.bootstrap, args.probe_seconds), before_burst, "")]
+        rows = [("before", *percentiles(latency(broker.bootstrap, args.probe_seconds)), before_burst, "")]
         size_before = metric(admin_url, "lodestream_log_size_bytes", "keyed")
         resource = ConfigResource("topic", "keyed", incremental_configs=[
             ConfigEntry("min.compaction.lag.ms", "0", incremental_operation=AlterConfigOpType.SET)])
         for future in admin.incremental_alter_configs([resource]).values():
             future.result(30)
         cleaning_started = time.perf_counter()
-        during = latency(broker.bootstrap, args.probe_seconds)
         during_burst = burst(broker.bootstrap)
-        still_cleaning = metric(admin_url, "lodestream_log_cleaner_passes_total", "keyed") == 0
-        rows.append(("during", *during, during_burst, "pass still running at the end" if still_cleaning else "pass ended"))
-        wait_for(lambda: metric(admin_url, "lodestream_log_cleaner_passes_total", "keyed") >= 1, 1800,
-                 "the cleaning pass", interval=0.5)
+        # Probes back to back until the pass is over, pooled: both sweeps (reading, then writing) are covered.
+        during: list[float] = []
+        probes = 0
+        while metric(admin_url, "lodestream_log_cleaner_passes_total", "keyed") == 0:
+            if time.perf_counter() - cleaning_started > 1800:
+                raise TimeoutError("the cleaning pass")
+            during += latency(broker.bootstrap, args.probe_seconds)
+            probes += 1
         cleaning = time.perf_counter() - cleaning_started
+        rows.append(("during", *percentiles(during), during_burst, f"{probes} probes, until the pass ended"))
         size_after = metric(admin_url, "lodestream_log_size_bytes", "keyed")
         settle(broker.bootstrap)
-        rows.append(("after", *latency(broker.bootstrap, args.probe_seconds), burst(broker.bootstrap), ""))
+        rows.append(("after", *percentiles(latency(broker.bootstrap, args.probe_seconds)), burst(broker.bootstrap), ""))
         print(f"cleaner pass over {size_before / 1e6:.0f} MB of 'keyed': {cleaning:.1f} s "
               f"({size_before / 1e6 / cleaning:.1f} MB/s), log {size_before / 1e6:.0f} -> {size_after / 1e6:.0f} MB")
         print(f"{'probe':>8} {'p50 ms':>8} {'p99 ms':>8} {'burst MB/s':>11}")

@@ -36,7 +36,10 @@ from typing import Mapping
 from lodestream.protocol.record_batch import parse_header, raw_records, rebuild_batch
 from lodestream.storage.leveldb_log import CleanPlan, PartitionLog
 
-CHUNK_BYTES = 4 << 20  # batch bytes per worker-thread call and throttle step
+# Batch bytes per worker-thread call and throttle step. Small, because the broker's thread holds the GIL
+# while it builds a chunk's bytes and pickles them to the cleaner process, and the event loop waits
+# meanwhile (docs/benchmarks.md, "Log compaction: produce latency while the cleaner compacts 1 GB").
+CHUNK_BYTES = 512 << 10
 CLEANER_NICENESS = 10  # added to the cleaner process's nice value
 
 

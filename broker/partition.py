@@ -153,7 +153,7 @@ class Partition:
         """The first batch from `from_offset` on whose largest timestamp reaches `timestamp`: the closed
         segments whose summaries say it may be there are scanned on a worker thread, then the active one."""
         for low, high in self._log.closed_ranges_reaching(timestamp, from_offset):
-            found = await self._blocking(self._log.scan_first_with_timestamp, low, high, timestamp)
+            found = await self._blocking(self._log.scan_first_with_timestamp, low, high, timestamp, from_offset)
             if found is not None:
                 return found
         return self._log.active_first_with_timestamp(timestamp, from_offset)

@@ -575,19 +575,22 @@ class PartitionLog:
 
     # -- timestamps (ListOffsets) ---------------------------------------------------------
     def closed_ranges_reaching(self, timestamp: int, from_offset: int) -> list[tuple[int, int]]:
-        """[low, high) offsets of the closed segments from `from_offset` on whose largest timestamp reaches
-        `timestamp`, in order: where scan_first_with_timestamp may find it."""
+        """[base, end) of the closed segments holding offsets from `from_offset` on whose largest timestamp
+        reaches `timestamp`, in order: where scan_first_with_timestamp may find it."""
         ranges = []
         for position, segment in enumerate(self.segments[:-1]):
             high = self.segments[position + 1].base_offset
             if high > from_offset and segment.totals.max_timestamp >= timestamp:
-                ranges.append((max(segment.base_offset, from_offset), high))
+                ranges.append((segment.base_offset, high))
         return ranges
 
-    def scan_first_with_timestamp(self, low: int, high: int, timestamp: int) -> BatchLocation | None:
-        """The first batch in [low, high) whose max timestamp is >= timestamp (blocking; any thread)."""
+    def scan_first_with_timestamp(self, low: int, high: int, timestamp: int, from_offset: int = 0
+                                  ) -> BatchLocation | None:
+        """The first batch with its base in [low, high), holding offsets from `from_offset` on, whose max
+        timestamp is >= timestamp (blocking; any thread)."""
+        first = max(from_offset, self.log_start_offset)
         for entry in self._index_entries(low, high):
-            if entry[2] >= timestamp and entry[1] >= self.log_start_offset:
+            if entry[2] >= timestamp and entry[1] >= first:
                 return BatchLocation(*entry)
         return None
 

@@ -75,7 +75,9 @@ def test_only_the_active_segment_is_indexed_in_memory_and_reads_reach_closed_one
     assert log.read_stored(40, 1 << 20, 44)[0] == [40, 42]  # upper offset respected
     # Timestamp lookups: summaries pick the segment, LevelDB the batch.
     assert log.closed_ranges_reaching(NOW + 50, 0) == [(100, 120), (120, 140), (140, 160), (160, 180)]
+    assert log.closed_ranges_reaching(NOW + 50, 165) == [(160, 180)]
     assert log.scan_first_with_timestamp(100, 120, NOW + 50).base_offset == 100
+    assert log.scan_first_with_timestamp(160, 180, NOW + 50, 165).base_offset == 164  # the batch holding 165
     assert log.active_first_with_timestamp(NOW + 93, 0).base_offset == 186
     assert log.max_timestamp_range() is None and log.active_batch_with_max_timestamp().base_offset == 188
     store.close()

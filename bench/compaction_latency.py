@@ -11,11 +11,12 @@ and a burst (100 MB as fast as it goes, MB/s) run three times; before each
 latency probe outside the pass, LevelDB is left to settle after the fill or burst
 (see settle):
 
-1. before: the cleaner has nothing to do;
+1. before: the cleaner has nothing to do (--baseline-probes probes pooled, as long
+   as a pass at the default budget, so the p99s compare over the same duration);
 2. during: min.compaction.lag.ms is set to 0 just before, so the cleaner starts
    on "keyed"; the burst, then latency probes back to back until the pass is over
    (their latencies pooled: both sweeps of the pass are covered);
-3. after: the pass is over.
+3. after: the pass is over (--baseline-probes probes pooled).
 
 --io-budget sets log.cleaner.io.max.bytes.per.second (default: the broker's, 20 MiB/s;
 1e308 is Kafka's default, unlimited). Figures: docs/benchmarks.md.
@@ -97,6 +98,11 @@ def latency(bootstrap: str, seconds: float) -> list[float]:
     return latencies
 
 
+def pooled(bootstrap: str, seconds: float, probes: int) -> list[float]:
+    """The latencies of `probes` probes back to back: a p99 over as long a time as the pass's."""
+    return [sample for _ in range(probes) for sample in latency(bootstrap, seconds)]
+
+
 def burst(bootstrap: str) -> float:
     """MB/s of BURST_MB produced as fast as it goes."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 1_000_000, "acks": "all",
@@ -131,6 +137,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fill-mb", type=int, default=1024)
     parser.add_argument("--probe-seconds", type=float, default=15)
+    parser.add_argument("--baseline-probes", type=int, default=7,
+                        help="probes pooled before and after the pass (a pass at the default budget takes ~7)")
     parser.add_argument("--io-budget", type=float, default=None)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="compaction-latency-"))
@@ -153,7 +161,8 @@ def main() -> None:
         settle(broker.bootstrap)
         before_burst = burst(broker.bootstrap)
         settle(broker.bootstrap)
-        rows = [("before", *percentiles(latency(broker.bootstrap, args.probe_seconds)), before_burst, "")]
+        rows = [("before", *percentiles(pooled(broker.bootstrap, args.probe_seconds, args.baseline_probes)),
+                 before_burst, f"{args.baseline_probes} probes")]
         size_before = metric(admin_url, "lodestream_log_size_bytes", "keyed")
         resource = ConfigResource("topic", "keyed", incremental_configs=[
             ConfigEntry("min.compaction.lag.ms", "0", incremental_operation=AlterConfigOpType.SET)])
@@ -173,7 +182,8 @@ def main() -> None:
         rows.append(("during", *percentiles(during), during_burst, f"{probes} probes, until the pass ended"))
         size_after = metric(admin_url, "lodestream_log_size_bytes", "keyed")
         settle(broker.bootstrap)
-        rows.append(("after", *percentiles(latency(broker.bootstrap, args.probe_seconds)), burst(broker.bootstrap), ""))
+        rows.append(("after", *percentiles(pooled(broker.bootstrap, args.probe_seconds, args.baseline_probes)),
+                     burst(broker.bootstrap), f"{args.baseline_probes} probes"))
         print(f"cleaner pass over {size_before / 1e6:.0f} MB of 'keyed': {cleaning:.1f} s "
               f"({size_before / 1e6 / cleaning:.1f} MB/s), log {size_before / 1e6:.0f} -> {size_after / 1e6:.0f} MB")
         print(f"{'probe':>8} {'p50 ms':>8} {'p99 ms':>8} {'burst MB/s':>11}")

@@ -275,14 +275,9 @@ class PlannedRead:
 
 async def read_planned(plans: list[PlannedRead]) -> list[list[bytes]]:
     """The batches of each plan (a fetch's partitions together), read in one worker-thread call."""
-    if not plans:
-        return []
     unread = [plan for plan in plans if plan.batches is None]
     if unread:
-        logs_and_bases = [(plan.partition._log, plan.bases) for plan in unread]
-        first = unread[0].partition
-        async with first.store_gate.use():
-            read = await trio.to_thread.run_sync(_read_all, logs_and_bases, limiter=first.read_limiter)
+        read = await unread[0].partition._blocking(_read_all, [(plan.partition._log, plan.bases) for plan in unread])
         for plan, batches in zip(unread, read):
             plan.batches = batches
     return [plan.batches for plan in plans]

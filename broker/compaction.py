@@ -159,7 +159,8 @@ class CleanerProcess:
     """A RecordFilter in a child process, so that record parsing does not hold the broker's GIL: a thread
     that holds it delays the event loop by a switch interval at each of its wake-ups, which at a few
     thousand requests per second is enough to queue them (docs/benchmarks.md, "Log compaction: produce
-    latency while the cleaner compacts 1 GB"). Calls block (worker threads); one pass at a time; `close` stops the child."""
+    latency while the cleaner compacts 1 GB"). Calls block (worker threads); one pass at a time; `close`
+    stops the child."""
 
     def __init__(self) -> None:
         self._process = None

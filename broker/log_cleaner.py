@@ -50,11 +50,6 @@ class CleanerStatus:
     lag_seconds: float = 0.0  # age of the oldest record not cleaned yet (0 when nothing is dirty)
     deletes_due_ms: int | None = None  # tombstones / markers kept by the last pass may go from then on
     passes: int = 0
-    # From the last plan: whether any closed segment is cleanable, the largest timestamp of the first dirty
-    # batch (-1: nothing dirty), and the log's shape then (see LogCleaner._due).
-    cleanable: bool = False
-    first_dirty_timestamp: int = -1
-    shape: tuple | None = None
 
 
 class IoThrottle:
@@ -110,22 +105,15 @@ class LogCleaner:
             hosted.add(partition)
             settings = CleanSettings.from_topic_config(config)
             status = self.status.setdefault(partition, CleanerStatus())
-            # The cleanable range changes only when a segment rolls or merges, the log start moves, a pass
-            # ends or the settings change (or, with min.compaction.lag.ms, as time passes): otherwise the
-            # last figures stand.
-            shape = (partition.segment_count, partition.log_start_offset, status.passes, settings)
-            if shape != status.shape or settings.min_compaction_lag_ms > 0:
-                plan = partition.clean_plan(now_ms, settings)
-                status.shape = shape
-                status.cleanable = plan is not None
-                status.dirty_ratio = plan.dirty_ratio if plan is not None else 0.0
-                status.first_dirty_timestamp = plan.first_dirty_timestamp if plan is not None else -1
-            dirty = status.first_dirty_timestamp >= 0
-            status.lag_seconds = max(now_ms - status.first_dirty_timestamp, 0) / 1000 if dirty else 0.0
-            if not status.cleanable:
+            plan = partition.clean_plan(now_ms, settings)  # from the segment summaries: cheap at every check
+            status.dirty_ratio = plan.dirty_ratio if plan is not None else 0.0
+            first_dirty_timestamp = plan.first_dirty_timestamp if plan is not None else -1
+            dirty = first_dirty_timestamp >= 0
+            status.lag_seconds = max(now_ms - first_dirty_timestamp, 0) / 1000 if dirty else 0.0
+            if plan is None:
                 continue
             if ((dirty and (status.dirty_ratio >= settings.min_cleanable_dirty_ratio
-                            or now_ms - status.first_dirty_timestamp >= settings.max_compaction_lag_ms))
+                            or now_ms - first_dirty_timestamp >= settings.max_compaction_lag_ms))
                     or (status.deletes_due_ms is not None and now_ms >= status.deletes_due_ms)):
                 due.append((partition, settings))
         for gone in set(self.status) - hosted:
@@ -151,7 +139,7 @@ class LogCleaner:
                 continue
             completed += 1
             status.passes += 1
-            status.dirty_ratio, status.lag_seconds, status.first_dirty_timestamp = 0.0, 0.0, -1
+            status.dirty_ratio, status.lag_seconds = 0.0, 0.0
             status.deletes_due_ms = _now_ms() + settings.delete_retention_ms if cleaning.deletes_kept else None
             log.info("compacted %s-%d up to offset %d: %d bytes read, %d reclaimed in %.2f s", partition.topic_name,
                      partition.index, cleaning.plan.end, cleaning.bytes_read, cleaning.bytes_reclaimed,

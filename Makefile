@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test bench clean
+.PHONY: serve test bench clean kafka-java
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(VENV)/bin/lodestream serve $(ARGS)
 
+## Apache Kafka's tools and Java client from Maven Central (cached in ~/.m2), for compat-tests
+kafka-java:
+	compat-tests/java/fetch-kafka.sh
+
 ## Run the whole suite: unit, in-process integration, compat tests against real clients
-test: $(STAMP)
+test: $(STAMP) kafka-java
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -334,6 +334,13 @@ def describe_group_configs(quotas: Mapping[Entity, Mapping[str, float]], group_i
     return out
 
 
+def groups_with_configs(quotas: Mapping[Entity, Mapping[str, float]]) -> list[str]:
+    """The group ids that have a group config of their own (ListConfigResources, type GROUP)."""
+    return sorted(entity[0][1] for entity, values in quotas.items()
+                  if len(entity) == 1 and entity[0][0] == CONSUMER_GROUP and entity[0][1] is not None
+                  and any(key in values for key in GROUP_CONFIG_KEYS.values()))
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 

@@ -19,6 +19,14 @@ VERSIONS = range(0, 5)
 ADVERTISED: tuple[tuple[int, int, int], ...] = ()
 
 
+# Feature levels (KIP-584), shown by `kafka-features describe`: only those whose meaning this broker
+# implements. group.version 1 is the KIP-848 consumer group protocol. Kafka's other features are left out
+# rather than claimed: transaction.version 2 would switch Java producers to KIP-890 part 2's transaction
+# flow, and metadata.version / kraft.version describe a KRaft metadata log this broker does not have yet.
+FEATURES = {"group.version": (0, 1, 1)}  # name -> (supported min, supported max, finalized level)
+FINALIZED_FEATURES_EPOCH = 0  # the levels never change
+
+
 def supported_api_keys(build) -> tuple:
     return tuple(build.ApiVersion(api_key=key, min_version=low, max_version=high) for key, low, high in ADVERTISED)
 
@@ -37,12 +45,19 @@ async def handle(ctx: RequestContext, request: ApiVersionsRequest) -> ApiVersion
     if name:  # KIP-511: kept on the session for metrics and logs
         ctx.session.client_software_name = name
         ctx.session.client_software_version = getattr(request, "client_software_version", None) or "unknown"
+    features = {}
+    if ctx.api_version >= 3:  # features are tagged fields from v3 on
+        features = dict(
+            supported_features=tuple(build.SupportedFeatureKey(name=name, min_version=low, max_version=high)
+                                     for name, (low, high, _) in FEATURES.items()),
+            finalized_features_epoch=FINALIZED_FEATURES_EPOCH,
+            finalized_features=tuple(build.FinalizedFeatureKey(name=name, max_version_level=level,
+                                                               min_version_level=level)
+                                     for name, (_, _, level) in FEATURES.items()))
     return build.ApiVersionsResponse(
         error_code=ErrorCode.none,
         api_keys=supported_api_keys(build),
         throttle_time=datetime.timedelta(0),
-        supported_features=(),
-        finalized_features_epoch=-1,
-        finalized_features=(),
         zk_migration_ready=False,
+        **features,
     )

@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test bench clean kafka-java
+.PHONY: serve test bench clean kafka-java go-clients
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,12 +18,16 @@ serve: $(STAMP)
 kafka-java:
 	compat-tests/java/fetch-kafka.sh
 
+## The Go client checks (franz-go, sarama) from the Go module proxy (cached in ~/go/pkg/mod), for compat-tests
+go-clients:
+	compat-tests/go/build.sh
+
 ## Run the whole suite: unit, in-process integration, compat tests against real clients
-test: $(STAMP) kafka-java
+test: $(STAMP) kafka-java go-clients
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/produce_consume.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data compat-tests/java/target compat-tests/go/bin

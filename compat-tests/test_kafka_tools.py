@@ -1,4 +1,4 @@
-"""Apache Kafka 4.1's own command-line tools against a `lodestream serve` subprocess.
+"""Apache Kafka's own command-line tools (4.1.1 and a newer 4.x) against a `lodestream serve` subprocess.
 
 Each tool is run the way its bin/*.sh script runs it (`java -cp <Kafka's jars> <main class>`,
 compat-tests/kafka_tools.py). Every test checks what the tool printed and, through another client
@@ -21,16 +21,23 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import ConfigResource
 
 from compat_util import Deadline, ck_admin, ck_create_topics, unique_topic, wait_until
-from kafka_tools import KafkaTools
+from kafka_tools import PINNED_VERSION, VERSIONS, KafkaTools
 
 
-@pytest.fixture(scope="module")
-def tools() -> KafkaTools:
-    return KafkaTools.load()
+@pytest.fixture(scope="module", params=VERSIONS)
+def tools(request) -> KafkaTools:
+    """Every test runs with the pinned Kafka 4.1.1 and with the newer 4.x."""
+    return KafkaTools.load(request.param)
 
 
 def run(tools: KafkaTools, broker, tool: str, *args: str, **kwargs) -> str:
     return tools.run(tool, "--bootstrap-server", broker.bootstrap, *args, **kwargs).stdout
+
+
+def option(tools: KafkaTools, old: str, new: str) -> str:
+    """A console tool option that KIP-1147 renamed in Kafka 4.2 (the old name prints a deprecation line on
+    stdout there): `old` for 4.1, `new` for the newer version."""
+    return old if tools.version == PINNED_VERSION else new
 
 
 def rows(table: str, first_column: str) -> list[list[str]]:
@@ -90,8 +97,10 @@ def test_console_producer_and_consumer_keys_headers_group_property_files(tools, 
     producer_config = tmp_path / "producer.properties"
     producer_config.write_text("acks=all\ncompression.type=lz4\nclient.id=tools-console-producer\n")
     lines = ["h1:v1,h2:v2\tk1|value-1", "h1:x\tk2|value-2", "h3:z\tk3|value-3"]
-    run(tools, broker, "kafka-console-producer", "--topic", topic, "--producer.config", str(producer_config),
-        "--property", "parse.key=true", "--property", "key.separator=|", "--property", "parse.headers=true",
+    reader_property = option(tools, "--property", "--reader-property")
+    run(tools, broker, "kafka-console-producer", "--topic", topic,
+        option(tools, "--producer.config", "--command-config"), str(producer_config),
+        reader_property, "parse.key=true", reader_property, "key.separator=|", reader_property, "parse.headers=true",
         input="\n".join(lines) + "\n")
 
     # What the broker holds, read by another client.
@@ -113,10 +122,12 @@ def test_console_producer_and_consumer_keys_headers_group_property_files(tools, 
     consumer_config = tmp_path / "consumer.properties"
     consumer_config.write_text("client.id=tools-console-consumer\nauto.offset.reset=earliest\n")
     group = f"tools-console-{uuid.uuid4().hex[:8]}"
+    formatter_property = option(tools, "--property", "--formatter-property")
     done = tools.run("kafka-console-consumer", "--bootstrap-server", broker.bootstrap, "--topic", topic,
-                     "--from-beginning", "--max-messages", "3", "--group", group, "--consumer.config",
-                     str(consumer_config), "--property", "print.key=true", "--property", "print.headers=true",
-                     "--property", "key.separator=|", "--timeout-ms", "30000")
+                     "--from-beginning", "--max-messages", "3", "--group", group,
+                     option(tools, "--consumer.config", "--command-config"), str(consumer_config),
+                     formatter_property, "print.key=true", formatter_property, "print.headers=true",
+                     formatter_property, "key.separator=|", "--timeout-ms", "30000")
     assert done.stdout.splitlines() == ["h1:v1,h2:v2|k1|value-1", "h1:x|k2|value-2", "h3:z|k3|value-3"]
     assert "Processed a total of 3 messages" in done.stderr
     assert committed(broker, group, topic, 1) == {0: 3}  # the group's position, committed on close
@@ -289,7 +300,7 @@ def test_get_offsets_delete_records_log_dirs(tools, broker, tmp_path):
 
 # -- kafka-transactions ---------------------------------------------------------------------------
 
-def test_kafka_transactions_list_describe_describe_producers(tools, broker):
+def test_kafka_transactions_list_describe_describe_producers_find_hanging(tools, broker):
     topic = unique_topic("tools-txn")
     ck_create_topics(broker.bootstrap, [topic])
     transactional_id = f"tools-txn-{uuid.uuid4().hex[:8]}"
@@ -310,6 +321,9 @@ def test_kafka_transactions_list_describe_describe_producers(tools, broker):
     producers = run(tools, broker, "kafka-transactions", "describe-producers", "--topic", topic, "--partition", "0")
     (row,) = rows(producers, "ProducerId")
     assert row[0] == producer_id and row[5] == "0"  # the open transaction starts at offset 0
+    # Open for seconds, not past the 15-minute --max-transaction-timeout: not hanging.
+    hanging = run(tools, broker, "kafka-transactions", "find-hanging", "--broker-id", "1")
+    assert hanging.startswith("Topic") and rows(hanging, "Topic") == []
 
     producer.commit_transaction(30)
     described = run(tools, broker, "kafka-transactions", "describe", "--transactional-id", transactional_id)
@@ -320,8 +334,8 @@ def test_kafka_transactions_list_describe_describe_producers(tools, broker):
 
 def test_kafka_features_and_broker_api_versions(tools, broker):
     features = run(tools, broker, "kafka-features", "describe")
-    assert ("Feature: group.version\tSupportedMinVersion: 0\tSupportedMaxVersion: 1\tFinalizedVersionLevel: 1\t"
-            "Epoch: 0") in features
+    assert re.search(r"Feature: group.version\s+SupportedMinVersion: 0\s+SupportedMaxVersion: 1\s+"
+                     r"FinalizedVersionLevel: 1\s+Epoch: 0", features), features
     versions = run(tools, broker, "kafka-broker-api-versions")
     assert "Produce(0): 0 to 13 [usable: 13]" in versions
     assert "DescribeUserScramCredentials(50): 0 [usable: 0]" in versions

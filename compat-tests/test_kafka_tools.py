@@ -75,6 +75,7 @@ def test_kafka_topics_create_list_describe_alter_delete(tools, broker):
     assert re.search(rf"Topic: {topic}\tTopicId: \S+\tPartitionCount: 3\tReplicationFactor: 1\t"
                      r"Configs: cleanup.policy=compact,retention.ms=1234567", described), described
     assert re.findall(r"Partition: (\d)\tLeader: 1\tReplicas: 1\tIsr: 1", described) == ["0", "1", "2"]
+    assert "Elr: N/A" not in described  # answered by DescribeTopicPartitions, not the Metadata fallback
 
     admin = ck_admin(broker.bootstrap)
     resource = ConfigResource("topic", topic)

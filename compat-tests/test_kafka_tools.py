@@ -331,6 +331,35 @@ def test_kafka_transactions_list_describe_describe_producers_find_hanging(tools,
     assert rows(described, "CoordinatorId")[0][4] == "CompleteCommit"
 
 
+def test_kafka_transactions_abort_writes_the_marker(tools, broker):
+    """`abort` ends a transaction on one partition by itself (for hanging ones): WriteTxnMarkers with the
+    producer DescribeProducers reports; read_committed readers then get past it."""
+    topic = unique_topic("tools-abort")
+    ck_create_topics(broker.bootstrap, [topic])
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": f"tools-abort-{uuid.uuid4().hex}",
+                         "transaction.timeout.ms": 300000})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"left-open", partition=0)
+    assert producer.flush(30) == 0
+    produce(broker, topic, [b"after"])  # a plain record behind the open transaction: offset 1
+
+    def stable_offset() -> int:
+        reader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
+                           "isolation.level": "read_committed"})
+        try:
+            return reader.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)[1]
+        finally:
+            reader.close()
+
+    assert stable_offset() == 0  # held at the open transaction's first offset
+    run(tools, broker, "kafka-transactions", "abort", "--topic", topic, "--partition", "0", "--start-offset", "0")
+    producers = run(tools, broker, "kafka-transactions", "describe-producers", "--topic", topic, "--partition", "0")
+    assert [row[5] for row in rows(producers, "ProducerId")] == ["None"]  # its transaction is no longer open
+    assert stable_offset() == 3  # the open record, the plain one and the ABORT marker
+    del producer  # its coordinator still times the transaction out later, as with Kafka
+
+
 # -- kafka-features, kafka-broker-api-versions -----------------------------------------------------
 
 def test_kafka_features_and_broker_api_versions(tools, broker):

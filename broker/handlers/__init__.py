@@ -49,6 +49,7 @@ from lodestream.broker.handlers import (  # the transaction coordinator's APIs (
     end_txn,
     list_transactions,
     txn_offset_commit,
+    write_txn_markers,
 )
 from lodestream.broker.handlers import (  # the group coordinator's APIs (broker/groups)
     delete_groups,
@@ -113,6 +114,7 @@ HANDLER_MODULES = (
     describe_client_quotas, alter_client_quotas,
     init_producer_id, describe_producers,
     add_partitions_to_txn, add_offsets_to_txn, end_txn, txn_offset_commit, describe_transactions, list_transactions,
+    write_txn_markers,
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from produce_consume import BrokerProcess  # same folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "compat-tests"))
-from kafka_tools import KafkaTools  # noqa: E402
+from kafka_tools import KafkaTools, perf_test_figures  # noqa: E402
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
@@ -45,8 +45,7 @@ def measure(tools: KafkaTools, bootstrap: str, args) -> dict[str, float]:
                "produce avg ms": float(fields[4].split()[0]), "produce p99 ms": float(fields[8].split()[0])}
     consumed = tools.run("kafka-consumer-perf-test", "--bootstrap-server", bootstrap, "--topic", topic,
                          "--messages", str(args.records), "--timeout", "60000", timeout=1800).stdout
-    header, values = consumed.strip().splitlines()[-2:]
-    row = dict(zip((name.strip() for name in header.split(",")), (value.strip() for value in values.split(","))))
+    row = perf_test_figures(consumed)
     print("  consumer:", ", ".join(f"{k}={v}" for k, v in row.items()))
     figures["consume MB/s (fetch)"] = float(row["fetch.MB.sec"])
     figures["consume records/s (fetch)"] = float(row["fetch.nMsg.sec"])

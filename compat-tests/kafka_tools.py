@@ -8,6 +8,7 @@ is in the source tree.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import zipfile
@@ -59,6 +60,7 @@ class KafkaTools:
     main_classes: dict[str, str]
 
     @classmethod
+    @functools.cache  # reading the jars' listings once per version is enough
     def load(cls, version: str = PINNED_VERSION) -> "KafkaTools":
         path = classpath_file(version)
         if not path.exists():
@@ -94,3 +96,9 @@ class KafkaTools:
     def start(self, tool: str, *args: str, **popen) -> subprocess.Popen:
         """Start a long-running tool (verifiable clients); the caller stops it."""
         return subprocess.Popen(self.command(tool, *args), text=True, **popen)
+
+
+def perf_test_figures(stdout: str) -> dict[str, str]:
+    """kafka-consumer-perf-test's summary: its last two lines, a CSV header and its values, as a dict."""
+    header, values = stdout.strip().splitlines()[-2:]
+    return dict(zip((name.strip() for name in header.split(",")), (value.strip() for value in values.split(","))))

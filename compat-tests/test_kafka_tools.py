@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import ConfigResource
 
 from compat_util import Deadline, ck_admin, ck_create_topics, unique_topic, wait_until
-from kafka_tools import PINNED_VERSION, VERSIONS, KafkaTools
+from kafka_tools import PINNED_VERSION, VERSIONS, KafkaTools, perf_test_figures
 
 
 @pytest.fixture(scope="module", params=VERSIONS)
@@ -383,9 +383,7 @@ def test_producer_and_consumer_perf_test(tools, broker):
                     "acks=all").stdout
     assert re.search(r"^20000 records sent, [\d.]+ records/sec \([\d.]+ MB/sec\)", out, re.M), out
     assert run(tools, broker, "kafka-get-offsets", "--topic", topic).split() == [f"{topic}:0:20000"]
-    out = run(tools, broker, "kafka-consumer-perf-test", "--topic", topic, "--messages", "20000")
-    header, values = out.strip().splitlines()[-2:]
-    figures = dict(zip((name.strip() for name in header.split(",")), (value.strip() for value in values.split(","))))
+    figures = perf_test_figures(run(tools, broker, "kafka-consumer-perf-test", "--topic", topic, "--messages", "20000"))
     assert figures["data.consumed.in.nMsg"] == "20000"
     assert float(figures["data.consumed.in.MB"]) == pytest.approx(20000 * 1000 / 1048576, rel=1e-3)
 
@@ -420,7 +418,7 @@ class JsonLines:
             self.process.send_signal(signal.SIGTERM)  # the tools' shutdown hook closes the client cleanly
         try:
             self.process.wait(30)
-        except Exception:
+        except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(30)
         self._thread.join(30)

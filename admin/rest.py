@@ -102,7 +102,7 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
         quorum = getattr(broker, "quorum", None)
         if quorum is None:
             problems.append("metadata not loaded")
-        elif getattr(quorum, "leader", "x") is None:
+        elif quorum.leader < 0:
             problems.append("no metadata quorum leader")
         if not broker.bound_listeners:
             problems.append("Kafka listeners not bound")

@@ -11,7 +11,6 @@ import fcntl
 import logging
 import os
 import re
-import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Mapping
 import trio
 
 from lodestream.consensus.image import MetadataImage, TopicImage
-from lodestream.consensus.raft import MetadataQuorum, QuorumError, free_loopback_address
+from lodestream.consensus.image_machine import image_to_records
 from lodestream.consensus.records import ConfigRecord, MetadataRecord, PartitionRecord, RemoveTopicRecord, TopicRecord
 from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.storage.leveldb_log import LogStore, StorageError
@@ -45,8 +44,11 @@ from lodestream.broker.groups.coordinator import GroupCoordinator
 from lodestream.broker.groups.offsets_log import TOPIC_CONFIGS as OFFSETS_TOPIC_CONFIGS
 from lodestream.broker.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 from lodestream.broker.limits import LimitReporter, MemoryPool
-from lodestream.broker.listeners import check_single_node, listener_security_protocols, parse_listeners, parse_quorum_voters
+from lodestream.broker.listeners import check_cluster_roles, listener_security_protocols, parse_listeners, parse_quorum_voters
 from lodestream.broker.log_cleaner import LogCleaner
+from lodestream.broker.metadata_log import METADATA_LOG_DIR
+from lodestream.broker.metadata_quorum import MetadataQuorum, QuorumError, quorum_timing
+from lodestream.broker.quorum_peers import QuorumPeers
 from lodestream.broker.metrics import BrokerMetrics
 from lodestream.broker.producer_ids import ProducerIdManager
 from lodestream.broker.quotas import QuotaManager
@@ -99,17 +101,6 @@ def lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
-def _check_port_free(address: str, what: str) -> None:
-    """Bind-test a host:port before a library that would log a traceback on its own binds it."""
-    host, _, port = address.rpartition(":")
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host.strip("[]"), int(port)))
-        except OSError as exc:
-            raise StartupError(f"listeners: cannot listen on {address} ({what}): {exc.strerror or exc}") from None
-
-
 @dataclass
 class TopicSpec:
     name: str
@@ -136,6 +127,7 @@ class Broker:
         self.listener_specs = parse_listeners("listeners", config.raw("listeners"))
         self.advertised_specs = {s.name: s for s in parse_listeners("advertised.listeners", config.raw("advertised.listeners"))}
         controller_names = {n.strip().upper() for n in str(config.get("controller.listener.names")).split(",")}
+        self.controller_listener_names = frozenset(controller_names)
         self.kafka_listener_specs = [s for s in self.listener_specs if s.name not in controller_names]
         self.controller_specs = [s for s in self.listener_specs if s.name in controller_names]
         if not self.kafka_listener_specs:
@@ -146,12 +138,18 @@ class Broker:
         # Each listener's security protocol; refuses listeners this broker cannot secure as asked.
         self.listener_security_protocols = listener_security_protocols(
             self.listener_specs, config.explicit.get("listener.security.protocol.map"), controller_names)
-        check_single_node(config)
+        check_cluster_roles(config)
         self.voters = parse_quorum_voters(str(config.get("controller.quorum.voters") or ""))
-        self.bound_listeners: list[BoundListener] = []
+        if len(self.voters) > 1 and not self.controller_specs:
+            raise ConfigError(
+                f"controller.quorum.voters lists {len(self.voters)} voters, but listeners has no controller listener "
+                f"({', '.join(sorted(controller_names))}) for the other voters to reach this one: add e.g. "
+                f"CONTROLLER://host:port, the address this node has in controller.quorum.voters")
+        self.bound_listeners: list[BoundListener] = []  # client listeners
+        self.bound_controller_listeners: list[BoundListener] = []
+        self.quorum_peers = None  # connections to the other voters (broker/quorum_peers.py); none for one voter
         self._data_dir_lock: int | None = None  # fd holding the flock on log.dirs/.lock
         self.io_limiter = trio.CapacityLimiter(4)
-        self.metadata_limiter = trio.CapacityLimiter(1)
         self.cluster_id = ""
         self.quorum: MetadataQuorum | None = None
         self.store: LogStore | None = None
@@ -176,17 +174,35 @@ class Broker:
     # -- start-up / shut-down -----------------------------------------------------
     def open(self) -> None:
         """Blocking start-up work (runs before the trio listeners start). Raises StartupError with one
-        clear line when the data directory cannot be used or a port cannot be bound."""
+        clear line when the data directory cannot be used or a port cannot be bound.
+
+        A one-voter quorum (the embedded default) has its image at once, so the logs and coordinators
+        open here too; a node of a larger quorum opens them in serve_broker, once it has caught up with
+        the metadata log (open_logs)."""
         self._data_dir_lock = lock_data_dir(self.data_dir)
         self.cluster_id = self._load_or_create_cluster_id()
-        self_address = self._raft_address()
-        voters = [address for _, address in self.voters] or [self_address]
-        _check_port_free(self_address, "the metadata quorum's CONTROLLER listener")
-        self.quorum = MetadataQuorum(self_address, voters, self.data_dir / "metadata")
+        voters = tuple(node for node, _ in self.voters) or (self.node_id,)
+        self.quorum = MetadataQuorum(self.node_id, voters, self.data_dir / METADATA_LOG_DIR,
+                                     timing=quorum_timing(self.config), on_image=self._on_image)
         try:
-            self.quorum.start()
+            self.quorum.open()
+            self._migrate_legacy_metadata()
         except QuorumError as exc:
             raise StartupError(f"metadata quorum: {exc}") from None
+        if len(voters) > 1:
+            addresses = {}
+            for node, address in self.voters:
+                host, _, port = address.rpartition(":")
+                if node != self.node_id:
+                    addresses[node] = (host.strip("[]"), int(port))
+            self.quorum_peers = QuorumPeers(self.quorum, self.node_id, self.cluster_id, addresses,
+                                            self.quorum.timing.request_timeout_ms / 1000)
+        else:
+            self.open_logs()
+
+    def open_logs(self) -> None:
+        """Open the partition logs and replay the coordinators' internal topics (blocking), once the
+        metadata image is current."""
         try:
             self.store = LogStore(self.data_dir / "log", sync_writes=self.config.sync_on_append,
                                   producer_id_expiration_ms=int(self.config.get("producer.id.expiration.ms")))
@@ -239,31 +255,62 @@ class Broker:
             log.warning("%s-%d refused the %s marker of producer %d epoch %d: %s", partition.topic_name,
                         partition.index, "commit" if commit else "abort", producer_id, producer_epoch, error.name)
 
-    def _raft_address(self) -> str:
-        if self.controller_specs:
-            spec = self.controller_specs[0]
-            if spec.port == 0:  # like the client listeners, port 0 means a free port
-                return free_loopback_address(spec.host or "127.0.0.1")
-            return f"{spec.host or '127.0.0.1'}:{spec.port}"
-        for node, address in self.voters:
-            if node == self.node_id:
-                return address
-        return free_loopback_address()
+    def _migrate_legacy_metadata(self) -> None:
+        """A data directory written before KRaft keeps its metadata in a pysyncobj journal (`metadata/`).
+        Its image is proposed once as records into the KRaft log; then the old directory is renamed, so
+        a crash in between only proposes the same records again (replaying them is idempotent)."""
+        legacy = self.data_dir / "metadata"
+        if not legacy.is_dir():
+            return
+        from lodestream.broker.pysyncobj_metadata import read_legacy_image  # only ever needed once
+
+        image = read_legacy_image(legacy)
+        records = image_to_records(image)
+        if records:
+            self.quorum.propose_blocking(records)
+        legacy.rename(self.data_dir / "metadata.pre-kraft")
+        log.info("migrated the pre-KRaft metadata (%d topics) into the KRaft log; the old journal is kept in "
+                 "%s", len(image.topics_by_id), self.data_dir / "metadata.pre-kraft")
 
     def _load_or_create_cluster_id(self) -> str:
-        """Kept in meta.properties like Kafka's, so it survives restarts."""
+        """meta.properties as Kafka keeps it: the cluster and node this directory belongs to. A directory
+        of another cluster (cluster.id set and different) or of another node refuses to start."""
         meta = self.data_dir / "meta.properties"
         configured = self.config.get("cluster.id")
         if meta.exists():
-            for line in meta.read_text().splitlines():
-                if line.startswith("cluster.id="):
-                    return line.split("=", 1)[1].strip()
+            properties = dict(line.split("=", 1) for line in meta.read_text().splitlines()
+                              if "=" in line and not line.startswith("#"))
+            stored = properties.get("cluster.id", "").strip()
+            if configured and stored and configured != stored:
+                raise StartupError(f"cluster.id={configured}, but {meta} says this data directory belongs to "
+                                   f"cluster {stored}; use the directory of a node of this cluster")
+            stored_node = properties.get("node.id", "").strip()
+            if stored_node and stored_node != str(self.node_id):
+                raise StartupError(f"node.id={self.node_id}, but {meta} says this data directory is node "
+                                   f"{stored_node}'s")
+            if stored:
+                return stored
+        if len(self.voters) > 1 and not configured:
+            raise StartupError(
+                "cluster.id: a node of a quorum of several voters needs the cluster's id, the same on every node "
+                "(e.g. `lodestream random-cluster-id`), to be formatted on first start")
         cluster_id = configured or _random_cluster_id()
         try:
             meta.write_text(f"version=1\ncluster.id={cluster_id}\nnode.id={self.node_id}\n")
         except OSError as exc:
             raise StartupError(f"log.dirs: cannot write {meta}: {exc.strerror or exc}") from None
         return cluster_id
+
+    def controller_endpoints(self) -> dict[int, tuple[str, str, int]]:
+        """Each voter's controller listener: {node id: (listener name, host, port)} (DescribeQuorum)."""
+        name = next(iter(sorted(self.controller_listener_names)), "CONTROLLER")
+        endpoints = {}
+        for node, address in self.voters:
+            host, _, port = address.rpartition(":")
+            endpoints[node] = (name, host.strip("[]"), int(port))
+        for bound in self.bound_controller_listeners[:1]:
+            endpoints[self.node_id] = (bound.name, bound.advertised_host, bound.advertised_port)
+        return endpoints
 
     def close(self) -> None:
         if self.log_cleaner is not None:
@@ -281,6 +328,11 @@ class Broker:
     def image(self) -> MetadataImage:
         assert self.quorum is not None
         return self.quorum.image
+
+    def _on_image(self, image: MetadataImage) -> None:
+        """The quorum applied metadata (possibly written by another node): host what this node leads."""
+        if self.replicas is not None:
+            self._reconcile(image)
 
     def _reconcile(self, image: MetadataImage) -> None:
         """Open a log for every partition this broker leads in the image, with its topic's segment settings."""
@@ -302,7 +354,7 @@ class Broker:
 
     async def propose(self, records: list[MetadataRecord]) -> MetadataImage:
         assert self.quorum is not None
-        image = await trio.to_thread.run_sync(self.quorum.propose, records, limiter=self.metadata_limiter)
+        image = await self.quorum.propose(records)
         self._reconcile(image)
         return image
 

@@ -10,6 +10,7 @@ finishes the queued appends and syncs the log; the caller closes the broker.
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import entry_points
 
 import trio
@@ -32,11 +33,22 @@ async def _start_services(nursery: trio.Nursery, broker: Broker) -> dict[str, st
 
 
 async def serve_broker(broker: Broker, *, services: bool = True, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Run an opened broker until cancelled; reports {service name: address} once everything listens."""
-    replicas, groups = broker.replicas, broker.groups
-    assert replicas is not None and groups is not None, "Broker.open() first"
+    """Run an opened broker until cancelled; reports {service name: address} once everything listens.
+
+    The metadata quorum comes first: its controller listener, its loop and its connections to the other
+    voters. A node of a larger quorum then waits until it has caught up with the metadata log before it
+    opens its logs (Broker.open_logs) and serves clients."""
+    assert broker.quorum is not None, "Broker.open() first"
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(serve_listeners, broker, controller=True))
+            await nursery.start(broker.quorum.run)
+            if broker.quorum_peers is not None:
+                await nursery.start(broker.quorum_peers.run)
+            if broker.replicas is None:
+                await broker.quorum.wait_caught_up()
+                await trio.to_thread.run_sync(broker.open_logs)
+            replicas, groups = broker.replicas, broker.groups
             nursery.start_soon(replicas.run_committer)
             nursery.start_soon(replicas.run_flusher)
             nursery.start_soon(replicas.run_retention, broker.retention_config,
@@ -48,5 +60,6 @@ async def serve_broker(broker: Broker, *, services: bool = True, task_status=tri
             await nursery.start(serve_listeners, broker)
             task_status.started(await _start_services(nursery, broker) if services else {})
     finally:
-        with trio.CancelScope(shield=True):
-            await replicas.close()  # queued appends are written and the log synced
+        if broker.replicas is not None:
+            with trio.CancelScope(shield=True):
+                await broker.replicas.close()  # queued appends are written and the log synced

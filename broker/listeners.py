@@ -109,30 +109,34 @@ _REPLICATION_FACTOR_KEYS = ("default.replication.factor", "offsets.topic.replica
                             "share.coordinator.state.topic.replication.factor")
 
 
-def check_single_node(config: BrokerConfig) -> None:
-    """Refuse configurations that need more than one broker (replication and a multi-node KRaft
-    quorum are not built yet): two processes would each form a cluster of their own and say nothing."""
+def check_cluster_roles(config: BrokerConfig) -> None:
+    """Refuse what this node cannot be: process.roles other than combined broker+controller nodes (for
+    now), a controller that is not among controller.quorum.voters, and replication factors above 1
+    (replication is not built yet: each partition has one replica)."""
     node_id = config.node_id
     roles = set(multi_value(config.raw("process.roles")))
     if roles != {"broker", "controller"}:
         raise ConfigError(
-            f"process.roles={config.raw('process.roles')}: Lodestream runs as one combined node "
-            "(process.roles=broker,controller) until the KRaft controller quorum lands; a broker-only or "
-            "controller-only process would need other nodes")
+            f"process.roles={config.raw('process.roles')}: Lodestream nodes are combined "
+            "(process.roles=broker,controller) for now; broker-only and controller-only nodes are planned")
     voters = parse_quorum_voters(str(config.get("controller.quorum.voters") or ""))
-    if len(voters) > 1 or (voters and voters[0][0] != node_id):
+    if voters and node_id not in {node for node, _ in voters}:
         listed = ",".join(f"{node}@{address}" for node, address in voters)
-        raise ConfigError(
-            f"controller.quorum.voters={listed}: Lodestream runs as a single node (node.id={node_id}) until "
-            "multi-broker clustering lands; list only this node or leave it empty")
+        raise ConfigError(f"controller.quorum.voters={listed} does not list this node (node.id={node_id}), "
+                          "which has the controller role")
+    if len({node for node, _ in voters}) != len(voters):
+        raise ConfigError(f"controller.quorum.voters={config.raw('controller.quorum.voters')} lists a node twice")
     bootstrap = multi_value(config.raw("controller.quorum.bootstrap.servers"))
-    if len(bootstrap) > 1:
+    if bootstrap and len(voters) > 1:
+        raise ConfigError("controller.quorum.bootstrap.servers: Lodestream's quorum has static voters; with "
+                          "controller.quorum.voters set, leave controller.quorum.bootstrap.servers out")
+    if len(bootstrap) > 1 and not voters:
         raise ConfigError(
-            f"controller.quorum.bootstrap.servers lists {len(bootstrap)} controllers: Lodestream runs as a "
-            "single node until multi-broker clustering lands; name at most this node's controller listener")
+            f"controller.quorum.bootstrap.servers lists {len(bootstrap)} controllers: Lodestream's quorum has "
+            "static voters; list them as controller.quorum.voters (id@host:port,...)")
     for key in _REPLICATION_FACTOR_KEYS:
         value = config.raw(key)
         if key in config.explicit and value is not None and int(value) > 1:
             raise ConfigError(
-                f"{key}={value}: a single-node Lodestream keeps one replica of each partition (replication "
-                "is not built yet); set it to 1")
+                f"{key}={value}: Lodestream keeps one replica of each partition (replication is not built "
+                "yet); set it to 1")

@@ -170,10 +170,13 @@ class Connection:
         handler = REGISTRY.get(preamble.api_key)
         if handler is None:
             raise CloseConnection(f"unknown api key {preamble.api_key}")
+        if not handler.served_on(self.session.controller):
+            kind = "a controller" if self.session.controller else "a broker"
+            raise CloseConnection(f"api key {preamble.api_key} is not served on {kind} listener")
         if preamble.api_version not in handler.parseable:
             if preamble.api_key == api_versions.API_KEY and preamble.api_version > handler.versions.stop - 1:
                 # A newer client: answer v0 with UNSUPPORTED_VERSION and our ranges (KIP-511).
-                await self._respond_now(preamble, api_versions.unsupported_version_response(), received, reserved)
+                await self._respond_now(preamble, api_versions.unsupported_version_response(self.session.controller), received, reserved)
                 return
             raise CloseConnection(
                 f"unsupported version {preamble.api_version} of api key {preamble.api_key} "
@@ -295,7 +298,8 @@ async def _serve_connection(broker: Broker, stream: trio.abc.Stream, listener_na
         host, port = sock.getpeername()[:2] if sock is not None else ("?", 0)
     except OSError:
         host, port = "?", 0
-    session = Session(listener_name, broker.listener_security_protocols[listener_name], host, port)
+    session = Session(listener_name, broker.listener_security_protocols[listener_name], host, port,
+                      controller=listener_name in broker.controller_listener_names)
     refused = _connection_refused(broker, host)
     if refused is not None:
         limit, allowed = refused
@@ -344,10 +348,13 @@ async def _run_connection(broker: Broker, stream: trio.abc.Stream, session: Sess
         log.debug("connection from %s closed", session.peer)
 
 
-async def serve_listeners(broker: Broker, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Bind every client listener, report the bound addresses, then accept forever."""
+async def serve_listeners(broker: Broker, *, controller: bool = False, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Bind every client listener (or, with `controller`, every controller listener), report the bound
+    addresses, then accept forever."""
     bound_by_name: list[tuple[str, list]] = []
-    for spec in broker.kafka_listener_specs:
+    specs = broker.controller_specs if controller else broker.kafka_listener_specs
+    bound_listeners = broker.bound_controller_listeners if controller else broker.bound_listeners
+    for spec in specs:
         try:
             bound = await trio.open_tcp_listeners(spec.port, host=spec.host or None)
         except OSError as exc:
@@ -358,7 +365,7 @@ async def serve_listeners(broker: Broker, *, task_status=trio.TASK_STATUS_IGNORE
         advertised_host = advertised.host if advertised else spec.host
         if not advertised_host or advertised_host in ("0.0.0.0", "::"):
             advertised_host = socket.gethostname()
-        broker.bound_listeners.append(
+        bound_listeners.append(
             BoundListener(spec.name, spec.host, port, advertised_host, advertised.port if advertised and advertised.port else port)
         )
         bound_by_name.append((spec.name, bound))
@@ -368,4 +375,4 @@ async def serve_listeners(broker: Broker, *, task_status=trio.TASK_STATUS_IGNORE
         for name, bound in bound_by_name:  # each listener's connections know its name (their Session)
             await nursery.start(trio.serve_listeners, functools.partial(_serve_connection, broker, listener_name=name),
                                 bound)
-        task_status.started(broker.bound_listeners)
+        task_status.started(bound_listeners)

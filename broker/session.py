@@ -29,6 +29,7 @@ class Session:
     client_host: str
     client_port: int
     principal: KafkaPrincipal = ANONYMOUS
+    controller: bool = False  # a controller listener: the metadata quorum's APIs (broker/handlers/__init__.py)
     # Sent by clients in ApiVersions v3+ (KIP-511); "unknown" as Kafka reports it before that.
     client_software_name: str = "unknown"
     client_software_version: str = "unknown"

@@ -197,7 +197,7 @@ class Timing:
     fetch_max_wait_ms: int = 500  # how long the leader parks a fetch that has nothing new
     request_timeout_ms: int = 2000  # a request unanswered this long is sent again
     max_fetch_entries: int = 500
-    snapshot_every_entries: int = 5000  # snapshot once this many entries were applied since the last
+    snapshot_after_bytes: int = 20 << 20  # snapshot once this many payload bytes were applied since the last
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +215,7 @@ class DurableState:
 class _ReplicaProgress:
     end_offset: int = 0  # matched: the replica's log equals the leader's below this offset
     last_fetch_ms: int | None = None
+    caught_up_ms: int | None = None  # the last fetch that asked from the leader's log end on
     has_fetched: bool = False  # in this epoch
     parked: FetchRequest | None = None
     parked_until: int = 0
@@ -244,6 +245,8 @@ class KRaftNode:
         self.flushed_end = 0
         self.hw = 0
         self.applied = 0  # the state machine holds the log below this offset
+        self.hw_epoch = -1  # the epoch whose leader last told us the high watermark (or we lead it)
+        self.applied_bytes = 0  # payload bytes applied since the last snapshot
         if state.snapshot is not None:
             end, epoch, data = state.snapshot
             self.snapshot_id = (end, epoch)
@@ -256,7 +259,6 @@ class KRaftNode:
             entries = []  # the log's durable end lies below the snapshot's: start after the snapshot
         self.entries = entries
         self.flushed_end = self.end
-        self.last_snapshot_offset = self.log_start
         # Volatile role state.
         self.role = Role.UNATTACHED if self.is_voter else Role.OBSERVER
         self.votes: set[int] = set()
@@ -673,6 +675,8 @@ class KRaftNode:
                 self._send(request.replica, _replace_fetch(base, diverging=(epoch, min(end, offset))))
             return
         # The replica's log matches ours below `offset`; a voter's offset counts toward the high watermark.
+        if offset >= self.end:
+            progress.caught_up_ms = self.now
         if request.replica in self.voters and offset > progress.end_offset:
             progress.end_offset = offset
             if self._update_hw():
@@ -698,6 +702,7 @@ class KRaftNode:
         # Only an entry of this epoch commits by counting (Raft's rule); earlier ones commit with it.
         if majority_end > self.epoch_start_offset and majority_end > self.hw:
             self.hw = majority_end
+            self.hw_epoch = self.epoch
             self._apply_committed()
             self._complete_parked_fetches()
             return True
@@ -769,6 +774,7 @@ class KRaftNode:
         elif response.entries and response.entries[0].offset == self.end:
             self._append(list(response.entries))
         new_hw = min(response.hw, self.end)
+        self.hw_epoch = self.epoch
         if new_hw > self.hw:
             self.hw = new_hw
             self._apply_committed()
@@ -801,7 +807,8 @@ class KRaftNode:
         self._snapshot_data = response.data
         self.snapshot_id = (end, epoch)
         self.entries = []
-        self.log_start = self.last_snapshot_offset = end
+        self.log_start = end
+        self.applied_bytes = 0
         self.snapshot_epoch = epoch
         self._actions.append(Truncate(end))
         self._actions.append(DropBefore(end))
@@ -819,8 +826,9 @@ class KRaftNode:
             entry = self.entry(self.applied)
             if entry.payload is not None:
                 self.machine.apply(entry.offset, entry.epoch, entry.payload)
+                self.applied_bytes += len(entry.payload)
             self.applied += 1
-        if self.applied - self.last_snapshot_offset >= self.timing.snapshot_every_entries:
+        if self.applied_bytes >= self.timing.snapshot_after_bytes:
             self._snapshot_due = True  # taken in take_actions, outside any message's handling
 
     def take_snapshot(self) -> None:
@@ -834,17 +842,18 @@ class KRaftNode:
         self._snapshot_data = data
         self.snapshot_id = (end, epoch)
         del self.entries[:end - self.log_start]
-        self.log_start = self.last_snapshot_offset = end
+        self.log_start = end
+        self.applied_bytes = 0
         self.snapshot_epoch = epoch
 
     # --- what DescribeQuorum reports ---------------------------------------------------------------
 
-    def replica_states(self) -> list[tuple[int, int, int | None]]:
-        """(replica id, log end offset, last fetch time) for every voter and observer, as the leader
-        sees them; the leader's own end is its log end."""
-        rows = [(self.id, self.end, self.now)]
+    def replica_states(self) -> list[tuple[int, int, int | None, int | None]]:
+        """(replica id, log end offset, last fetch time, last caught-up time) of every voter and observer
+        as the leader sees them (DescribeQuorum); the leader's own row has its log end and now."""
+        rows = [(self.id, self.end, self.now, self.now)]
         for replica, progress in sorted(self.progress.items()):
-            rows.append((replica, progress.end_offset, progress.last_fetch_ms))
+            rows.append((replica, progress.end_offset, progress.last_fetch_ms, progress.caught_up_ms))
         return rows
 
 

@@ -871,6 +871,32 @@ class PartitionLog:
             self.log_end_offset = offset
             self._next_offset = max(self._next_offset, offset)  # never reuse offsets of an in-flight append
 
+    def truncate_from(self, offset: int) -> None:
+        """Drop every batch at or above `offset` (a follower cutting a suffix that diverged from its
+        leader); blocking, written without sync (the caller's next sync makes it durable). Only the active
+        segment can be cut: a log whose closed segments would lose batches raises StorageError."""
+        if offset >= self.log_end_offset:
+            return
+        if not self.quiescent or (self.segments and offset < self.segments[-1].base_offset):
+            raise StorageError(f"cannot truncate {self.topic_id}-{self.partition} to {offset}: only the active "
+                               "segment of a quiescent log can be cut")
+        index = self._index
+        position = index.locate(offset)
+        if position < len(index) and index.bases[position] < offset:
+            raise StorageError(f"cannot truncate {self.topic_id}-{self.partition} inside the batch at "
+                               f"{index.bases[position]}")
+        cut = sum(index.sizes[position:])
+        with self.store.db.write_batch() as batch:
+            for base in index.bases[position:]:
+                batch.delete(self._data_prefix + _OFFSET.pack(base))
+                batch.delete(self._index_prefix + _OFFSET.pack(base))
+        for column in (index.bases, index.lasts, index.max_timestamps, index.sizes):
+            del column[position:]
+        self.size_bytes -= cut
+        active = self._active[0]
+        self._active = self._assigning = (active, index.totals())
+        self.log_end_offset = self._next_offset = max(offset, self.log_start_offset)
+
     def delete_records_before(self, offset: int) -> None:
         """stage + commit + complete in one blocking call (tests, tools)."""
         staged = self.stage_delete_before(offset)

@@ -27,6 +27,7 @@ from lodestream.protocol.errors import ErrorCode
 from lodestream.protocol.messages import request_builder
 
 from inprocess_broker import start_broker
+from wire_client import WireClient
 
 NAME = "probe"  # the topic, group and transactional id every generated request names
 NOT_ASKED = {18}  # ApiVersions: answered before authentication, touches nothing (as in Kafka)
@@ -137,8 +138,9 @@ async def _first_describe_transactions_error(client, request) -> ErrorCode:
 @pytest.fixture
 async def probe_broker(tmp_path):
     async with trio.open_nursery() as nursery:
-        running = await start_broker(nursery, tmp_path / "data", **{"offsets.topic.num.partitions": "1",
-                                                                    "transaction.state.log.num.partitions": "1"})
+        running = await start_broker(nursery, tmp_path / "data", **{
+            "offsets.topic.num.partitions": "1", "transaction.state.log.num.partitions": "1",
+            "listeners": "PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:0"})
         client = await running.client()
         b = request_builder(19, 7)
         created = await client.request(b.CreateTopicsRequest(
@@ -162,13 +164,18 @@ async def test_every_handler_asks_and_answers_the_deny_error(probe_broker, api_k
     authorizer = RefusingAuthorizer()
     running.broker.authorizer = authorizer
     request = _request(api_key, _newest(api_key), topic_id)
-    if api_key == 65:  # DescribeTransactions: kio cannot decode the -1 start time Kafka sends with an error
+    listener = "CONTROLLER" if REGISTRY[api_key].listeners == "controller" else "PLAINTEXT"
+    if listener == "CONTROLLER":  # the metadata quorum's peers' APIs are served on the controller listener only
+        controller_client = await WireClient.connect(running.broker.bound_controller_listeners[0].port)
+        codes = _error_codes(await controller_client.request(request))
+        await controller_client.aclose()
+    elif api_key == 65:  # DescribeTransactions: kio cannot decode the -1 start time Kafka sends with an error
         codes = {await _first_describe_transactions_error(client, request)}
     else:
         codes = _error_codes(await client.request(request))
     assert authorizer.asked, f"api key {api_key}: the handler never asked the authorizer"
     session = authorizer.asked[0][0]
-    assert session.principal == ANONYMOUS and session.listener_name == "PLAINTEXT"
+    assert session.principal == ANONYMOUS and session.listener_name == listener
     assert session.security_protocol == "PLAINTEXT"
     asked_types = {action.resource_type for _, action in authorizer.asked}
     denied = {DENIED[t] for t in asked_types if t in DENIED}

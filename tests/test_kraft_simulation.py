@@ -40,7 +40,7 @@ from lodestream.consensus.kraft import (
 from lodestream.consensus.records import ConfigRecord, decode_records, encode_records
 
 TIMING = Timing(election_timeout_ms=100, fetch_timeout_ms=200, election_backoff_max_ms=100,
-                fetch_max_wait_ms=50, request_timeout_ms=150, max_fetch_entries=5, snapshot_every_entries=15)
+                fetch_max_wait_ms=50, request_timeout_ms=150, max_fetch_entries=5, snapshot_after_bytes=1400)
 RUNS = int(os.environ.get("LODESTREAM_SIM_RUNS", "500"))  # per voter count: 3 and 5 voters, 1,000 runs in all
 FAULT_MS = 2500  # simulated time with faults, then everything heals and the quorum must converge
 CONVERGE_MS = 3000

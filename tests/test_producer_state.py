@@ -173,7 +173,7 @@ def test_truncate_forgets_aborted_transactions_below_the_log_start():
 
 def test_producer_id_blocks_in_the_metadata_image_never_move_back_and_survive_snapshots():
     from lodestream.consensus.image import MetadataImage, replay_all
-    from lodestream.consensus.raft import image_from_snapshot, image_to_snapshot
+    from lodestream.consensus.image_machine import image_from_snapshot, image_to_snapshot
     from lodestream.consensus.records import ProducerIdsRecord, decode_records, encode_records
 
     records = [ProducerIdsRecord(1, 1000), ProducerIdsRecord(1, 2000), ProducerIdsRecord(2, 1500)]

@@ -90,20 +90,22 @@ def test_custom_listener_name_mapped_to_plaintext_serves(tmp_path):
         broker.stop()
 
 
-# -- a configuration that needs more than one node ----------------------------------------
+# -- cluster configurations this node cannot take part in as given ---------------------------
 
 @pytest.mark.parametrize("overrides, fragments", [
-    (("controller.quorum.voters=1@127.0.0.1:19093,2@127.0.0.1:19094",), ("controller.quorum.voters", "single node")),
+    (("controller.quorum.voters=1@127.0.0.1:19093,2@127.0.0.1:19094",), ("controller.quorum.voters", "CONTROLLER")),
+    (("listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:0",
+      "controller.quorum.voters=1@127.0.0.1:19093,2@127.0.0.1:19094"), ("cluster.id", "every node")),
     (("node.id=1", "controller.quorum.voters=2@127.0.0.1:19094"), ("controller.quorum.voters", "node.id=1")),
     (("controller.quorum.bootstrap.servers=127.0.0.1:19093,127.0.0.1:19094",),
-     ("controller.quorum.bootstrap.servers", "single node")),
+     ("controller.quorum.bootstrap.servers", "static voters")),
     (("process.roles=broker",), ("process.roles=broker", "broker,controller")),
     (("process.roles=controller",), ("process.roles=controller",)),
     (("default.replication.factor=3",), ("default.replication.factor=3", "one replica")),
     (("offsets.topic.replication.factor=3",), ("offsets.topic.replication.factor=3",)),
     (("transaction.state.log.replication.factor=2",), ("transaction.state.log.replication.factor=2",)),
 ])
-def test_multi_node_configurations_are_refused(tmp_path, overrides, fragments):
+def test_cluster_configurations_this_node_cannot_join_are_refused(tmp_path, overrides, fragments):
     assert_refused(serve(tmp_path, *overrides), *fragments)
 
 

@@ -8,6 +8,10 @@ Kafka's deny error when refused (broker/authorizer.py). A module may also define
 the connection's reader task, in arrival order, and returns an awaitable for
 the response; the connection can then read the next request while this one
 completes (used by Produce so pipelined batches keep their order).
+
+LISTENERS says where an API is served: "broker" (the default: client listeners), "controller" (the
+controller listeners, where the metadata quorum's peers talk) or "both". ApiVersions advertises on each
+listener what is served there, as Kafka's brokers and controllers do.
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ from lodestream.broker.handlers import (  # the transaction coordinator's APIs (
     txn_offset_commit,
     write_txn_markers,
 )
+from lodestream.broker.handlers import (  # the metadata quorum (broker/metadata_quorum.py)
+    begin_quorum_epoch,
+    describe_quorum,
+    end_quorum_epoch,
+    fetch_snapshot,
+    vote,
+)
 from lodestream.broker.handlers import (  # the group coordinator's APIs (broker/groups)
     delete_groups,
     describe_groups,
@@ -72,13 +83,19 @@ class Handler:
     parseable: range  # what kio can decode; versions outside it close the connection like Kafka
     handle: Callable[[RequestContext, Any], Awaitable[Any]]
     admit: Callable[[RequestContext, Any], Awaitable[Any]] | None
+    listeners: str  # "broker", "controller" or "both"
+
+    def served_on(self, controller: bool) -> bool:
+        return self.listeners == "both" or (self.listeners == "controller") == controller
 
 
 def _handler(module: ModuleType) -> Handler:
     known = schema_versions(module.API_KEY)
     versions: range = module.VERSIONS
     parseable = range(max(versions.start, known.start), min(versions.stop, known.stop))
-    return Handler(module.API_KEY, versions, parseable, module.handle, getattr(module, "admit", None))
+    listeners = getattr(module, "LISTENERS", "broker")
+    assert listeners in ("broker", "controller", "both"), module
+    return Handler(module.API_KEY, versions, parseable, module.handle, getattr(module, "admit", None), listeners)
 
 
 HANDLER_MODULES = (
@@ -115,8 +132,12 @@ HANDLER_MODULES = (
     init_producer_id, describe_producers,
     add_partitions_to_txn, add_offsets_to_txn, end_txn, txn_offset_commit, describe_transactions, list_transactions,
     write_txn_markers,
+    vote, begin_quorum_epoch, end_quorum_epoch, fetch_snapshot, describe_quorum,
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}
-api_versions.ADVERTISED = tuple((h.api_key, h.versions.start, h.versions.stop - 1)
-                                for h in sorted(REGISTRY.values(), key=lambda h: h.api_key))
+api_versions.ADVERTISED = {
+    controller: tuple((h.api_key, h.versions.start, h.versions.stop - 1)
+                      for h in sorted(REGISTRY.values(), key=lambda h: h.api_key) if h.served_on(controller))
+    for controller in (False, True)
+}

@@ -12,11 +12,13 @@ from lodestream.broker.request_context import RequestContext
 
 API_KEY = 18
 VERSIONS = range(0, 5)
+LISTENERS = "both"
 
 
-# (api key, min version, max version) of every handler: set by the registry (broker/handlers/__init__.py)
-# once it is built; this module cannot import the registry, which imports every handler module.
-ADVERTISED: tuple[tuple[int, int, int], ...] = ()
+# {on a controller listener: (api key, min version, max version) of every handler served there}: set by the
+# registry (broker/handlers/__init__.py) once it is built; this module cannot import the registry, which
+# imports every handler module.
+ADVERTISED: dict[bool, tuple[tuple[int, int, int], ...]] = {False: (), True: ()}
 
 
 # Feature levels (KIP-584), shown by `kafka-features describe`: only those whose meaning this broker
@@ -27,15 +29,17 @@ FEATURES = {"group.version": (0, 1, 1)}  # name -> (supported min, supported max
 FINALIZED_FEATURES_EPOCH = 0  # the levels never change
 
 
-def supported_api_keys(build) -> tuple:
-    return tuple(build.ApiVersion(api_key=key, min_version=low, max_version=high) for key, low, high in ADVERTISED)
+def supported_api_keys(build, controller: bool) -> tuple:
+    return tuple(build.ApiVersion(api_key=key, min_version=low, max_version=high)
+                 for key, low, high in ADVERTISED[controller])
 
 
-def unsupported_version_response() -> object:
+def unsupported_version_response(controller: bool) -> object:
     """Answer to an ApiVersions request of a version we do not know: v0 body,
     UNSUPPORTED_VERSION, and our ranges, so the client can retry with one we know."""
     build = response_builder(API_KEY, 0)
-    return build.ApiVersionsResponse(error_code=ErrorCode.unsupported_version, api_keys=supported_api_keys(build))
+    return build.ApiVersionsResponse(error_code=ErrorCode.unsupported_version,
+                                     api_keys=supported_api_keys(build, controller))
 
 
 async def handle(ctx: RequestContext, request: ApiVersionsRequest) -> ApiVersionsResponse:
@@ -56,7 +60,7 @@ async def handle(ctx: RequestContext, request: ApiVersionsRequest) -> ApiVersion
                                      for name, (_, _, level) in FEATURES.items()))
     return build.ApiVersionsResponse(
         error_code=ErrorCode.none,
-        api_keys=supported_api_keys(build),
+        api_keys=supported_api_keys(build, ctx.session.controller),
         throttle_time=datetime.timedelta(0),
         zk_migration_ready=False,
         **features,

@@ -6,6 +6,10 @@ Sessionless: we always answer session_id 0, which every client treats as
 READ_COMMITTED reads stop at the last stable offset and list the aborted
 transactions overlapping the returned batches; consumers drop those records
 (and every control batch) themselves.
+
+On the controller listener, Fetch is KRaft's replication of the metadata log: a voter or observer
+fetches `__cluster_metadata` from the quorum's leader, which answers from its state machine
+(consensus/kraft.py, broker/quorum_wire.py).
 """
 
 from __future__ import annotations
@@ -20,12 +24,23 @@ from lodestream.protocol.codec import RecordChunks
 from lodestream.protocol.errors import ErrorCode
 from lodestream.protocol.record_batch import parse_header
 
+from lodestream.consensus import kraft
+
 from lodestream.broker.partition import PlannedRead, read_planned
 from lodestream.broker.authorizer import DENIED, Operation, ResourceType
+from lodestream.broker.metadata_log import METADATA_TOPIC_ID
+from lodestream.broker.quorum_wire import (
+    QUORUM_REQUEST_TIMEOUT_S,
+    QuorumWireError,
+    check_cluster,
+    fetch_from_request,
+    fetch_partition as metadata_fetch_partition,
+)
 from lodestream.broker.request_context import RequestContext
 
 API_KEY = 1
 VERSIONS = range(4, 18)
+LISTENERS = "both"
 
 READ_COMMITTED = 1
 
@@ -131,8 +146,40 @@ async def _read(ctx: RequestContext, request: FetchRequest):
     return topics, total, read_partitions, had_error, per_topic
 
 
+async def _fetch_metadata_log(ctx: RequestContext, request: FetchRequest) -> FetchResponse:
+    build = ctx.build
+    quorum = ctx.broker.quorum
+
+    def answer(error: ErrorCode, partition=None) -> FetchResponse:
+        if partition is None:
+            partition = build.PartitionData(partition_index=0, error_code=error, high_watermark=-1,
+                                            aborted_transactions=(), records=None)
+        return build.FetchResponse(throttle_time=datetime.timedelta(0), error_code=ErrorCode.none, session_id=0,
+                                   responses=(build.FetchableTopicResponse(topic_id=METADATA_TOPIC_ID,
+                                                                           partitions=(partition,)),))
+
+    if not ctx.authorize(Operation.CLUSTER_ACTION, ResourceType.CLUSTER):
+        return answer(DENIED[ResourceType.CLUSTER])
+    try:
+        check_cluster(request, ctx.broker.cluster_id)
+        quorum.fetch_seq += 1
+        sender, message = fetch_from_request(request, quorum.fetch_seq)
+    except QuorumWireError:
+        return build.FetchResponse(throttle_time=datetime.timedelta(0), error_code=ErrorCode.inconsistent_cluster_id,
+                                   session_id=0, responses=())
+    reply = await quorum.exchange(sender, message, kraft.FetchResponse, QUORUM_REQUEST_TIMEOUT_S)
+    if reply is None:
+        return answer(ErrorCode.request_timed_out)
+    return answer(ErrorCode.none, metadata_fetch_partition(build, reply, quorum.log_start_offset))
+
+
 async def handle(ctx: RequestContext, request: FetchRequest) -> FetchResponse:
     build = ctx.build
+    if ctx.session.controller:
+        if ctx.api_version < 13 or len(request.topics) != 1 or request.topics[0].topic_id != METADATA_TOPIC_ID:
+            return build.FetchResponse(throttle_time=datetime.timedelta(0), error_code=ErrorCode.invalid_request,
+                                       session_id=0, responses=())
+        return await _fetch_metadata_log(ctx, request)
     deadline = trio.current_time() + request.max_wait.total_seconds()
     min_bytes = int(request.min_bytes)
     while True:

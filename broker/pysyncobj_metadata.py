@@ -1,4 +1,5 @@
-"""The Raft binding of the metadata log, on pysyncobj.
+"""The metadata log as Lodestream wrote it before KRaft (on pysyncobj): kept only to read a data directory
+written by an older version once, when `Broker.open` migrates it into the KRaft log (`read_legacy_image`).
 
 The replicated state machine is just the MetadataImage. One Raft command is
 one batch of metadata records, encoded with ``encode_records`` (JSON bytes).
@@ -56,21 +57,19 @@ changing the settings below):
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import pathlib
 import socket
 import threading
 import time
-import uuid
-from types import MappingProxyType
 from typing import Callable
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import SyncObjException
 
-from lodestream.consensus.image import MetadataImage, PartitionImage, TopicImage, replay_all
+from lodestream.consensus.image import MetadataImage, replay_all
+from lodestream.consensus.image_machine import image_from_snapshot, image_to_snapshot
 from lodestream.consensus.records import MetadataRecord, decode_records, encode_records
 
 logger = logging.getLogger(__name__)
@@ -132,80 +131,6 @@ def _conf(*, single_node: bool, journal_dir: pathlib.Path, bind_address: str, on
         maxBindRetries=1,  # fail start() at once if the port is taken (0 = retry forever)
         onReady=on_ready,
         **timing,
-    )
-
-
-# --- the image as JSON (full dump) -------------------------------------------------
-
-
-def _topic_to_json(topic: TopicImage) -> dict:
-    return {
-        "name": topic.name,
-        "topic_id": str(topic.topic_id),
-        "partitions": [
-            [p.partition, list(p.replicas), p.leader, p.leader_epoch] for p in topic.partitions.values()
-        ],
-        "configs": dict(topic.configs),
-    }
-
-
-def _topic_from_json(data: dict) -> TopicImage:
-    partitions = {
-        p: PartitionImage(partition=p, replicas=tuple(replicas), leader=leader, leader_epoch=epoch)
-        for p, replicas, leader, epoch in data["partitions"]
-    }
-    return TopicImage(
-        name=data["name"],
-        topic_id=uuid.UUID(data["topic_id"]),
-        partitions=MappingProxyType(partitions),
-        configs=MappingProxyType(dict(data["configs"])),
-    )
-
-
-def image_to_snapshot(image: MetadataImage) -> bytes:
-    """Encode the whole image exactly (both topic maps, in order), as JSON."""
-    by_name = []
-    for name, topic in image.topics_by_name.items():
-        # Normally the same topic as in topics_by_id; store a reference then.
-        same = image.topics_by_id.get(topic.topic_id) == topic
-        by_name.append([name, str(topic.topic_id) if same else _topic_to_json(topic)])
-    return json.dumps(
-        {
-            "format": 1,
-            "topics_by_id": [_topic_to_json(t) for t in image.topics_by_id.values()],
-            "topics_by_name": by_name,
-            "broker_configs": [[k, dict(v)] for k, v in image.broker_configs.items()],
-            "client_quotas": [[[list(pair) for pair in entity], dict(values)]
-                              for entity, values in image.client_quotas.items()],
-            "next_producer_id": image.next_producer_id,
-        },
-        separators=(",", ":"),
-    ).encode()
-
-
-def image_from_snapshot(data: bytes) -> MetadataImage:
-    doc = json.loads(data)
-    if doc.get("format") != 1:
-        raise ValueError(f"unknown metadata snapshot format {doc.get('format')!r}")
-    by_id = {}
-    for item in doc["topics_by_id"]:
-        topic = _topic_from_json(item)
-        by_id[topic.topic_id] = topic
-    by_name = {
-        name: by_id[uuid.UUID(ref)] if isinstance(ref, str) else _topic_from_json(ref)
-        for name, ref in doc["topics_by_name"]
-    }
-    return MetadataImage(
-        topics_by_name=MappingProxyType(by_name),
-        topics_by_id=MappingProxyType(by_id),
-        broker_configs=MappingProxyType(
-            {k: MappingProxyType(dict(v)) for k, v in doc["broker_configs"]}
-        ),
-        client_quotas=MappingProxyType({
-            tuple((str(t), n) for t, n in entity): MappingProxyType({k: float(x) for k, x in values.items()})
-            for entity, values in doc.get("client_quotas", ())
-        }),
-        next_producer_id=int(doc.get("next_producer_id", 0)),
     )
 
 
@@ -487,3 +412,14 @@ def _close_pipe_notifier(sync: SyncObj) -> None:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def read_legacy_image(journal_dir: pathlib.Path) -> MetadataImage:
+    """The image a pre-KRaft data directory's pysyncobj journal and dump hold (starts a one-node group
+    on a free loopback port just long enough to replay them)."""
+    quorum = MetadataQuorum(free_loopback_address(), [], journal_dir)
+    quorum.start()
+    try:
+        return quorum.image
+    finally:
+        quorum.close()

@@ -7,6 +7,7 @@ validation and the same metadata records.
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import logging
 import os
@@ -48,7 +49,9 @@ from lodestream.broker.listeners import check_cluster_roles, listener_security_p
 from lodestream.broker.log_cleaner import LogCleaner
 from lodestream.broker.metadata_log import METADATA_LOG_DIR
 from lodestream.broker.metadata_quorum import MetadataQuorum, QuorumError, quorum_timing
-from lodestream.broker.quorum_peers import QuorumPeers
+from lodestream.broker.cluster_controller import ClusterController
+from lodestream.broker.controller_client import ControllerClient
+from lodestream.broker.quorum_peers import ControllerConnection, QuorumPeers
 from lodestream.broker.metrics import BrokerMetrics
 from lodestream.broker.producer_ids import ProducerIdManager
 from lodestream.broker.quotas import QuotaManager
@@ -61,6 +64,7 @@ log = logging.getLogger(__name__)
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_TOPIC_NAME_LENGTH = 249
 MAX_PARTITIONS = 10_000
+CONTROLLER_WAIT_S = 10.0  # a change made through the controller reaches this node's image within this
 
 
 def validate_topic_name(name: str) -> None:
@@ -158,7 +162,9 @@ class Broker:
         # topic id -> (its config overrides, dynamic broker configs, effective configs): see topic_config
         self._topic_configs: dict[uuid.UUID, tuple[Mapping, Mapping, Mapping[str, str]]] = {}
         self.groups: GroupCoordinator | None = None  # the group coordinator (broker/groups)
-        self.producer_ids = ProducerIdManager(self.node_id, lambda: self.image, self.propose)  # InitProducerId
+        self.controller: ClusterController | None = None  # acts while this node leads the quorum
+        self.controller_client: ControllerClient | None = None  # registration, heartbeats, requests to it
+        self.producer_ids = ProducerIdManager(self._allocate_producer_ids)  # InitProducerId
         self.transactions = None  # the transaction coordinator (broker/transactions), docs/transactions.md
         self.log_cleaner: LogCleaner | None = None  # compacts compacted topics (broker/log_cleaner.py)
         self.connections: set = set()  # server.Connection objects, for metrics
@@ -189,15 +195,20 @@ class Broker:
             self._migrate_legacy_metadata()
         except QuorumError as exc:
             raise StartupError(f"metadata quorum: {exc}") from None
+        self.controller = ClusterController(self.quorum, self.node_id, self.cluster_id,
+                                            int(self.config.get("broker.session.timeout.ms")))
+        connection = None
         if len(voters) > 1:
             addresses = {}
             for node, address in self.voters:
                 host, _, port = address.rpartition(":")
                 if node != self.node_id:
                     addresses[node] = (host.strip("[]"), int(port))
-            self.quorum_peers = QuorumPeers(self.quorum, self.node_id, self.cluster_id, addresses,
-                                            self.quorum.timing.request_timeout_ms / 1000)
-        else:
+            timeout_s = self.quorum.timing.request_timeout_ms / 1000
+            self.quorum_peers = QuorumPeers(self.quorum, self.node_id, self.cluster_id, addresses, timeout_s)
+            connection = ControllerConnection(self.quorum, self.node_id, addresses, timeout_s)
+        self.controller_client = ControllerClient(self, self.controller, connection)
+        if len(voters) == 1:
             self.open_logs()
 
     def open_logs(self) -> None:
@@ -224,13 +235,13 @@ class Broker:
         self.groups = GroupCoordinator(self.broker_config_value, self._internal_log(
             OFFSETS_TOPIC, {**OFFSETS_TOPIC_CONFIGS, "segment.bytes": str(self.config.get("offsets.topic.segment.bytes"))}),
                                        self.clock)
-        self.groups.load()
+        self.groups.load(self._led_partitions(OFFSETS_TOPIC))
         # Transactions: replay __transaction_state. Each coordinator's task runs in serve_broker.
         self.transactions = TransactionCoordinator(
             self.broker_config_value, self._internal_log(TRANSACTION_STATE_TOPIC, {
                 **TXN_TOPIC_CONFIGS, "segment.bytes": str(self.config.get("transaction.state.log.segment.bytes"))}),
             self.producer_ids.allocate, self.write_markers, self.clock)
-        self.transactions.load()
+        self.transactions.load(self._led_partitions(TRANSACTION_STATE_TOPIC))
 
     def _internal_log(self, topic: str, configs: dict[str, str]) -> InternalTopicLog:
         assert self.replicas is not None
@@ -330,9 +341,57 @@ class Broker:
         return self.quorum.image
 
     def _on_image(self, image: MetadataImage) -> None:
-        """The quorum applied metadata (possibly written by another node): host what this node leads."""
-        if self.replicas is not None:
-            self._reconcile(image)
+        """The quorum applied metadata (possibly written by another node): host what this node leads, and
+        coordinate the groups and transactions of the internal partitions it leads."""
+        if self.replicas is None:
+            return
+        self._reconcile(image)
+        for coordinator, name in ((self.groups, OFFSETS_TOPIC), (self.transactions, TRANSACTION_STATE_TOPIC)):
+            if coordinator is None or image.topic(name) is None:
+                continue
+            led = set(self._led_partitions(name))
+            runtime = coordinator.runtime
+            for partition in [p for p in runtime.partitions if p not in led]:
+                runtime.unload(partition)
+            newly = sorted(led - set(runtime.partitions))
+            if newly:
+                coordinator.load(newly)
+
+    def _led_partitions(self, topic_name: str) -> list[int] | None:
+        """The partitions of an internal topic this node leads; None (all of them) before the topic exists,
+        so a coordinator's first request creates it (and is redirected if another node leads its partition)."""
+        topic = self.image.topic(topic_name)
+        if topic is None:
+            return None
+        return [p.partition for p in topic.partitions.values() if p.leader == self.node_id]
+
+    async def _allocate_producer_ids(self) -> tuple[int, int]:
+        assert self.controller_client is not None
+        return await self.controller_client.allocate_producer_ids()
+
+    def broker_endpoints(self, listener_name: str, include_fenced: bool = False) -> list[tuple[int, str, int, str | None, bool]]:
+        """(broker id, host, port, rack, fenced) of the registered brokers that have a listener of that name
+        (clients are told about the unfenced ones), by id; this node alone before any registered."""
+        registered = sorted(self.image.brokers.values(), key=lambda b: b.broker_id)
+        if not registered and self.bound_listeners:
+            bound = next((b for b in self.bound_listeners if b.name == listener_name), self.bound_listeners[0])
+            return [(self.node_id, bound.advertised_host, bound.advertised_port, self.config.get("broker.rack"), False)]
+        found = []
+        for broker in registered:
+            endpoint = broker.endpoint(listener_name) or (broker.endpoints[0][1:3] if broker.endpoints else None)
+            if endpoint is not None and (include_fenced or not broker.fenced):
+                found.append((broker.broker_id, endpoint[0], endpoint[1], broker.rack, broker.fenced))
+        return found
+
+    def active_controller_id(self) -> int:
+        """What Metadata and DescribeCluster give clients as the controller: the quorum's leader (every
+        node is a broker and a controller), or this node while no leader is known."""
+        leader = self.quorum.leader if self.quorum is not None else -1
+        return leader if leader >= 0 else self.node_id
+
+    def broker_ids(self) -> set[int]:
+        """The registered brokers (this node alone before any registered)."""
+        return set(self.image.brokers) or {self.node_id}
 
     def _reconcile(self, image: MetadataImage) -> None:
         """Open a log for every partition this broker leads in the image, with its topic's segment settings."""
@@ -353,10 +412,39 @@ class Broker:
         return None if topic is None else self.topic_config(topic)
 
     async def propose(self, records: list[MetadataRecord]) -> MetadataImage:
+        """Commit records through the quorum (this node must lead it: other nodes forward the requests
+        that change metadata to the leader); NOT_CONTROLLER when it does not, or stopped leading."""
         assert self.quorum is not None
-        image = await self.quorum.propose(records)
+        try:
+            image = await self.quorum.propose(records)
+        except QuorumError as exc:
+            raise KafkaError(ErrorCode.not_controller, str(exc)) from None
         self._reconcile(image)
         return image
+
+    @property
+    def forwards_to_controller(self) -> bool:
+        """Requests that change metadata go to the active controller: this node is not it."""
+        return self.quorum_peers is not None and not self.quorum.is_leader
+
+    async def _create_topic_at_controller(self, name: str, num_partitions: int, configs: dict[str, str]) -> TopicImage:
+        """Create a topic this node needs (auto-creation, an internal topic) through the active controller,
+        with a CreateTopics request as a Kafka broker sends it; returns once this node's image has it."""
+        from kio.schema.create_topics.v7 import request as create
+
+        response = await self.controller_client.forward(create.CreateTopicsRequest(
+            topics=(create.CreatableTopic(name=name, num_partitions=num_partitions, replication_factor=-1,
+                                          assignments=(),
+                                          configs=tuple(create.CreatableTopicConfig(name=k, value=v)
+                                                        for k, v in configs.items())),),
+            timeout=datetime.timedelta(seconds=30), validate_only=False))
+        result = response.topics[0]
+        if result.error_code not in (ErrorCode.none, ErrorCode.topic_already_exists):
+            raise KafkaError(ErrorCode(result.error_code), result.error_message)
+        topic = await self.quorum.wait_for(lambda image: image.topic(name), CONTROLLER_WAIT_S)
+        if topic is None:
+            raise KafkaError(ErrorCode.request_timed_out, f"topic {name} was created but has not reached this node yet")
+        return topic
 
     def topic_config(self, topic: TopicImage) -> Mapping[str, str]:
         """Effective topic configs (overrides, then broker synonyms, then defaults).
@@ -393,13 +481,18 @@ class Broker:
                     "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
                 )
             for index, replicas in spec.assignments.items():
-                unknown = [r for r in replicas if r != self.node_id]
+                unknown = [r for r in replicas if r not in self.broker_ids()]
                 if unknown:
                     raise KafkaError(
                         ErrorCode.invalid_replica_assignment,
                         f"Replica assignment for partition {index} names brokers {unknown} that are not in this cluster "
-                        f"(the only broker is {self.node_id}).",
+                        f"(its brokers are {sorted(self.broker_ids())}).",
                     )
+                if len(replicas) > 1:
+                    raise KafkaError(
+                        ErrorCode.invalid_replication_factor,
+                        f"Replica assignment for partition {index} has {len(replicas)} replicas: Lodestream keeps one "
+                        "replica of each partition until replication lands.")
                 if len(set(replicas)) != len(replicas) or not replicas:
                     raise KafkaError(ErrorCode.invalid_replica_assignment, f"bad replica list {replicas} for partition {index}")
             if sorted(spec.assignments) != list(range(len(spec.assignments))):
@@ -437,7 +530,9 @@ class Broker:
             topic_id = uuid.uuid4()
             records: list[MetadataRecord] = [TopicRecord(spec.name, topic_id)]
             records += [ConfigRecord("topic", spec.name, k, v) for k, v in configs.items()]
-            records += [PartitionRecord(topic_id, i, (self.node_id,), self.node_id, 0) for i in range(count)]
+            assignments = [tuple(spec.assignments[i]) for i in range(count)] if spec.assignments \
+                else self.controller.place(count)
+            records += [PartitionRecord(topic_id, i, replicas, replicas[0], 0) for i, replicas in enumerate(assignments)]
             image = await self.propose(records)
             log.info("created topic %s (%s) with %d partitions", spec.name, topic_id, count)
             _warn_without_effect(f"topic {spec.name}", configs, TOPIC_CONFIGS)
@@ -451,10 +546,13 @@ class Broker:
             existing = self.image.topic(name)
             if existing is not None:
                 return existing
+            if self.forwards_to_controller:
+                return await self._create_topic_at_controller(name, num_partitions, configs)
             topic_id = uuid.uuid4()
             records: list[MetadataRecord] = [TopicRecord(name, topic_id)]
             records += [ConfigRecord("topic", name, k, v) for k, v in configs.items()]
-            records += [PartitionRecord(topic_id, i, (self.node_id,), self.node_id, 0) for i in range(num_partitions)]
+            records += [PartitionRecord(topic_id, i, replicas, replicas[0], 0)
+                        for i, replicas in enumerate(self.controller.place(num_partitions))]
             image = await self.propose(records)
             log.info("created internal topic %s (%s) with %d partitions", name, topic_id, num_partitions)
             return image.topics_by_id[topic_id]
@@ -469,6 +567,8 @@ class Broker:
             assert topic is not None
             return topic
         try:
+            if self.forwards_to_controller:
+                return await self._create_topic_at_controller(name, -1, {})
             created = await self.create_topic(TopicSpec(name))
             assert created is not None
             return created
@@ -509,14 +609,15 @@ class Broker:
                     raise KafkaError(ErrorCode.invalid_replica_assignment,
                                      f"Increasing the number of partitions by {count - current} but {len(assignments)} assignments provided.")
                 for replicas in assignments:
-                    if any(r != self.node_id for r in replicas):
+                    if not replicas or any(r not in self.broker_ids() for r in replicas):
                         raise KafkaError(ErrorCode.invalid_replica_assignment,
                                          f"Replica assignment {replicas} names brokers that are not in this cluster.")
             if validate_only:
                 return
-            await self.propose(
-                [PartitionRecord(topic.topic_id, i, (self.node_id,), self.node_id, 0) for i in range(current, count)]
-            )
+            placed = [tuple(replicas) for replicas in assignments] if assignments is not None \
+                else self.controller.place(count - current, current)
+            await self.propose([PartitionRecord(topic.topic_id, current + i, replicas, replicas[0], 0)
+                                for i, replicas in enumerate(placed)])
 
     async def alter_topic_configs(self, name: str, changes: dict[str, str | None], replace_all: bool, validate_only: bool) -> None:
         """Set (str) or delete (None) topic config overrides. replace_all = legacy AlterConfigs semantics."""

@@ -313,7 +313,7 @@ class CoordinatorRuntime:
 
     @property
     def loaded(self) -> bool:
-        return bool(self.partitions) and all(status == ACTIVE for status in self.partitions.values())
+        return all(status == ACTIVE for status in self.partitions.values())
 
     def check_active(self, partition: int) -> None:
         status = self.partitions.get(partition)

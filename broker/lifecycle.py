@@ -58,6 +58,8 @@ async def serve_broker(broker: Broker, *, services: bool = True, task_status=tri
             if broker.transactions is not None:
                 await nursery.start(broker.transactions.run)
             await nursery.start(serve_listeners, broker)
+            await nursery.start(broker.controller.run)
+            await nursery.start(broker.controller_client.run)  # registered and unfenced: clients may come
             task_status.started(await _start_services(nursery, broker) if services else {})
     finally:
         if broker.replicas is not None:

@@ -99,6 +99,7 @@ class MetadataQuorum:
         self._proposals: dict[int, _Proposal] = {}
         self._notified: MetadataImage | None = None  # the image on_image last saw
         self._caught_up = trio.Event()
+        self._image_changed = trio.Event()  # set (and replaced) each time on_image hears of a new image
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple](math.inf)
         self.send_to_peer: Callable[[int, Message], None] | None = None  # set by the peer lanes
         self._answers: dict[tuple[int, type], tuple[trio.Event, list]] = {}  # (peer, response type) -> waiter
@@ -163,6 +164,11 @@ class MetadataQuorum:
         return self.node.epoch if self.node is not None else -1
 
     @property
+    def applied_offset(self) -> int:
+        """The metadata log is applied to the image below this offset."""
+        return self.node.applied if self.node is not None else 0
+
+    @property
     def log_start_offset(self) -> int:
         return self.node.log_start if self.node is not None else 0
 
@@ -220,14 +226,28 @@ class MetadataQuorum:
     def _notify(self) -> None:
         """Once per turn: tell on_image about a new image, and wake wait_caught_up."""
         image = self.machine.image
-        if self.on_image is not None and image is not self._notified:
+        if image is not self._notified:
             self._notified = image
-            try:
-                self.on_image(image)
-            except Exception:  # noqa: BLE001 - a listener's bug must not stop the quorum
-                log.exception("metadata image listener failed")
+            if self.on_image is not None:
+                try:
+                    self.on_image(image)
+                except Exception:  # noqa: BLE001 - a listener's bug must not stop the quorum
+                    log.exception("metadata image listener failed")
+            self._image_changed.set()
+            self._image_changed = trio.Event()
         if self.caught_up:
             self._caught_up.set()
+
+    async def wait_for(self, predicate: Callable[[MetadataImage], object], timeout: float):
+        """The first truthy predicate(image) of the images applied from now on (the current one first),
+        or None after `timeout` seconds."""
+        with trio.move_on_after(timeout):
+            while True:
+                found = predicate(self.machine.image)
+                if found:
+                    return found
+                await self._image_changed.wait()
+        return None
 
     async def wait_caught_up(self) -> None:
         """Until a leader is known and everything it has committed (as far as we know) is applied."""

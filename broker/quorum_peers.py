@@ -138,3 +138,40 @@ class QuorumPeers:
             return None
         finally:
             await connection.aclose()
+
+
+class ControllerConnection:
+    """This broker's requests to the active controller (the quorum's leader), over its controller listener:
+    one connection, re-opened when the leader changes or the connection fails. Requests go one at a time."""
+
+    def __init__(self, quorum, node_id: int, addresses: dict[int, tuple[str, int]], request_timeout_s: float) -> None:
+        self.quorum = quorum
+        self.node_id = node_id
+        self.addresses = addresses
+        self.request_timeout_s = request_timeout_s
+        self._connection: PeerConnection | None = None
+        self._connected_to = -1
+        self._lock = trio.Lock()
+
+    async def request(self, body):
+        """The leader's answer, or None when no leader is known or it cannot be reached in time."""
+        async with self._lock:
+            leader = self.quorum.leader
+            if leader < 0 or leader not in self.addresses:
+                return None
+            try:
+                if self._connection is None or self._connected_to != leader:
+                    await self.close()
+                    self._connection = await PeerConnection.connect(*self.addresses[leader],
+                                                                    f"lodestream-broker-{self.node_id}")
+                    self._connected_to = leader
+                return await self._connection.request(body, self.request_timeout_s)
+            except _FAILURES as exc:
+                log.debug("request to the active controller %d failed: %r", leader, exc)
+                await self.close()
+                return None
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.aclose()
+            self._connection = None

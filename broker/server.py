@@ -12,6 +12,7 @@ from typing import Any, Awaitable
 import trio
 
 from lodestream.protocol.codec import DecodeError, decode_request, encode_response_chunks, peek_preamble
+from lodestream.protocol.errors import KafkaError
 from lodestream.protocol.framing import FrameDecoder, FrameError
 
 from lodestream.broker.broker import BoundListener, Broker
@@ -212,13 +213,22 @@ class Connection:
         slot.started = time.perf_counter()
         if timing:
             slot.busy = decode_s
-        if handler.admit is not None:
+        if handler.forwarded and not self.session.controller and self.broker.forwards_to_controller:
+            # Metadata changes are the active controller's: it gets the request as the client sent it.
+            await self._complete(slot, self._forward(ctx, handler, request.body))
+        elif handler.admit is not None:
             completion = handler.admit(ctx, request.body)
             if timing:
                 slot.busy += time.perf_counter() - slot.started
             nursery.start_soon(self._complete, slot, completion)
         else:
             await self._complete(slot, handler.handle(ctx, request.body))
+
+    async def _forward(self, ctx: RequestContext, handler, body):
+        try:
+            return await self.broker.controller_client.forward(body)
+        except KafkaError:  # no controller reachable: answered here, each change with NOT_CONTROLLER
+            return await handler.handle(ctx, body)
 
     def _slow_reader(self, what: str, limit: int) -> None:
         self.broker.limits.hit("in.flight.per.connection",

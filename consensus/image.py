@@ -8,11 +8,13 @@ from types import MappingProxyType
 from typing import Mapping
 
 from lodestream.consensus.records import (
+    BrokerFencingRecord,
     ConfigRecord,
     MetadataRecord,
     PartitionRecord,
     ProducerIdsRecord,
     QuotaRecord,
+    RegisterBrokerRecord,
     RemoveTopicRecord,
     TopicRecord,
 )
@@ -37,6 +39,25 @@ class TopicImage:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerImage:
+    """A registered broker: where clients reach it, and whether the controller lets it lead."""
+
+    broker_id: int
+    incarnation_id: uuid.UUID
+    broker_epoch: int
+    endpoints: tuple[tuple[str, str, int, str], ...]  # (listener name, host, port, security protocol)
+    rack: str | None
+    fenced: bool = True
+
+    def endpoint(self, listener: str) -> tuple[str, int] | None:
+        """(host, port) of this broker's listener of that name (None if it has none)."""
+        for name, host, port, _ in self.endpoints:
+            if name == listener:
+                return host, port
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class MetadataImage:
     topics_by_name: Mapping[str, TopicImage] = field(default_factory=lambda: _EMPTY)
     topics_by_id: Mapping[uuid.UUID, TopicImage] = field(default_factory=lambda: _EMPTY)
@@ -45,6 +66,11 @@ class MetadataImage:
     # quota entity (sorted ((type, name|None), ...)) -> {quota key: value}; see broker/quotas.py
     client_quotas: Mapping[tuple, Mapping[str, float]] = field(default_factory=lambda: _EMPTY)
     next_producer_id: int = 0  # producer ids below this are reserved (broker/producer_ids.py)
+    brokers: Mapping[int, BrokerImage] = field(default_factory=lambda: _EMPTY)  # registered brokers by id
+
+    def live_brokers(self) -> list[BrokerImage]:
+        """Registered, unfenced brokers by id: the ones clients are told about and partitions go to."""
+        return [broker for _, broker in sorted(self.brokers.items()) if not broker.fenced]
 
     def topic(self, name: str) -> TopicImage | None:
         return self.topics_by_name.get(name)
@@ -119,6 +145,15 @@ def replay(image: MetadataImage, record: MetadataRecord) -> MetadataImage:
             return replace(
                 image, client_quotas=_with_entry(image.client_quotas, entity, updated if updated else None)
             )
+        case RegisterBrokerRecord():
+            broker = BrokerImage(record.broker_id, record.incarnation_id, record.broker_epoch, record.endpoints,
+                                 record.rack, fenced=True)
+            return replace(image, brokers=_with_entry(image.brokers, record.broker_id, broker))
+        case BrokerFencingRecord(broker_id=broker_id, broker_epoch=epoch, fenced=fenced):
+            broker = image.brokers.get(broker_id)
+            if broker is None or broker.broker_epoch != epoch:  # about an earlier registration: ignored
+                return image
+            return replace(image, brokers=_with_entry(image.brokers, broker_id, replace(broker, fenced=fenced)))
         case ProducerIdsRecord(next_producer_id=next_id):
             # Never moves back, so a replayed or reordered reservation cannot hand out an id twice.
             return replace(image, next_producer_id=max(image.next_producer_id, next_id))

@@ -13,13 +13,15 @@ import uuid
 from types import MappingProxyType
 from typing import Callable
 
-from lodestream.consensus.image import MetadataImage, PartitionImage, TopicImage, replay_all
+from lodestream.consensus.image import BrokerImage, MetadataImage, PartitionImage, TopicImage, replay_all
 from lodestream.consensus.records import (
+    BrokerFencingRecord,
     ConfigRecord,
     MetadataRecord,
     PartitionRecord,
     ProducerIdsRecord,
     QuotaRecord,
+    RegisterBrokerRecord,
     TopicRecord,
     decode_records,
 )
@@ -99,6 +101,8 @@ def image_to_snapshot(image: MetadataImage) -> bytes:
             "client_quotas": [[[list(pair) for pair in entity], dict(values)]
                               for entity, values in image.client_quotas.items()],
             "next_producer_id": image.next_producer_id,
+            "brokers": [[b.broker_id, str(b.incarnation_id), b.broker_epoch, [list(e) for e in b.endpoints], b.rack,
+                         b.fenced] for b in image.brokers.values()],
         },
         separators=(",", ":"),
     ).encode()
@@ -127,6 +131,11 @@ def image_from_snapshot(data: bytes) -> MetadataImage:
             for entity, values in doc.get("client_quotas", ())
         }),
         next_producer_id=int(doc.get("next_producer_id", 0)),
+        brokers=MappingProxyType({
+            broker_id: BrokerImage(broker_id, uuid.UUID(incarnation), epoch, tuple(tuple(e) for e in endpoints), rack,
+                                   fenced)
+            for broker_id, incarnation, epoch, endpoints, rack, fenced in doc.get("brokers", ())
+        }),
     )
 
 
@@ -144,4 +153,8 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
         records.extend(QuotaRecord(entity, k, v) for k, v in values.items())
     if image.next_producer_id:
         records.append(ProducerIdsRecord(-1, image.next_producer_id))
+    for b in image.brokers.values():
+        records.append(RegisterBrokerRecord(b.broker_id, b.incarnation_id, b.broker_epoch, b.endpoints, b.rack))
+        if not b.fenced:
+            records.append(BrokerFencingRecord(b.broker_id, b.broker_epoch, False))
     return records

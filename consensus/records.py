@@ -69,10 +69,35 @@ class ProducerIdsRecord:
     next_producer_id: int
 
 
-MetadataRecord = Union[TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord]
+@dataclass(frozen=True, slots=True)
+class RegisterBrokerRecord:
+    """A broker registered with the active controller (BrokerRegistration). It starts fenced; its epoch is
+    the offset of this record in the metadata log, so a restarted broker always gets a higher one."""
+
+    type_name: ClassVar[str] = "register_broker"
+    broker_id: int
+    incarnation_id: uuid.UUID
+    broker_epoch: int
+    endpoints: tuple[tuple[str, str, int, str], ...]  # (listener name, host, port, security protocol)
+    rack: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerFencingRecord:
+    """The controller fenced (heartbeats stopped, or controlled shutdown) or unfenced (caught up) a broker."""
+
+    type_name: ClassVar[str] = "broker_fencing"
+    broker_id: int
+    broker_epoch: int
+    fenced: bool
+
+
+MetadataRecord = Union[TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord,
+                       RegisterBrokerRecord, BrokerFencingRecord]
 _RECORD_TYPES = {
     cls.type_name: cls
-    for cls in (TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord)
+    for cls in (TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord,
+                RegisterBrokerRecord, BrokerFencingRecord)
 }
 
 
@@ -101,10 +126,12 @@ def decode_records(data: bytes) -> list[MetadataRecord]:
         kwargs = {}
         for f in fields(cls):
             value = item[f.name]
-            if f.name == "topic_id":
+            if f.name in ("topic_id", "incarnation_id"):
                 value = uuid.UUID(value)
             elif f.name == "replicas":
                 value = tuple(value)
+            elif f.name == "endpoints":
+                value = tuple(tuple(endpoint) for endpoint in value)
             elif f.name == "entity":
                 value = tuple((str(t), n) for t, n in value)
             kwargs[f.name] = value

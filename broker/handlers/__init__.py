@@ -11,7 +11,9 @@ completes (used by Produce so pipelined batches keep their order).
 
 LISTENERS says where an API is served: "broker" (the default: client listeners), "controller" (the
 controller listeners, where the metadata quorum's peers talk) or "both". ApiVersions advertises on each
-listener what is served there, as Kafka's brokers and controllers do.
+listener what is served there, as Kafka's brokers and controllers do. FORWARDED_TO_CONTROLLER = True marks
+a metadata change: on a node that is not the active controller the server forwards the request to it
+(KIP-590), which serves it on its controller listener.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Handler:
     handle: Callable[[RequestContext, Any], Awaitable[Any]]
     admit: Callable[[RequestContext, Any], Awaitable[Any]] | None
     listeners: str  # "broker", "controller" or "both"
+    forwarded: bool  # a metadata change: a node that is not the active controller forwards it there
 
     def served_on(self, controller: bool) -> bool:
         return self.listeners == "both" or (self.listeners == "controller") == controller
@@ -95,7 +98,10 @@ def _handler(module: ModuleType) -> Handler:
     parseable = range(max(versions.start, known.start), min(versions.stop, known.stop))
     listeners = getattr(module, "LISTENERS", "broker")
     assert listeners in ("broker", "controller", "both"), module
-    return Handler(module.API_KEY, versions, parseable, module.handle, getattr(module, "admit", None), listeners)
+    forwarded = getattr(module, "FORWARDED_TO_CONTROLLER", False)
+    assert not forwarded or listeners == "both", module  # the controller serves what is forwarded to it
+    return Handler(module.API_KEY, versions, parseable, module.handle, getattr(module, "admit", None), listeners,
+                   forwarded)
 
 
 HANDLER_MODULES = (

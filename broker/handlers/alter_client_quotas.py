@@ -20,6 +20,8 @@ from lodestream.broker.request_context import RequestContext
 
 API_KEY = 49
 VERSIONS = range(0, 2)
+LISTENERS = "both"  # served on the controller listener too: other nodes forward it there
+FORWARDED_TO_CONTROLLER = True
 
 
 async def handle(ctx: RequestContext, request: AlterClientQuotasRequest) -> AlterClientQuotasResponse:

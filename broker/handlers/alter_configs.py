@@ -22,6 +22,8 @@ from lodestream.broker.request_context import RequestContext
 
 API_KEY = 33
 VERSIONS = range(0, 3)
+LISTENERS = "both"  # served on the controller listener too: other nodes forward it there
+FORWARDED_TO_CONTROLLER = True
 
 
 def duplicate_resources(resources) -> set[int]:

@@ -12,6 +12,8 @@ from lodestream.broker.request_context import RequestContext
 
 API_KEY = 37
 VERSIONS = range(0, 4)
+LISTENERS = "both"  # served on the controller listener too: other nodes forward it there
+FORWARDED_TO_CONTROLLER = True
 
 
 async def handle(ctx: RequestContext, request: CreatePartitionsRequest) -> CreatePartitionsResponse:

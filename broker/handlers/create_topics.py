@@ -15,6 +15,8 @@ from lodestream.broker.request_context import RequestContext
 
 API_KEY = 19
 VERSIONS = range(2, 8)
+LISTENERS = "both"  # served on the controller listener too: other nodes forward it there
+FORWARDED_TO_CONTROLLER = True
 
 
 def _spec(topic) -> TopicSpec:

@@ -16,6 +16,8 @@ from lodestream.broker.request_context import RequestContext
 
 API_KEY = 20
 VERSIONS = range(1, 7)
+LISTENERS = "both"  # served on the controller listener too: other nodes forward it there
+FORWARDED_TO_CONTROLLER = True
 
 # Kafka's default messages (ApiError(Errors.X) carries Errors.X.message()).
 _UNKNOWN_TOPIC_ID = "This server does not host this topic ID."

@@ -1,8 +1,8 @@
-"""DescribeCluster (key 60): this broker, the cluster id and the controller.
+"""DescribeCluster (key 60): the live brokers, the cluster id and the active controller.
 
-Only the BROKERS endpoint type is served: as Kafka's brokers, CONTROLLERS is
-answered with MISMATCHED_ENDPOINT_TYPE and any other type with
-UNSUPPORTED_ENDPOINT_TYPE (an error response with the schema's defaults).
+On a client listener it describes the BROKERS endpoints; on a controller listener (admin clients given
+bootstrap.controllers) the CONTROLLERS endpoints, the voters' controller listeners. Asking one for the
+other is MISMATCHED_ENDPOINT_TYPE, and any other type UNSUPPORTED_ENDPOINT_TYPE, as in Kafka.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from lodestream.broker.request_context import RequestContext
 
 API_KEY = 60
 VERSIONS = range(0, 3)
+LISTENERS = "both"
 
 BROKERS_ENDPOINT = 1
 CONTROLLERS_ENDPOINT = 2
@@ -28,27 +29,33 @@ async def handle(ctx: RequestContext, request: DescribeClusterRequest) -> Descri
     broker = ctx.broker
     build = ctx.build
     endpoint_type = int(getattr(request, "endpoint_type", BROKERS_ENDPOINT))
+    served = CONTROLLERS_ENDPOINT if ctx.session.controller else BROKERS_ENDPOINT
     if not ctx.authorize(Operation.DESCRIBE, ResourceType.CLUSTER):
         error, message = DENIED[ResourceType.CLUSTER], None
-    elif endpoint_type != BROKERS_ENDPOINT:
-        if endpoint_type == CONTROLLERS_ENDPOINT:
-            error, message = ErrorCode.mismatched_endpoint_type, (
-                "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER")
-        else:
-            error, message = ErrorCode.unsupported_endpoint_type, f"Unsupported endpoint type {endpoint_type}"
+    elif endpoint_type not in (BROKERS_ENDPOINT, CONTROLLERS_ENDPOINT):
+        error, message = ErrorCode.unsupported_endpoint_type, f"Unsupported endpoint type {endpoint_type}"
+    elif endpoint_type != served:
+        names = {BROKERS_ENDPOINT: "BROKER", CONTROLLERS_ENDPOINT: "CONTROLLER"}
+        error, message = ErrorCode.mismatched_endpoint_type, (
+            f"The request was sent to an endpoint of type {names[served]}, but we wanted an endpoint of type "
+            f"{names[endpoint_type]}")
     else:
         error, message = ErrorCode.none, None
     if error != ErrorCode.none:
         return build.DescribeClusterResponse(
             throttle_time=datetime.timedelta(0), error_code=error, error_message=message,
-            endpoint_type=BROKERS_ENDPOINT, cluster_id="", controller_id=-1, brokers=(),
+            endpoint_type=served, cluster_id="", controller_id=-1, brokers=(),
             cluster_authorized_operations=_NO_OPS)
-    listener = broker.bound_listeners[0]
-    brokers = (build.DescribeClusterBroker(
-        broker_id=broker.node_id, host=listener.advertised_host, port=listener.advertised_port, rack=None,
-        is_fenced=False),)
+    if served == CONTROLLERS_ENDPOINT:  # the voters' controller listeners (admin clients with bootstrap.controllers)
+        brokers = tuple(build.DescribeClusterBroker(broker_id=node, host=host, port=port, rack=None, is_fenced=False)
+                        for node, (_, host, port) in sorted(broker.controller_endpoints().items()))
+    else:
+        include_fenced = bool(getattr(request, "include_fenced_brokers", False))
+        brokers = tuple(build.DescribeClusterBroker(broker_id=node, host=host, port=port, rack=rack, is_fenced=fenced)
+                        for node, host, port, rack, fenced in broker.broker_endpoints(ctx.session.listener_name,
+                                                                                      include_fenced))
     operations = ctx.authorized_operations(ResourceType.CLUSTER) if request.include_cluster_authorized_operations else _NO_OPS
     return build.DescribeClusterResponse(
         throttle_time=datetime.timedelta(0), error_code=ErrorCode.none, error_message=None,
-        endpoint_type=BROKERS_ENDPOINT, cluster_id=broker.cluster_id, controller_id=broker.node_id,
+        endpoint_type=served, cluster_id=broker.cluster_id, controller_id=broker.active_controller_id(),
         brokers=brokers, cluster_authorized_operations=operations)

@@ -25,6 +25,8 @@ from lodestream.broker.request_context import RequestContext
 
 API_KEY = 44
 VERSIONS = range(0, 2)
+LISTENERS = "both"  # served on the controller listener too: other nodes forward it there
+FORWARDED_TO_CONTROLLER = True
 
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 _OP_NAMES = {SET: "SET", DELETE: "DELETE", APPEND: "APPEND", SUBTRACT: "SUBTRACT"}

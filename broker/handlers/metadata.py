@@ -20,23 +20,26 @@ _NO_OPS = -2147483648  # "authorized operations not requested"
 
 
 def brokers(ctx) -> tuple:
+    """The live (registered, unfenced) brokers, at their listener of the name this request came in on."""
     build = ctx.build
-    listener = ctx.broker.bound_listeners[0]
-    return (build.MetadataResponseBroker(node_id=ctx.broker.node_id, host=listener.advertised_host,
-                                         port=listener.advertised_port, rack=None),)
+    return tuple(build.MetadataResponseBroker(node_id=node, host=host, port=port, rack=rack)
+                 for node, host, port, rack, _ in ctx.broker.broker_endpoints(ctx.session.listener_name))
 
 
 def topic_response(ctx: RequestContext, topic, include_operations: bool = False):
     build = ctx.build
+    registered = ctx.broker.image.brokers
+    fenced = {b for b, image in registered.items() if image.fenced}
     partitions = tuple(
         build.MetadataResponsePartition(
-            error_code=ErrorCode.none,
+            # A partition whose one replica's broker is fenced has no leader until it comes back.
+            error_code=ErrorCode.leader_not_available if p.leader < 0 else ErrorCode.none,
             partition_index=p.partition,
             leader_id=p.leader,
             leader_epoch=p.leader_epoch,
             replica_nodes=p.replicas,
-            isr_nodes=p.replicas,
-            offline_replicas=(),
+            isr_nodes=tuple(r for r in p.replicas if r not in fenced),
+            offline_replicas=tuple(r for r in p.replicas if r in fenced),
         )
         for p in sorted(topic.partitions.values(), key=lambda p: p.partition)
     )
@@ -113,7 +116,7 @@ async def handle(ctx: RequestContext, request: MetadataRequest) -> MetadataRespo
         throttle_time=datetime.timedelta(0),
         brokers=brokers(ctx),
         cluster_id=broker.cluster_id,
-        controller_id=broker.node_id,
+        controller_id=broker.active_controller_id(),
         topics=tuple(topics),
         cluster_authorized_operations=cluster_operations,
         error_code=ErrorCode.none,

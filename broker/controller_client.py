@@ -1,0 +1,135 @@
+"""This broker's side of the cluster: its registration and heartbeats, and every request it makes of the
+active controller (producer-id blocks, topic creation it starts itself).
+
+When this node leads the metadata quorum the controller is in-process and is called directly; otherwise
+the request goes to the leader's controller listener (broker/quorum_peers.ControllerConnection) as the
+Kafka request a broker sends. An unreachable or changing controller is retried by the callers' loops;
+a refusal comes back as the KafkaError the controller answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import trio
+
+from kio.schema.allocate_producer_ids.v0.request import AllocateProducerIdsRequest
+from kio.schema.broker_heartbeat.v1.request import BrokerHeartbeatRequest
+from kio.schema.broker_registration.v4.request import BrokerRegistrationRequest, Listener
+from lodestream.protocol.errors import ErrorCode, KafkaError
+
+from lodestream.broker.cluster_controller import SECURITY_PROTOCOL_IDS, ClusterController, registration_endpoints
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_RETRY_S = 0.1  # while no controller answers (an election, or it restarts)
+
+
+class ControllerClient:
+    def __init__(self, broker, controller: ClusterController, connection) -> None:
+        self.broker = broker
+        self.controller = controller
+        self.connection = connection  # a ControllerConnection, or None for a one-voter quorum
+        self.incarnation_id = uuid.uuid4()
+        self.broker_epoch = -1
+        self.fenced = True
+        self.registered = trio.Event()  # registered and unfenced once
+
+    @property
+    def local(self) -> bool:
+        return self.connection is None or self.broker.quorum.is_leader
+
+    async def _remote(self, body):
+        response = await self.connection.request(body)
+        if response is None:
+            raise KafkaError(ErrorCode.not_controller, "no active controller reachable")
+        if response.error_code != ErrorCode.none:
+            raise KafkaError(ErrorCode(response.error_code))
+        return response
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    async def register(self) -> int:
+        broker = self.broker
+        endpoints = registration_endpoints(broker.bound_listeners, broker.listener_security_protocols)
+        rack = broker.config.get("broker.rack")
+        if self.local:
+            return await self.controller.register(broker.node_id, broker.cluster_id, self.incarnation_id,
+                                                  endpoints, rack)
+        response = await self._remote(BrokerRegistrationRequest(
+            broker_id=broker.node_id, cluster_id=broker.cluster_id, incarnation_id=self.incarnation_id,
+            listeners=tuple(Listener(name=name, host=host, port=port, security_protocol=SECURITY_PROTOCOL_IDS[protocol])
+                            for name, host, port, protocol in endpoints),
+            features=(), rack=rack, log_dirs=(), previous_broker_epoch=self.broker_epoch))
+        return int(response.broker_epoch)
+
+    async def heartbeat(self, want_shut_down: bool = False) -> tuple[bool, bool, bool]:
+        offset = self.broker.quorum.applied_offset
+        if self.local:
+            return await self.controller.heartbeat(self.broker.node_id, self.broker_epoch, offset, False,
+                                                   want_shut_down)
+        response = await self._remote(BrokerHeartbeatRequest(
+            broker_id=self.broker.node_id, broker_epoch=self.broker_epoch, current_metadata_offset=offset,
+            want_fence=False, want_shut_down=want_shut_down, offline_log_dirs=()))
+        return response.is_caught_up, response.is_fenced, response.should_shut_down
+
+    async def allocate_producer_ids(self) -> tuple[int, int]:
+        """A new block of producer ids (first, count), retried until a controller answers."""
+        while True:
+            try:
+                if self.local:
+                    return await self.controller.allocate_producer_ids(self.broker.node_id, None)
+                response = await self._remote(AllocateProducerIdsRequest(broker_id=self.broker.node_id,
+                                                                         broker_epoch=self.broker_epoch))
+                return int(response.producer_id_start), int(response.producer_id_len)
+            except KafkaError as exc:
+                if exc.code != ErrorCode.not_controller:
+                    raise
+            await trio.sleep(CONTROLLER_RETRY_S)
+
+    async def forward(self, body):
+        """A client's request that only the controller can carry out (CreateTopics, ...), sent to it."""
+        response = await self.connection.request(body) if self.connection is not None else None
+        if response is None:
+            raise KafkaError(ErrorCode.not_controller, "no active controller reachable")
+        return response
+
+    # -- the registration's life -------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Register, then heartbeat every broker.heartbeat.interval.ms; re-register when the controller
+        no longer knows this registration. Reports started once registered and unfenced."""
+        interval = int(self.broker.config.get("broker.heartbeat.interval.ms")) / 1000
+        started = False
+        while True:
+            try:
+                if self.broker_epoch < 0:
+                    self.broker_epoch = await self.register()
+                    log.info("registered with the controller, broker epoch %d", self.broker_epoch)
+                _, self.fenced, _ = await self.heartbeat()
+            except KafkaError as exc:
+                if exc.code == ErrorCode.stale_broker_epoch:
+                    self.broker_epoch = -1
+                elif exc.code not in (ErrorCode.not_controller, ErrorCode.request_timed_out):
+                    log.warning("registration with the controller refused: %s", exc)
+            if not self.fenced and not started:
+                started = True
+                self.registered.set()
+                task_status.started()
+            await trio.sleep(interval if started else CONTROLLER_RETRY_S)
+
+    async def controlled_shutdown(self, timeout_s: float) -> None:
+        """Ask to be fenced before stopping (Kafka's controlled shutdown), for at most timeout_s."""
+        if self.broker_epoch < 0:
+            return
+        with trio.move_on_after(timeout_s):
+            while True:
+                try:
+                    if (await self.heartbeat(want_shut_down=True))[2]:
+                        log.info("controlled shutdown: fenced by the controller")
+                        return
+                except KafkaError:
+                    pass
+                await trio.sleep(CONTROLLER_RETRY_S)
+

@@ -228,7 +228,12 @@ class Broker:
         self._reconcile(self.quorum.image)
         # Drop data of topics deleted while their files were being removed.
         live = {(t.topic_id, p) for t in self.quorum.image.topics_by_id.values() for p in t.partitions}
-        for topic_id, index in self.store.existing_partitions() - live:
+        orphans = self.store.existing_partitions() - live
+        if orphans and not live:  # an image without any topic next to stored data: keep it, say so
+            log.warning("the metadata image has no topics, but %d partitions are stored here: kept (is this the "
+                        "data directory of another cluster, or was __cluster_metadata-0 removed?)", len(orphans))
+            orphans = set()
+        for topic_id, index in orphans:
             log.info("dropping orphaned partition data %s-%d", topic_id, index)
             self.store.drop_partition(topic_id, index)
         # Groups and committed offsets: replay __consumer_offsets before serving.

@@ -190,7 +190,7 @@ class MetadataQuorum:
     def caught_up(self) -> bool:
         """A leader is known and this node has applied everything it knows to be committed."""
         node = self.node
-        return node is not None and node.leader >= 0 and node.hw_epoch == node.epoch and node.applied >= node.hw
+        return node is not None and node.caught_up()
 
     # -- proposals
 

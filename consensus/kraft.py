@@ -246,6 +246,7 @@ class KRaftNode:
         self.hw = 0
         self.applied = 0  # the state machine holds the log below this offset
         self.hw_epoch = -1  # the epoch whose leader last told us the high watermark (or we lead it)
+        self.leader_hw = -1  # the high watermark the leader last told us (ours when leading)
         self.applied_bytes = 0  # payload bytes applied since the last snapshot
         if state.snapshot is not None:
             end, epoch, data = state.snapshot
@@ -637,8 +638,14 @@ class KRaftNode:
 
     # -- replication: leader side
 
+    @property
+    def known_hw(self) -> int:
+        """The high watermark as this leader may tell it: -1 until an entry of its own epoch commits (until
+        then its hw may lag what the previous leader committed, and a follower must not take it as current)."""
+        return self.hw if self.hw_epoch == self.epoch else -1
+
     def _fetch_error(self, request: FetchRequest, error: str) -> FetchResponse:
-        return FetchResponse(self.epoch, self.leader, request.seq, request.fetch_offset, error=error, hw=self.hw)
+        return FetchResponse(self.epoch, self.leader, request.seq, request.fetch_offset, error=error, hw=-1)
 
     def _on_fetch(self, sender: int, request: FetchRequest) -> None:
         if request.epoch > self.epoch:
@@ -661,7 +668,7 @@ class KRaftNode:
     def _answer_fetch(self, request: FetchRequest, park: bool) -> None:
         progress = self.progress[request.replica]
         offset, last_epoch = request.fetch_offset, request.last_fetched_epoch
-        base = FetchResponse(self.epoch, self.id, request.seq, offset, hw=self.hw)
+        base = FetchResponse(self.epoch, self.id, request.seq, offset, hw=self.known_hw)
         progress.parked = None
         if offset < self.log_start or (offset == self.log_start and self.log_start > 0
                                          and last_epoch != self.snapshot_epoch):
@@ -680,13 +687,13 @@ class KRaftNode:
         if request.replica in self.voters and offset > progress.end_offset:
             progress.end_offset = offset
             if self._update_hw():
-                base = _replace_fetch(base, hw=self.hw)
-        if offset == self.end and progress.sent_hw == self.hw and park:
+                base = _replace_fetch(base, hw=self.known_hw)
+        if offset == self.end and progress.sent_hw == self.known_hw and park:
             progress.parked = request  # nothing new: answer when something is, or at the deadline
             progress.parked_until = self.now + self.timing.fetch_max_wait_ms
             return
         entries = tuple(self.entries[offset - self.log_start:offset - self.log_start + self.timing.max_fetch_entries])
-        progress.sent_hw = self.hw
+        progress.sent_hw = self.known_hw
         self._send(request.replica, _replace_fetch(base, entries=entries))
 
     def _complete_parked_fetches(self) -> None:
@@ -701,7 +708,7 @@ class KRaftNode:
         majority_end = ends[len(self.voters) // 2]
         # Only an entry of this epoch commits by counting (Raft's rule); earlier ones commit with it.
         if majority_end > self.epoch_start_offset and majority_end > self.hw:
-            self.hw = majority_end
+            self.hw = self.leader_hw = majority_end
             self.hw_epoch = self.epoch
             self._apply_committed()
             self._complete_parked_fetches()
@@ -774,7 +781,9 @@ class KRaftNode:
         elif response.entries and response.entries[0].offset == self.end:
             self._append(list(response.entries))
         new_hw = min(response.hw, self.end)
-        self.hw_epoch = self.epoch
+        if response.hw >= 0:
+            self.hw_epoch = self.epoch
+            self.leader_hw = response.hw
         if new_hw > self.hw:
             self.hw = new_hw
             self._apply_committed()
@@ -845,6 +854,12 @@ class KRaftNode:
         self.log_start = end
         self.applied_bytes = 0
         self.snapshot_epoch = epoch
+
+    def caught_up(self) -> bool:
+        """A leader is known and this node has applied everything that leader has told it is committed
+        (for a leader: its first entry of this epoch is committed). A broker opens its logs and serves
+        only once this holds."""
+        return self.leader >= 0 and self.hw_epoch == self.epoch and self.applied >= self.leader_hw
 
     # --- what DescribeQuorum reports ---------------------------------------------------------------
 

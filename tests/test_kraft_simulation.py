@@ -6,7 +6,9 @@ flushed. After every step it checks the safety invariants:
 * at most one leader per epoch;
 * a committed entry is never lost (a majority holds it durably) or changed;
 * every node's log below its high watermark is the committed prefix;
-* every node's image equals the replay of the committed prefix it has applied.
+* every node's image equals the replay of the committed prefix it has applied;
+* a node that says it has caught up has applied everything committed before its leader's epoch began
+  (a broker serves from its image from then on).
 
 A failure names its seed; ``LODESTREAM_SIM_SEED=<seed>`` replays just that one run, and
 ``LODESTREAM_SIM_RUNS=<n>`` runs more seeds by hand.
@@ -76,6 +78,7 @@ class Simulation:
         self.incarnation = {i: 0 for i in self.ids}  # a flush completes only for the process that asked
         self.cut: set[frozenset[int]] = set()
         self.leaders: dict[int, int] = {}  # epoch -> leader
+        self.committed_before: dict[int, int] = {}  # epoch -> committed prefix when its leader was elected
         self.committed: dict[int, Entry] = {}
         self.images: list[MetadataImage] = [MetadataImage()]  # images[o]: replay of the committed prefix below o
         self.proposed = 0
@@ -159,6 +162,7 @@ class Simulation:
             elected = self.leaders.setdefault(node.epoch, i)
             if elected != i:
                 self.fail(f"two leaders in epoch {node.epoch}: {elected} and {i}")
+            self.committed_before.setdefault(node.epoch, len(self.committed))
         for offset in range(max(node.log_start, 0), node.hw):
             entry = node.entry(offset)
             known = self.committed.get(offset)
@@ -172,6 +176,9 @@ class Simulation:
             if entry.payload is not None:
                 image = replay_all(image, decode_records(entry.payload))
             self.images.append(image)
+        if node.caught_up() and node.applied < self.committed_before.get(node.epoch, 0):
+            self.fail(f"node {i} says it caught up at {node.applied}, but {self.committed_before[node.epoch]} "
+                      f"entries were committed before epoch {node.epoch}")
         if node.applied < len(self.images) and node.machine.image != self.images[node.applied]:
             self.fail(f"node {i}'s image at offset {node.applied} differs from the replay of the committed prefix")
 
@@ -330,3 +337,17 @@ def test_a_run_replays_from_its_seed():
     first.run()
     second.run()
     assert (first.steps, first.now, first.committed) == (second.steps, second.now, second.committed)
+
+
+def test_the_checker_catches_a_new_leader_telling_its_stale_high_watermark(monkeypatch):
+    """The planted bug: a new leader tells followers its high watermark before an entry of its own epoch
+    commits. After a restart it may lag what was committed, and a follower would serve an image that is
+    missing committed metadata (a broker would even drop partitions it thinks were deleted)."""
+    monkeypatch.setattr(KRaftNode, "known_hw", property(lambda node: node.hw))
+    for seed in range(300):
+        try:
+            Simulation(seed, 3).run()
+        except InvariantViolated as caught:
+            assert "caught up" in str(caught), caught
+            return
+    pytest.fail("300 runs with a leader telling an unconfirmed high watermark found no violation")

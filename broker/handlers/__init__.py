@@ -58,7 +58,10 @@ from lodestream.broker.handlers import (  # the transaction coordinator's APIs (
     write_txn_markers,
 )
 from lodestream.broker.handlers import (  # the metadata quorum (broker/metadata_quorum.py)
+    allocate_producer_ids,
     begin_quorum_epoch,
+    broker_heartbeat,
+    broker_registration,
     describe_quorum,
     end_quorum_epoch,
     fetch_snapshot,
@@ -139,6 +142,7 @@ HANDLER_MODULES = (
     add_partitions_to_txn, add_offsets_to_txn, end_txn, txn_offset_commit, describe_transactions, list_transactions,
     write_txn_markers,
     vote, begin_quorum_epoch, end_quorum_epoch, fetch_snapshot, describe_quorum,
+    broker_registration, broker_heartbeat, allocate_producer_ids,  # the active controller (broker/cluster_controller.py)
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}

@@ -98,6 +98,7 @@ class MetadataQuorum:
         self.machine = ImageStateMachine(self._applied)
         self._proposals: dict[int, _Proposal] = {}
         self._notified: MetadataImage | None = None  # the image on_image last saw
+        self._role = None  # (role, epoch, leader) last logged
         self._caught_up = trio.Event()
         self._image_changed = trio.Event()  # set (and replaced) each time on_image hears of a new image
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple](math.inf)
@@ -224,7 +225,18 @@ class MetadataQuorum:
             waiting.done.set()
 
     def _notify(self) -> None:
-        """Once per turn: tell on_image about a new image, and wake wait_caught_up."""
+        """Once per turn: tell on_image about a new image, wake wait_caught_up, and fail the proposals of
+        a leadership this node lost (as Kafka's controller fails its pending writes when it resigns)."""
+        role = (self.node.role, self.node.epoch, self.node.leader)
+        if role != self._role:
+            self._role = role
+            log.info("metadata quorum: %s in epoch %d, leader %s", role[0].value, role[1],
+                     role[2] if role[2] >= 0 else "unknown")
+        if self._proposals and not self.is_leader:
+            for proposal in self._proposals.values():
+                proposal.error = "this node stopped leading the quorum (the change may or may not be committed)"
+                proposal.done.set()
+            self._proposals.clear()
         image = self.machine.image
         if image is not self._notified:
             self._notified = image

@@ -269,7 +269,11 @@ class KRaftNode:
         self._fetch_in_flight: FetchRequest | None = None
         self._fetch_sent_ms = 0
         self._snapshot_fetch: tuple[int, int] | None = None
-        self._last_leader_contact_ms: int | None = None  # a follower's last successful fetch answer
+        self._last_leader_contact_ms: int | None = None  # starts a follower's fetch timeout
+        # The leader itself answered a fetch (or announced its epoch) this recently: only then does this
+        # voter refuse pre-votes for it (a leader merely heard of, e.g. from a pre-vote answer, does not count,
+        # or two followers of a dead leader would keep sending each other back to it).
+        self._heard_from_leader_ms: int | None = None
         self._election_deadline = 0
         self._check_quorum_deadline = 0
         self._begin_resend_ms = 0
@@ -379,11 +383,11 @@ class KRaftNode:
         if self.role is Role.LEADER:
             if now >= self._check_quorum_deadline:
                 contacted = 1 + sum(1 for v in self.voters if v != self.id and self.progress[v].last_fetch_ms
-                                    is not None and now - self.progress[v].last_fetch_ms < self.timing.fetch_timeout_ms)
+                                    is not None and now - self.progress[v].last_fetch_ms < self.check_quorum_ms)
                 if contacted * 2 <= len(self.voters):
                     self._step_down()  # cannot reach a majority: stop accepting writes it cannot commit
                     return
-                self._check_quorum_deadline = now + self.timing.fetch_timeout_ms
+                self._check_quorum_deadline = now + self.check_quorum_ms
             if now >= self._begin_resend_ms:
                 self._begin_resend_ms = now + self.timing.election_timeout_ms // 2
                 for voter in self.voters:
@@ -440,6 +444,8 @@ class KRaftNode:
             case BeginEpoch():
                 if message.epoch >= self.epoch:
                     self._observe_leader(message.epoch, message.leader)
+                    if self.leader == message.leader == sender:
+                        self._heard_from_leader_ms = self.now
                 self._send(sender, BeginEpochResponse(self.epoch, self.leader))
             case EndEpoch():
                 self._on_end_epoch(message)
@@ -501,6 +507,7 @@ class KRaftNode:
             self._persist()
         self._clear_leader_state(was_leader)
         self._last_leader_contact_ms = self.now
+        self._heard_from_leader_ms = None
         self._fetch_in_flight = None
         self._snapshot_fetch = None
         if self.flushed_end == self.end or not persist:
@@ -558,11 +565,17 @@ class KRaftNode:
         self.progress = {v: _ReplicaProgress() for v in self.voters if v != self.id}
         self.epoch_start_offset = self.end
         self._append([Entry(self.end, self.epoch, None)])  # commits the earlier epochs' entries with it
-        self._check_quorum_deadline = self.now + self.timing.fetch_timeout_ms
+        self._check_quorum_deadline = self.now + self.check_quorum_ms
         self._begin_resend_ms = self.now
         for voter in self.progress:
             self._send(voter, BeginEpoch(self.epoch, self.id))
         self._update_hw()
+
+    @property
+    def check_quorum_ms(self) -> int:
+        """A leader that has heard no fetch from a majority this long resigns: 1.5 fetch timeouts, as
+        Kafka's leaders wait (KIP-996), so one lost fetch does not unseat a healthy leader."""
+        return self.timing.fetch_timeout_ms * 3 // 2
 
     def _step_down(self) -> None:
         self._become_unattached(self.epoch)
@@ -575,8 +588,8 @@ class KRaftNode:
     def _has_live_leader(self) -> bool:
         if self.role in (Role.LEADER, Role.RESIGNED):
             return self.role is Role.LEADER
-        return self.role is Role.FOLLOWER and self._last_leader_contact_ms is not None \
-            and self.now - self._last_leader_contact_ms < self.timing.fetch_timeout_ms
+        return self.role is Role.FOLLOWER and self._heard_from_leader_ms is not None \
+            and self.now - self._heard_from_leader_ms < self.timing.fetch_timeout_ms
 
     def _on_vote_request(self, sender: int, request: VoteRequest) -> None:
         if not self.is_voter:
@@ -767,7 +780,7 @@ class KRaftNode:
             return
         if self.role is Role.OBSERVER:
             self.leader = response.leader
-        self._last_leader_contact_ms = self.now
+        self._last_leader_contact_ms = self._heard_from_leader_ms = self.now
         if response.snapshot is not None:
             self._snapshot_fetch = response.snapshot
             self._fetch_sent_ms = self.now
@@ -810,7 +823,7 @@ class KRaftNode:
             self._fetch_from(self.leader)
             return
         end, epoch = response.snapshot
-        self._last_leader_contact_ms = self.now
+        self._last_leader_contact_ms = self._heard_from_leader_ms = self.now
         # Everything the snapshot covers is committed; our own log is replaced from its end on.
         self._actions.append(WriteSnapshot(end, epoch, response.data))
         self._snapshot_data = response.data

@@ -8,7 +8,9 @@ flushed. After every step it checks the safety invariants:
 * every node's log below its high watermark is the committed prefix;
 * every node's image equals the replay of the committed prefix it has applied;
 * a node that says it has caught up has applied everything committed before its leader's epoch began
-  (a broker serves from its image from then on).
+  (a broker serves from its image from then on);
+* and two liveness properties: while a minority is cut off, a majority that stays up has a leader within
+  LIVENESS_MS, and after everything heals the quorum converges on one leader.
 
 A failure names its seed; ``LODESTREAM_SIM_SEED=<seed>`` replays just that one run, and
 ``LODESTREAM_SIM_RUNS=<n>`` runs more seeds by hand.
@@ -45,6 +47,7 @@ TIMING = Timing(election_timeout_ms=100, fetch_timeout_ms=200, election_backoff_
                 fetch_max_wait_ms=50, request_timeout_ms=150, max_fetch_entries=5, snapshot_after_bytes=1400)
 RUNS = int(os.environ.get("LODESTREAM_SIM_RUNS", "500"))  # per voter count: 3 and 5 voters, 1,000 runs in all
 FAULT_MS = 2500  # simulated time with faults, then everything heals and the quorum must converge
+LIVENESS_MS = 2000  # ten fetch timeouts: a majority cut off from the rest has a leader by then
 CONVERGE_MS = 3000
 
 
@@ -77,6 +80,10 @@ class Simulation:
         self.tick_at: dict[int, int] = {}
         self.incarnation = {i: 0 for i in self.ids}  # a flush completes only for the process that asked
         self.cut: set[frozenset[int]] = set()
+        self.cut_since = 0
+        self.isolated: set[int] = set()  # the minority side of the current partition
+        self.majority_led = False  # a node outside `isolated` has led since the partition began
+        self.restarted_at = {i: 0 for i in self.ids}  # last crash or restart of each node
         self.leaders: dict[int, int] = {}  # epoch -> leader
         self.committed_before: dict[int, int] = {}  # epoch -> committed prefix when its leader was elected
         self.committed: dict[int, Entry] = {}
@@ -163,6 +170,8 @@ class Simulation:
             if elected != i:
                 self.fail(f"two leaders in epoch {node.epoch}: {elected} and {i}")
             self.committed_before.setdefault(node.epoch, len(self.committed))
+            if i not in self.isolated:
+                self.majority_led = True
         for offset in range(max(node.log_start, 0), node.hw):
             entry = node.entry(offset)
             known = self.committed.get(offset)
@@ -181,6 +190,17 @@ class Simulation:
                       f"entries were committed before epoch {node.epoch}")
         if node.applied < len(self.images) and node.machine.image != self.images[node.applied]:
             self.fail(f"node {i}'s image at offset {node.applied} differs from the replay of the committed prefix")
+
+    def check_majority_has_leader(self) -> None:
+        """Cut off for LIVENESS_MS, a majority whose nodes all stayed up has had a leader meanwhile."""
+        majority = [i for i in self.ids if i not in self.isolated]
+        if not self.isolated or self.now - self.cut_since < LIVENESS_MS or any(
+                self.nodes[i] is None or self.restarted_at[i] > self.cut_since for i in majority):
+            return
+        if not self.majority_led:
+            roles = {i: (self.nodes[i].role.value, self.nodes[i].epoch, self.nodes[i].leader) for i in majority}
+            self.fail(f"{majority} were cut off from {sorted(self.isolated)} for {LIVENESS_MS} ms and elected no "
+                      f"leader: {roles}")
 
     def check_durability(self) -> None:
         """Every committed entry is held durably (log or snapshot) by a majority of the voters."""
@@ -236,21 +256,27 @@ class Simulation:
         elif kind == "crash":
             _, i = event
             if self.nodes.get(i) is not None:
+                self.restarted_at[i] = self.now
                 self.crash(i)
                 self.check_durability()
                 self.schedule(self.now + self.rng.randrange(1, self.restart_ms), ("restart", i))
         elif kind == "restart":
             _, i = event
             if self.nodes.get(i) is None:
+                self.restarted_at[i] = self.now
                 self.start(i)
         elif kind == "partition":
-            isolated = self.rng.choice(self.ids)
-            self.cut = {frozenset((isolated, other)) for other in self.ids if other != isolated}
+            self.isolated = {self.rng.choice(self.ids)}
             if len(self.ids) == 5 and self.rng.random() < 0.5:  # a 2-3 split
-                pair = self.rng.sample(self.ids, 2)
-                self.cut = {frozenset((a, b)) for a in pair for b in self.ids if b not in pair}
+                self.isolated = set(self.rng.sample(self.ids, 2))
+            self.cut = {frozenset((a, b)) for a in self.isolated for b in self.ids if b not in self.isolated}
+            self.cut_since = self.now
+            self.majority_led = any(n is not None and n.role is Role.LEADER and i not in self.isolated
+                                    for i, n in self.nodes.items())
         elif kind == "heal":
-            self.cut = set()
+            self.cut, self.isolated = set(), set()
+        elif kind == "liveness":
+            self.check_majority_has_leader()
         return True
 
     def run(self) -> None:
@@ -264,7 +290,8 @@ class Simulation:
         if rng.random() < 0.7:
             start = rng.randrange(0, FAULT_MS - 200)
             self.schedule(start, ("partition",))
-            self.schedule(start + rng.randrange(100, 800), ("heal",))
+            self.schedule(start + rng.randrange(100, 3000), ("heal",))
+            self.schedule(start + LIVENESS_MS, ("liveness",))
         if rng.random() < 0.3:  # crash every node at once: only what was flushed survives
             when = rng.randrange(0, FAULT_MS)
             for i in self.ids:
@@ -351,3 +378,19 @@ def test_the_checker_catches_a_new_leader_telling_its_stale_high_watermark(monke
             assert "caught up" in str(caught), caught
             return
     pytest.fail("300 runs with a leader telling an unconfirmed high watermark found no violation")
+
+
+def test_the_checker_catches_followers_sending_each_other_back_to_a_dead_leader(monkeypatch):
+    """The planted bug: a voter refuses pre-votes while it merely knows of a leader (one another voter named
+    in its pre-vote answer), not only after the leader itself answered. Cut the leader off, and its two
+    followers keep sending each other back to it: the majority never elects a new leader."""
+    monkeypatch.setattr(KRaftNode, "_has_live_leader", lambda node: node.role is Role.FOLLOWER
+                        and node._last_leader_contact_ms is not None
+                        and node.now - node._last_leader_contact_ms < node.timing.fetch_timeout_ms)
+    for seed in range(300):
+        try:
+            Simulation(seed, 3).run()
+        except InvariantViolated as caught:
+            assert "elected no leader" in str(caught) or "no convergence" in str(caught), caught
+            return
+    pytest.fail("300 runs with followers that trust a leader they only heard of found no violation")

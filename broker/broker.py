@@ -38,6 +38,7 @@ from lodestream.broker.config import (
     effective_broker_value,
     effective_topic_config,
     validate_broker_config,
+    random_cluster_id,
     validate_topic_config,
 )
 from lodestream.broker.coordinator_runtime import InternalTopicLog
@@ -310,7 +311,7 @@ class Broker:
             raise StartupError(
                 "cluster.id: a node of a quorum of several voters needs the cluster's id, the same on every node "
                 "(e.g. `lodestream random-cluster-id`), to be formatted on first start")
-        cluster_id = configured or _random_cluster_id()
+        cluster_id = configured or random_cluster_id()
         try:
             meta.write_text(f"version=1\ncluster.id={cluster_id}\nnode.id={self.node_id}\n")
         except OSError as exc:
@@ -680,9 +681,3 @@ def _warn_without_effect(what: str, keys, table) -> None:
     note = describe_without_effect(keys, table)
     if note:
         log.warning("%s: accepted with no effect here: %s", what, note)
-
-
-def _random_cluster_id() -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

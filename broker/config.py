@@ -7,8 +7,10 @@ reports as synonyms. Unknown keys and bad values raise ConfigError naming the ke
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -774,3 +776,8 @@ CONFIG_SOURCE_IDS = {
 # DescribeConfigs v3+ wire ids of config types.
 CONFIG_TYPE_IDS = {"BOOLEAN": 1, "STRING": 2, "INT": 3, "SHORT": 4, "LONG": 5, "DOUBLE": 6, "LIST": 7,
                    "CLASS": 8, "PASSWORD": 9}
+
+
+def random_cluster_id() -> str:
+    """A cluster id as Kafka's `kafka-storage random-uuid` prints it (a URL-safe base64 UUID)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

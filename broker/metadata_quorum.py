@@ -100,7 +100,7 @@ class MetadataQuorum:
         self._notified: MetadataImage | None = None  # the image on_image last saw
         self._role = None  # (role, epoch, leader) last logged
         self._caught_up = trio.Event()
-        self._image_changed = trio.Event()  # set (and replaced) each time on_image hears of a new image
+        self._turned = trio.Event()  # set (and replaced) at the end of each turn of the loop
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple](math.inf)
         self.send_to_peer: Callable[[int, Message], None] | None = None  # set by the peer lanes
         self._answers: dict[tuple[int, type], tuple[trio.Event, list]] = {}  # (peer, response type) -> waiter
@@ -245,20 +245,20 @@ class MetadataQuorum:
                     self.on_image(image)
                 except Exception:  # noqa: BLE001 - a listener's bug must not stop the quorum
                     log.exception("metadata image listener failed")
-            self._image_changed.set()
-            self._image_changed = trio.Event()
+        self._turned.set()
+        self._turned = trio.Event()
         if self.caught_up:
             self._caught_up.set()
 
     async def wait_for(self, predicate: Callable[[MetadataImage], object], timeout: float):
-        """The first truthy predicate(image) of the images applied from now on (the current one first),
-        or None after `timeout` seconds."""
+        """The first truthy predicate(image), asked now and after each turn of the loop, or None after
+        `timeout` seconds."""
         with trio.move_on_after(timeout):
             while True:
                 found = predicate(self.machine.image)
                 if found:
                     return found
-                await self._image_changed.wait()
+                await self._turned.wait()
         return None
 
     async def wait_caught_up(self) -> None:
@@ -266,6 +266,15 @@ class MetadataQuorum:
         await self._caught_up.wait()
 
     # -- messages from peers (the controller listener's handlers and the peer lanes)
+
+    async def resign(self, timeout: float) -> None:
+        """A leader shutting down hands over (EndQuorumEpoch to the other voters), then waits up to
+        `timeout` for one of them to take over, so clients see a new leader at once."""
+        if not self.is_leader or len(self.voters) == 1:
+            return
+        self._inbox_send.send_nowait(("resign",))
+        await self.wait_for(lambda _: self.node.role is not Role.RESIGNED and not self.is_leader
+                            and self.node.leader >= 0, timeout)
 
     def deliver(self, sender: int, message: Message) -> None:
         self._inbox_send.send_nowait(("message", sender, message))
@@ -330,6 +339,8 @@ class MetadataQuorum:
         node.tick(_now_ms())
         if item[0] == "message":
             node.receive(item[1], item[2])
+        elif item[0] == "resign":
+            node.resign()
         elif item[0] == "propose":
             _, payload, reply, placed = item
             where = node.propose(payload)

@@ -17,6 +17,9 @@ from lodestream.broker.lifecycle import serve_broker
 
 log = logging.getLogger("lodestream")
 
+CONTROLLED_SHUTDOWN_S = 5.0  # at most this long waiting to be fenced before stopping anyway
+RESIGN_S = 1.0  # at most this long for the other voters to hear that this leader resigns
+
 
 def _write_ready_file(path: Path, broker: Broker, services: dict[str, str]) -> None:
     listeners = {b.name: f"{b.advertised_host}:{b.port}" for b in broker.bound_listeners}
@@ -41,6 +44,10 @@ async def run_broker(config: BrokerConfig, ready_file: Path | None) -> None:
                 async for received in signals:
                     log.info("received %s, shutting down", signal.Signals(received).name)
                     break
+                # Controlled shutdown, as Kafka's: fenced by the controller first (clients move away), then
+                # the quorum's leadership handed over (EndQuorumEpoch) when this node has it.
+                await broker.controller_client.controlled_shutdown(CONTROLLED_SHUTDOWN_S)
+                await broker.quorum.resign(RESIGN_S)
                 nursery.cancel_scope.cancel()
     finally:
         broker.close()

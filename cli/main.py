@@ -1,5 +1,6 @@
 """The `lodestream` command: `serve` runs a broker (broker/process.py); `topics`, `groups` and
-`configs` are a client of a running broker (cli/cluster_tools.py), like Kafka's kafka-topics.sh."""
+`configs` are a client of a running broker (cli/cluster_tools.py), like Kafka's kafka-topics.sh;
+`dev-cluster` runs a local KRaft cluster and `random-cluster-id` prints a cluster id (cli/dev_cluster.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lodestream.cli import cluster_tools
+from lodestream.cli import cluster_tools, dev_cluster
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ready-file", type=Path,
                        help="write {\"listeners\": {NAME: host:port}} here once listening (for tests and tools)")
     cluster_tools.add_subcommands(sub)
+    dev_cluster.add_subcommands(sub)
     return parser
 
 
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in cluster_tools.COMMANDS:
         return cluster_tools.run(args)
+    if args.command in ("dev-cluster", "random-cluster-id"):
+        return dev_cluster.run(args)
     from lodestream.broker.process import serve  # the broker's imports only when it runs
 
     return serve(args.config, args.override, args.log_level, args.ready_file)

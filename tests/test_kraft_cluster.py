@@ -1,13 +1,24 @@
 """Three combined KRaft nodes as real processes on loopback: the active controller is SIGKILLed, all three
-are SIGKILLed at once, and the leader is cut off from the others by a network partition."""
+are SIGKILLed at once, and the leader is cut off from the others by a network partition; and
+`lodestream dev-cluster` starts and stops such a cluster."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
 import pytest
+import trio
 
 from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import request_builder
 
 from kraft_cluster import KRaftCluster
+from wire_client import WireClient
 
 ELECTION_S = 0.5  # FAST_QUORUM's controller.quorum.election.timeout.ms
 
@@ -73,3 +84,38 @@ def test_a_cut_off_leader_cannot_commit_and_the_majority_goes_on(cluster):
     assert "majority" in images[leader] and "minority" not in images[leader]
     ends = cluster.quorum(final_leader)["voters"]
     assert len(set(ends.values())) == 1, ends  # every voter's log ends where the leader's does
+
+
+def test_lodestream_dev_cluster_starts_three_nodes_and_stops_them(tmp_path):
+    exe = Path(sys.executable).parent / "lodestream"
+    process = subprocess.Popen([str(exe), "dev-cluster", "--dir", str(tmp_path), "--base-port", "0",
+                                "--controller-base-port", "0", "--admin-base-port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        line = process.stdout.readline()  # the ready line, or the reason it did not get there
+        assert "3 nodes ready" in line, line + process.stdout.read() if process.poll() is not None else line
+        bootstrap = line.split("bootstrap.servers=")[1].split(";")[0].split(",")
+        port = int(bootstrap[1].rsplit(":", 1)[1])
+        listed = trio.run(_metadata_brokers, port)
+        assert listed == {1, 2, 3}
+        pids = [json.loads((tmp_path / f"node{i}" / "ready.json").read_text())["pid"] for i in (1, 2, 3)]
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+    assert (tmp_path / "cluster.id").read_text().strip()
+
+
+async def _metadata_brokers(port: int) -> set[int]:
+    build = request_builder(3, 12)
+    with trio.fail_after(10):
+        client = await WireClient.connect(port)
+        try:
+            while True:  # every node is listed once the three registered and were unfenced
+                response = await client.request(build.MetadataRequest(
+                    topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False))
+                if len(response.brokers) == 3:
+                    return {b.node_id for b in response.brokers}
+                await trio.sleep(0.1)  # poll interval inside the deadline above
+        finally:
+            await client.aclose()

@@ -153,6 +153,7 @@ class Broker:
         self.bound_listeners: list[BoundListener] = []  # client listeners
         self.bound_controller_listeners: list[BoundListener] = []
         self.quorum_peers = None  # connections to the other voters (broker/quorum_peers.py); none for one voter
+        self.background: trio.Nursery | None = None  # serve_broker's, for work an image change starts
         self._data_dir_lock: int | None = None  # fd holding the flock on log.dirs/.lock
         self.io_limiter = trio.CapacityLimiter(4)
         self.cluster_id = ""
@@ -352,6 +353,10 @@ class Broker:
         if self.replicas is None:
             return
         self._reconcile(image)
+        gone = {topic_id for topic_id, _ in self.replicas.partitions} - set(image.topics_by_id)
+        if gone and self.background is not None:  # deleted through another node: its data goes here too
+            for topic_id in gone:
+                self.background.start_soon(self._drop_deleted_topic, topic_id)
         for coordinator, name in ((self.groups, OFFSETS_TOPIC), (self.transactions, TRANSACTION_STATE_TOPIC)):
             if coordinator is None or image.topic(name) is None:
                 continue
@@ -362,6 +367,13 @@ class Broker:
             newly = sorted(led - set(runtime.partitions))
             if newly:
                 coordinator.load(newly)
+
+    async def _drop_deleted_topic(self, topic_id: uuid.UUID) -> None:
+        if topic_id in self.image.topics_by_id:
+            return
+        await self.replicas.drop_topic(topic_id)
+        self._topic_configs.pop(topic_id, None)
+        log.info("dropped the partitions of deleted topic %s", topic_id)
 
     def _led_partitions(self, topic_name: str) -> list[int] | None:
         """The partitions of an internal topic this node leads; None (all of them) before the topic exists,
@@ -533,6 +545,8 @@ class Broker:
             count, configs = self.check_topic_spec(spec)
             if validate_only:
                 return None
+            if self.forwards_to_controller and not spec.assignments:  # the REST API on another node
+                return await self._create_topic_at_controller(spec.name, count, configs)
             topic_id = uuid.uuid4()
             records: list[MetadataRecord] = [TopicRecord(spec.name, topic_id)]
             records += [ConfigRecord("topic", spec.name, k, v) for k, v in configs.items()]
@@ -573,8 +587,6 @@ class Broker:
             assert topic is not None
             return topic
         try:
-            if self.forwards_to_controller:
-                return await self._create_topic_at_controller(name, -1, {})
             created = await self.create_topic(TopicSpec(name))
             assert created is not None
             return created

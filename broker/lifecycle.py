@@ -49,6 +49,7 @@ async def serve_broker(broker: Broker, *, services: bool = True, task_status=tri
                 await broker.quorum.wait_caught_up()
                 await trio.to_thread.run_sync(broker.open_logs)
             replicas, groups = broker.replicas, broker.groups
+            broker.background = nursery
             nursery.start_soon(replicas.run_committer)
             nursery.start_soon(replicas.run_flusher)
             nursery.start_soon(replicas.run_retention, broker.retention_config,

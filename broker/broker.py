@@ -46,7 +46,13 @@ from lodestream.broker.groups.coordinator import GroupCoordinator
 from lodestream.broker.groups.offsets_log import TOPIC_CONFIGS as OFFSETS_TOPIC_CONFIGS
 from lodestream.broker.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 from lodestream.broker.limits import LimitReporter, MemoryPool
-from lodestream.broker.listeners import check_cluster_roles, listener_security_protocols, parse_listeners, parse_quorum_voters
+from lodestream.broker.listeners import (
+    check_cluster_roles,
+    listener_security_protocols,
+    parse_listeners,
+    parse_quorum_voters,
+    process_roles,
+)
 from lodestream.broker.log_cleaner import LogCleaner
 from lodestream.broker.metadata_log import METADATA_LOG_DIR
 from lodestream.broker.metadata_quorum import MetadataQuorum, QuorumError, quorum_timing
@@ -135,8 +141,13 @@ class Broker:
         self.controller_listener_names = frozenset(controller_names)
         self.kafka_listener_specs = [s for s in self.listener_specs if s.name not in controller_names]
         self.controller_specs = [s for s in self.listener_specs if s.name in controller_names]
-        if not self.kafka_listener_specs:
+        self.roles = process_roles(config)  # broker, controller, or both
+        self.is_broker = "broker" in self.roles
+        if self.is_broker and not self.kafka_listener_specs:
             raise ConfigError("listeners: no client listener configured")
+        if not self.is_broker and self.kafka_listener_specs:
+            raise ConfigError(f"listeners: a controller-only node (process.roles=controller) serves only its "
+                              f"controller listener, not {', '.join(s.name for s in self.kafka_listener_specs)}")
         unknown_advertised = sorted(set(self.advertised_specs) - {s.name for s in self.listener_specs})
         if unknown_advertised:
             raise ConfigError(f"advertised.listeners: {', '.join(unknown_advertised)} not among the listeners")
@@ -145,7 +156,7 @@ class Broker:
             self.listener_specs, config.explicit.get("listener.security.protocol.map"), controller_names)
         check_cluster_roles(config)
         self.voters = parse_quorum_voters(str(config.get("controller.quorum.voters") or ""))
-        if len(self.voters) > 1 and not self.controller_specs:
+        if len(self.voters) > 1 and "controller" in self.roles and not self.controller_specs:
             raise ConfigError(
                 f"controller.quorum.voters lists {len(self.voters)} voters, but listeners has no controller listener "
                 f"({', '.join(sorted(controller_names))}) for the other voters to reach this one: add e.g. "
@@ -190,6 +201,7 @@ class Broker:
         self._data_dir_lock = lock_data_dir(self.data_dir)
         self.cluster_id = self._load_or_create_cluster_id()
         voters = tuple(node for node, _ in self.voters) or (self.node_id,)
+        alone = voters == (self.node_id,)  # a one-voter quorum: no peers, its image is there at once
         self.quorum = MetadataQuorum(self.node_id, voters, self.data_dir / METADATA_LOG_DIR,
                                      timing=quorum_timing(self.config), on_image=self._on_image)
         try:
@@ -200,7 +212,7 @@ class Broker:
         self.controller = ClusterController(self.quorum, self.node_id, self.cluster_id,
                                             int(self.config.get("broker.session.timeout.ms")))
         connection = None
-        if len(voters) > 1:
+        if not alone:
             addresses = {}
             for node, address in self.voters:
                 host, _, port = address.rpartition(":")
@@ -210,7 +222,7 @@ class Broker:
             self.quorum_peers = QuorumPeers(self.quorum, self.node_id, self.cluster_id, addresses, timeout_s)
             connection = ControllerConnection(self.quorum, self.node_id, addresses, timeout_s)
         self.controller_client = ControllerClient(self, self.controller, connection)
-        if len(voters) == 1:
+        if alone:
             self.open_logs()
 
     def open_logs(self) -> None:
@@ -280,6 +292,9 @@ class Broker:
         legacy = self.data_dir / "metadata"
         if not legacy.is_dir():
             return
+        if not self.quorum.is_leader:
+            raise StartupError(f"log.dirs: {legacy} holds metadata of a Lodestream older than KRaft: start this "
+                               "directory once as a single node (no controller.quorum.voters) to migrate it")
         from lodestream.broker.pysyncobj_metadata import read_legacy_image  # only ever needed once
 
         image = read_legacy_image(legacy)
@@ -308,7 +323,7 @@ class Broker:
                                    f"{stored_node}'s")
             if stored:
                 return stored
-        if len(self.voters) > 1 and not configured:
+        if self.voters and [node for node, _ in self.voters] != [self.node_id] and not configured:
             raise StartupError(
                 "cluster.id: a node of a quorum of several voters needs the cluster's id, the same on every node "
                 "(e.g. `lodestream random-cluster-id`), to be formatted on first start")
@@ -402,10 +417,12 @@ class Broker:
         return found
 
     def active_controller_id(self) -> int:
-        """What Metadata and DescribeCluster give clients as the controller: the quorum's leader (every
-        node is a broker and a controller), or this node while no leader is known."""
+        """What Metadata and DescribeCluster give clients as the controller: a broker they can reach, which
+        forwards what only the controller does (KIP-590). The quorum's leader when it is a live broker
+        (combined nodes), else this broker, as Kafka's KRaft brokers answer."""
         leader = self.quorum.leader if self.quorum is not None else -1
-        return leader if leader >= 0 else self.node_id
+        live = {broker.broker_id for broker in self.image.live_brokers()}
+        return leader if leader in live or not live else self.node_id
 
     def broker_ids(self) -> set[int]:
         """The registered brokers (this node alone before any registered)."""
@@ -413,7 +430,8 @@ class Broker:
 
     def _reconcile(self, image: MetadataImage) -> None:
         """Open a log for every partition this broker leads in the image, with its topic's segment settings."""
-        assert self.replicas is not None
+        if self.replicas is None:  # a controller-only node, or one still catching up
+            return
         for topic in image.topics_by_id.values():
             config = None
             for partition in topic.partitions.values():
@@ -598,14 +616,14 @@ class Broker:
             raise
 
     async def delete_topic(self, topic: TopicImage) -> None:
-        assert self.replicas is not None
         async with self._metadata_lock:
             if not bool(self.broker_config_value("delete.topic.enable")):
                 raise KafkaError(ErrorCode.topic_deletion_disabled, "Topic deletion is disabled.")
             if topic.topic_id not in self.image.topics_by_id:
                 raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic '{topic.name}' does not exist.")
             await self.propose([RemoveTopicRecord(topic.topic_id)])
-            await self.replicas.drop_topic(topic.topic_id)
+            if self.replicas is not None:
+                await self.replicas.drop_topic(topic.topic_id)
             self._topic_configs.pop(topic.topic_id, None)
             self.metrics.forget_topic(topic.name)
             log.info("deleted topic %s (%s)", topic.name, topic.topic_id)

@@ -45,6 +45,10 @@ async def serve_broker(broker: Broker, *, services: bool = True, task_status=tri
             await nursery.start(broker.quorum.run)
             if broker.quorum_peers is not None:
                 await nursery.start(broker.quorum_peers.run)
+            await nursery.start(broker.controller.run)
+            if not broker.is_broker:  # a controller-only node: the quorum and the controller's duties
+                task_status.started({})
+                return
             if broker.replicas is None:
                 await broker.quorum.wait_caught_up()
                 await trio.to_thread.run_sync(broker.open_logs)
@@ -59,7 +63,6 @@ async def serve_broker(broker: Broker, *, services: bool = True, task_status=tri
             if broker.transactions is not None:
                 await nursery.start(broker.transactions.run)
             await nursery.start(serve_listeners, broker)
-            await nursery.start(broker.controller.run)
             await nursery.start(broker.controller_client.run)  # registered and unfenced: clients may come
             task_status.started(await _start_services(nursery, broker) if services else {})
     finally:

@@ -109,21 +109,31 @@ _REPLICATION_FACTOR_KEYS = ("default.replication.factor", "offsets.topic.replica
                             "share.coordinator.state.topic.replication.factor")
 
 
+def process_roles(config: BrokerConfig) -> frozenset[str]:
+    """process.roles as a set: broker, controller, or both (Kafka's KRaft roles)."""
+    roles = frozenset(multi_value(config.raw("process.roles")))
+    if not roles or not roles <= {"broker", "controller"}:
+        raise ConfigError(f"process.roles={config.raw('process.roles')}: expected broker, controller, or both")
+    return roles
+
+
 def check_cluster_roles(config: BrokerConfig) -> None:
-    """Refuse what this node cannot be: process.roles other than combined broker+controller nodes (for
-    now), a controller that is not among controller.quorum.voters, and replication factors above 1
-    (replication is not built yet: each partition has one replica)."""
+    """Refuse what this node cannot be: a controller that is not among controller.quorum.voters, a
+    broker-only node that is (or has no voters to fetch the metadata log from), and replication factors
+    above 1 (replication is not built yet: each partition has one replica)."""
     node_id = config.node_id
-    roles = set(multi_value(config.raw("process.roles")))
-    if roles != {"broker", "controller"}:
-        raise ConfigError(
-            f"process.roles={config.raw('process.roles')}: Lodestream nodes are combined "
-            "(process.roles=broker,controller) for now; broker-only and controller-only nodes are planned")
+    roles = process_roles(config)
     voters = parse_quorum_voters(str(config.get("controller.quorum.voters") or ""))
-    if voters and node_id not in {node for node, _ in voters}:
-        listed = ",".join(f"{node}@{address}" for node, address in voters)
+    if roles != {"broker", "controller"} and not voters:
+        raise ConfigError(f"process.roles={config.raw('process.roles')}: a node with one role needs "
+                          "controller.quorum.voters (id@host:port,...) to find the other role")
+    listed = ",".join(f"{node}@{address}" for node, address in voters)
+    if "controller" in roles and voters and node_id not in {node for node, _ in voters}:
         raise ConfigError(f"controller.quorum.voters={listed} does not list this node (node.id={node_id}), "
                           "which has the controller role")
+    if roles == {"broker"} and node_id in {node for node, _ in voters}:
+        raise ConfigError(f"controller.quorum.voters={listed} lists this node (node.id={node_id}), whose "
+                          "process.roles=broker has no controller role: give it both roles, or another id")
     if len({node for node, _ in voters}) != len(voters):
         raise ConfigError(f"controller.quorum.voters={config.raw('controller.quorum.voters')} lists a node twice")
     bootstrap = multi_value(config.raw("controller.quorum.bootstrap.servers"))

@@ -393,6 +393,8 @@ class MetadataQuorum:
             case WriteSnapshot():
                 storage.write_snapshot(action.end_offset, action.epoch, action.data)
             case DropBefore(offset=offset):
+                if offset > storage.log.log_end_offset:  # after a FetchSnapshot: the log restarts there
+                    log.info("installed the leader's snapshot of the metadata log up to offset %d", offset)
                 storage.drop_before(offset)
             case _:
                 raise AssertionError(f"not a storage action: {action!r}")

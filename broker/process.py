@@ -22,7 +22,8 @@ RESIGN_S = 1.0  # at most this long for the other voters to hear that this leade
 
 
 def _write_ready_file(path: Path, broker: Broker, services: dict[str, str]) -> None:
-    listeners = {b.name: f"{b.advertised_host}:{b.port}" for b in broker.bound_listeners}
+    listeners = {b.name: f"{b.advertised_host}:{b.port}"
+                 for b in [*broker.bound_listeners, *broker.bound_controller_listeners]}
     listeners.update(services)
     content = {"listeners": listeners,
                "cluster_id": broker.cluster_id, "node_id": broker.node_id, "pid": os.getpid()}

@@ -697,9 +697,9 @@ class KRaftNode:
         # The replica's log matches ours below `offset`; a voter's offset counts toward the high watermark.
         if offset >= self.end:
             progress.caught_up_ms = self.now
-        if request.replica in self.voters and offset > progress.end_offset:
+        if offset > progress.end_offset:
             progress.end_offset = offset
-            if self._update_hw():
+            if request.replica in self.voters and self._update_hw():  # observers do not count
                 base = _replace_fetch(base, hw=self.known_hw)
         if offset == self.end and progress.sent_hw == self.known_hw and park:
             progress.parked = request  # nothing new: answer when something is, or at the deadline

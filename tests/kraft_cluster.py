@@ -112,17 +112,25 @@ class LinkProxy:
 
 
 class KRaftCluster:
-    def __init__(self, base_dir: Path, size: int = 3, overrides: dict[str, str] | None = None) -> None:
-        self.ids = list(range(1, size + 1))
-        self.controller_ports = {i: free_port() for i in self.ids}
-        self.links = {(i, j): LinkProxy(self.controller_ports[j]) for i in self.ids for j in self.ids if i != j}
+    """`size` combined nodes, or the roles given per node id (e.g. {1: "controller", 2: "broker"})."""
+
+    def __init__(self, base_dir: Path, size: int = 3, overrides: dict[str, str] | None = None,
+                 roles: dict[int, str] | None = None) -> None:
+        self.roles = roles or {i: "broker,controller" for i in range(1, size + 1)}
+        self.ids = sorted(self.roles)
+        self.voters = [i for i in self.ids if "controller" in self.roles[i]]
+        self.controller_ports = {i: free_port() for i in self.voters}
+        self.links = {(i, j): LinkProxy(self.controller_ports[j]) for i in self.ids for j in self.voters if i != j}
         self.nodes: dict[int, BrokerProcess] = {}
         for i in self.ids:
             voters = ",".join(f"{j}@127.0.0.1:{self.controller_ports[j] if j == i else self.links[(i, j)].port}"
-                              for j in self.ids)
+                              for j in self.voters)
+            listeners = ["PLAINTEXT://127.0.0.1:0"] if "broker" in self.roles[i] else []
+            if i in self.voters:
+                listeners.append(f"CONTROLLER://127.0.0.1:{self.controller_ports[i]}")
             self.nodes[i] = BrokerProcess(base_dir / f"node{i}", {
                 "node.id": str(i), "cluster.id": CLUSTER_ID, "controller.quorum.voters": voters,
-                "listeners": f"PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{self.controller_ports[i]}",
+                "process.roles": self.roles[i], "listeners": ",".join(listeners),
                 "admin.listeners": "", **FAST_QUORUM, **(overrides or {})})
 
     def start(self, ids=None) -> None:
@@ -207,7 +215,8 @@ async def _describe_quorum(port: int) -> dict | None:
     if partition.error_code != ErrorCode.none:
         return None
     return {"leader": partition.leader_id, "epoch": partition.leader_epoch, "hw": partition.high_watermark,
-            "voters": {v.replica_id: v.log_end_offset for v in partition.current_voters}}
+            "voters": {v.replica_id: v.log_end_offset for v in partition.current_voters},
+            "observers": {o.replica_id: o.log_end_offset for o in partition.observers}}
 
 
 async def _create_topic(port: int, name: str, partitions: int, timeout: float) -> ErrorCode:

@@ -96,7 +96,7 @@ def test_lodestream_dev_cluster_starts_three_nodes_and_stops_them(tmp_path):
         assert "3 nodes ready" in line, line + process.stdout.read() if process.poll() is not None else line
         bootstrap = line.split("bootstrap.servers=")[1].split(";")[0].split(",")
         port = int(bootstrap[1].rsplit(":", 1)[1])
-        listed = trio.run(_metadata_brokers, port)
+        listed = trio.run(_metadata_brokers, port, 3)
         assert listed == {1, 2, 3}
         pids = [json.loads((tmp_path / f"node{i}" / "ready.json").read_text())["pid"] for i in (1, 2, 3)]
     finally:
@@ -106,16 +106,56 @@ def test_lodestream_dev_cluster_starts_three_nodes_and_stops_them(tmp_path):
     assert (tmp_path / "cluster.id").read_text().strip()
 
 
-async def _metadata_brokers(port: int) -> set[int]:
+async def _metadata_brokers(port: int, brokers: int) -> set[int]:
     build = request_builder(3, 12)
     with trio.fail_after(10):
         client = await WireClient.connect(port)
         try:
-            while True:  # every node is listed once the three registered and were unfenced
+            while True:  # every broker is listed once they registered and were unfenced
                 response = await client.request(build.MetadataRequest(
                     topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False))
-                if len(response.brokers) == 3:
+                if len(response.brokers) == brokers:
                     return {b.node_id for b in response.brokers}
                 await trio.sleep(0.1)  # poll interval inside the deadline above
         finally:
             await client.aclose()
+
+
+def test_a_controller_only_node_and_two_broker_only_nodes(tmp_path):
+    """process.roles apart: node 1 is the quorum (its only voter) and the active controller; nodes 2 and 3
+    are brokers that fetch the metadata log as observers, register, and host the partitions."""
+    cluster = KRaftCluster(tmp_path, roles={1: "controller", 2: "broker", 3: "broker"})
+    try:
+        cluster.start()
+        leader, _, _ = cluster.wait_for_leader([1, 2, 3], timeout=15)
+        assert leader == 1
+        assert cluster.create_topic(3, "spread", partitions=4) == ErrorCode.none  # forwarded to node 1
+        assert trio.run(_metadata_brokers, cluster.nodes[2].port, 2) == {2, 3}
+        assert cluster.topics(2)["spread"] == 4
+        quorum = cluster.quorum(1)
+        assert set(quorum["voters"]) == {1} and set(quorum["observers"]) == {2, 3}
+        assert all(end > 0 for end in quorum["observers"].values())
+    finally:
+        cluster.stop()
+
+
+def test_a_node_that_fell_behind_the_snapshot_catches_up_through_fetch_snapshot(tmp_path):
+    """Snapshots every ~2 KB of records: while node 3 is down the others snapshot and drop their log
+    prefix, so on its return it is sent the snapshot (FetchSnapshot), installs it, and fetches the rest."""
+    cluster = KRaftCluster(tmp_path, overrides={"metadata.log.max.record.bytes.between.snapshots": "2000"})
+    try:
+        cluster.start()
+        cluster.wait_for_leader(cluster.ids, timeout=15)
+        cluster.nodes[3].stop()
+        leader, _, _ = cluster.wait_for_leader([1, 2], timeout=15)
+        names = [f"snap-{n}" for n in range(30)]
+        for name in names:
+            assert cluster.create_topic(leader, name) == ErrorCode.none
+        snapshots = list((cluster.nodes[leader].data_dir / "__cluster_metadata-0").glob("*.checkpoint"))
+        assert snapshots, "the leader took no snapshot"
+        cluster.start([3])
+        cluster.wait_for_leader(cluster.ids, timeout=15)
+        assert set(names) <= set(cluster.topics(3))
+        assert "installed the leader's snapshot" in cluster.nodes[3].log_path.read_text()
+    finally:
+        cluster.stop()

@@ -458,6 +458,30 @@ class Broker:
         self._reconcile(image)
         return image
 
+    async def _alter_configs_at_controller(self, resource_type: int, name: str, changes: dict[str, str | None],
+                                           replace_all: bool, validate_only: bool) -> None:
+        """A config change this node was asked for (the REST API), made by the active controller:
+        IncrementalAlterConfigs, or the legacy AlterConfigs when the whole set is replaced."""
+        if replace_all:
+            from kio.schema.alter_configs.v2 import request as alter
+
+            body = alter.AlterConfigsRequest(resources=(alter.AlterConfigsResource(
+                resource_type=resource_type, resource_name=name,
+                configs=tuple(alter.AlterableConfig(name=k, value=v) for k, v in changes.items() if v is not None)),),
+                validate_only=validate_only)
+        else:
+            from kio.schema.incremental_alter_configs.v1 import request as alter
+
+            body = alter.IncrementalAlterConfigsRequest(resources=(alter.AlterConfigsResource(
+                resource_type=resource_type, resource_name=name,
+                configs=tuple(alter.AlterableConfig(name=k, config_operation=1 if v is None else 0, value=v)
+                              for k, v in changes.items())),), validate_only=validate_only)
+        response = await self.controller_client.forward(body)
+        _raise_forwarded(response.responses[0])
+        if not validate_only:  # the change is seen here once the metadata log brings it
+            await self.quorum.wait_for(lambda _: self.quorum.applied_offset >= self.quorum.high_watermark,
+                                       CONTROLLER_WAIT_S)
+
     @property
     def forwards_to_controller(self) -> bool:
         """Requests that change metadata go to the active controller: this node is not it."""
@@ -621,6 +645,14 @@ class Broker:
                 raise KafkaError(ErrorCode.topic_deletion_disabled, "Topic deletion is disabled.")
             if topic.topic_id not in self.image.topics_by_id:
                 raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic '{topic.name}' does not exist.")
+            if self.forwards_to_controller:
+                from kio.schema.delete_topics.v6 import request as delete
+
+                response = await self.controller_client.forward(delete.DeleteTopicsRequest(
+                    topics=(delete.DeleteTopicState(name=None, topic_id=topic.topic_id),),
+                    timeout=datetime.timedelta(seconds=30)))
+                _raise_forwarded(response.responses[0])
+                return  # the partitions go where they are hosted once the deletion reaches each node
             await self.propose([RemoveTopicRecord(topic.topic_id)])
             if self.replicas is not None:
                 await self.replicas.drop_topic(topic.topic_id)
@@ -640,7 +672,14 @@ class Broker:
                 raise KafkaError(ErrorCode.invalid_partitions, f"Topic already has {current} partitions.")
             if count > MAX_PARTITIONS:
                 raise KafkaError(ErrorCode.invalid_partitions, f"Number of partitions must be at most {MAX_PARTITIONS}.")
-            if assignments is not None:
+            if self.forwards_to_controller and assignments is None:
+                from kio.schema.create_partitions.v3 import request as create
+
+                response = await self.controller_client.forward(create.CreatePartitionsRequest(
+                    topics=(create.CreatePartitionsTopic(name=name, count=count, assignments=None),),
+                    timeout=datetime.timedelta(seconds=30), validate_only=validate_only))
+                _raise_forwarded(response.results[0])
+                return
                 if len(assignments) != count - current:
                     raise KafkaError(ErrorCode.invalid_replica_assignment,
                                      f"Increasing the number of partitions by {count - current} but {len(assignments)} assignments provided.")
@@ -661,6 +700,8 @@ class Broker:
             topic = self.image.topic(name)
             if topic is None:
                 raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist.")
+            if self.forwards_to_controller:
+                return await self._alter_configs_at_controller(2, name, changes, replace_all, validate_only)
             for key, value in changes.items():
                 if value is None:
                     if key not in TOPIC_CONFIGS:
@@ -680,8 +721,10 @@ class Broker:
     async def alter_broker_configs(self, broker: str, changes: dict[str, str | None], replace_all: bool, validate_only: bool) -> None:
         """Dynamic broker configs; broker "" is the cluster-wide default."""
         async with self._metadata_lock:
-            if broker not in ("", str(self.node_id)):
+            if broker != "" and (not broker.isdigit() or int(broker) not in self.broker_ids() | {self.node_id}):
                 raise KafkaError(ErrorCode.invalid_request, f"Unknown broker id {broker}.")
+            if self.forwards_to_controller:
+                return await self._alter_configs_at_controller(4, broker, changes, replace_all, validate_only)
             for key, value in changes.items():
                 definition = BROKER_CONFIGS.get(key)
                 if definition is None:
@@ -711,3 +754,9 @@ def _warn_without_effect(what: str, keys, table) -> None:
     note = describe_without_effect(keys, table)
     if note:
         log.warning("%s: accepted with no effect here: %s", what, note)
+
+
+def _raise_forwarded(result) -> None:
+    """The KafkaError of a forwarded request's result entry, if it has one."""
+    if result.error_code != ErrorCode.none:
+        raise KafkaError(ErrorCode(result.error_code), getattr(result, "error_message", None))

@@ -194,7 +194,22 @@ class KRaftCluster:
 
     def topics(self, i: int) -> dict[str, int]:
         """{topic: partition count} in node i's Metadata answer."""
-        return trio.run(_topics, self.nodes[i].port)
+        return {name: len(partitions) for name, partitions in trio.run(_metadata, self.nodes[i].port)[1].items()}
+
+    def partition_leaders(self, i: int, topic: str) -> dict[int, int]:
+        """{partition: leader id, -1 for none} of a topic in node i's Metadata answer."""
+        return trio.run(_metadata, self.nodes[i].port)[1][topic]
+
+    def wait_for_brokers(self, i: int, expected: set[int], timeout: float) -> bool:
+        """Until node i's Metadata lists exactly the `expected` brokers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = trio.run(_metadata, self.nodes[i].port)[0]
+            if listed == expected:
+                return True
+            if time.monotonic() > deadline:
+                raise AssertionError(f"node {i} lists brokers {listed}, not {expected}, after {timeout}s")
+            time.sleep(0.1)  # poll interval inside a deadline loop
 
 
 async def _describe_quorum(port: int) -> dict | None:
@@ -233,7 +248,8 @@ async def _create_topic(port: int, name: str, partitions: int, timeout: float) -
     return ErrorCode(response.topics[0].error_code)
 
 
-async def _topics(port: int) -> dict[str, int]:
+async def _metadata(port: int) -> tuple[set[int], dict[str, dict[int, int]]]:
+    """(the listed brokers, {topic: {partition: leader}})."""
     build = request_builder(3, 12)
     with trio.fail_after(5):
         client = await WireClient.connect(port)
@@ -242,4 +258,5 @@ async def _topics(port: int) -> dict[str, int]:
                                                                   include_topic_authorized_operations=False))
         finally:
             await client.aclose()
-    return {t.name: len(t.partitions) for t in response.topics}
+    return ({b.node_id for b in response.brokers},
+            {t.name: {p.partition_index: p.leader_id for p in t.partitions} for t in response.topics})

@@ -47,9 +47,17 @@ def test_a_new_leader_takes_over_when_the_active_controller_is_killed(cluster):
     assert cluster.create_topic(follower, "after", partitions=4) == ErrorCode.none  # forwarded to the leader
     for i in survivors:
         assert {"before", "after"} <= set(cluster.topics(i))
+    # Brokers come and go: once its session times out the dead node is fenced, Metadata stops listing it
+    # and its partitions have no leader; when it returns it is unfenced and leads them again.
+    assert cluster.wait_for_brokers(follower, set(survivors), timeout=15)
+    offline = cluster.partition_leaders(follower, "after")
+    assert set(offline.values()) <= set(survivors) | {-1}
     cluster.nodes[leader].start()  # the old leader rejoins as a follower and catches up
     assert cluster.wait_for_leader(cluster.ids, timeout=15)[0] == new_leader
     assert cluster.topics(leader)["after"] == 4
+    assert cluster.wait_for_brokers(follower, set(cluster.ids), timeout=15)
+    back = cluster.partition_leaders(follower, "after")
+    assert -1 not in back.values() and all(back[p] == offline[p] or offline[p] == -1 for p in back)
 
 
 def test_committed_metadata_survives_sigkill_of_every_node(cluster):

@@ -44,14 +44,16 @@ def check_keys(configs, null_allowed=lambda config: False) -> None:
 
 
 def broker_scope(ctx, name: str) -> str:
-    """"" for the cluster default, else this node's id (Kafka's validateResourceNameIsCurrentNodeId)."""
+    """"" for the cluster default, else this node's id (Kafka's validateResourceNameIsCurrentNodeId; on the
+    controller listener, any registered broker's: the request was forwarded by that broker)."""
     if not name:
         return ""
     try:
         node = int(name)
     except ValueError:
         raise KafkaError(ErrorCode.invalid_request, f"Node id must be an integer, but it is: {name}") from None
-    if node != ctx.broker.node_id:
+    forwarded = ctx.session.controller and node in ctx.broker.broker_ids()  # checked by the broker that forwarded it
+    if node != ctx.broker.node_id and not forwarded:
         raise KafkaError(ErrorCode.invalid_request,
                          f"Unexpected broker id, expected {ctx.broker.node_id}, but received {name}")
     return str(node)

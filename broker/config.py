@@ -26,6 +26,10 @@ class StartupError(Exception):
     """The environment stops start-up (a port in use, an unusable data directory): one line, exit code 2."""
 
 
+class NodeHalted(StartupError):
+    """A running node stops because it cannot go on safely (its metadata log cannot be written)."""
+
+
 def multi_value(value: str | None) -> list[str]:
     """A comma-separated config value as its items (Kafka's LIST type)."""
     return [item.strip() for item in (value or "").split(",") if item.strip()]

@@ -42,6 +42,7 @@ from lodestream.consensus.kraft import (
 )
 from lodestream.consensus.records import MetadataRecord, encode_records
 
+from lodestream.broker.config import NodeHalted
 from lodestream.broker.metadata_log import MetadataLogStore, StorageError
 
 log = logging.getLogger(__name__)
@@ -364,7 +365,13 @@ class MetadataQuorum:
             await self._run_storage(storage_work)
 
     async def _run_storage(self, actions: list) -> None:
-        flushed = await trio.to_thread.run_sync(self._execute_storage_batch, actions, limiter=self.limiter)
+        try:
+            flushed = await trio.to_thread.run_sync(self._execute_storage_batch, actions, limiter=self.limiter)
+        except (StorageError, OSError) as exc:
+            # A vote, an epoch or an entry that cannot be made durable: the node must not go on answering as
+            # if it were (Kafka's controller halts too). The process stops with this one line.
+            log.critical("the metadata log in %s cannot be written (%s): stopping this node", self.directory, exc)
+            raise NodeHalted(f"metadata log: cannot write {self.directory}: {exc}") from None
         if flushed is not None:
             self.node.flushed(flushed)
 

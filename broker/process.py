@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 
 from lodestream.broker.broker import Broker
-from lodestream.broker.config import BrokerConfig, ConfigError, StartupError
+from lodestream.broker.config import BrokerConfig, ConfigError, NodeHalted, StartupError
 from lodestream.broker.lifecycle import serve_broker
 
 log = logging.getLogger("lodestream")
@@ -78,7 +78,8 @@ def serve(config_file: Path | None, overrides: list[str], log_level: str, ready_
         error = _startup_error(exc)
         if error is None:
             raise
-        kind = "configuration error" if isinstance(error, ConfigError) else "cannot start"
+        kind = ("configuration error" if isinstance(error, ConfigError)
+                else "stopped" if isinstance(error, NodeHalted) else "cannot start")
         print(f"lodestream: {kind}: {error}", file=sys.stderr)
         return 2
     return 0

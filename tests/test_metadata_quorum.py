@@ -225,3 +225,30 @@ def test_a_directory_of_another_cluster_or_node_refuses_to_start(tmp_path, setti
     with pytest.raises(StartupError, match=message):
         broker.open()
     broker.close()
+
+
+async def test_a_metadata_log_that_cannot_be_written_halts_the_node(tmp_path):
+    """A full disk under the metadata log: the proposal is not acknowledged and the node stops with one
+    clear error (NodeHalted), rather than answer votes or commits it could not make durable. Restarted, it
+    has the batch whole or not at all."""
+    from lodestream.broker.config import NodeHalted
+
+    quorum = one_voter(tmp_path / "q")
+    try:
+        def full_disk() -> int:
+            raise OSError(28, "No space left on device")
+
+        quorum.storage.flush = full_disk
+        with pytest.raises(ExceptionGroup) as raised:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(quorum.run)
+                await quorum.propose(topic_records(0))
+        assert raised.group_contains(NodeHalted, match="No space left")
+    finally:
+        quorum.close()
+    recovered = one_voter(tmp_path / "q")
+    try:
+        # Not acknowledged, so either outcome is allowed (the write may have reached the disk), but whole.
+        assert recovered.image in (MetadataImage(), replay_all(MetadataImage(), topic_records(0)))
+    finally:
+        recovered.close()

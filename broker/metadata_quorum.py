@@ -114,6 +114,11 @@ class MetadataQuorum:
         try:
             self.storage = MetadataLogStore(self.directory)
             state = self.storage.load()
+            if state.snapshot is not None and self.storage.log.log_start_offset < state.snapshot[0]:
+                # A crash between writing a snapshot and deleting the log below it: finish the deletion, so
+                # the log goes on from the snapshot's end (it may even have ended before it).
+                self.storage.drop_before(state.snapshot[0])
+                state = self.storage.load()
         except (StorageError, OSError) as exc:
             raise QuorumError(f"cannot open the metadata log in {self.directory}: {exc}") from None
         self.node = KRaftNode(self.node_id, self.voters, self.machine, state, _now_ms(),

@@ -252,3 +252,28 @@ async def test_a_metadata_log_that_cannot_be_written_halts_the_node(tmp_path):
         assert recovered.image in (MetadataImage(), replay_all(MetadataImage(), topic_records(0)))
     finally:
         recovered.close()
+
+
+async def test_a_crash_between_a_snapshot_and_the_deletion_below_it(tmp_path):
+    """The snapshot is durable but the log below it was not deleted, and even ends before the snapshot's
+    end (a follower snapshots what it applied, not only what it flushed): the node starts after the
+    snapshot and appends from there."""
+    quorum = one_voter(tmp_path / "q")
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(quorum.run)
+            image = await quorum.propose(topic_records(1))
+            nursery.cancel_scope.cancel()
+        end = quorum.high_watermark
+        quorum.storage.write_snapshot(end + 5, quorum.epoch, image_to_snapshot(image))  # beyond the log's end
+    finally:
+        quorum.close()
+    again = one_voter(tmp_path / "q")
+    try:
+        assert again.image == image and again.storage.log.log_start_offset == end + 5
+        async with trio.open_nursery() as nursery:
+            await nursery.start(again.run)
+            assert "topic-2" in (await again.propose(topic_records(2))).topics_by_name
+            nursery.cancel_scope.cancel()
+    finally:
+        again.close()

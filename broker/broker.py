@@ -680,6 +680,7 @@ class Broker:
                     timeout=datetime.timedelta(seconds=30), validate_only=validate_only))
                 _raise_forwarded(response.results[0])
                 return
+            if assignments is not None:
                 if len(assignments) != count - current:
                     raise KafkaError(ErrorCode.invalid_replica_assignment,
                                      f"Increasing the number of partitions by {count - current} but {len(assignments)} assignments provided.")

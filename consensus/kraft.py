@@ -389,9 +389,14 @@ class KRaftNode:
                     return
                 self._check_quorum_deadline = now + self.check_quorum_ms
             if now >= self._begin_resend_ms:
+                # To voters that have not fetched in this epoch, or not lately: a voter that moved to a
+                # higher epoch (and, refused pre-votes by our followers, could never win it) answers with
+                # that epoch, and this leader steps down so that an election can end the stalemate.
                 self._begin_resend_ms = now + self.timing.election_timeout_ms // 2
                 for voter in self.voters:
-                    if voter != self.id and not self.progress[voter].has_fetched:
+                    progress = self.progress[voter] if voter != self.id else None
+                    if progress is not None and (not progress.has_fetched or progress.last_fetch_ms is None
+                                                 or now - progress.last_fetch_ms >= self.timing.fetch_timeout_ms):
                         self._send(voter, BeginEpoch(self.epoch, self.id))
             for replica, progress in self.progress.items():
                 if progress.parked is not None and now >= progress.parked_until:

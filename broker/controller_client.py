@@ -34,7 +34,6 @@ class ControllerClient:
         self.incarnation_id = uuid.uuid4()
         self.broker_epoch = -1
         self.fenced = True
-        self.registered = trio.Event()  # registered and unfenced once
 
     @property
     def local(self) -> bool:
@@ -115,7 +114,6 @@ class ControllerClient:
                     log.warning("registration with the controller refused: %s", exc)
             if not self.fenced and not started:
                 started = True
-                self.registered.set()
                 task_status.started()
             await trio.sleep(interval if started else CONTROLLER_RETRY_S)
 

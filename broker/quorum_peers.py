@@ -122,23 +122,6 @@ class QuorumPeers:
             if connection is not None:
                 await connection.aclose()
 
-    async def forward(self, peer: int, request):
-        """Send a client's request (e.g. DescribeQuorum) to another node and return its answer, None if
-        it could not be reached. A connection of its own: forwarding is rare."""
-        address = self.addresses.get(peer)
-        if address is None:
-            return None
-        try:
-            connection = await PeerConnection.connect(*address, f"lodestream-forward-{self.node_id}")
-        except _FAILURES:
-            return None
-        try:
-            return await connection.request(request, self.request_timeout_s)
-        except _FAILURES:
-            return None
-        finally:
-            await connection.aclose()
-
 
 class ControllerConnection:
     """This broker's requests to the active controller (the quorum's leader), over its controller listener:

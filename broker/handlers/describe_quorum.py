@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from kio.schema.describe_quorum.v2.request import DescribeQuorumRequest
 from kio.schema.describe_quorum.v2.response import DescribeQuorumResponse
-from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.authorizer import DENIED, Operation, ResourceType
 from lodestream.broker.metadata_log import METADATA_TOPIC
@@ -35,10 +35,11 @@ async def handle(ctx: RequestContext, request: DescribeQuorumRequest) -> Describ
         return _error(build, ErrorCode.invalid_request, f"DescribeQuorum describes {METADATA_TOPIC}-0 only")
     quorum = ctx.broker.quorum
     if not quorum.is_leader:
-        if quorum.leader >= 0 and ctx.broker.quorum_peers is not None:
-            forwarded = await ctx.broker.quorum_peers.forward(quorum.leader, request)
-            if forwarded is not None:
-                return forwarded
+        if quorum.leader >= 0 and ctx.broker.forwards_to_controller:
+            try:
+                return await ctx.broker.controller_client.forward(request)
+            except KafkaError:
+                pass  # the leader cannot be reached: answered here, as a node that is not the leader
         partition = build.PartitionData(
             partition_index=0, error_code=ErrorCode.not_leader_or_follower, error_message=None,
             leader_id=quorum.leader, leader_epoch=quorum.epoch, high_watermark=-1, current_voters=(), observers=())

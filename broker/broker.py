@@ -448,13 +448,10 @@ class Broker:
         return None if topic is None else self.topic_config(topic)
 
     async def propose(self, records: list[MetadataRecord]) -> MetadataImage:
-        """Commit records through the quorum (this node must lead it: other nodes forward the requests
-        that change metadata to the leader); NOT_CONTROLLER when it does not, or stopped leading."""
-        assert self.quorum is not None
-        try:
-            image = await self.quorum.propose(records)
-        except QuorumError as exc:
-            raise KafkaError(ErrorCode.not_controller, str(exc)) from None
+        """Commit records through the quorum (ClusterController.propose), then host what the new image
+        gives this node."""
+        assert self.controller is not None
+        image = await self.controller.propose(records)
         self._reconcile(image)
         return image
 
@@ -478,9 +475,18 @@ class Broker:
                               for k, v in changes.items())),), validate_only=validate_only)
         response = await self.controller_client.forward(body)
         _raise_forwarded(response.responses[0])
-        if not validate_only:  # the change is seen here once the metadata log brings it
-            await self.quorum.wait_for(lambda _: self.quorum.applied_offset >= self.quorum.high_watermark,
-                                       CONTROLLER_WAIT_S)
+        if validate_only:
+            return
+
+        def applied_here(image: MetadataImage) -> bool:  # the change has reached this node's image
+            if resource_type == 2:
+                topic = image.topic(name)
+                current = topic.configs if topic is not None else {}
+            else:
+                current = image.broker_configs.get(name, {})
+            return all(current.get(key) == value for key, value in changes.items())
+
+        await self.quorum.wait_for(applied_here, CONTROLLER_WAIT_S)
 
     @property
     def forwards_to_controller(self) -> bool:
@@ -540,13 +546,14 @@ class Broker:
                     ErrorCode.invalid_request,
                     "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
                 )
+            known = self.broker_ids()
             for index, replicas in spec.assignments.items():
-                unknown = [r for r in replicas if r not in self.broker_ids()]
+                unknown = [r for r in replicas if r not in known]
                 if unknown:
                     raise KafkaError(
                         ErrorCode.invalid_replica_assignment,
                         f"Replica assignment for partition {index} names brokers {unknown} that are not in this cluster "
-                        f"(its brokers are {sorted(self.broker_ids())}).",
+                        f"(its brokers are {sorted(known)}).",
                     )
                 if len(replicas) > 1:
                     raise KafkaError(
@@ -684,8 +691,9 @@ class Broker:
                 if len(assignments) != count - current:
                     raise KafkaError(ErrorCode.invalid_replica_assignment,
                                      f"Increasing the number of partitions by {count - current} but {len(assignments)} assignments provided.")
+                known = self.broker_ids()
                 for replicas in assignments:
-                    if not replicas or any(r not in self.broker_ids() for r in replicas):
+                    if not replicas or any(r not in known for r in replicas):
                         raise KafkaError(ErrorCode.invalid_replica_assignment,
                                          f"Replica assignment {replicas} names brokers that are not in this cluster.")
             if validate_only:

@@ -75,7 +75,9 @@ class ClusterController:
             self._heartbeats = {}
             self._caught_up_at = {}
 
-    async def _propose(self, records: list) -> MetadataImage:
+    async def propose(self, records: list) -> MetadataImage:
+        """Commit records through the quorum; NOT_CONTROLLER when this node does not lead it (other nodes
+        forward what changes metadata to the leader) or stopped leading before the commit."""
         try:
             return await self.quorum.propose(records)
         except QuorumError as exc:
@@ -99,7 +101,7 @@ class ClusterController:
                 raise KafkaError(ErrorCode.duplicate_broker_registration,
                                  f"broker {broker_id} is registered and alive (another process with this node.id?)")
             epoch = max([b.broker_epoch for b in self.image.brokers.values()] + [self.quorum.high_watermark]) + 1
-            await self._propose([RegisterBrokerRecord(broker_id, incarnation_id, epoch, endpoints, rack)])
+            await self.propose([RegisterBrokerRecord(broker_id, incarnation_id, epoch, endpoints, rack)])
             self._heartbeats[broker_id] = time.monotonic()
             self._caught_up_at[broker_id] = self.quorum.high_watermark
             log.info("broker %d registered (epoch %d, rack %s)", broker_id, epoch, rack)
@@ -148,7 +150,7 @@ class ClusterController:
                 elif not fenced and p.leader == -1 and broker_id in p.replicas:
                     records.append(PartitionRecord(topic.topic_id, p.partition, p.replicas, broker_id,
                                                    p.leader_epoch + 1))
-        await self._propose(records)
+        await self.propose(records)
         log.info("broker %d %s (%d partition leaders changed)", broker_id, "fenced" if fenced else "unfenced",
                  len(records) - 1)
 
@@ -172,7 +174,7 @@ class ClusterController:
                 if broker is None or broker.broker_epoch != broker_epoch:
                     raise KafkaError(ErrorCode.stale_broker_epoch, f"broker {broker_id} epoch {broker_epoch} is not current")
             start = self.image.next_producer_id
-            await self._propose([ProducerIdsRecord(broker_id, start + PRODUCER_ID_BLOCK)])
+            await self.propose([ProducerIdsRecord(broker_id, start + PRODUCER_ID_BLOCK)])
             return start, PRODUCER_ID_BLOCK
 
     def place(self, count: int, first: int = 0) -> list[tuple[int, ...]]:

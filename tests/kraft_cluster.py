@@ -202,14 +202,19 @@ class KRaftCluster:
 
     def wait_for_brokers(self, i: int, expected: set[int], timeout: float) -> bool:
         """Until node i's Metadata lists exactly the `expected` brokers."""
-        deadline = time.monotonic() + timeout
-        while True:
-            listed = trio.run(_metadata, self.nodes[i].port)[0]
-            if listed == expected:
-                return True
-            if time.monotonic() > deadline:
-                raise AssertionError(f"node {i} lists brokers {listed}, not {expected}, after {timeout}s")
-            time.sleep(0.1)  # poll interval inside a deadline loop
+        return wait_for_brokers(self.nodes[i].port, expected, timeout)
+
+
+def wait_for_brokers(port: int, expected: set[int], timeout: float) -> bool:
+    """Until the Metadata answer of the broker on `port` lists exactly the `expected` brokers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = trio.run(_metadata, port)[0]
+        if listed == expected:
+            return True
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the broker on port {port} lists brokers {listed}, not {expected}, after {timeout}s")
+        time.sleep(0.1)  # poll interval inside a deadline loop
 
 
 async def _describe_quorum(port: int) -> dict | None:

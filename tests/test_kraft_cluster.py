@@ -12,13 +12,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-import trio
 
 from lodestream.protocol.errors import ErrorCode
-from lodestream.protocol.messages import request_builder
 
-from kraft_cluster import KRaftCluster
-from wire_client import WireClient
+from kraft_cluster import KRaftCluster, wait_for_brokers
 
 ELECTION_S = 0.5  # FAST_QUORUM's controller.quorum.election.timeout.ms
 
@@ -104,8 +101,7 @@ def test_lodestream_dev_cluster_starts_three_nodes_and_stops_them(tmp_path):
         assert "3 nodes ready" in line, line + process.stdout.read() if process.poll() is not None else line
         bootstrap = line.split("bootstrap.servers=")[1].split(";")[0].split(",")
         port = int(bootstrap[1].rsplit(":", 1)[1])
-        listed = trio.run(_metadata_brokers, port, 3)
-        assert listed == {1, 2, 3}
+        assert wait_for_brokers(port, {1, 2, 3}, timeout=10)
         pids = [json.loads((tmp_path / f"node{i}" / "ready.json").read_text())["pid"] for i in (1, 2, 3)]
     finally:
         process.send_signal(signal.SIGINT)
@@ -114,19 +110,7 @@ def test_lodestream_dev_cluster_starts_three_nodes_and_stops_them(tmp_path):
     assert (tmp_path / "cluster.id").read_text().strip()
 
 
-async def _metadata_brokers(port: int, brokers: int) -> set[int]:
-    build = request_builder(3, 12)
-    with trio.fail_after(10):
-        client = await WireClient.connect(port)
-        try:
-            while True:  # every broker is listed once they registered and were unfenced
-                response = await client.request(build.MetadataRequest(
-                    topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False))
-                if len(response.brokers) == brokers:
-                    return {b.node_id for b in response.brokers}
-                await trio.sleep(0.1)  # poll interval inside the deadline above
-        finally:
-            await client.aclose()
+
 
 
 def test_a_controller_only_node_and_two_broker_only_nodes(tmp_path):
@@ -138,7 +122,7 @@ def test_a_controller_only_node_and_two_broker_only_nodes(tmp_path):
         leader, _, _ = cluster.wait_for_leader([1, 2, 3], timeout=15)
         assert leader == 1
         assert cluster.create_topic(3, "spread", partitions=4) == ErrorCode.none  # forwarded to node 1
-        assert trio.run(_metadata_brokers, cluster.nodes[2].port, 2) == {2, 3}
+        assert cluster.wait_for_brokers(2, {2, 3}, timeout=10)
         assert cluster.topics(2)["spread"] == 4
         quorum = cluster.quorum(1)
         assert set(quorum["voters"]) == {1} and set(quorum["observers"]) == {2, 3}

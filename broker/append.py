@@ -25,8 +25,10 @@ from lodestream.broker.replica_manager import AppendRequest
 def validate_batches(broker, topic: TopicImage, partition_index: int, records, now_ms: int):
     """(partition, entries, append_time, producer batch header or None); raises KafkaError for a refused request."""
     partition = broker.replicas.get(topic.topic_id, partition_index)
-    if partition is None:
-        raise KafkaError(ErrorCode.unknown_topic_or_partition, f"partition {partition_index} does not exist")
+    if partition is None or not partition.is_leader:
+        error = broker.not_leader_error(topic, partition_index)
+        raise KafkaError(error, f"partition {partition_index} does not exist" if error == ErrorCode.unknown_topic_or_partition
+                         else f"this broker does not lead {topic.name}-{partition_index}")
     if records is None:
         raise KafkaError(ErrorCode.corrupt_message, "null record set")
     try:

@@ -63,6 +63,7 @@ from lodestream.broker.metrics import BrokerMetrics
 from lodestream.broker.producer_ids import ProducerIdManager
 from lodestream.broker.quotas import QuotaManager
 from lodestream.broker.replica_manager import ReplicaManager
+from lodestream.broker.replication import IsrManager, ReplicaFetchers
 from lodestream.broker.transactions.coordinator import TransactionCoordinator
 from lodestream.broker.transactions.state_log import TOPIC_CONFIGS as TXN_TOPIC_CONFIGS
 
@@ -180,6 +181,8 @@ class Broker:
         self.producer_ids = ProducerIdManager(self._allocate_producer_ids)  # InitProducerId
         self.transactions = None  # the transaction coordinator (broker/transactions), docs/transactions.md
         self.log_cleaner: LogCleaner | None = None  # compacts compacted topics (broker/log_cleaner.py)
+        self.fetchers = ReplicaFetchers(self)  # followers copying their leaders (broker/replication.py)
+        self.isr_manager = IsrManager(self)  # leaders asking for ISR changes
         self.connections: set = set()  # server.Connection objects, for metrics
         self.clock = Clock()  # deadlines and stored timestamps (broker/clock.py)
         self.authorizer: Authorizer = AllowAllAuthorizer()  # every handler asks it (broker/authorizer.py)
@@ -210,7 +213,7 @@ class Broker:
         except QuorumError as exc:
             raise StartupError(f"metadata quorum: {exc}") from None
         self.controller = ClusterController(self.quorum, self.node_id, self.cluster_id,
-                                            int(self.config.get("broker.session.timeout.ms")))
+                                            int(self.config.get("broker.session.timeout.ms")), self._election_settings)
         connection = None
         if not alone:
             addresses = {}
@@ -236,7 +239,9 @@ class Broker:
         self.replicas = ReplicaManager(
             self.store, self.config.sync_on_append, self.config.flush_interval_seconds, self.io_limiter,
             metrics=self.metrics, producer_expiration_check_seconds=int(self.config.get("producer.id.expiration.check.interval.ms")) / 1000,
+            node_id=self.node_id,
         )
+        self.replicas.follower_caught_up = self.isr_manager.follower_caught_up
         self.log_cleaner = LogCleaner(lambda: list(self.replicas.partitions.values()), self.retention_config,
                                       self.broker_config_value, self.metrics)
         self._reconcile(self.quorum.image)
@@ -416,6 +421,24 @@ class Broker:
                 found.append((broker.broker_id, endpoint[0], endpoint[1], broker.rack, broker.fenced))
         return found
 
+    def not_leader_error(self, topic: TopicImage, index: int) -> ErrorCode:
+        """Why a partition of an existing topic is not served here: it has no such partition, or this broker
+        does not lead it."""
+        return ErrorCode.not_leader_or_follower if index in topic.partitions else ErrorCode.unknown_topic_or_partition
+
+    def leader_of(self, topic: TopicImage, index: int) -> tuple[int, int]:
+        """(leader id, leader epoch) of a partition, as this node's image has it (KIP-951's hint)."""
+        p = topic.partitions.get(index)
+        return (p.leader, p.leader_epoch) if p is not None else (-1, -1)
+
+    def node_endpoints(self, build, listener_name: str, node_ids) -> tuple:
+        """NodeEndpoint entries for the leaders a Produce or Fetch answer names (KIP-951)."""
+        wanted = set(node_ids) - {-1}
+        if not wanted:
+            return ()
+        return tuple(build.NodeEndpoint(node_id=node, host=host, port=port, rack=rack)
+                     for node, host, port, rack, _ in self.broker_endpoints(listener_name) if node in wanted)
+
     def active_controller_id(self) -> int:
         """What Metadata and DescribeCluster give clients as the controller: a broker they can reach, which
         forwards what only the controller does (KIP-590). The quorum's leader when it is a live broker
@@ -429,17 +452,38 @@ class Broker:
         return set(self.image.brokers) or {self.node_id}
 
     def _reconcile(self, image: MetadataImage) -> None:
-        """Open a log for every partition this broker leads in the image, with its topic's segment settings."""
+        """Host every partition this broker is a replica of, with its topic's segment settings, in the role
+        the image gives it: a leader serves it, a follower fetches it from its leader."""
         if self.replicas is None:  # a controller-only node, or one still catching up
             return
         for topic in image.topics_by_id.values():
             config = None
-            for partition in topic.partitions.values():
-                if partition.leader == self.node_id:
-                    hosted = self.replicas.ensure_partition(topic.name, topic.topic_id, partition.partition,
-                                                            partition.leader_epoch)
-                    config = config or self.topic_config(topic)
-                    hosted.configure(config)
+            for p in topic.partitions.values():
+                if self.node_id not in p.replicas:
+                    continue
+                hosted = self.replicas.ensure_partition(topic.name, topic.topic_id, p.partition, p.leader_epoch)
+                config = config or self.topic_config(topic)
+                hosted.configure(config)
+                role = hosted.apply_state(p.replicas, p.leader, p.leader_epoch, p.isr, p.partition_epoch,
+                                          int(config["min.insync.replicas"]))
+                if role == "leader":
+                    self.fetchers.stop(hosted)
+                    if len(p.replicas) > 1:
+                        log.info("leading %s-%d in epoch %d (ISR %s)", topic.name, p.partition, p.leader_epoch,
+                                 list(p.isr))
+                elif role == "follower":
+                    self.replicas.leadership_lost(hosted)
+                    self.fetchers.follow(hosted, p.leader)
+                    log.info("following %s-%d from broker %d in epoch %d", topic.name, p.partition, p.leader,
+                             p.leader_epoch)
+                elif hosted.is_leader:
+                    self.replicas.advance_high_watermark(hosted)  # the ISR may have shrunk
+
+    def _election_settings(self, topic: TopicImage) -> tuple[int, bool]:
+        """(min.insync.replicas, unclean.leader.election.enable) of a topic, for the controller's ISR and
+        leader changes."""
+        config = self.topic_config(topic)
+        return int(config["min.insync.replicas"]), str(config["unclean.leader.election.enable"]).lower() == "true"
 
     def retention_config(self, partition) -> Mapping[str, str] | None:
         """The topic configs retention and the cleaner read for a hosted partition (None once its topic is
@@ -493,13 +537,14 @@ class Broker:
         """Requests that change metadata go to the active controller: this node is not it."""
         return self.quorum_peers is not None and not self.quorum.is_leader
 
-    async def _create_topic_at_controller(self, name: str, num_partitions: int, configs: dict[str, str]) -> TopicImage:
+    async def _create_topic_at_controller(self, name: str, num_partitions: int, configs: dict[str, str],
+                                          replication_factor: int) -> TopicImage:
         """Create a topic this node needs (auto-creation, an internal topic) through the active controller,
         with a CreateTopics request as a Kafka broker sends it; returns once this node's image has it."""
         from kio.schema.create_topics.v7 import request as create
 
         response = await self.controller_client.forward(create.CreateTopicsRequest(
-            topics=(create.CreatableTopic(name=name, num_partitions=num_partitions, replication_factor=-1,
+            topics=(create.CreatableTopic(name=name, num_partitions=num_partitions, replication_factor=replication_factor,
                                           assignments=(),
                                           configs=tuple(create.CreatableTopicConfig(name=k, value=v)
                                                         for k, v in configs.items())),),
@@ -535,8 +580,9 @@ class Broker:
         return self.config.get(key)  # the static value, parsed once at start-up
 
     # -- topic administration ------------------------------------------------------------
-    def check_topic_spec(self, spec: TopicSpec) -> tuple[int, dict[str, str]]:
-        """Validate a CreateTopics entry; return (partition count, configs). Raises KafkaError."""
+    def check_topic_spec(self, spec: TopicSpec) -> tuple[int, dict[str, str], int]:
+        """Validate a CreateTopics entry; return (partition count, configs, replication factor). Raises
+        KafkaError."""
         validate_topic_name(spec.name)
         if spec.name in self.image.topics_by_name:
             raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{spec.name}' already exists.")
@@ -555,16 +601,12 @@ class Broker:
                         f"Replica assignment for partition {index} names brokers {unknown} that are not in this cluster "
                         f"(its brokers are {sorted(known)}).",
                     )
-                if len(replicas) > 1:
-                    raise KafkaError(
-                        ErrorCode.invalid_replication_factor,
-                        f"Replica assignment for partition {index} has {len(replicas)} replicas: Lodestream keeps one "
-                        "replica of each partition until replication lands.")
                 if len(set(replicas)) != len(replicas) or not replicas:
                     raise KafkaError(ErrorCode.invalid_replica_assignment, f"bad replica list {replicas} for partition {index}")
             if sorted(spec.assignments) != list(range(len(spec.assignments))):
                 raise KafkaError(ErrorCode.invalid_replica_assignment, "partitions must be numbered consecutively from 0")
             count = len(spec.assignments)
+            factor = len(spec.assignments[0])
         else:
             count = spec.num_partitions if spec.num_partitions != -1 else int(self.broker_config_value("num.partitions"))
             if count <= 0:
@@ -574,11 +616,12 @@ class Broker:
             factor = spec.replication_factor if spec.replication_factor != -1 else int(self.broker_config_value("default.replication.factor"))
             if factor <= 0:
                 raise KafkaError(ErrorCode.invalid_replication_factor, "Replication factor must be larger than 0.")
-            if factor > 1:
+            live = len(self.image.live_brokers()) or 1
+            if factor > live:
                 raise KafkaError(
                     ErrorCode.invalid_replication_factor,
                     f"Unable to replicate the partition {factor} time(s): The target replication factor of {factor} "
-                    "cannot be reached because only 1 broker(s) are registered.",
+                    f"cannot be reached because only {live} broker(s) are registered.",
                 )
         configs: dict[str, str] = {}
         for key, value in spec.configs.items():
@@ -587,21 +630,22 @@ class Broker:
             except ConfigError as exc:
                 raise KafkaError(ErrorCode.invalid_config, str(exc)) from None
             configs[key] = value  # type: ignore[assignment]
-        return count, configs
+        return count, configs, factor
 
     async def create_topic(self, spec: TopicSpec, validate_only: bool = False) -> TopicImage | None:
         async with self._metadata_lock:
-            count, configs = self.check_topic_spec(spec)
+            count, configs, factor = self.check_topic_spec(spec)
             if validate_only:
                 return None
             if self.forwards_to_controller and not spec.assignments:  # the REST API on another node
-                return await self._create_topic_at_controller(spec.name, count, configs)
+                return await self._create_topic_at_controller(spec.name, count, configs, factor)
             topic_id = uuid.uuid4()
             records: list[MetadataRecord] = [TopicRecord(spec.name, topic_id)]
             records += [ConfigRecord("topic", spec.name, k, v) for k, v in configs.items()]
             assignments = [tuple(spec.assignments[i]) for i in range(count)] if spec.assignments \
-                else self.controller.place(count)
-            records += [PartitionRecord(topic_id, i, replicas, replicas[0], 0) for i, replicas in enumerate(assignments)]
+                else self.controller.place(count, replication_factor=factor)
+            records += [PartitionRecord(topic_id, i, replicas, replicas[0], 0, replicas)
+                        for i, replicas in enumerate(assignments)]
             image = await self.propose(records)
             log.info("created topic %s (%s) with %d partitions", spec.name, topic_id, count)
             _warn_without_effect(f"topic {spec.name}", configs, TOPIC_CONFIGS)
@@ -615,13 +659,17 @@ class Broker:
             existing = self.image.topic(name)
             if existing is not None:
                 return existing
+            # As many replicas as configured, or as live brokers when there are fewer (a single node).
+            key = {OFFSETS_TOPIC: "offsets.topic.replication.factor",
+                   TRANSACTION_STATE_TOPIC: "transaction.state.log.replication.factor"}.get(name)
+            factor = min(int(self.config.get(key)) if key else 1, max(1, len(self.image.live_brokers())))
             if self.forwards_to_controller:
-                return await self._create_topic_at_controller(name, num_partitions, configs)
+                return await self._create_topic_at_controller(name, num_partitions, configs, factor)
             topic_id = uuid.uuid4()
             records: list[MetadataRecord] = [TopicRecord(name, topic_id)]
             records += [ConfigRecord("topic", name, k, v) for k, v in configs.items()]
-            records += [PartitionRecord(topic_id, i, replicas, replicas[0], 0)
-                        for i, replicas in enumerate(self.controller.place(num_partitions))]
+            records += [PartitionRecord(topic_id, i, replicas, replicas[0], 0, replicas)
+                        for i, replicas in enumerate(self.controller.place(num_partitions, replication_factor=factor))]
             image = await self.propose(records)
             log.info("created internal topic %s (%s) with %d partitions", name, topic_id, num_partitions)
             return image.topics_by_id[topic_id]
@@ -698,9 +746,10 @@ class Broker:
                                          f"Replica assignment {replicas} names brokers that are not in this cluster.")
             if validate_only:
                 return
+            factor = len(next(iter(topic.partitions.values())).replicas) if topic.partitions else 1
             placed = [tuple(replicas) for replicas in assignments] if assignments is not None \
-                else self.controller.place(count - current, current)
-            await self.propose([PartitionRecord(topic.topic_id, current + i, replicas, replicas[0], 0)
+                else self.controller.place(count - current, current, factor)
+            await self.propose([PartitionRecord(topic.topic_id, current + i, replicas, replicas[0], 0, replicas)
                                 for i, replicas in enumerate(placed)])
 
     async def alter_topic_configs(self, name: str, changes: dict[str, str | None], replace_all: bool, validate_only: bool) -> None:

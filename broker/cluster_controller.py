@@ -3,8 +3,9 @@
 * Broker registration (BrokerRegistration): a broker joins fenced, with a new broker epoch.
 * Heartbeats (BrokerHeartbeat): a broker that has caught up with the metadata log is unfenced; one whose
   heartbeats stop for `broker.session.timeout.ms` is fenced; one that asks to shut down is fenced first
-  (controlled shutdown). Fencing moves the broker's partitions to no leader (they have one replica until
-  replication lands), unfencing gives them back, each with a new leader epoch.
+  (controlled shutdown). Fencing takes the broker out of its partitions' ISRs and elects new leaders for
+  the ones it led; unfencing gives leaderless partitions a leader again (consensus/partition_change.py).
+* ISR changes its partition leaders ask for (AlterPartition).
 * Producer-id blocks (AllocateProducerIds), and where new partitions go (`place`).
 
 Every node runs one; only the quorum's leader acts (others answer NOT_CONTROLLER). Heartbeat times live
@@ -17,11 +18,13 @@ import logging
 import random
 import time
 import uuid
+from typing import Callable
 
 import trio
 
-from lodestream.consensus.image import MetadataImage
-from lodestream.consensus.records import BrokerFencingRecord, PartitionRecord, ProducerIdsRecord, RegisterBrokerRecord
+from lodestream.consensus import partition_change
+from lodestream.consensus.image import MetadataImage, TopicImage
+from lodestream.consensus.records import BrokerFencingRecord, ProducerIdsRecord, RegisterBrokerRecord
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.metadata_quorum import MetadataQuorum, QuorumError
@@ -50,8 +53,11 @@ def rack_alternating(brokers: list) -> list:
 
 
 class ClusterController:
-    def __init__(self, quorum: MetadataQuorum, node_id: int, cluster_id: str, session_timeout_ms: int) -> None:
+    def __init__(self, quorum: MetadataQuorum, node_id: int, cluster_id: str, session_timeout_ms: int,
+                 election_settings: Callable[[TopicImage], tuple[int, bool]] = lambda topic: (1, False)) -> None:
         self.quorum = quorum
+        # A topic's (min.insync.replicas, unclean.leader.election.enable), for ISR and leader changes.
+        self.election_settings = election_settings
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.session_timeout_s = session_timeout_ms / 1000
@@ -141,18 +147,60 @@ class ClusterController:
                     await self._set_fenced(broker.broker_id, broker.broker_epoch, True)
 
     async def _set_fenced(self, broker_id: int, broker_epoch: int, fenced: bool) -> None:
-        """Fence or unfence, with the leader changes of the broker's partitions in the same batch."""
+        """Fence or unfence, with the ISR and leader changes of the broker's partitions in the same batch."""
         records: list = [BrokerFencingRecord(broker_id, broker_epoch, fenced)]
+        live = {b.broker_id for b in self.image.live_brokers()}
+        live = live - {broker_id} if fenced else live | {broker_id}
         for topic in self.image.topics_by_id.values():
+            min_isr, unclean = self.election_settings(topic)
             for p in topic.partitions.values():
-                if fenced and p.leader == broker_id:
-                    records.append(PartitionRecord(topic.topic_id, p.partition, p.replicas, -1, p.leader_epoch + 1))
-                elif not fenced and p.leader == -1 and broker_id in p.replicas:
-                    records.append(PartitionRecord(topic.topic_id, p.partition, p.replicas, broker_id,
-                                                   p.leader_epoch + 1))
+                change = partition_change.on_fenced(p, broker_id, live, min_isr, unclean) if fenced \
+                    else partition_change.on_unfenced(p, live, unclean)
+                if change is not None:
+                    records.append(p.record(topic.topic_id, leader=change.leader, leader_epoch=change.leader_epoch,
+                                            isr=change.isr, elr=change.elr))
         await self.propose(records)
-        log.info("broker %d %s (%d partition leaders changed)", broker_id, "fenced" if fenced else "unfenced",
+        log.info("broker %d %s (%d partitions changed)", broker_id, "fenced" if fenced else "unfenced",
                  len(records) - 1)
+
+    # -- partitions -------------------------------------------------------------------------------------
+
+    async def alter_partition(self, broker_id: int, broker_epoch: int, topic_id: uuid.UUID, index: int,
+                              leader_epoch: int, partition_epoch: int, new_isr: list[tuple[int, int]]):
+        """A partition leader's ISR change (AlterPartition); returns the partition's image after it.
+        Refused as Kafka refuses: FENCED_LEADER_EPOCH (not the current leader and epoch),
+        INVALID_UPDATE_VERSION (a stale partition epoch), INELIGIBLE_REPLICA (a fenced or re-registered
+        broker, or the leader missing from the new ISR)."""
+        async with self._lock:
+            self._check_active()
+            broker = self.image.brokers.get(broker_id)
+            if broker is None or broker.broker_epoch != broker_epoch or broker.fenced:
+                raise KafkaError(ErrorCode.stale_broker_epoch, f"broker {broker_id} epoch {broker_epoch} is not current")
+            topic = self.image.topics_by_id.get(topic_id)
+            p = topic.partitions.get(index) if topic is not None else None
+            if p is None:
+                raise KafkaError(ErrorCode.unknown_topic_or_partition, f"no partition {topic_id}-{index}")
+            if p.leader != broker_id or p.leader_epoch != leader_epoch:
+                raise KafkaError(ErrorCode.fenced_leader_epoch, f"leader of {topic.name}-{index} is {p.leader} in "
+                                                                f"epoch {p.leader_epoch}")
+            if p.partition_epoch != partition_epoch:
+                raise KafkaError(ErrorCode.invalid_update_version, f"{topic.name}-{index} is at partition epoch "
+                                                                   f"{p.partition_epoch}, not {partition_epoch}")
+            members = [member for member, _ in new_isr]
+            for member, epoch in new_isr:
+                registered = self.image.brokers.get(member)
+                if member not in p.replicas or registered is None or registered.fenced \
+                        or (epoch >= 0 and registered.broker_epoch != epoch):
+                    raise KafkaError(ErrorCode.ineligible_replica, f"broker {member} cannot join the ISR of "
+                                                                   f"{topic.name}-{index}")
+            if broker_id not in members:
+                raise KafkaError(ErrorCode.ineligible_replica, "the leader must stay in its ISR")
+            min_isr, _ = self.election_settings(topic)
+            change = partition_change.with_isr(p, tuple(members), min_isr)
+            if change.isr != p.isr or change.elr != p.elr:
+                await self.propose([p.record(topic_id, isr=change.isr, elr=change.elr)])
+                log.info("%s-%d ISR %s -> %s (leader %d)", topic.name, index, list(p.isr), list(change.isr), broker_id)
+            return self.image.topics_by_id[topic_id].partitions[index]
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -177,15 +225,24 @@ class ClusterController:
             await self.propose([ProducerIdsRecord(broker_id, start + PRODUCER_ID_BLOCK)])
             return start, PRODUCER_ID_BLOCK
 
-    def place(self, count: int, first: int = 0) -> list[tuple[int, ...]]:
-        """Replicas of `count` new partitions numbered from `first`: one each (until replication lands),
-        round-robin over the unfenced brokers in rack-alternating order from a random start, as Kafka
-        spreads leaders. Before any broker registered (a node's very first start), this node."""
+    def place(self, count: int, first: int = 0, replication_factor: int = 1) -> list[tuple[int, ...]]:
+        """Replicas of `count` new partitions numbered from `first`: over the unfenced brokers in
+        rack-alternating order from a random start, each partition's replicas the next brokers in turn, so
+        leaders and followers spread as Kafka spreads them. Before any broker registered (a node's very
+        first start), this node. INVALID_REPLICATION_FACTOR when fewer brokers are alive."""
         live = rack_alternating(self.image.live_brokers())
         if not live:
-            return [(self.node_id,)] * count
-        start = random.randrange(len(live))
-        return [(live[(start + first + i) % len(live)].broker_id,) for i in range(count)]
+            live_ids = [self.node_id]
+        else:
+            live_ids = [broker.broker_id for broker in live]
+        if replication_factor > len(live_ids):
+            raise KafkaError(ErrorCode.invalid_replication_factor,
+                             f"Unable to replicate the partition {replication_factor} time(s): The target "
+                             f"replication factor of {replication_factor} cannot be reached because only "
+                             f"{len(live_ids)} broker(s) are registered.")
+        start = random.randrange(len(live_ids))
+        return [tuple(live_ids[(start + first + i + r) % len(live_ids)] for r in range(replication_factor))
+                for i in range(count)]
 
 
 def registration_endpoints(bound_listeners, protocols: dict[str, str]) -> tuple[tuple[str, str, int, str], ...]:

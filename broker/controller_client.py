@@ -15,6 +15,7 @@ import uuid
 import trio
 
 from kio.schema.allocate_producer_ids.v0.request import AllocateProducerIdsRequest
+from kio.schema.alter_partition.v3 import request as alter_partition
 from kio.schema.broker_heartbeat.v1.request import BrokerHeartbeatRequest
 from kio.schema.broker_registration.v4.request import BrokerRegistrationRequest, Listener
 from lodestream.protocol.errors import ErrorCode, KafkaError
@@ -86,6 +87,38 @@ class ControllerClient:
                 if exc.code != ErrorCode.not_controller:
                     raise
             await trio.sleep(CONTROLLER_RETRY_S)
+
+    async def alter_partition(self, changes: list) -> dict:
+        """ISR changes of partitions this broker leads: [(topic id, index, leader epoch, partition epoch, new
+        ISR)] -> {(topic id, index): error code}. Raises KafkaError when no controller answers."""
+        broker = self.broker
+        if self.local:
+            results = {}
+            for topic_id, index, leader_epoch, partition_epoch, isr in changes:
+                registered = broker.image.brokers
+                try:
+                    await self.controller.alter_partition(
+                        broker.node_id, self.broker_epoch, topic_id, index, leader_epoch, partition_epoch,
+                        [(r, registered[r].broker_epoch if r in registered else -1) for r in isr])
+                    results[(topic_id, index)] = ErrorCode.none
+                except KafkaError as exc:
+                    if exc.code in (ErrorCode.not_controller, ErrorCode.stale_broker_epoch):
+                        raise
+                    results[(topic_id, index)] = exc.code
+            return results
+        registered = broker.image.brokers
+        by_topic: dict = {}
+        for topic_id, index, leader_epoch, partition_epoch, isr in changes:
+            by_topic.setdefault(topic_id, []).append(alter_partition.PartitionData(
+                partition_index=index, leader_epoch=leader_epoch, partition_epoch=partition_epoch,
+                new_isr_with_epochs=tuple(alter_partition.BrokerState(
+                    broker_id=r, broker_epoch=registered[r].broker_epoch if r in registered else -1) for r in isr)))
+        response = await self._remote(alter_partition.AlterPartitionRequest(
+            broker_id=broker.node_id, broker_epoch=self.broker_epoch,
+            topics=tuple(alter_partition.TopicData(topic_id=topic_id, partitions=tuple(partitions))
+                         for topic_id, partitions in by_topic.items())))
+        return {(topic.topic_id, int(p.partition_index)): ErrorCode(p.error_code)
+                for topic in response.topics for p in topic.partitions}
 
     async def forward(self, body):
         """A client's request that only the controller can carry out (CreateTopics, ...), sent to it."""

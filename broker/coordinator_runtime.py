@@ -184,7 +184,8 @@ class InternalTopicLog:
     def partition(self, index: int):
         """The Partition of this topic (None if it does not exist or this broker does not lead it)."""
         topic = self._topic()
-        return None if topic is None else self._replicas.get(topic.topic_id, index)
+        partition = None if topic is None else self._replicas.get(topic.topic_id, index)
+        return partition if partition is not None and partition.is_leader else None
 
     async def _append(self, partition: int, batch: bytes) -> None:
         if self._topic() is None:
@@ -209,7 +210,7 @@ class InternalTopicLog:
             if partition is None:
                 continue
             position = partition.log_start_offset
-            end = partition.high_watermark
+            end = partition.local_end_offset  # a new leader's whole log: what it holds becomes committed
             while position < end:
                 batches = partition.read_at_start_up(position, self.READ_CHUNK, end)
                 if not batches:

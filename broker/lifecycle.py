@@ -59,6 +59,8 @@ async def serve_broker(broker: Broker, *, services: bool = True, task_status=tri
             nursery.start_soon(replicas.run_retention, broker.retention_config,
                                lambda: int(broker.config.get("log.retention.check.interval.ms")) / 1000)
             nursery.start_soon(broker.log_cleaner.run)
+            await nursery.start(broker.fetchers.run)  # followers fetch from their leaders
+            await nursery.start(broker.isr_manager.run)
             await nursery.start(groups.run)
             if broker.transactions is not None:
                 await nursery.start(broker.transactions.run)

@@ -103,12 +103,6 @@ def listener_security_protocols(specs: list[ListenerSpec], map_value: str | None
     return protocols
 
 
-# Replication factors a single broker cannot honour when set above 1 (Kafka would fail to create the topics).
-_REPLICATION_FACTOR_KEYS = ("default.replication.factor", "offsets.topic.replication.factor",
-                            "transaction.state.log.replication.factor",
-                            "share.coordinator.state.topic.replication.factor")
-
-
 def process_roles(config: BrokerConfig) -> frozenset[str]:
     """process.roles as a set: broker, controller, or both (Kafka's KRaft roles)."""
     roles = frozenset(multi_value(config.raw("process.roles")))
@@ -119,8 +113,7 @@ def process_roles(config: BrokerConfig) -> frozenset[str]:
 
 def check_cluster_roles(config: BrokerConfig) -> None:
     """Refuse what this node cannot be: a controller that is not among controller.quorum.voters, a
-    broker-only node that is (or has no voters to fetch the metadata log from), and replication factors
-    above 1 (replication is not built yet: each partition has one replica)."""
+    broker-only node that is (or has no voters to fetch the metadata log from)."""
     node_id = config.node_id
     roles = process_roles(config)
     voters = parse_quorum_voters(str(config.get("controller.quorum.voters") or ""))
@@ -144,9 +137,3 @@ def check_cluster_roles(config: BrokerConfig) -> None:
         raise ConfigError(
             f"controller.quorum.bootstrap.servers lists {len(bootstrap)} controllers: Lodestream's quorum has "
             "static voters; list them as controller.quorum.voters (id@host:port,...)")
-    for key in _REPLICATION_FACTOR_KEYS:
-        value = config.raw(key)
-        if key in config.explicit and value is not None and int(value) > 1:
-            raise ConfigError(
-                f"{key}={value}: Lodestream keeps one replica of each partition (replication is not built "
-                "yet); set it to 1")

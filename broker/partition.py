@@ -7,10 +7,15 @@ and the only other code that touches `Partition._log`. A test
 (tests/test_architecture.py) fails if anything else does.
 
 Offsets, as Kafka names them: `log_start_offset`; `local_end_offset` (durable
-on this broker); `high_watermark` (committed: on one node the same as the
-local end, with replication the smallest end over the in-sync replicas, so
-acks=all and fetches change here and not in the handlers); and
+on this broker); `high_watermark` (committed: with one replica the local end;
+on a leader with followers the smallest end over the in-sync replicas, which
+their fetches report; on a follower what its leader last said); and
 `last_stable_offset` for read_committed.
+
+Replication state lives here too: this broker's role (leader or follower, in
+which leader epoch), the ISR the controller committed, and, on a leader, each
+follower's progress (`FollowerProgress`), from which the high watermark and
+the ISR changes the leader asks for (broker/replication.py) are computed.
 
 Reads are async and planned first: which batches of the active segment to read
 comes from its in-memory index (on the event loop, no I/O), then `read_planned`
@@ -25,6 +30,7 @@ storage/leveldb_log.py) is planned and read together on a worker thread.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Mapping
@@ -72,14 +78,37 @@ class StoreGate:
             reopened.set()
 
 
+@dataclass(slots=True)
+class FollowerProgress:
+    """A follower as its leader sees it, from its fetches (Kafka's replica state on the leader)."""
+
+    end_offset: int = -1  # its log end: everything below is durable there (-1: not fetched in this epoch)
+    caught_up_s: float = 0.0  # monotonic time it was last caught up with the leader's end
+    last_fetch_s: float = 0.0
+    leader_end_at_last_fetch: int = -1
+
+
 class Partition:
     def __init__(self, topic_name: str, topic_id: uuid.UUID, index: int, log: "PartitionLog", leader_epoch: int,
-                 io_limiter: trio.CapacityLimiter, read_limiter: trio.CapacityLimiter, store_gate: StoreGate) -> None:
+                 io_limiter: trio.CapacityLimiter, read_limiter: trio.CapacityLimiter, store_gate: StoreGate,
+                 node_id: int = -1) -> None:
         self.topic_name = topic_name
         self.topic_id = topic_id
         self.index = index
         self._log = log
         self.leader_epoch = leader_epoch
+        self.node_id = node_id  # this broker
+        self.leader_id = -2  # who leads it (-1: nobody), from the metadata image (apply_state; -2 until then)
+        self.replicas: tuple[int, ...] = (node_id,)
+        self.isr: tuple[int, ...] = (node_id,)  # as the controller committed it
+        self.pending_isr: tuple[int, ...] | None = None  # an ISR expansion asked of the controller, not yet seen
+        self.partition_epoch = 0
+        self.min_isr = 1  # the topic's min.insync.replicas
+        self.followers: dict[int, FollowerProgress] = {}  # on the leader: each other replica's progress
+        self.leader_epoch_start = 0  # on the leader: its log end when it was elected
+        # With followers: from the log start until the ISR's fetches (or the leader's answers) say more, so a
+        # restarted broker never shows records its ISR may not have.
+        self._high_watermark = log.log_start_offset
         self.io_limiter = io_limiter  # synced writes (DeleteRecords)
         self.read_limiter = read_limiter  # worker threads reading batches (read_planned)
         self.store_gate = store_gate
@@ -103,7 +132,97 @@ class Partition:
     @property
     def high_watermark(self) -> int:
         """Committed: consumers read below it. One replica: everything durable locally is committed."""
-        return self._log.log_end_offset
+        if len(self.replicas) == 1:
+            return self._log.log_end_offset
+        return self._high_watermark
+
+    # -- replication ------------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        return self.leader_id == self.node_id
+
+    @property
+    def maximal_isr(self) -> tuple[int, ...]:
+        """The ISR the high watermark waits for: the committed one plus an expansion asked for (Kafka's
+        maximal ISR), so a replica joining never misses a record committed while the change travels."""
+        return self.pending_isr if self.pending_isr is not None else self.isr
+
+    @property
+    def last_epoch(self) -> int:
+        """The leader epoch of this log's last batch (a follower's Fetch says it: last_fetched_epoch)."""
+        return self._log.last_epoch
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        return self._log.end_offset_for_epoch(epoch)
+
+    def apply_state(self, replicas: tuple[int, ...], leader: int, leader_epoch: int, isr: tuple[int, ...],
+                    partition_epoch: int, min_isr: int) -> str | None:
+        """The metadata image's state of this partition; returns "leader" or "follower" when this broker's
+        role or the leader epoch changed (the caller starts or stops fetching, fails waiting produces)."""
+        changed = leader != self.leader_id or leader_epoch != self.leader_epoch
+        if partition_epoch != self.partition_epoch:  # an asked-for ISR change was decided (or overtaken)
+            self.pending_isr = None
+        self.replicas, self.isr, self.partition_epoch, self.min_isr = replicas, isr, partition_epoch, min_isr
+        if not changed:
+            return None
+        self.leader_id, self.leader_epoch = leader, leader_epoch
+        self.pending_isr = None
+        if leader == self.node_id:
+            self.leader_epoch_start = self._log.log_end_offset  # a follower joins the ISR once past it
+            now = time.monotonic()  # followers get a full replica.lag.time.max.ms from now to catch up
+            self.followers = {replica: FollowerProgress(caught_up_s=now) for replica in replicas
+                              if replica != self.node_id}
+            return "leader"
+        self.followers = {}
+        return "follower"
+
+    def follower_fetched(self, replica: int, offset: int) -> None:
+        """A follower fetched from `offset`: it holds (durably) everything below it. It is caught up when it
+        asked for the leader's end, or for what was the end at its previous fetch (Kafka's rule)."""
+        progress = self.followers.get(replica)
+        if progress is None:
+            return
+        now = time.monotonic()
+        end = self._log.log_end_offset
+        if offset >= end:
+            progress.caught_up_s = now
+        elif offset >= progress.leader_end_at_last_fetch >= 0:
+            progress.caught_up_s = progress.last_fetch_s
+        progress.end_offset = offset
+        progress.last_fetch_s = now
+        progress.leader_end_at_last_fetch = end
+
+    def update_high_watermark(self) -> bool:
+        """On a leader: the smallest log end over the maximal ISR, never moving back; it stays while the ISR
+        is smaller than min.insync.replicas (KIP-966: the replicas that left it keep every committed record).
+        Returns whether it moved."""
+        if not self.is_leader or len(self.replicas) == 1:
+            return False
+        isr = self.maximal_isr
+        if len(isr) < min(self.min_isr, len(self.replicas)):
+            return False
+        ends = [self._log.log_end_offset]
+        for replica in isr:
+            if replica != self.node_id:
+                progress = self.followers.get(replica)
+                ends.append(progress.end_offset if progress is not None else -1)
+        new = min(ends)
+        if new > self._high_watermark:
+            self._high_watermark = new
+            return True
+        return False
+
+    def follow_leader_high_watermark(self, leader_high_watermark: int) -> None:
+        """On a follower: the leader's high watermark, capped at what this log holds."""
+        self._high_watermark = min(leader_high_watermark, self._log.log_end_offset)
+
+    async def truncate_to(self, offset: int) -> None:
+        """Cut this log's suffix from `offset` (a follower's records its leader does not have), with one
+        synced write on a worker thread; the producer state is rebuilt from what remains."""
+        async with self._truncation:
+            async with self.store_gate.use():
+                await trio.to_thread.run_sync(self._log.truncate_to, offset, limiter=self.io_limiter)
+            self._high_watermark = min(self._high_watermark, self._log.log_end_offset)
 
     @property
     def last_stable_offset(self) -> int:

@@ -64,7 +64,7 @@ class PeerConnection:
         await trio.aclose_forcefully(self.stream)
 
 
-_FAILURES = (OSError, EOFError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
+CONNECTION_FAILURES = (OSError, EOFError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
              DecodeError, FrameError, QuorumWireError, struct.error)
 
 
@@ -110,7 +110,7 @@ class QuorumPeers:
                     request = to_request(message, self.cluster_id, self.node_id, peer)
                     response = await connection.request(request, self.request_timeout_s)
                     reply = from_response(message, response)
-                except _FAILURES as exc:
+                except CONNECTION_FAILURES as exc:
                     log.debug("quorum %s lane to node %d: %r", lane, peer, exc)
                     if connection is not None:
                         await connection.aclose()
@@ -149,7 +149,7 @@ class ControllerConnection:
                                                                     f"lodestream-broker-{self.node_id}")
                     self._connected_to = leader
                 return await self._connection.request(body, self.request_timeout_s)
-            except _FAILURES as exc:
+            except CONNECTION_FAILURES as exc:
                 log.debug("request to the active controller %d failed: %r", leader, exc)
                 await self.close()
                 return None

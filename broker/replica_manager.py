@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Callable, Mapping
 import trio
 
 from lodestream.protocol.errors import ErrorCode, KafkaError
-from lodestream.protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, build_control_batch, parse_header, stamp_for_append
+from lodestream.protocol.record_batch import (
+    CONTROL_BIT,
+    TRANSACTIONAL_BIT,
+    build_control_batch,
+    marker_of,
+    parse_header,
+    stamp_for_append,
+)
 from lodestream.storage.leveldb_log import LogStore, StorageError, producer_index_tail
 from lodestream.storage.producer_state import ProducerStateError, last_sequence
 
@@ -71,6 +78,7 @@ class AppendRequest:
     origin: AppendOrigin = AppendOrigin.CLIENT
     marker: int = -1  # transaction markers: 0 abort, 1 commit
     coordinator_epoch: int = -1
+    epoch: int = -1  # replication: the leader epoch the batches were written in (they keep it and their offsets)
 
     def set_producer(self, producer_id: int, producer_epoch: int, base_sequence: int, attributes: int) -> None:
         self.producer_id = producer_id
@@ -87,11 +95,13 @@ class AppendRequest:
 class ReplicaManager:
     def __init__(self, store: LogStore, sync_on_append: bool, flush_interval: float, io_limiter: trio.CapacityLimiter,
                  metrics: "BrokerMetrics | None" = None,
-                 producer_expiration_check_seconds: float = 600.0) -> None:
+                 producer_expiration_check_seconds: float = 600.0, node_id: int = -1) -> None:
         self.store = store
+        self.node_id = node_id
         self.metrics = metrics
         # internal topic name -> its coordinator's marker listener (partition, producer id, commit)
         self.marker_listeners: dict[str, Callable[[int, int, bool], None]] = {}
+        self.follower_caught_up: Callable[[], None] = lambda: None  # the ISR manager looks for ISR additions
         self._awaiting_commit: dict[Partition, list[AppendRequest]] = {}  # durable, above the high watermark
         self.sync_on_append = sync_on_append
         self.flush_interval = flush_interval
@@ -117,7 +127,7 @@ class ReplicaManager:
         partition = self.partitions.get(key)
         if partition is None:
             partition = Partition(topic_name, topic_id, index, self.store.partition(topic_id, index), leader_epoch,
-                                  self.io_limiter, self.read_limiter, self.store_gate)
+                                  self.io_limiter, self.read_limiter, self.store_gate, self.node_id)
             self.partitions[key] = partition
         return partition
 
@@ -144,7 +154,8 @@ class ReplicaManager:
         self._queue_nonempty.set()
 
     async def append_batch(self, partition: Partition, batch: bytes) -> int:
-        """Append one broker-built batch (internal topics); returns its base offset once durable.
+        """Append one broker-built batch (internal topics); returns its base offset once committed (durable
+        on every in-sync replica, as Kafka's coordinators write with acks=all).
 
         A transactional batch (TxnOffsetCommit) opens its producer's transaction on
         the partition; it gets the epoch check but no sequence check, as in Kafka.
@@ -156,9 +167,58 @@ class ReplicaManager:
             request.set_producer(header.producer_id, header.producer_epoch, header.base_sequence, header.attributes)
         self.enqueue(request)
         await request.done.wait()
+        if request.error is None:
+            await request.committed.wait()
         if request.error is not None:
             raise request.error
         return request.base_offset
+
+    async def append_replicated(self, partition: Partition, batches: list[bytes]) -> None:
+        """A follower's copy of batches fetched from its leader: written as they are (offsets, leader epoch,
+        producer fields), in one group commit, durable on return. The producer state follows them (markers
+        included), so idempotence and transactions hold if this replica becomes leader. Raises StorageError."""
+        requests: list[AppendRequest] = []
+        for batch in batches:
+            header = parse_header(batch)
+            entry = (header.last_offset_delta, header.max_timestamp, header.size, memoryview(batch))
+            epoch = header.partition_leader_epoch
+            last = requests[-1] if requests else None
+            if header.producer_id < 0 and last is not None and last.producer_id < 0 and last.epoch == epoch:
+                last.batches.append(entry)
+                continue
+            request = AppendRequest(partition, [entry], None, origin=AppendOrigin.REPLICATION, epoch=epoch)
+            if header.producer_id >= 0:
+                request.set_producer(header.producer_id, header.producer_epoch, header.base_sequence,
+                                     header.attributes)
+                if header.attributes & CONTROL_BIT:
+                    marker = marker_of(batch)
+                    if marker is not None:
+                        request.marker, request.coordinator_epoch = int(marker[0]), marker[1]
+            requests.append(request)
+        for request in requests:
+            self.enqueue(request)
+        for request in requests:
+            await request.done.wait()
+        for request in requests:
+            if request.error is not None:
+                raise request.error
+
+    def follower_fetched(self, partition: Partition, replica: int, offset: int) -> None:
+        """A follower's fetch told its progress: the high watermark may move, and acks=all answers with it."""
+        partition.follower_fetched(replica, offset)
+        self.advance_high_watermark(partition)
+        if replica not in partition.isr and offset >= partition.high_watermark:
+            self.follower_caught_up()
+
+    def leadership_lost(self, partition: Partition) -> None:
+        """This broker no longer leads the partition: produces waiting for its high watermark fail with
+        NOT_LEADER_OR_FOLLOWER (the producer retries with the new leader)."""
+        for request in self._awaiting_commit.pop(partition, []):
+            request.error = KafkaError(ErrorCode.not_leader_or_follower,
+                                       f"{partition.topic_name}-{partition.index}: leadership moved before the "
+                                       "in-sync replicas had the batch")
+            request.committed.set()
+        partition.notify_appended()
 
     async def write_markers(self, partitions: list[Partition], producer_id: int, producer_epoch: int, commit: bool,
                             coordinator_epoch: int) -> dict[Partition, ErrorCode]:
@@ -220,7 +280,9 @@ class ReplicaManager:
         pid, epoch, first_seq = request.producer_id, request.producer_epoch, request.base_sequence
         last_delta = request.batches[0][0]
         try:
-            if request.marker >= 0:
+            if request.origin is AppendOrigin.REPLICATION:
+                pass  # the leader checked them; a follower takes its leader's log as it is
+            elif request.marker >= 0:
                 state.check_marker(pid, epoch, request.coordinator_epoch)
             else:
                 if request.origin is AppendOrigin.CLIENT:
@@ -264,13 +326,20 @@ class ReplicaManager:
                     continue
                 tail = producer_index_tail(request.producer_id, request.producer_epoch, request.base_sequence,
                                            request.attributes, request.marker, request.coordinator_epoch)
-            epoch = request.partition.leader_epoch
+            replicated = request.origin is AppendOrigin.REPLICATION
+            epoch = request.epoch if replicated else request.partition.leader_epoch
             append_time = request.log_append_time_ms
 
             def stamp(batch, base_offset, epoch=epoch, append_time=append_time):
                 return stamp_for_append(batch, base_offset, epoch, append_time)
 
-            pending = request.partition._log.prepare_append(request.batches, stamp, tail)
+            try:
+                pending = request.partition._log.prepare_append(request.batches, _as_fetched if replicated else stamp,
+                                                                tail, epoch, keep_offsets=replicated)
+            except StorageError as exc:  # a replicated batch overlapping the log: refused alone
+                request.error = exc
+                settled.append(request)
+                continue
             request.base_offset = pending.base_offset
             pendings.append(pending)
             appended.append(request)
@@ -328,13 +397,14 @@ class ReplicaManager:
         for partition in journaled:  # the markers are durable: the LSO may move (Kafka: once HW passes them)
             partition.lso_hold = None
         for partition in woken:
-            self._advance_high_watermark(partition)
+            self.advance_high_watermark(partition)
             partition.notify_appended()
 
-    def _advance_high_watermark(self, partition: Partition) -> None:
+    def advance_high_watermark(self, partition: Partition) -> None:
         """Appends below the partition's high watermark are committed (acks=all answers). One replica: the
-        high watermark is the local end, so this runs right after the write; replication calls it when
-        followers' fetches move the ISR's smallest end."""
+        high watermark is the local end, so this runs right after the write; with followers it runs when
+        their fetches move the ISR's smallest end, and when the ISR changes."""
+        partition.update_high_watermark()
         waiting = self._awaiting_commit.get(partition)
         if not waiting:
             return
@@ -408,6 +478,11 @@ class ReplicaManager:
             await trio.to_thread.run_sync(self.store.sync, limiter=self.io_limiter)
         except Exception as exc:  # a failed log directory: what was acknowledged is already durable
             log.error("final log sync failed: %s", exc)
+
+
+def _as_fetched(batch: memoryview, base_offset: int) -> bytes:
+    """A replicated batch is stored as its leader stored it."""
+    return bytes(batch)
 
 
 def _timed(operation) -> float:

@@ -26,8 +26,18 @@ _EMPTY: Mapping = MappingProxyType({})
 class PartitionImage:
     partition: int
     replicas: tuple[int, ...]
-    leader: int
+    leader: int  # -1: offline (no eligible replica is alive)
     leader_epoch: int
+    isr: tuple[int, ...] = ()  # in-sync replicas: the leader and the followers caught up with it
+    elr: tuple[int, ...] = ()  # eligible leader replicas (KIP-966): left the ISR while it was below min ISR
+    partition_epoch: int = 0
+
+    def record(self, topic_id: uuid.UUID, **changes) -> PartitionRecord:
+        """The PartitionRecord of this state with `changes` (leader, isr, ...); the partition epoch moves."""
+        fields = dict(replicas=self.replicas, leader=self.leader, leader_epoch=self.leader_epoch, isr=self.isr,
+                      elr=self.elr)
+        fields.update(changes)
+        return PartitionRecord(topic_id, self.partition, partition_epoch=self.partition_epoch + 1, **fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +124,9 @@ def replay(image: MetadataImage, record: MetadataRecord) -> MetadataImage:
                 replicas=record.replicas,
                 leader=record.leader,
                 leader_epoch=record.leader_epoch,
+                isr=record.replicas if record.isr is None else record.isr,
+                elr=record.elr,
+                partition_epoch=record.partition_epoch,
             )
             return _with_topic(
                 image, replace(topic, partitions=_with_entry(topic.partitions, record.partition, partition))

@@ -66,16 +66,23 @@ def _topic_to_json(topic: TopicImage) -> dict:
         "name": topic.name,
         "topic_id": str(topic.topic_id),
         "partitions": [
-            [p.partition, list(p.replicas), p.leader, p.leader_epoch] for p in topic.partitions.values()
+            [p.partition, list(p.replicas), p.leader, p.leader_epoch, list(p.isr), list(p.elr), p.partition_epoch]
+            for p in topic.partitions.values()
         ],
         "configs": dict(topic.configs),
     }
 
 
+def _partition_from_json(partition: int, replicas: list, leader: int, epoch: int, isr: list | None = None,
+                         elr: tuple = (), partition_epoch: int = 0) -> PartitionImage:
+    """A partition of a snapshot; one taken before replication has no ISR (every replica), ELR or epoch."""
+    return PartitionImage(partition=partition, replicas=tuple(replicas), leader=leader, leader_epoch=epoch,
+                          isr=tuple(replicas if isr is None else isr), elr=tuple(elr), partition_epoch=partition_epoch)
+
+
 def _topic_from_json(data: dict) -> TopicImage:
     partitions = {
-        p: PartitionImage(partition=p, replicas=tuple(replicas), leader=leader, leader_epoch=epoch)
-        for p, replicas, leader, epoch in data["partitions"]
+        fields[0]: _partition_from_json(*fields) for fields in data["partitions"]
     }
     return TopicImage(
         name=data["name"],
@@ -145,7 +152,8 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
     for topic in image.topics_by_id.values():
         records.append(TopicRecord(name=topic.name, topic_id=topic.topic_id))
         for p in topic.partitions.values():
-            records.append(PartitionRecord(topic.topic_id, p.partition, p.replicas, p.leader, p.leader_epoch))
+            records.append(PartitionRecord(topic.topic_id, p.partition, p.replicas, p.leader, p.leader_epoch, p.isr,
+                                           p.elr, p.partition_epoch))
         records.extend(ConfigRecord("topic", topic.name, k, v) for k, v in topic.configs.items())
     for broker, configs in image.broker_configs.items():
         records.extend(ConfigRecord("broker", broker, k, v) for k, v in configs.items())

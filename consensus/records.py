@@ -21,12 +21,20 @@ class TopicRecord:
 
 @dataclass(frozen=True, slots=True)
 class PartitionRecord:
+    """A partition's whole state after a change: replicas, leader, ISR and ELR (Kafka's PartitionRecord and
+    PartitionChangeRecord in one). `isr` None (records written before replication) means every replica.
+    The leader epoch moves with each leader change, the partition epoch with every change (AlterPartition
+    checks it, as Kafka does)."""
+
     type_name: ClassVar[str] = "partition"
     topic_id: uuid.UUID
     partition: int
     replicas: tuple[int, ...]
     leader: int
     leader_epoch: int = 0
+    isr: tuple[int, ...] | None = None
+    elr: tuple[int, ...] = ()  # eligible leader replicas (KIP-966)
+    partition_epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +133,13 @@ def decode_records(data: bytes) -> list[MetadataRecord]:
         cls = _RECORD_TYPES[item.pop("type")]
         kwargs = {}
         for f in fields(cls):
+            if f.name not in item:  # a field added later: its default
+                continue
             value = item[f.name]
             if f.name in ("topic_id", "incarnation_id"):
                 value = uuid.UUID(value)
-            elif f.name == "replicas":
-                value = tuple(value)
+            elif f.name in ("replicas", "isr", "elr"):
+                value = None if value is None else tuple(value)
             elif f.name == "endpoints":
                 value = tuple(tuple(endpoint) for endpoint in value)
             elif f.name == "entity":

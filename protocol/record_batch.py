@@ -271,6 +271,15 @@ def control_marker_commit(key: bytes | None) -> bool | None:
     return {0: False, 1: True}.get(kind) if version == 0 else None
 
 
+def marker_of(batch: bytes) -> tuple[bool, int] | None:
+    """(commit, coordinator epoch) of a transaction marker batch; None for any other control batch."""
+    for _offset, _timestamp, key, value in iter_records(batch):
+        commit = control_marker_commit(key)
+        if commit is not None and value is not None and len(value) >= 6:
+            return commit, struct.unpack_from(">hi", value)[1]
+    return None
+
+
 def _read_varbytes(data: bytes, position: int) -> tuple[bytes | None, int]:
     length, position = _read_varint(data, position)
     if length < 0:

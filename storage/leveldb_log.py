@@ -16,6 +16,8 @@ Keys (all big-endian so LevelDB's byte order is offset order):
                                                           last offset, batch count)
   b"p" + topic_id(16) + partition(4) + offset(8)       -> producer-state snapshot: the state
                                                           after every batch below offset
+  b"l" + topic_id(16) + partition(4)                   -> leader-epoch cache: (epoch, start offset)
+                                                          pairs, as Kafka's leader-epoch-checkpoint
 
 Segments: a partition's log is a run of segments, each starting at a batch's base
 offset; the last one is active (appends go there) and rolls by `segment_bytes` /
@@ -83,7 +85,9 @@ _SEGMENT_VALUE = struct.Struct(">q")  # created_ms: the active segment (or one c
 # A closed segment: created_ms, size, first timestamp, max timestamp, last offset, batch count.
 _SEGMENT_SUMMARY = struct.Struct(">qqqqqq")
 
-DATA, INDEX, META, SEGMENT, SNAPSHOT = b"d", b"i", b"m", b"s", b"p"
+DATA, INDEX, META, SEGMENT, SNAPSHOT, EPOCHS = b"d", b"i", b"m", b"s", b"p", b"l"
+_EPOCH_ENTRY = struct.Struct(">iq")  # leader epoch, its first offset
+_BATCH_EPOCH = struct.Struct(">i")  # a stored batch's partition leader epoch, at byte 12 of its header
 DEFAULT_SEGMENT_BYTES = 1 << 30  # Kafka's log.segment.bytes
 DEFAULT_SEGMENT_MS = 7 * 24 * 3600 * 1000  # Kafka's log.roll.hours=168
 DEFAULT_SEGMENT_INDEX_BYTES = 10 << 20  # Kafka's log.index.size.max.bytes
@@ -163,6 +167,7 @@ class PendingAppend:
     index_tail: bytes = b""  # producer fields of the (single) batch, see producer_index_tail
     rolls: list[Roll] = field(default_factory=list)
     active_after: tuple[Segment | None, Totals] = (None, Totals())  # the active segment and its totals after them
+    epochs_after: list[tuple[int, int]] | None = None  # the leader-epoch cache once written, if these start an epoch
 
 
 @dataclass(slots=True)
@@ -304,10 +309,17 @@ class PartitionLog:
         self._meta_key = partition_prefix(META, topic_id, partition)
         self._segment_prefix = partition_prefix(SEGMENT, topic_id, partition)
         self._snapshot_prefix = partition_prefix(SNAPSHOT, topic_id, partition)
-        self.segments: list[Segment] = []  # published, by base offset; the last is active
+        self._epochs_key = partition_prefix(EPOCHS, topic_id, partition)
         self.segment_bytes = DEFAULT_SEGMENT_BYTES  # roll policy, set by the broker from the topic's configs
         self.segment_ms = DEFAULT_SEGMENT_MS
         self.segment_index_bytes = DEFAULT_SEGMENT_INDEX_BYTES
+        self.dropped = False  # its topic was deleted (LogStore.drop_partition)
+        self._reset()
+        self._load()
+
+    def _reset(self) -> None:
+        """The in-memory state of an empty, unloaded log."""
+        self.segments: list[Segment] = []  # published, by base offset; the last is active
         # The active segment and its totals as durable appends left them, and as assigned appends see it.
         self._active: tuple[Segment | None, Totals] = (None, Totals())
         self._assigning: tuple[Segment | None, Totals] = (None, Totals())
@@ -320,8 +332,9 @@ class PartitionLog:
         self.producers = ProducerStateManager()
         self._snapshots: list[int] = []  # offsets of the stored producer-state snapshots, oldest first
         self.replayed_batches = 0  # index entries replayed into producer state when the log was opened
-        self.dropped = False  # its topic was deleted (LogStore.drop_partition)
-        self._load()
+        # Leader epochs and the offset each started at, oldest first (replication: a follower finds where
+        # its log diverged from its leader's by these, KIP-101 / KIP-279).
+        self.epochs: list[tuple[int, int]] = []
 
     # -- recovery -------------------------------------------------------------
     def _load(self) -> None:
@@ -364,6 +377,38 @@ class PartitionLog:
             active = self.segments[-1]
             self._active = self._assigning = (active, self._index.totals())
             self.size_bytes += self._active[1].size
+        self._load_epochs()
+
+    def _load_epochs(self) -> None:
+        stored = self.store.db.get(self._epochs_key)
+        if stored is not None:
+            self.epochs = [_EPOCH_ENTRY.unpack_from(stored, at) for at in range(0, len(stored), _EPOCH_ENTRY.size)]
+        elif self.log_end_offset > self.log_start_offset and self._index.bases:
+            # Written before the cache existed: the last batch's epoch, from the log start on.
+            last = self.read_batch_at(self._index.bases[-1])
+            if last is not None:
+                self.epochs = [(_BATCH_EPOCH.unpack_from(last, 12)[0], self.log_start_offset)]
+
+    def _epochs_value(self, epochs: list[tuple[int, int]]) -> bytes:
+        return b"".join(_EPOCH_ENTRY.pack(epoch, start) for epoch, start in epochs)
+
+    @property
+    def last_epoch(self) -> int:
+        """The leader epoch of the log's last batch (-1: none known)."""
+        return self.epochs[-1][0] if self.epochs else -1
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """(the largest epoch <= `epoch` in this log, the offset after its last batch): OffsetForLeaderEpoch's
+        answer. (-1, -1) when the log has no epoch that old."""
+        found = -1
+        for position, (known, _) in enumerate(self.epochs):
+            if known > epoch:
+                break
+            found = position
+        if found < 0:
+            return -1, -1
+        end = self.epochs[found + 1][1] if found + 1 < len(self.epochs) else self.log_end_offset
+        return self.epochs[found][0], end
 
     def _load_producers(self) -> None:
         """Producer state from the newest snapshot plus the batches after it; fills the active index."""
@@ -451,11 +496,16 @@ class PartitionLog:
         batches: Iterable[tuple[int, int, int, memoryview]],
         stamp: Callable[[memoryview, int], bytes],
         index_tail: bytes = b"",
+        epoch: int = -1,
+        keep_offsets: bool = False,
     ) -> PendingAppend:
         """Assign offsets to (last_offset_delta, max_timestamp, size, bytes) batches.
 
         `stamp(batch, base_offset)` returns the bytes to store (patched header).
         `index_tail` (producer_index_tail) is for a single batch with a producer id.
+        `epoch`: the leader epoch the batches are written in (a new one enters the leader-epoch cache).
+        `keep_offsets`: the batches carry their offsets already (a follower copying its leader's log, where
+        compaction may have left gaps); each must start at or after the next offset.
         """
         pending = PendingAppend(self, self._next_offset, self._next_offset, [], [], index_tail)
         active, totals = self._assigning
@@ -463,6 +513,12 @@ class PartitionLog:
         index_capacity = max(1, self.segment_index_bytes // INDEX_ENTRY_BYTES)
         for last_delta, max_ts, size, batch in batches:
             base = pending.next_offset
+            if keep_offsets:
+                (base,) = _OFFSET.unpack_from(batch, 0)
+                if base < pending.next_offset:
+                    raise StorageError(f"batch at offset {base} overlaps the log, which ends at {pending.next_offset}")
+                if not pending.index_entries:
+                    pending.base_offset = base
             if active is None or (totals.batch_count > 0 and (totals.size + size > self.segment_bytes
                                                               or totals.batch_count >= index_capacity
                                                               or now_ms - active.created_ms >= self.segment_ms)):
@@ -475,6 +531,8 @@ class PartitionLog:
             pending.next_offset = base + last_delta + 1
         self._next_offset = pending.next_offset
         pending.active_after = self._assigning = (active, totals)
+        if epoch > self.last_epoch and pending.index_entries:
+            pending.epochs_after = self.epochs + [(epoch, pending.base_offset)]
         return pending
 
     def complete_append(self, pending: PendingAppend) -> None:
@@ -492,6 +550,8 @@ class PartitionLog:
             self.size_bytes += size
         self.log_end_offset = pending.next_offset
         self._active = pending.active_after
+        if pending.epochs_after is not None and pending.epochs_after[-1][0] > self.last_epoch:
+            self.epochs = pending.epochs_after
 
     def abort_append(self, pending: PendingAppend) -> None:
         """Forget offsets assigned to a failed write (and everything after it)."""
@@ -897,6 +957,45 @@ class PartitionLog:
         self._active = self._assigning = (active, index.totals())
         self.log_end_offset = self._next_offset = max(offset, self.log_start_offset)
 
+    def truncate_to(self, offset: int, sync: bool = True) -> None:
+        """Drop every batch at or above `offset`, in any segment, and reload the log from LevelDB, so the
+        index, segment totals and producer state are those of the shorter log (a follower cutting the suffix
+        that diverged from its leader: rare and short). A batch straddling `offset` goes too. The log must
+        be quiescent; blocking."""
+        if offset >= self.log_end_offset:
+            return
+        if not self.quiescent:
+            raise StorageError(f"cannot truncate {self.topic_id}-{self.partition} while appends are in flight")
+        db = self.store.db
+        offset = max(offset, self.log_start_offset)
+        cut_from = offset
+        for key, value in db.iterator(start=self._index_prefix, stop=self._index_prefix + _OFFSET.pack(offset),
+                                      reverse=True):
+            base = _OFFSET.unpack_from(key, len(self._index_prefix))[0]
+            if _INDEX_VALUE.unpack_from(value)[0] >= offset:
+                cut_from = base  # the batch holding `offset`
+            break
+        with db.write_batch(sync=sync) as batch:
+            for kind in (DATA, INDEX):
+                prefix = partition_prefix(kind, self.topic_id, self.partition)
+                for key in db.iterator(start=prefix + _OFFSET.pack(cut_from), stop=prefix + _OFFSET.pack(END_OFFSET),
+                                       include_value=False):
+                    batch.delete(key)
+            for key in db.iterator(start=self._segment_prefix + _OFFSET.pack(cut_from),
+                                   stop=self._segment_prefix + _OFFSET.pack(END_OFFSET), include_value=False):
+                batch.delete(key)
+            kept = [segment for segment in self.segments if segment.base_offset < cut_from]
+            if kept:  # the last segment kept becomes the active one again
+                batch.put(self._segment_prefix + _OFFSET.pack(kept[-1].base_offset),
+                          _SEGMENT_VALUE.pack(kept[-1].created_ms))
+            for snapshot in self._snapshots:
+                if snapshot > cut_from:
+                    batch.delete(self._snapshot_prefix + _OFFSET.pack(snapshot))
+            epochs = [(epoch, start) for epoch, start in self.epochs if start < cut_from]
+            batch.put(self._epochs_key, self._epochs_value(epochs))
+        self._reset()
+        self._load()
+
     def delete_records_before(self, offset: int) -> None:
         """stage + commit + complete in one blocking call (tests, tools)."""
         staged = self.stage_delete_before(offset)
@@ -999,6 +1098,8 @@ class LogStore:
                 batch.put(log._data_prefix + suffix, data)
                 value = _INDEX_VALUE.pack(last, max_ts, size)
                 batch.put(log._index_prefix + suffix, value + tail if tail else value)
+            if pending.epochs_after is not None:
+                batch.put(log._epochs_key, log._epochs_value(pending.epochs_after))
             for roll in pending.rolls:
                 if roll.closed is not None:
                     batch.put(log._segment_prefix + _OFFSET.pack(roll.closed.base_offset),
@@ -1031,6 +1132,7 @@ class LogStore:
                 for key in self.db.iterator(prefix=partition_prefix(kind, topic_id, partition), include_value=False):
                     batch.delete(key)
             batch.delete(partition_prefix(META, topic_id, partition))
+            batch.delete(partition_prefix(EPOCHS, topic_id, partition))
 
     def close(self) -> None:
         """Close the database, first storing each quiet log's producer state at its end (as Kafka snapshots

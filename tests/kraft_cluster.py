@@ -45,7 +45,7 @@ class LinkProxy:
     ones (accepted and closed at once) until `heal()`. Plain threads: the tests drive blocking clients."""
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
+        self.upstream_port = upstream_port  # read at each connection: a restarted node's new port may be set
         self.cut_off = False
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
@@ -115,13 +115,18 @@ class KRaftCluster:
     """`size` combined nodes, or the roles given per node id (e.g. {1: "controller", 2: "broker"})."""
 
     def __init__(self, base_dir: Path, size: int = 3, overrides: dict[str, str] | None = None,
-                 roles: dict[int, str] | None = None) -> None:
+                 roles: dict[int, str] | None = None, proxied_clients: bool = False) -> None:
         self.roles = roles or {i: "broker,controller" for i in range(1, size + 1)}
         self.ids = sorted(self.roles)
         self.voters = [i for i in self.ids if "controller" in self.roles[i]]
         self.controller_ports = {i: free_port() for i in self.voters}
         self.links = {(i, j): LinkProxy(self.controller_ports[j]) for i in self.ids for j in self.voters if i != j}
         self.nodes: dict[int, BrokerProcess] = {}
+        # With proxied_clients each broker advertises a proxy of its client listener, so whoever finds it
+        # through Metadata (clients, and the other brokers' follower fetches) can be cut off from it too;
+        # `node.port` stays the direct way in.
+        self.client_proxies = {i: LinkProxy(0) for i in self.ids if "broker" in self.roles[i]} if proxied_clients \
+            else {}
         for i in self.ids:
             voters = ",".join(f"{j}@127.0.0.1:{self.controller_ports[j] if j == i else self.links[(i, j)].port}"
                               for j in self.voters)
@@ -131,7 +136,9 @@ class KRaftCluster:
             self.nodes[i] = BrokerProcess(base_dir / f"node{i}", {
                 "node.id": str(i), "cluster.id": CLUSTER_ID, "controller.quorum.voters": voters,
                 "process.roles": self.roles[i], "listeners": ",".join(listeners),
-                "admin.listeners": "", **FAST_QUORUM, **(overrides or {})})
+                "admin.listeners": "", **FAST_QUORUM, **(overrides or {}),
+                **({"advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.client_proxies[i].port}"}
+                   if i in self.client_proxies else {})})
 
     def start(self, ids=None) -> None:
         """Start nodes together (each waits for the quorum before it is ready, so one at a time would hang)."""
@@ -140,7 +147,7 @@ class KRaftCluster:
 
         def start_one(i: int) -> None:
             try:
-                self.nodes[i].start()
+                self.start_node(i)
             except BaseException as exc:  # noqa: BLE001 - reported below, on the test's thread
                 errors.append(exc)
 
@@ -152,19 +159,28 @@ class KRaftCluster:
         if errors:
             raise errors[0]
 
+    def start_node(self, i: int) -> None:
+        self.nodes[i].start()
+        if i in self.client_proxies:
+            self.client_proxies[i].upstream_port = self.nodes[i].port
+
     def stop(self) -> None:
         for node in self.nodes.values():
             node.stop()
-        for link in self.links.values():
+        for link in [*self.links.values(), *self.client_proxies.values()]:
             link.close()
 
     def isolate(self, i: int) -> None:
+        """Cut node i off: its controller links both ways and, with proxied clients, everything reaching it
+        through its advertised listener (other brokers' fetches, clients that found it by Metadata)."""
         for (a, b), link in self.links.items():
             if i in (a, b):
                 link.cut()
+        if i in self.client_proxies:
+            self.client_proxies[i].cut()
 
     def heal(self) -> None:
-        for link in self.links.values():
+        for link in [*self.links.values(), *self.client_proxies.values()]:
             link.heal()
 
     # -- asking the nodes (each call is bounded by a deadline) ----------------------------------------------
@@ -199,6 +215,10 @@ class KRaftCluster:
     def partition_leaders(self, i: int, topic: str) -> dict[int, int]:
         """{partition: leader id, -1 for none} of a topic in node i's Metadata answer."""
         return trio.run(_metadata, self.nodes[i].port)[1][topic]
+
+    def partition_state(self, i: int, topic: str) -> dict[int, tuple[int, tuple[int, ...], int]]:
+        """{partition: (leader, ISR, leader epoch)} of a topic in node i's Metadata answer."""
+        return trio.run(_partition_state, self.nodes[i].port, topic)
 
     def wait_for_brokers(self, i: int, expected: set[int], timeout: float) -> bool:
         """Until node i's Metadata lists exactly the `expected` brokers."""
@@ -265,3 +285,17 @@ async def _metadata(port: int) -> tuple[set[int], dict[str, dict[int, int]]]:
             await client.aclose()
     return ({b.node_id for b in response.brokers},
             {t.name: {p.partition_index: p.leader_id for p in t.partitions} for t in response.topics})
+
+
+async def _partition_state(port: int, topic: str) -> dict[int, tuple[int, tuple[int, ...], int]]:
+    build = request_builder(3, 12)
+    with trio.fail_after(5):
+        client = await WireClient.connect(port)
+        try:
+            response = await client.request(build.MetadataRequest(
+                topics=(build.MetadataRequestTopic(name=topic, topic_id=None),), allow_auto_topic_creation=False,
+                include_topic_authorized_operations=False))
+        finally:
+            await client.aclose()
+    return {p.partition_index: (p.leader_id, tuple(sorted(p.isr_nodes)), p.leader_epoch)
+            for t in response.topics for p in t.partitions}

@@ -698,7 +698,7 @@ async def test_acks_all_answers_when_the_high_watermark_passes_acks_one_when_dur
         await trio.testing.wait_all_tasks_blocked()
         assert answered == []  # ... and not committed
         held["offset"] = partition.local_end_offset  # the ISR caught up
-        running_broker.broker.replicas._advance_high_watermark(partition)
+        running_broker.broker.replicas.advance_high_watermark(partition)
     assert (answered[0].error_code, answered[0].base_offset) == (NONE, 1)
 
 

@@ -59,6 +59,7 @@ from lodestream.broker.handlers import (  # the transaction coordinator's APIs (
 )
 from lodestream.broker.handlers import (  # the metadata quorum (broker/metadata_quorum.py)
     allocate_producer_ids,
+    alter_partition,
     begin_quorum_epoch,
     broker_heartbeat,
     broker_registration,
@@ -143,6 +144,7 @@ HANDLER_MODULES = (
     write_txn_markers,
     vote, begin_quorum_epoch, end_quorum_epoch, fetch_snapshot, describe_quorum,
     broker_registration, broker_heartbeat, allocate_producer_ids,  # the active controller (broker/cluster_controller.py)
+    alter_partition,
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}

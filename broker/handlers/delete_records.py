@@ -27,8 +27,8 @@ HIGH_WATERMARK = -1
 async def _delete(ctx, topic, index: int, requested: int) -> tuple[ErrorCode, int]:
     broker = ctx.broker
     partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
-    if partition is None:
-        return ErrorCode.unknown_topic_or_partition, -1
+    if partition is None or not partition.is_leader:
+        return (ErrorCode.unknown_topic_or_partition if topic is None else broker.not_leader_error(topic, index)), -1
     if not cleanup_policy_includes(broker.topic_config(topic), "delete"):
         return ErrorCode.policy_violation, -1
     high_watermark = partition.high_watermark

@@ -26,11 +26,12 @@ def _topic_error(build, name: str, error: ErrorCode):
     return build.DescribeTopicPartitionsResponseTopic(error_code=error, name=name, topic_id=None, partitions=())
 
 
-def _partition(build, partition):
+def _partition(build, partition, live: set[int]):
     return build.DescribeTopicPartitionsResponsePartition(
         error_code=ErrorCode.none, partition_index=partition.partition, leader_id=partition.leader,
-        leader_epoch=partition.leader_epoch, replica_nodes=partition.replicas, isr_nodes=partition.replicas,
-        eligible_leader_replicas=(), last_known_elr=(), offline_replicas=())
+        leader_epoch=partition.leader_epoch, replica_nodes=partition.replicas, isr_nodes=partition.isr,
+        eligible_leader_replicas=partition.elr, last_known_elr=(),
+        offline_replicas=tuple(r for r in partition.replicas if r not in live))
 
 
 async def handle(ctx: RequestContext, request: DescribeTopicPartitionsRequest) -> DescribeTopicPartitionsResponse:
@@ -46,6 +47,7 @@ async def handle(ctx: RequestContext, request: DescribeTopicPartitionsRequest) -
     if cursor is not None:
         names = [name for name in names if name >= cursor.topic_name]
     allowed = ctx.authorized(Operation.DESCRIBE, ResourceType.TOPIC, names)
+    live = {b.broker_id for b in image.live_brokers()} or {ctx.broker.node_id}
     if not requested:  # listing every topic: only those this principal may describe, as Metadata does
         names = [name for name in names if name in allowed]
     limit = max(1, min(int(request.response_partition_limit),
@@ -68,7 +70,7 @@ async def handle(ctx: RequestContext, request: DescribeTopicPartitionsRequest) -
         limit -= len(taken)
         topics.append(build.DescribeTopicPartitionsResponseTopic(
             error_code=ErrorCode.none, name=name, topic_id=topic.topic_id, is_internal=name in INTERNAL_TOPICS,
-            partitions=tuple(_partition(build, topic.partitions[index]) for index in taken),
+            partitions=tuple(_partition(build, topic.partitions[index], live) for index in taken),
             topic_authorized_operations=ctx.authorized_operations(ResourceType.TOPIC, name)))
         if len(taken) < len(indexes):
             next_cursor = build.Cursor(topic_name=name, partition_index=indexes[len(taken)])

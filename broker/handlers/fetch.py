@@ -7,6 +7,12 @@ READ_COMMITTED reads stop at the last stable offset and list the aborted
 transactions overlapping the returned batches; consumers drop those records
 (and every control batch) themselves.
 
+A fetch with a replica id (ReplicaState, v15+) is a follower copying its leader's log (broker/replication.py):
+it needs CLUSTER_ACTION, reads up to the leader's log end rather than the high watermark, reports the
+follower's progress (the high watermark and the ISR follow it), and gets a diverging epoch instead of
+records when its log's last epoch ends elsewhere on the leader (KIP-320), so it truncates. Only a
+partition's leader serves fetches: elsewhere NOT_LEADER_OR_FOLLOWER names the current leader (KIP-951).
+
 On the controller listener, Fetch is KRaft's replication of the metadata log: a voter or observer
 fetches `__cluster_metadata` from the quorum's leader, which answers from its state machine
 (consensus/kraft.py, broker/quorum_wire.py).
@@ -53,6 +59,20 @@ def _topic_names(ctx: RequestContext, request: FetchRequest) -> list[str]:
     return [topic.name for topic in topics if topic is not None]
 
 
+def replica_id(ctx: RequestContext, request: FetchRequest) -> int:
+    """The follower broker sending this fetch, or -1 for a consumer."""
+    if ctx.api_version >= 15:
+        return int(request.replica_state.replica_id)
+    return int(getattr(request, "replica_id", -1))
+
+
+def _leader_epoch_error(partition, requested: int) -> ErrorCode:
+    """The fetcher's current_leader_epoch against this leader's (KIP-320); -1 asks for no check."""
+    if requested < 0 or requested == partition.leader_epoch:
+        return ErrorCode.none
+    return ErrorCode.fenced_leader_epoch if requested < partition.leader_epoch else ErrorCode.unknown_leader_epoch
+
+
 async def _read(ctx: RequestContext, request: FetchRequest):
     """One pass over the requested partitions: (topic responses, bytes, partitions read, any error, bytes per topic).
 
@@ -67,41 +87,63 @@ async def _read(ctx: RequestContext, request: FetchRequest):
     had_error = False
     read_partitions = []
     read_committed = request.isolation_level == READ_COMMITTED
+    follower = replica_id(ctx, request)
+    hints: set[int] = set()  # leaders named in NOT_LEADER_OR_FOLLOWER answers (node_endpoints)
     # Per requested topic: (the request's topic, [(partition index, PartitionData fields, read)]), where read
     # is None for a partition not hosted here, else (fetch offset, the PlannedRead or None when nothing is read).
     planned_topics = []
     plans: list[PlannedRead] = []
-    readable = ctx.authorized(Operation.READ, ResourceType.TOPIC, _topic_names(ctx, request))
+    readable = ctx.authorized(Operation.READ, ResourceType.TOPIC, _topic_names(ctx, request)) if follower < 0 else set()
     for fetch_topic in request.topics:
         topic = image.topics_by_id.get(fetch_topic.topic_id) if uses_ids else image.topic(fetch_topic.topic)
         entries = []
         for fetch_partition in fetch_topic.partitions:
             index = int(fetch_partition.partition)
             partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
-            if topic is not None and topic.name not in readable:
+            # A replica fetch needs CLUSTER_ACTION (asked in handle), not READ on each topic.
+            if follower < 0 and topic is not None and topic.name not in readable:
                 entries.append((index, dict(error_code=DENIED[ResourceType.TOPIC], high_watermark=-1,
                                             last_stable_offset=-1, log_start_offset=-1), None))
                 had_error = True
                 continue
-            if partition is None:
-                error = ErrorCode.unknown_topic_id if uses_ids and topic is None else ErrorCode.unknown_topic_or_partition
-                entries.append((index, dict(error_code=error, high_watermark=-1, last_stable_offset=-1,
-                                            log_start_offset=-1), None))
+            if partition is None or not partition.is_leader:
+                if topic is None:
+                    error = ErrorCode.unknown_topic_id if uses_ids else ErrorCode.unknown_topic_or_partition
+                else:
+                    error = broker.not_leader_error(topic, index)
+                fields = dict(error_code=error, high_watermark=-1, last_stable_offset=-1, log_start_offset=-1)
+                if error == ErrorCode.not_leader_or_follower:
+                    leader, epoch = broker.leader_of(topic, index)
+                    fields["current_leader"] = build.LeaderIdAndEpoch(leader_id=leader, leader_epoch=epoch)
+                    hints.add(leader)
+                entries.append((index, fields, None))
                 had_error = True
                 continue
             read_partitions.append(partition)
             high_watermark = partition.high_watermark
             stable = partition.last_stable_offset
-            upper = stable if read_committed else high_watermark
+            upper = partition.local_end_offset if follower >= 0 else stable if read_committed else high_watermark
             offset = int(fetch_partition.fetch_offset)
             fields = dict(error_code=ErrorCode.none, high_watermark=high_watermark, last_stable_offset=stable,
                           log_start_offset=partition.log_start_offset)
             plan = None
-            if offset < partition.log_start_offset or offset > high_watermark:
+            epoch_error = _leader_epoch_error(partition, int(getattr(fetch_partition, "current_leader_epoch", -1)))
+            if epoch_error != ErrorCode.none:
+                fields["error_code"] = epoch_error
+                had_error = True
+            elif offset < partition.log_start_offset or offset > partition.local_end_offset:
                 fields["error_code"] = ErrorCode.offset_out_of_range
                 had_error = True
+            elif follower >= 0 and _diverged(build, partition, fetch_partition, fields):
+                had_error = True
+            elif follower >= 0 and offset >= upper:
+                broker.replicas.follower_fetched(partition, follower, offset)
+                fields["high_watermark"] = partition.high_watermark
             elif offset < upper and (remaining > 0 or first_batch_may_exceed):
                 limit = min(int(fetch_partition.partition_max_bytes), remaining)
+                if follower >= 0:
+                    broker.replicas.follower_fetched(partition, follower, offset)
+                    fields["high_watermark"] = partition.high_watermark
                 plan = await partition.plan_read(offset, limit, upper, first_may_exceed=first_batch_may_exceed)
                 if plan.bases:
                     plans.append(plan)
@@ -143,7 +185,20 @@ async def _read(ctx: RequestContext, request: FetchRequest):
             topic=None if uses_ids else fetch_topic.topic,
             topic_id=fetch_topic.topic_id if uses_ids else None,
             partitions=tuple(partitions)))
-    return topics, total, read_partitions, had_error, per_topic
+    return topics, total, read_partitions, had_error, per_topic, hints
+
+
+def _diverged(build, partition, fetch_partition, fields: dict) -> bool:
+    """A follower whose last batch's epoch ends earlier here (or is unknown) gets the epoch and end offset
+    to truncate to (KIP-320's diverging epoch) instead of records."""
+    last_epoch = int(getattr(fetch_partition, "last_fetched_epoch", -1))
+    if last_epoch < 0:
+        return False
+    epoch, end = partition.end_offset_for_epoch(last_epoch)
+    if epoch == last_epoch and end >= int(fetch_partition.fetch_offset):
+        return False
+    fields["diverging_epoch"] = build.EpochEndOffset(epoch=epoch, end_offset=end)
+    return True
 
 
 async def _fetch_metadata_log(ctx: RequestContext, request: FetchRequest) -> FetchResponse:
@@ -180,10 +235,13 @@ async def handle(ctx: RequestContext, request: FetchRequest) -> FetchResponse:
             return build.FetchResponse(throttle_time=datetime.timedelta(0), error_code=ErrorCode.invalid_request,
                                        session_id=0, responses=())
         return await _fetch_metadata_log(ctx, request)
+    if replica_id(ctx, request) >= 0 and not ctx.authorize(Operation.CLUSTER_ACTION, ResourceType.CLUSTER):
+        return build.FetchResponse(throttle_time=datetime.timedelta(0), error_code=DENIED[ResourceType.CLUSTER],
+                                   session_id=0, responses=())
     deadline = trio.current_time() + request.max_wait.total_seconds()
     min_bytes = int(request.min_bytes)
     while True:
-        topics, total, partitions, had_error, per_topic = await _read(ctx, request)
+        topics, total, partitions, had_error, per_topic, hints = await _read(ctx, request)
         if total >= min_bytes or had_error or not partitions or trio.current_time() >= deadline:
             break
         arrived = trio.Event()
@@ -204,5 +262,5 @@ async def handle(ctx: RequestContext, request: FetchRequest) -> FetchResponse:
         error_code=ErrorCode.none,
         session_id=0,
         responses=tuple(topics),
-        node_endpoints=(),
+        node_endpoints=ctx.broker.node_endpoints(build, ctx.session.listener_name, hints),
     )

@@ -74,8 +74,16 @@ async def handle(ctx: RequestContext, request: ListOffsetsRequest) -> ListOffset
         for requested in requested_topic.partitions:
             index = int(requested.partition_index)
             partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
-            if not may_describe or partition is None:
-                error = DENIED[ResourceType.TOPIC] if not may_describe else ErrorCode.unknown_topic_or_partition
+            requested_epoch = int(getattr(requested, "current_leader_epoch", -1))
+            if not may_describe or partition is None or not partition.is_leader:
+                error = DENIED[ResourceType.TOPIC] if not may_describe else ErrorCode.unknown_topic_or_partition \
+                    if topic is None else broker.not_leader_error(topic, index)
+                partitions.append(build.ListOffsetsPartitionResponse(
+                    partition_index=index, error_code=error, timestamp=-1, offset=-1, leader_epoch=-1))
+                continue
+            if 0 <= requested_epoch != partition.leader_epoch:  # KIP-320, as Fetch checks it
+                error = ErrorCode.fenced_leader_epoch if requested_epoch < partition.leader_epoch \
+                    else ErrorCode.unknown_leader_epoch
                 partitions.append(build.ListOffsetsPartitionResponse(
                     partition_index=index, error_code=error, timestamp=-1, offset=-1, leader_epoch=-1))
                 continue

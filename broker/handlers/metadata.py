@@ -28,18 +28,17 @@ def brokers(ctx) -> tuple:
 
 def topic_response(ctx: RequestContext, topic, include_operations: bool = False):
     build = ctx.build
-    registered = ctx.broker.image.brokers
-    fenced = {b for b, image in registered.items() if image.fenced}
+    live = {b.broker_id for b in ctx.broker.image.live_brokers()} or {ctx.broker.node_id}
     partitions = tuple(
         build.MetadataResponsePartition(
-            # A partition whose one replica's broker is fenced has no leader until it comes back.
+            # A partition whose eligible replicas are all fenced has no leader until one comes back.
             error_code=ErrorCode.leader_not_available if p.leader < 0 else ErrorCode.none,
             partition_index=p.partition,
             leader_id=p.leader,
             leader_epoch=p.leader_epoch,
             replica_nodes=p.replicas,
-            isr_nodes=tuple(r for r in p.replicas if r not in fenced),
-            offline_replicas=tuple(r for r in p.replicas if r in fenced),
+            isr_nodes=p.isr,
+            offline_replicas=tuple(r for r in p.replicas if r not in live),
         )
         for p in sorted(topic.partitions.values(), key=lambda p: p.partition)
     )

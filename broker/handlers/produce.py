@@ -4,6 +4,11 @@ Advertised from v0 although v0-v2 are refused (the connection is closed, kio
 has no schema for them): librdkafka stops compressing when Produce's minimum
 is above 0 (KAFKA-18659), so Apache Kafka 4 advertises 0 as well.
 
+Only a partition's leader takes its batches; elsewhere NOT_LEADER_OR_FOLLOWER names the current leader and
+its endpoint (KIP-951) so the producer does not wait for a metadata refresh. acks=all answers once the
+in-sync replicas have the batch (the high watermark passed it), within the request's timeout; it is
+refused with NOT_ENOUGH_REPLICAS while the ISR is smaller than min.insync.replicas.
+
 Idempotent batches are checked (sequence, epoch, duplicates) by the replica
 manager's committer; transactional ones are first verified with the
 transaction coordinator (KIP-890 part 1: the partition must be in the
@@ -12,9 +17,12 @@ producer's ongoing transaction).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 from typing import Awaitable
+
+import trio
 
 from kio.schema.produce.v13.request import ProduceRequest
 from kio.schema.produce.v13.response import ProduceResponse
@@ -28,7 +36,6 @@ from lodestream.broker.request_context import RequestContext
 
 API_KEY = 0
 VERSIONS = range(0, 14)
-ISR_SIZE = 1  # every partition has one replica, here (replication is not built yet)
 
 
 def _partition_response(build, index: int, error: ErrorCode, base_offset: int = -1, log_start: int = -1,
@@ -98,10 +105,11 @@ def admit(ctx: RequestContext, request: ProduceRequest) -> Awaitable[ProduceResp
                 continue
             if acks == -1:
                 min_isr = int(broker.topic_config(topic)["min.insync.replicas"])
-                if min_isr > ISR_SIZE:  # as Kafka: acks=all needs min.insync.replicas in sync; one is here
+                if min_isr > len(partition.isr):  # as Kafka: acks=all needs min.insync.replicas in sync
                     results.append((index, (ErrorCode.not_enough_replicas,
-                                            f"The size of the current ISR ({ISR_SIZE}) is insufficient to satisfy "
-                                            f"the min.isr requirement of {min_isr} for partition {topic.name}-{index}")))
+                                            f"The size of the current ISR ({len(partition.isr)}) is insufficient to "
+                                            f"satisfy the min.isr requirement of {min_isr} for partition "
+                                            f"{topic.name}-{index}")))
                     continue
             if producer is not None and producer.attributes & TRANSACTIONAL_BIT:
                 error = _verify_transactional(broker, request.transactional_id, producer, topic.name, index)
@@ -114,17 +122,35 @@ def admit(ctx: RequestContext, request: ProduceRequest) -> Awaitable[ProduceResp
         plan.append((topic_data, results))
     if produced:
         ctx.throttle(broker.quotas.record_produce(ctx.usage, produced))
-    return _complete(ctx, build, plan, acks, uses_ids)
+    return _complete(ctx, build, plan, acks, uses_ids, request.timeout.total_seconds())
 
 
-async def _complete(ctx, build, plan, acks: int, uses_ids: bool):
+async def _complete(ctx, build, plan, acks: int, uses_ids: bool, timeout_s: float):
     topics = []
+    hints: set[int] = set()  # leaders named in NOT_LEADER_OR_FOLLOWER answers (node_endpoints)
+    deadline = trio.current_time() + timeout_s
+    image = ctx.broker.image
     for topic_data, results in plan:
         partitions = []
+        topic = image.topics_by_id.get(topic_data.topic_id) if uses_ids else image.topic(topic_data.name)
         for index, outcome in results:
             if isinstance(outcome, AppendRequest):
                 # acks=all answers once the high watermark passes the batches; acks=1 once they are durable here.
-                await (outcome.committed if acks == -1 else outcome.done).wait()
+                await outcome.done.wait()
+                if acks == -1 and outcome.error is None:
+                    with trio.move_on_at(deadline):
+                        await outcome.committed.wait()
+                    if not outcome.committed.is_set():
+                        partitions.append(_partition_response(
+                            build, index, ErrorCode.request_timed_out,
+                            message="the in-sync replicas did not all have the batch within the request's timeout"))
+                        continue
+                    if outcome.error is None and len(outcome.partition.maximal_isr) < outcome.partition.min_isr:
+                        partitions.append(_partition_response(
+                            build, index, ErrorCode.not_enough_replicas_after_append,
+                            message=f"written, but the ISR shrank below min.insync.replicas="
+                                    f"{outcome.partition.min_isr} before it was acknowledged"))
+                        continue
                 if isinstance(outcome.error, KafkaError):  # refused by the producer state
                     partitions.append(_partition_response(build, index, outcome.error.code, message=outcome.error.message))
                 elif outcome.error is not None:
@@ -137,13 +163,19 @@ async def _complete(ctx, build, plan, acks: int, uses_ids: bool):
                 error, message, *record_errors = outcome  # (error, message[, per-record errors])
                 partitions.append(_partition_response(build, index, error, message=message,
                                                       record_errors=record_errors[0] if record_errors else ()))
+            if partitions[-1].error_code == ErrorCode.not_leader_or_follower and topic is not None:
+                leader, epoch = ctx.broker.leader_of(topic, index)
+                partitions[-1] = dataclasses.replace(partitions[-1], current_leader=build.LeaderIdAndEpoch(
+                    leader_id=leader, leader_epoch=epoch)) if build.has("LeaderIdAndEpoch") else partitions[-1]
+                hints.add(leader)
         topics.append(build.TopicProduceResponse(
             name=None if uses_ids else topic_data.name,
             topic_id=topic_data.topic_id if uses_ids else None,
             partition_responses=tuple(partitions)))
     if acks == 0:
         return None  # acks=0: Kafka sends no response at all
-    return build.ProduceResponse(responses=tuple(topics), throttle_time=datetime.timedelta(0), node_endpoints=())
+    return build.ProduceResponse(responses=tuple(topics), throttle_time=datetime.timedelta(0),
+                                 node_endpoints=ctx.broker.node_endpoints(build, ctx.session.listener_name, hints))
 
 
 async def handle(ctx: RequestContext, request: ProduceRequest) -> ProduceResponse | None:

@@ -36,8 +36,9 @@ async def handle(ctx: RequestContext, request: WriteTxnMarkersRequest) -> WriteT
                 partition = broker.replicas.get(topic.topic_id, int(index)) if topic is not None else None
                 if not allowed:
                     errors[key] = DENIED[ResourceType.CLUSTER]
-                elif partition is None:
-                    errors[key] = ErrorCode.unknown_topic_or_partition
+                elif partition is None or not partition.is_leader:
+                    errors[key] = ErrorCode.unknown_topic_or_partition if topic is None \
+                        else broker.not_leader_error(topic, int(index))
                 else:
                     errors[key] = ErrorCode.none
                     targets.append(partition)

@@ -1,0 +1,149 @@
+"""Replicated partitions on three `lodestream serve` processes: followers copy their leaders, acks=all
+waits for the ISR, a killed leader's partitions move to an in-sync follower with nothing acknowledged
+lost, and a leader cut off from the others acknowledges nothing and later truncates what it wrote alone."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import trio
+
+from lodestream.protocol.errors import ErrorCode
+
+import record_batches as rb
+from kraft_cluster import KRaftCluster
+from wire_client import WireClient
+
+REPLICATION = {
+    "replica.lag.time.max.ms": "2000",
+    "replica.fetch.backoff.ms": "100",
+    "offsets.topic.replication.factor": "3",
+}
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cluster = KRaftCluster(tmp_path, overrides=REPLICATION, proxied_clients=True)
+    try:
+        cluster.start()
+        assert cluster.wait_for_brokers(1, set(cluster.ids), timeout=20)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def bootstrap(cluster, ids=None) -> str:
+    return ",".join(cluster.nodes[i].bootstrap for i in (ids or cluster.ids))
+
+
+def create_topic(cluster, name: str, partitions: int = 1, **configs) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap(cluster)})
+    futures = admin.create_topics([NewTopic(name, partitions, 3, config=configs)], operation_timeout=20)
+    futures[name].result(timeout=30)
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.1)  # poll interval inside a deadline loop
+
+
+def produce(cluster, topic: str, values: list[bytes], ids=None) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap(cluster, ids), "enable.idempotence": True, "acks": "all",
+                         "message.timeout.ms": 60000})
+    failures = []
+    for value in values:
+        producer.produce(topic, value, on_delivery=lambda err, msg: err and failures.append(err))
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert failures == []
+
+
+def consume_all(cluster, topic: str, count: int, ids=None) -> list[bytes]:
+    consumer = Consumer({"bootstrap.servers": bootstrap(cluster, ids), "group.id": f"reader-{time.monotonic()}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        values = []
+        deadline = time.monotonic() + 60
+        while len(values) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value())
+        return values
+    finally:
+        consumer.close()
+
+
+def test_a_killed_leader_loses_nothing_acknowledged_and_an_in_sync_follower_takes_over(cluster):
+    create_topic(cluster, "replicated", **{"min.insync.replicas": "2"})
+    state = wait_until(lambda: (s := cluster.partition_state(1, "replicated")) and len(s[0][1]) == 3 and s, 20,
+                       "a partition with three in-sync replicas")
+    leader, isr, epoch = state[0]
+    assert isr == (1, 2, 3)
+    first = [b"before-%d" % i for i in range(200)]
+    produce(cluster, "replicated", first)
+    cluster.nodes[leader].kill()
+    survivors = [i for i in cluster.ids if i != leader]
+    moved = wait_until(lambda: (s := cluster.partition_state(survivors[0], "replicated")[0])[0] in survivors and s,
+                       20, "a new leader among the survivors")
+    assert moved[2] > epoch and leader not in moved[1]  # a new leader epoch, the dead broker out of the ISR
+    second = [b"after-%d" % i for i in range(200)]
+    produce(cluster, "replicated", second, survivors)
+    assert consume_all(cluster, "replicated", 400, survivors) == first + second  # nothing lost, nothing twice
+    cluster.start_node(leader)  # it catches up as a follower and rejoins the ISR
+    wait_until(lambda: cluster.partition_state(survivors[0], "replicated")[0][1] == (1, 2, 3), 30,
+               "the restarted broker back in the ISR")
+
+
+def test_an_isolated_leader_acknowledges_nothing_and_truncates_its_unacknowledged_suffix(cluster):
+    create_topic(cluster, "isolated", **{"min.insync.replicas": "2"})
+    leader, isr, epoch = wait_until(lambda: (s := cluster.partition_state(1, "isolated")[0]) and len(s[1]) == 3 and s,
+                                    20, "three in-sync replicas")
+    produce(cluster, "isolated", [b"committed-%d" % i for i in range(50)])
+    cluster.isolate(leader)
+    # Straight to the isolated leader's own port: acks=all waits for followers that cannot fetch, and
+    # answers with an error, never success; an acks=1 batch is written there alone.
+    alone = trio.run(_produce_direct, cluster.nodes[leader].port, "isolated", [b"alone-%d" % i for i in range(5)], 1)
+    refused = trio.run(_produce_direct, cluster.nodes[leader].port, "isolated", [b"unacked"], -1)
+    assert alone == ErrorCode.none
+    assert refused in (ErrorCode.request_timed_out, ErrorCode.not_enough_replicas,
+                       ErrorCode.not_enough_replicas_after_append, ErrorCode.not_leader_or_follower), refused
+    survivors = [i for i in cluster.ids if i != leader]
+    wait_until(lambda: cluster.partition_state(survivors[0], "isolated")[0][0] in survivors, 20,
+               "the majority elects a new leader")
+    produce(cluster, "isolated", [b"majority-%d" % i for i in range(50)], survivors)
+    cluster.heal()
+    wait_until(lambda: cluster.partition_state(survivors[0], "isolated")[0][1] == (1, 2, 3), 30,
+               "the old leader back in the ISR")
+    assert "truncating from" in cluster.nodes[leader].log_tail(400)
+    values = consume_all(cluster, "isolated", 100)
+    assert values == [b"committed-%d" % i for i in range(50)] + [b"majority-%d" % i for i in range(50)]
+
+
+async def _produce_direct(port: int, topic: str, values: list[bytes], acks: int) -> ErrorCode:
+    from lodestream.protocol.messages import request_builder
+
+    build = request_builder(0, 9)
+    batch = rb.build_batch([rb.Record(value=value) for value in values])
+    import datetime
+
+    with trio.fail_after(20):
+        client = await WireClient.connect(port)
+        try:
+            response = await client.request(build.ProduceRequest(
+                transactional_id=None, acks=acks, timeout=datetime.timedelta(seconds=3),
+                topic_data=(build.TopicProduceData(name=topic, partition_data=(
+                    build.PartitionProduceData(index=0, records=batch),)),)))
+        finally:
+            await client.aclose()
+    return ErrorCode(response.responses[0].partition_responses[0].error_code)

@@ -63,7 +63,7 @@ from lodestream.broker.metrics import BrokerMetrics
 from lodestream.broker.producer_ids import ProducerIdManager
 from lodestream.broker.quotas import QuotaManager
 from lodestream.broker.replica_manager import ReplicaManager
-from lodestream.broker.replication import IsrManager, ReplicaFetchers
+from lodestream.broker.replication import BrokerConnections, IsrManager, ReplicaFetchers
 from lodestream.broker.transactions.coordinator import TransactionCoordinator
 from lodestream.broker.transactions.state_log import TOPIC_CONFIGS as TXN_TOPIC_CONFIGS
 
@@ -183,6 +183,7 @@ class Broker:
         self.log_cleaner: LogCleaner | None = None  # compacts compacted topics (broker/log_cleaner.py)
         self.fetchers = ReplicaFetchers(self)  # followers copying their leaders (broker/replication.py)
         self.isr_manager = IsrManager(self)  # leaders asking for ISR changes
+        self.broker_connections = BrokerConnections(self)  # requests to other brokers (transaction markers)
         self.connections: set = set()  # server.Connection objects, for metrics
         self.clock = Clock()  # deadlines and stored timestamps (broker/clock.py)
         self.authorizer: Authorizer = AllowAllAuthorizer()  # every handler asks it (broker/authorizer.py)
@@ -273,22 +274,53 @@ class Broker:
 
     async def write_markers(self, partitions: list[tuple[str, int]], producer_id: int, producer_epoch: int,
                             commit: bool, coordinator_epoch: int) -> None:
-        """The transaction coordinator's markers, through the partition layer (ReplicaManager.write_markers)."""
+        """The transaction coordinator's markers: through the partition layer for the partitions this broker
+        leads (ReplicaManager.write_markers), with WriteTxnMarkers to the leaders of the others. Raises
+        KafkaError when a leader could not take them (the coordinator retries)."""
         assert self.replicas is not None
         targets = []
+        elsewhere: dict[int, dict[str, list[int]]] = {}  # leader -> topic -> partitions
         for topic_name, index in partitions:
             topic = self.image.topic(topic_name)
-            partition = self.replicas.get(topic.topic_id, index) if topic is not None else None
-            if partition is None:
+            p = topic.partitions.get(index) if topic is not None else None
+            if p is None:
                 log.warning("no marker for %s-%d: the partition no longer exists", topic_name, index)
                 continue
-            targets.append(partition)
-        if not targets:
-            return
-        refused = await self.replicas.write_markers(targets, producer_id, producer_epoch, commit, coordinator_epoch)
-        for partition, error in refused.items():
-            log.warning("%s-%d refused the %s marker of producer %d epoch %d: %s", partition.topic_name,
-                        partition.index, "commit" if commit else "abort", producer_id, producer_epoch, error.name)
+            partition = self.replicas.get(topic.topic_id, index)
+            if p.leader == self.node_id and partition is not None and partition.is_leader:
+                targets.append(partition)
+            else:
+                elsewhere.setdefault(p.leader, {}).setdefault(topic_name, []).append(index)
+        failures = []
+        if targets:
+            refused = await self.replicas.write_markers(targets, producer_id, producer_epoch, commit,
+                                                        coordinator_epoch)
+            for partition, error in refused.items():
+                log.warning("%s-%d refused the %s marker of producer %d epoch %d: %s", partition.topic_name,
+                            partition.index, "commit" if commit else "abort", producer_id, producer_epoch,
+                            error.name)
+        for leader, topics in elsewhere.items():
+            if leader < 0:
+                failures.append(f"{sorted(topics)} have no leader")
+                continue
+            from kio.schema.write_txn_markers.v1 import request as markers
+
+            response = await self.broker_connections.request(leader, markers.WriteTxnMarkersRequest(markers=(
+                markers.WritableTxnMarker(producer_id=producer_id, producer_epoch=producer_epoch,
+                                          transaction_result=commit, coordinator_epoch=coordinator_epoch,
+                                          topics=tuple(markers.WritableTxnMarkerTopic(name=name, partition_indexes=tuple(indexes))
+                                                       for name, indexes in topics.items())),)))
+            for topic in response.markers[0].topics:
+                for answer in topic.partitions:
+                    error = ErrorCode(answer.error_code)
+                    if error in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition,
+                                 ErrorCode.kafka_storage_error, ErrorCode.request_timed_out):
+                        failures.append(f"{topic.name}-{answer.partition_index} at broker {leader}: {error.name}")
+                    elif error != ErrorCode.none:
+                        log.warning("%s-%d refused the %s marker of producer %d: %s", topic.name,
+                                    answer.partition_index, "commit" if commit else "abort", producer_id, error.name)
+        if failures:
+            raise KafkaError(ErrorCode.not_leader_or_follower, "markers not written: " + "; ".join(failures))
 
     def _migrate_legacy_metadata(self) -> None:
         """A data directory written before KRaft keeps its metadata in a pysyncobj journal (`metadata/`).
@@ -391,6 +423,7 @@ class Broker:
     async def _drop_deleted_topic(self, topic_id: uuid.UUID) -> None:
         if topic_id in self.image.topics_by_id:
             return
+        self.fetchers.forget_topic(topic_id)
         await self.replicas.drop_topic(topic_id)
         self._topic_configs.pop(topic_id, None)
         log.info("dropped the partitions of deleted topic %s", topic_id)
@@ -710,6 +743,7 @@ class Broker:
                 return  # the partitions go where they are hosted once the deletion reaches each node
             await self.propose([RemoveTopicRecord(topic.topic_id)])
             if self.replicas is not None:
+                self.fetchers.forget_topic(topic.topic_id)
                 await self.replicas.drop_topic(topic.topic_id)
             self._topic_configs.pop(topic.topic_id, None)
             self.metrics.forget_topic(topic.name)

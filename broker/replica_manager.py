@@ -222,7 +222,7 @@ class ReplicaManager:
 
     async def write_markers(self, partitions: list[Partition], producer_id: int, producer_epoch: int, commit: bool,
                             coordinator_epoch: int) -> dict[Partition, ErrorCode]:
-        """Write a COMMIT / ABORT marker to each partition in one group commit; durable on return.
+        """Write a COMMIT / ABORT marker to each partition in one group commit; committed on return.
 
         Ends the producer's transaction on each partition (LSO moves, an abort
         is recorded in the aborted-transaction index) and wakes fetchers.
@@ -243,6 +243,8 @@ class ReplicaManager:
         refused: dict[Partition, ErrorCode] = {}
         for request in requests:
             await request.done.wait()
+            if request.error is None:  # on every in-sync replica, as Kafka writes markers with acks=all
+                await request.committed.wait()
         for request in requests:
             if isinstance(request.error, KafkaError):
                 refused[request.partition] = request.error.code

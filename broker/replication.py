@@ -58,6 +58,11 @@ class ReplicaFetchers:
     def stop(self, partition: Partition) -> None:
         self.following.pop(partition, None)
 
+    def forget_topic(self, topic_id) -> None:
+        """A deleted topic: its partitions are fetched no more."""
+        for partition in [p for p in self.following if p.topic_id == topic_id]:
+            del self.following[partition]
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -187,6 +192,37 @@ class ReplicaFetchers:
             log.warning("%s-%d: this replica's log is ahead of its leader's: truncating to %d",
                         partition.topic_name, partition.index, leader_high_watermark)
             await partition.truncate_to(max(leader_high_watermark, partition.log_start_offset))
+
+
+class BrokerConnections:
+    """This broker's requests to other brokers' client listeners (transaction markers for partitions they
+    lead): one connection per broker, one request at a time, re-opened after a failure."""
+
+    def __init__(self, broker) -> None:
+        self.broker = broker
+        self._connections: dict[int, PeerConnection] = {}
+        self._locks: dict[int, trio.Lock] = {}
+
+    async def request(self, node_id: int, body, timeout_s: float = 30.0):
+        """The broker's answer; raises KafkaError (NOT_LEADER_OR_FOLLOWER: unreachable) so callers retry."""
+        lock = self._locks.setdefault(node_id, trio.Lock())
+        async with lock:
+            registered = self.broker.image.brokers.get(node_id)
+            if registered is None or not registered.endpoints:
+                raise KafkaError(ErrorCode.not_leader_or_follower, f"broker {node_id} is not registered")
+            name = str(self.broker.config.get("inter.broker.listener.name") or "")
+            address = registered.endpoint(name) or registered.endpoints[0][1:3]
+            try:
+                connection = self._connections.get(node_id)
+                if connection is None:
+                    connection = self._connections[node_id] = await PeerConnection.connect(
+                        *address, f"lodestream-broker-{self.broker.node_id}")
+                return await connection.request(body, timeout_s)
+            except CONNECTION_FAILURES as exc:
+                dropped = self._connections.pop(node_id, None)
+                if dropped is not None:
+                    await dropped.aclose()
+                raise KafkaError(ErrorCode.not_leader_or_follower, f"broker {node_id} unreachable: {exc!r}") from None
 
 
 class IsrManager:

@@ -106,9 +106,6 @@ def test_custom_listener_name_mapped_to_plaintext_serves(tmp_path):
      ("controller.quorum.voters", "no controller role")),
     (("process.roles=controller", "node.id=1", "controller.quorum.voters=1@127.0.0.1:19093"),
      ("controller-only", "PLAINTEXT")),
-    (("default.replication.factor=3",), ("default.replication.factor=3", "one replica")),
-    (("offsets.topic.replication.factor=3",), ("offsets.topic.replication.factor=3",)),
-    (("transaction.state.log.replication.factor=2",), ("transaction.state.log.replication.factor=2",)),
 ])
 def test_cluster_configurations_this_node_cannot_join_are_refused(tmp_path, overrides, fragments):
     assert_refused(serve(tmp_path, *overrides), *fragments)

@@ -382,3 +382,59 @@ def test_deleted_segments_give_their_space_back(tmp_path):
     print(f"LevelDB directory {before} -> {after} bytes (retention.bytes 2 MiB of 20 MB, range compacted)")
     assert before > 19_000_000 and after < 6_000_000, (before, after)
     store.close()
+
+
+def append_in_epoch(store: LogStore, log: PartitionLog, epoch: int, *raw_batches: bytes) -> int:
+    pending = log.prepare_append(entries(*raw_batches), stamp(epoch), epoch=epoch)
+    store.write([pending])
+    log.complete_append(pending)
+    return pending.base_offset
+
+
+def test_the_leader_epoch_cache_answers_where_each_epoch_ends_and_survives_a_restart(tmp_path):
+    store = LogStore(tmp_path / "log", sync_writes=False)
+    log = store.partition(TOPIC_A, 0)
+    append_in_epoch(store, log, 0, batch(3))
+    append_in_epoch(store, log, 0, batch(2))
+    append_in_epoch(store, log, 4, batch(5))  # epochs 1-3 wrote nothing here
+    assert log.epochs == [(0, 0), (4, 5)]
+    assert log.end_offset_for_epoch(0) == (0, 5)
+    assert log.end_offset_for_epoch(2) == (0, 5)  # the largest epoch at or below the one asked for
+    assert log.end_offset_for_epoch(4) == (4, 10)  # the current epoch ends at the log end
+    store.close()
+    store = LogStore(tmp_path / "log", sync_writes=False)
+    assert store.partition(TOPIC_A, 0).epochs == [(0, 0), (4, 5)]
+    store.close()
+
+
+def test_replicated_batches_keep_their_offsets_and_gaps(store):
+    leader, follower = store.partition(TOPIC_A, 0), store.partition(TOPIC_B, 0)
+    append_in_epoch(store, leader, 2, batch(3))
+    append_in_epoch(store, leader, 2, batch(2))
+    stored = leader.read(0, 1 << 20, leader.log_end_offset)
+    # A compacted log may have gaps: drop the first batch and shift nothing.
+    pending = follower.prepare_append(entries(stored[1]), lambda view, base: bytes(view), epoch=2, keep_offsets=True)
+    store.write([pending])
+    follower.complete_append(pending)
+    assert (follower.log_end_offset, follower.read(0, 1 << 20, 10) == [stored[1]]) == (5, True)
+    with pytest.raises(Exception, match="overlaps"):
+        follower.prepare_append(entries(stored[0]), lambda view, base: bytes(view), epoch=2, keep_offsets=True)
+
+
+def test_truncate_to_cuts_closed_segments_too_and_rebuilds_the_log(tmp_path):
+    store = LogStore(tmp_path / "log", sync_writes=False)
+    log = store.partition(TOPIC_A, 0)
+    log.segment_bytes = 1  # every batch rolls a segment
+    for epoch in (0, 0, 1, 2):
+        append_in_epoch(store, log, epoch, batch(2))
+    assert len(log.segments) == 4 and log.log_end_offset == 8
+    log.truncate_to(3)  # inside the second batch: it goes whole
+    assert (log.log_end_offset, log.epochs, len(log.segments)) == (2, [(0, 0)], 1)
+    assert bases(log.read(0, 1 << 20, 100)) == [0]
+    assert append_in_epoch(store, log, 3, batch(1)) == 2  # appends continue from the cut
+    store.close()
+    store = LogStore(tmp_path / "log", sync_writes=False)
+    reopened = store.partition(TOPIC_A, 0)
+    assert (reopened.log_end_offset, reopened.epochs) == (3, [(0, 0), (3, 2)])
+    assert bases(reopened.read(0, 1 << 20, 100)) == [0, 2]
+    store.close()

@@ -43,6 +43,7 @@ from lodestream.broker.handlers import (
     list_config_resources,
     list_offsets,
     metadata,
+    offset_for_leader_epoch,
     produce,
 )
 from lodestream.broker.handlers import consumer_group_describe, consumer_group_heartbeat  # KIP-848 consumer groups
@@ -113,6 +114,7 @@ HANDLER_MODULES = (
     fetch,
     list_offsets,
     metadata,
+    offset_for_leader_epoch,
     api_versions,
     create_topics,
     delete_topics,

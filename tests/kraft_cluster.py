@@ -159,6 +159,13 @@ class KRaftCluster:
         if errors:
             raise errors[0]
 
+    def bootstrap(self) -> str:
+        """Every broker's address for clients: its proxy when proxied (it stays when the node restarts on
+        another port), else its listener."""
+        if self.client_proxies:
+            return ",".join(f"127.0.0.1:{proxy.port}" for proxy in self.client_proxies.values())
+        return ",".join(self.nodes[i].bootstrap for i in self.ids if "broker" in self.roles[i])
+
     def start_node(self, i: int) -> None:
         self.nodes[i].start()
         if i in self.client_proxies:

@@ -214,7 +214,8 @@ class Broker:
         except QuorumError as exc:
             raise StartupError(f"metadata quorum: {exc}") from None
         self.controller = ClusterController(self.quorum, self.node_id, self.cluster_id,
-                                            int(self.config.get("broker.session.timeout.ms")), self._election_settings)
+                                            int(self.config.get("broker.session.timeout.ms")), self._election_settings,
+                                            self._rebalance_settings)
         connection = None
         if not alone:
             addresses = {}
@@ -321,6 +322,40 @@ class Broker:
                                     answer.partition_index, "commit" if commit else "abort", producer_id, error.name)
         if failures:
             raise KafkaError(ErrorCode.not_leader_or_follower, "markers not written: " + "; ".join(failures))
+
+    async def verify_in_transaction(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                                    topic: str, partition: int) -> ErrorCode:
+        """KIP-890 part 1: whether the producer's ongoing transaction holds the partition, asked of the
+        transactional id's coordinator, here or (AddPartitionsToTxn verify_only, as Kafka's partition leaders
+        ask) on the broker leading its __transaction_state partition. The raw coordinator answer; an
+        unreachable or moving coordinator is COORDINATOR_NOT_AVAILABLE (the client retries)."""
+        coordinator = self.transactions
+        txn_topic = self.image.topic(TRANSACTION_STATE_TOPIC)
+        if coordinator is None or txn_topic is None:
+            return ErrorCode.invalid_producer_id_mapping  # no transaction was ever begun in this cluster
+        index = coordinator.partition_for(transactional_id)
+        state = txn_topic.partitions.get(index)
+        leader = state.leader if state is not None else -1
+        if leader == self.node_id or leader < 0:
+            result = coordinator.verify_partitions(transactional_id, producer_id, producer_epoch, [(topic, partition)])
+            return result[(topic, partition)] if isinstance(result, dict) else result
+        from kio.schema.add_partitions_to_txn.v4 import request as add
+
+        try:
+            response = await self.broker_connections.request(leader, add.AddPartitionsToTxnRequest(transactions=(
+                add.AddPartitionsToTxnTransaction(transactional_id=transactional_id, producer_id=producer_id,
+                                                  producer_epoch=producer_epoch, verify_only=True, topics=(
+                                                      add.AddPartitionsToTxnTopic(name=topic,
+                                                                                  partitions=(partition,)),)),)))
+        except KafkaError:
+            return ErrorCode.coordinator_not_available
+        if response.error_code != ErrorCode.none:
+            return ErrorCode(response.error_code)
+        for result in response.results_by_transaction:
+            for topic_result in result.topic_results:
+                for partition_result in topic_result.results_by_partition:
+                    return ErrorCode(partition_result.partition_error_code)
+        return ErrorCode.coordinator_not_available
 
     def _migrate_legacy_metadata(self) -> None:
         """A data directory written before KRaft keeps its metadata in a pysyncobj journal (`metadata/`).
@@ -511,6 +546,27 @@ class Broker:
                              p.leader_epoch)
                 elif hosted.is_leader:
                     self.replicas.advance_high_watermark(hosted)  # the ISR may have shrunk
+        moved_away = [key for key in self.replicas.partitions if self._moved_away(image, key)]
+        if moved_away and self.background is not None:  # a reassignment took these replicas elsewhere
+            for key in moved_away:
+                self.fetchers.stop(self.replicas.partitions[key])
+            self.background.start_soon(self._drop_moved_replicas, moved_away)
+
+    def _moved_away(self, image: MetadataImage, key: tuple[uuid.UUID, int]) -> bool:
+        topic = image.topics_by_id.get(key[0])
+        p = topic.partitions.get(key[1]) if topic is not None else None
+        return p is not None and self.node_id not in p.replicas
+
+    def _rebalance_settings(self) -> tuple[bool, float, int]:
+        return (bool(self.broker_config_value("auto.leader.rebalance.enable")),
+                float(self.broker_config_value("leader.imbalance.check.interval.seconds")),
+                int(self.broker_config_value("leader.imbalance.per.broker.percentage")))
+
+    async def _drop_moved_replicas(self, keys: list[tuple[uuid.UUID, int]]) -> None:
+        keys = [key for key in keys if key in self.replicas.partitions and self._moved_away(self.image, key)]
+        if keys:
+            await self.replicas.drop_partitions(keys)
+            log.info("deleted %d partition replicas a reassignment moved to other brokers", len(keys))
 
     def _election_settings(self, topic: TopicImage) -> tuple[int, bool]:
         """(min.insync.replicas, unclean.leader.election.enable) of a topic, for the controller's ISR and

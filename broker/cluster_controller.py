@@ -5,7 +5,8 @@
   heartbeats stop for `broker.session.timeout.ms` is fenced; one that asks to shut down is fenced first
   (controlled shutdown). Fencing takes the broker out of its partitions' ISRs and elects new leaders for
   the ones it led; unfencing gives leaderless partitions a leader again (consensus/partition_change.py).
-* ISR changes its partition leaders ask for (AlterPartition).
+* ISR changes its partition leaders ask for (AlterPartition), leader elections on request (ElectLeaders)
+  and, with auto.leader.rebalance.enable, preferred leaders given back their partitions.
 * Producer-id blocks (AllocateProducerIds), and where new partitions go (`place`).
 
 Every node runs one; only the quorum's leader acts (others answer NOT_CONTROLLER). Heartbeat times live
@@ -18,6 +19,7 @@ import logging
 import random
 import time
 import uuid
+from dataclasses import replace
 from typing import Callable
 
 import trio
@@ -54,8 +56,11 @@ def rack_alternating(brokers: list) -> list:
 
 class ClusterController:
     def __init__(self, quorum: MetadataQuorum, node_id: int, cluster_id: str, session_timeout_ms: int,
-                 election_settings: Callable[[TopicImage], tuple[int, bool]] = lambda topic: (1, False)) -> None:
+                 election_settings: Callable[[TopicImage], tuple[int, bool]] = lambda topic: (1, False),
+                 rebalance_settings: Callable[[], tuple[bool, float, int]] = lambda: (False, 300.0, 10)) -> None:
         self.quorum = quorum
+        # (auto.leader.rebalance.enable, leader.imbalance.check.interval.seconds, leader.imbalance.per.broker.percentage)
+        self.rebalance_settings = rebalance_settings
         # A topic's (min.insync.replicas, unclean.leader.election.enable), for ISR and leader changes.
         self.election_settings = election_settings
         self.node_id = node_id
@@ -195,19 +200,137 @@ class ClusterController:
                                                                    f"{topic.name}-{index}")
             if broker_id not in members:
                 raise KafkaError(ErrorCode.ineligible_replica, "the leader must stay in its ISR")
-            min_isr, _ = self.election_settings(topic)
+            min_isr, unclean = self.election_settings(topic)
             change = partition_change.with_isr(p, tuple(members), min_isr)
             if change.isr != p.isr or change.elr != p.elr:
-                await self.propose([p.record(topic_id, isr=change.isr, elr=change.elr)])
+                record = p.record(topic_id, isr=change.isr, elr=change.elr)
+                # A reassignment whose new replicas are now all in the ISR completes in the same record.
+                after = replace(p, isr=change.isr, elr=change.elr)
+                done = partition_change.complete_reassignment(after, {b.broker_id for b in self.image.live_brokers()},
+                                                              unclean) if p.adding or p.removing else None
+                if done is not None:
+                    record = self._completed(topic, after, done)
+                await self.propose([record])
                 log.info("%s-%d ISR %s -> %s (leader %d)", topic.name, index, list(p.isr), list(change.isr), broker_id)
             return self.image.topics_by_id[topic_id].partitions[index]
 
+    @staticmethod
+    def _completed(topic: TopicImage, p, done: partition_change.Change):
+        kept = tuple(r for r in p.replicas if r not in p.removing)
+        log.info("%s-%d reassignment complete: replicas %s, leader %d", topic.name, p.partition, list(kept),
+                 done.leader)
+        return p.record(topic.topic_id, replicas=kept, leader=done.leader, leader_epoch=done.leader_epoch,
+                        isr=done.isr, elr=done.elr, adding=(), removing=())
+
+    async def reassign(self, moves: list[tuple[str, int, tuple[int, ...] | None]]) -> dict:
+        """AlterPartitionReassignments: move each partition to its target replicas (None: cancel its ongoing
+        move). The new replicas join as followers and catch up; once all are in the ISR the leaving ones go
+        (alter_partition completes it). {(topic, partition): (error, message)}."""
+        async with self._lock:
+            self._check_active()
+            live = {b.broker_id for b in self.image.live_brokers()}
+            results: dict[tuple[str, int], tuple[ErrorCode, str | None]] = {}
+            records = []
+            for name, index, target in moves:
+                topic = self.image.topic(name)
+                p = topic.partitions.get(index) if topic is not None else None
+                if p is None:
+                    results[(name, index)] = (ErrorCode.unknown_topic_or_partition, f"no partition {name}-{index}")
+                    continue
+                if target is None:
+                    if not (p.adding or p.removing):
+                        results[(name, index)] = (ErrorCode.no_reassignment_in_progress,
+                                                  f"no reassignment of {name}-{index} is in progress")
+                        continue
+                    target = tuple(r for r in p.replicas if r not in p.adding)
+                if not target or len(set(target)) != len(target) or any(r not in self.image.brokers for r in target):
+                    results[(name, index)] = (ErrorCode.invalid_replica_assignment,
+                                              f"replicas {list(target)} must be distinct registered brokers")
+                    continue
+                replicas, adding, removing = partition_change.reassign(p, target)
+                moving = replace(p, replicas=replicas, adding=adding, removing=removing)
+                _, unclean = self.election_settings(topic)
+                done = partition_change.complete_reassignment(moving, live, unclean)
+                records.append(self._completed(topic, moving, done) if done is not None else
+                               p.record(topic.topic_id, replicas=replicas, adding=adding, removing=removing))
+                results[(name, index)] = (ErrorCode.none, None)
+                log.info("%s-%d reassignment to %s: adding %s, removing %s", name, index, list(target), list(adding),
+                         list(removing))
+            if records:
+                await self.propose(records)
+            return results
+
+    async def elect_leaders(self, unclean: bool, wanted: list[tuple[str, int]] | None) -> dict:
+        """ElectLeaders: preferred (the first replica leads, if live and in the ISR) or unclean (a leaderless
+        partition takes any live replica). {(topic, partition): (error, message)}; `wanted` None = every
+        partition, answering only those where a leader was elected."""
+        async with self._lock:
+            self._check_active()
+            live = {b.broker_id for b in self.image.live_brokers()}
+            results: dict[tuple[str, int], tuple[ErrorCode, str | None]] = {}
+            records = []
+            targets = wanted if wanted is not None else [
+                (topic.name, p) for topic in self.image.topics_by_id.values() for p in topic.partitions]
+            for name, index in targets:
+                topic = self.image.topic(name)
+                p = topic.partitions.get(index) if topic is not None else None
+                if p is None:
+                    results[(name, index)] = (ErrorCode.unknown_topic_or_partition, f"no partition {name}-{index}")
+                    continue
+                if unclean:
+                    change = None if p.leader >= 0 else partition_change.on_unfenced(p, live, unclean=True)
+                    missing = (ErrorCode.election_not_needed, "the partition has a leader") if p.leader >= 0 else \
+                        (ErrorCode.eligible_leaders_not_available, "no replica of the partition is alive")
+                else:
+                    change = partition_change.preferred(p, live)
+                    missing = (ErrorCode.election_not_needed, "the preferred replica leads") \
+                        if p.leader == p.replicas[0] else \
+                        (ErrorCode.preferred_leader_not_available,
+                         f"the preferred replica {p.replicas[0]} is not alive and in the ISR")
+                if change is None:
+                    if wanted is not None:
+                        results[(name, index)] = missing
+                    continue
+                records.append(p.record(topic.topic_id, leader=change.leader, leader_epoch=change.leader_epoch,
+                                        isr=change.isr, elr=change.elr))
+                results[(name, index)] = (ErrorCode.none, None)
+            if records:
+                await self.propose(records)
+                log.info("%s leader election: %d partitions changed leader", "unclean" if unclean else "preferred",
+                         len(records))
+            return results
+
+    async def rebalance_leaders(self, imbalance_percentage: int) -> None:
+        """auto.leader.rebalance.enable: for each broker whose share of partitions it is the preferred
+        replica of but does not lead is above leader.imbalance.per.broker.percentage, elect it there."""
+        preferred: dict[int, list[tuple[str, int]]] = {}
+        imbalanced: dict[int, list[tuple[str, int]]] = {}
+        live = {b.broker_id for b in self.image.live_brokers()}
+        for topic in self.image.topics_by_id.values():
+            for p in topic.partitions.values():
+                if len(p.replicas) < 2:
+                    continue
+                first = p.replicas[0]
+                preferred.setdefault(first, []).append((topic.name, p.partition))
+                if p.leader != first and first in live and first in p.isr:
+                    imbalanced.setdefault(first, []).append((topic.name, p.partition))
+        wanted = [key for broker, keys in imbalanced.items()
+                  if len(keys) * 100 > imbalance_percentage * len(preferred[broker]) for key in keys]
+        if wanted:
+            await self.elect_leaders(False, wanted)
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        next_rebalance = time.monotonic() + self.rebalance_settings()[1]
         while True:
             await trio.sleep(min(1.0, self.session_timeout_s / 4))
             try:
                 await self.fence_silent_brokers()
+                enabled, interval_s, percentage = self.rebalance_settings()
+                if time.monotonic() >= next_rebalance:
+                    next_rebalance = time.monotonic() + interval_s
+                    if enabled and self.quorum.is_leader:
+                        await self.rebalance_leaders(percentage)
             except KafkaError:
                 pass  # lost leadership meanwhile
 

@@ -162,8 +162,15 @@ class Partition:
         changed = leader != self.leader_id or leader_epoch != self.leader_epoch
         if partition_epoch != self.partition_epoch:  # an asked-for ISR change was decided (or overtaken)
             self.pending_isr = None
+        if len(self.replicas) == 1 and len(replicas) > 1 and self.leader_id == self.node_id:
+            # One replica had everything committed: the high watermark it kept implicitly stays.
+            self._high_watermark = max(self._high_watermark, self._log.log_end_offset)
         self.replicas, self.isr, self.partition_epoch, self.min_isr = replicas, isr, partition_epoch, min_isr
         if not changed:
+            if leader == self.node_id:  # a reassignment adds or removes followers
+                now = time.monotonic()
+                self.followers = {replica: self.followers.get(replica) or FollowerProgress(caught_up_s=now)
+                                  for replica in replicas if replica != self.node_id}
             return None
         self.leader_id, self.leader_epoch = leader, leader_epoch
         self.pending_isr = None
@@ -285,6 +292,11 @@ class Partition:
     def aborted_transactions(self, first_offset: int, upper_offset: int) -> list[tuple[int, int]]:
         """(producer id, first offset) of aborted transactions overlapping [first_offset, upper_offset)."""
         return self._log.aborted_transactions(first_offset, upper_offset)
+
+    def in_transaction(self, producer_id: int, producer_epoch: int) -> bool:
+        """This producer (in this epoch) has a transaction open on this partition."""
+        entry = self._log.producers.producers.get(producer_id)
+        return entry is not None and entry.epoch == producer_epoch and entry.txn_first_offset is not None
 
     def active_producers(self) -> Iterable["ProducerEntry"]:
         return self._log.producers.producers.values()

@@ -135,11 +135,14 @@ class ReplicaManager:
         return self.partitions.get((topic_id, index))
 
     async def drop_topic(self, topic_id: uuid.UUID) -> None:
-        doomed = [key for key in self.partitions if key[0] == topic_id]
+        await self.drop_partitions([key for key in self.partitions if key[0] == topic_id])
+
+    async def drop_partitions(self, doomed: list[tuple[uuid.UUID, int]]) -> None:
+        """Forget partitions and delete their data (a deleted topic, or replicas moved away)."""
         for key in doomed:
             partition = self.partitions.pop(key)
-            partition.notify_appended()  # wake fetchers so they see the topic is gone
-        for _, index in doomed:
+            self.leadership_lost(partition)  # wakes fetchers, fails waiting produces
+        for topic_id, index in doomed:
             async with self.store_gate.use():
                 await trio.to_thread.run_sync(self.store.drop_partition, topic_id, index, limiter=self.io_limiter)
 

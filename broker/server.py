@@ -217,7 +217,7 @@ class Connection:
             # Metadata changes are the active controller's: it gets the request as the client sent it.
             await self._complete(slot, self._forward(ctx, handler, request.body))
         elif handler.admit is not None:
-            completion = handler.admit(ctx, request.body)
+            completion = await handler.admit(ctx, request.body)
             if timing:
                 slot.busy += time.perf_counter() - slot.started
             nursery.start_soon(self._complete, slot, completion)

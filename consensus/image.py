@@ -31,11 +31,13 @@ class PartitionImage:
     isr: tuple[int, ...] = ()  # in-sync replicas: the leader and the followers caught up with it
     elr: tuple[int, ...] = ()  # eligible leader replicas (KIP-966): left the ISR while it was below min ISR
     partition_epoch: int = 0
+    adding: tuple[int, ...] = ()  # an ongoing reassignment's new replicas
+    removing: tuple[int, ...] = ()  # and its leaving ones
 
     def record(self, topic_id: uuid.UUID, **changes) -> PartitionRecord:
         """The PartitionRecord of this state with `changes` (leader, isr, ...); the partition epoch moves."""
         fields = dict(replicas=self.replicas, leader=self.leader, leader_epoch=self.leader_epoch, isr=self.isr,
-                      elr=self.elr)
+                      elr=self.elr, adding=self.adding, removing=self.removing)
         fields.update(changes)
         return PartitionRecord(topic_id, self.partition, partition_epoch=self.partition_epoch + 1, **fields)
 
@@ -127,6 +129,8 @@ def replay(image: MetadataImage, record: MetadataRecord) -> MetadataImage:
                 isr=record.replicas if record.isr is None else record.isr,
                 elr=record.elr,
                 partition_epoch=record.partition_epoch,
+                adding=record.adding,
+                removing=record.removing,
             )
             return _with_topic(
                 image, replace(topic, partitions=_with_entry(topic.partitions, record.partition, partition))

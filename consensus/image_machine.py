@@ -66,7 +66,8 @@ def _topic_to_json(topic: TopicImage) -> dict:
         "name": topic.name,
         "topic_id": str(topic.topic_id),
         "partitions": [
-            [p.partition, list(p.replicas), p.leader, p.leader_epoch, list(p.isr), list(p.elr), p.partition_epoch]
+            [p.partition, list(p.replicas), p.leader, p.leader_epoch, list(p.isr), list(p.elr), p.partition_epoch,
+             list(p.adding), list(p.removing)]
             for p in topic.partitions.values()
         ],
         "configs": dict(topic.configs),
@@ -74,10 +75,12 @@ def _topic_to_json(topic: TopicImage) -> dict:
 
 
 def _partition_from_json(partition: int, replicas: list, leader: int, epoch: int, isr: list | None = None,
-                         elr: tuple = (), partition_epoch: int = 0) -> PartitionImage:
+                         elr: tuple = (), partition_epoch: int = 0, adding: tuple = (),
+                         removing: tuple = ()) -> PartitionImage:
     """A partition of a snapshot; one taken before replication has no ISR (every replica), ELR or epoch."""
     return PartitionImage(partition=partition, replicas=tuple(replicas), leader=leader, leader_epoch=epoch,
-                          isr=tuple(replicas if isr is None else isr), elr=tuple(elr), partition_epoch=partition_epoch)
+                          isr=tuple(replicas if isr is None else isr), elr=tuple(elr), partition_epoch=partition_epoch,
+                          adding=tuple(adding), removing=tuple(removing))
 
 
 def _topic_from_json(data: dict) -> TopicImage:
@@ -153,7 +156,7 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
         records.append(TopicRecord(name=topic.name, topic_id=topic.topic_id))
         for p in topic.partitions.values():
             records.append(PartitionRecord(topic.topic_id, p.partition, p.replicas, p.leader, p.leader_epoch, p.isr,
-                                           p.elr, p.partition_epoch))
+                                           p.elr, p.partition_epoch, p.adding, p.removing))
         records.extend(ConfigRecord("topic", topic.name, k, v) for k, v in topic.configs.items())
     for broker, configs in image.broker_configs.items():
         records.extend(ConfigRecord("broker", broker, k, v) for k, v in configs.items())

@@ -87,3 +87,26 @@ def preferred(p: PartitionImage, live: set[int]) -> Change | None:
     if p.leader == first or first not in live or first not in p.isr:
         return None
     return Change(first, p.leader_epoch + 1, p.isr, p.elr)
+
+
+def reassign(p: PartitionImage, target: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(replicas, adding, removing) while `p` moves to `target` (Kafka's KRaft reassignment): the target
+    first, then the replicas leaving, which stay until the new ones are in the ISR."""
+    current = tuple(r for r in p.replicas if r not in p.adding)  # cancelling an earlier move starts from here
+    adding = tuple(r for r in target if r not in current)
+    removing = tuple(r for r in current if r not in target)
+    return target + removing, adding, removing
+
+
+def complete_reassignment(p: PartitionImage, live: set[int], unclean: bool) -> Change | None:
+    """A reassignment whose new replicas are all in the ISR completes: the leaving ones go (from the ISR
+    and the ELR too); a leaving leader hands over to the first live in-sync new replica. None: not yet.
+    (A move with nothing to add, a cancelled one included, completes at once.)"""
+    if not set(p.adding) <= set(p.isr):
+        return None
+    kept = tuple(r for r in p.replicas if r not in p.removing)
+    isr = tuple(r for r in p.isr if r in kept)
+    elr = tuple(r for r in p.elr if r in kept)
+    remaining = PartitionImage(p.partition, kept, p.leader, p.leader_epoch, isr, elr, p.partition_epoch)
+    change = Change(p.leader if p.leader in kept else -1, p.leader_epoch, isr, elr)
+    return elect(remaining, change, live, unclean) if change.leader == -1 else change

@@ -35,6 +35,8 @@ class PartitionRecord:
     isr: tuple[int, ...] | None = None
     elr: tuple[int, ...] = ()  # eligible leader replicas (KIP-966)
     partition_epoch: int = 0
+    adding: tuple[int, ...] = ()  # a reassignment's new replicas, catching up (in `replicas` already)
+    removing: tuple[int, ...] = ()  # a reassignment's leaving replicas (in `replicas` until it completes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,7 @@ def decode_records(data: bytes) -> list[MetadataRecord]:
             value = item[f.name]
             if f.name in ("topic_id", "incarnation_id"):
                 value = uuid.UUID(value)
-            elif f.name in ("replicas", "isr", "elr"):
+            elif f.name in ("replicas", "isr", "elr", "adding", "removing"):
                 value = None if value is None else tuple(value)
             elif f.name == "endpoints":
                 value = tuple(tuple(endpoint) for endpoint in value)

@@ -18,6 +18,7 @@ A key is a partition of one topic; values are unique strings. What the workload 
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -99,7 +100,8 @@ def check(history: History) -> dict[str, list]:
                     found["nonmonotonic-poll"].append({"consumer": consumer, "key": key, "from": previous,
                                                        "to": offset})
                     continue
-                skipped = [o for o in known if previous < o < offset]
+                low, high = bisect.bisect_right(known, previous), bisect.bisect_left(known, offset)
+                skipped = known[low:high]
                 if skipped:
                     found["poll-skip"].append({"consumer": consumer, "key": key, "from": previous, "to": offset,
                                                "skipped": skipped[:5]})

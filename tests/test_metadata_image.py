@@ -88,7 +88,7 @@ def test_encoding_is_readable_json_with_type_tags():
     assert encoded == (
         b'[{"type":"topic","name":"t","topic_id":"12345678-1234-5678-1234-567812345678"},'
         b'{"type":"partition","topic_id":"12345678-1234-5678-1234-567812345678","partition":0,'
-        b'"replicas":[1,2],"leader":1,"leader_epoch":3,"isr":null,"elr":[],"partition_epoch":0},'
+        b'"replicas":[1,2],"leader":1,"leader_epoch":3,"isr":null,"elr":[],"partition_epoch":0,"adding":[],"removing":[]},'
         b'{"type":"remove_topic","topic_id":"12345678-1234-5678-1234-567812345678"},'
         b'{"type":"config","resource_type":"broker","resource_name":"","name":"num.partitions","value":null}]'
     )

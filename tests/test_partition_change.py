@@ -55,3 +55,20 @@ def test_preferred_leader_election_moves_leadership_to_the_first_replica_when_it
     assert preferred(partition(leader=2), live={1, 2, 3}) == Change(1, 6, (1, 2, 3), ())
     assert preferred(partition(leader=2, isr=(2, 3)), live={1, 2, 3}) is None
     assert preferred(partition(leader=1), live={1, 2, 3}) is None
+
+
+def test_a_reassignment_keeps_the_leaving_replicas_until_the_new_ones_are_in_sync():
+    from lodestream.consensus.partition_change import complete_reassignment, reassign
+
+    p = partition(leader=1, isr=(1, 2), replicas=(1, 2))
+    replicas, adding, removing = reassign(p, (2, 3))
+    assert (replicas, adding, removing) == ((2, 3, 1), (3,), (1,))
+    moving = PartitionImage(0, replicas, 1, 5, (1, 2), (), 0, adding, removing)
+    assert complete_reassignment(moving, live={1, 2, 3}, unclean=False) is None  # 3 is still catching up
+    caught_up = PartitionImage(0, replicas, 1, 5, (1, 2, 3), (), 0, adding, removing)
+    # The leaving leader hands over to the first live in-sync replica of the new set, in a new epoch.
+    assert complete_reassignment(caught_up, live={1, 2, 3}, unclean=False) == Change(2, 6, (2, 3), ())
+    # Cancelling goes back to the replicas from before the move, and the added one leaves the ISR at once.
+    assert reassign(caught_up, (1, 2)) == ((1, 2), (), ())
+    cancelled = PartitionImage(0, (1, 2), 1, 5, (1, 2, 3), (), 0, (), ())
+    assert complete_reassignment(cancelled, live={1, 2, 3}, unclean=False) == Change(1, 5, (1, 2), ())

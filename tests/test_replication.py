@@ -4,15 +4,18 @@ lost, and a leader cut off from the others acknowledges nothing and later trunca
 
 from __future__ import annotations
 
+import datetime
+import signal
 import time
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, ElectionType, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import trio
 
 from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.messages import request_builder
 
 import record_batches as rb
 from kraft_cluster import KRaftCluster
@@ -103,6 +106,14 @@ def test_a_killed_leader_loses_nothing_acknowledged_and_an_in_sync_follower_take
     cluster.start_node(leader)  # it catches up as a follower and rejoins the ISR
     wait_until(lambda: cluster.partition_state(survivors[0], "replicated")[0][1] == (1, 2, 3), 30,
                "the restarted broker back in the ISR")
+    # Preferred-leader election (kafka-leader-election, Admin.electLeaders) gives it its leadership back.
+    admin = AdminClient({"bootstrap.servers": bootstrap(cluster, survivors)})
+    elected = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("replicated", 0)]).result(30)
+    assert list(elected.values()) == [None]
+    assert cluster.partition_state(survivors[0], "replicated")[0][0] == leader
+    again = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("replicated", 0)]).result(30)
+    assert [error.code() for error in again.values()] == [KafkaError.ELECTION_NOT_NEEDED]
+    assert consume_all(cluster, "replicated", 400, survivors) == first + second
 
 
 def test_an_isolated_leader_acknowledges_nothing_and_truncates_its_unacknowledged_suffix(cluster):
@@ -131,12 +142,8 @@ def test_an_isolated_leader_acknowledges_nothing_and_truncates_its_unacknowledge
 
 
 async def _produce_direct(port: int, topic: str, values: list[bytes], acks: int) -> ErrorCode:
-    from lodestream.protocol.messages import request_builder
-
     build = request_builder(0, 9)
     batch = rb.build_batch([rb.Record(value=value) for value in values])
-    import datetime
-
     with trio.fail_after(20):
         client = await WireClient.connect(port)
         try:
@@ -147,3 +154,64 @@ async def _produce_direct(port: int, topic: str, values: list[bytes], acks: int)
         finally:
             await client.aclose()
     return ErrorCode(response.responses[0].partition_responses[0].error_code)
+
+
+def test_a_reassignment_moves_a_partition_to_other_brokers_and_reports_its_progress(cluster):
+    """AlterPartitionReassignments from brokers (1, 2) to (2, 3): broker 3 catches up as a follower, then 1
+    leaves (and deletes its copy); ListPartitionReassignments lists the move until then."""
+    admin = AdminClient({"bootstrap.servers": bootstrap(cluster)})
+    admin.create_topics([NewTopic("moving", num_partitions=1, replica_assignment=[[1, 2]])], operation_timeout=20)["moving"].result(30)
+    wait_until(lambda: cluster.partition_state(1, "moving")[0][1] == (1, 2), 20, "two in-sync replicas")
+    values = [b"v-%d" % i for i in range(300)]
+    produce(cluster, "moving", values)
+    cluster.nodes[3].proc.send_signal(signal.SIGSTOP)  # broker 3 cannot catch up yet: the move stays open
+    try:
+        errors = trio.run(_reassign, cluster.nodes[2].port, "moving", [2, 3])  # forwarded to the controller
+        assert errors == [ErrorCode.none]
+        assert trio.run(_ongoing, cluster.nodes[1].port) == [("moving", 0, (2, 3, 1), (3,), (1,))]
+        assert cluster.partition_state(1, "moving")[0][1] == (1, 2)  # 1 still leads and stays in sync
+    finally:
+        cluster.nodes[3].proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: not trio.run(_ongoing, cluster.nodes[1].port), 30, "the reassignment to finish")
+    leader, isr, _ = cluster.partition_state(3, "moving")[0]
+    assert isr == (2, 3) and leader in (2, 3)
+    assert trio.run(_replicas, cluster.nodes[3].port, "moving") == [2, 3]
+    assert consume_all(cluster, "moving", 300) == values
+    wait_until(lambda: "partition replicas a reassignment moved" in cluster.nodes[1].log_tail(400), 20,
+               "broker 1 deleting its copy")
+
+
+async def _reassign(port: int, topic: str, replicas: list[int]) -> list[ErrorCode]:
+    build = request_builder(45, 0)
+    client = await WireClient.connect(port)
+    try:
+        response = await client.request(build.AlterPartitionReassignmentsRequest(
+            timeout=datetime.timedelta(seconds=30), topics=(build.ReassignableTopic(name=topic, partitions=(
+                build.ReassignablePartition(partition_index=0, replicas=tuple(replicas)),)),)))
+    finally:
+        await client.aclose()
+    return [ErrorCode(p.error_code) for t in response.responses for p in t.partitions]
+
+
+async def _ongoing(port: int) -> list[tuple]:
+    build = request_builder(46, 0)
+    client = await WireClient.connect(port)
+    try:
+        response = await client.request(build.ListPartitionReassignmentsRequest(
+            timeout=datetime.timedelta(seconds=30), topics=None))
+    finally:
+        await client.aclose()
+    return [(t.name, p.partition_index, tuple(p.replicas), tuple(p.adding_replicas), tuple(p.removing_replicas))
+            for t in response.topics for p in t.partitions]
+
+
+async def _replicas(port: int, topic: str) -> list[int]:
+    build = request_builder(3, 12)
+    client = await WireClient.connect(port)
+    try:
+        response = await client.request(build.MetadataRequest(
+            topics=(build.MetadataRequestTopic(name=topic, topic_id=None),), allow_auto_topic_creation=False,
+            include_topic_authorized_operations=False))
+    finally:
+        await client.aclose()
+    return list(response.topics[0].partitions[0].replica_nodes)

@@ -106,6 +106,13 @@ async def running(harness: Harness):
         nursery.cancel_scope.cancel()
 
 
+def verified(h, pid, epoch, topic, partition, for_produce=True) -> ErrorCode:
+    """A verification as the produce path (or TxnOffsetCommit) reports it."""
+    result = h.txns.verify_partitions(TX, pid, epoch, [(topic, partition)])
+    result = result[(topic, partition)] if isinstance(result, dict) else result
+    return TransactionCoordinator.produce_error(result) if for_produce else TransactionCoordinator.offset_commit_error(result)
+
+
 async def test_full_transaction_with_offsets(autojump_clock):
     h = Harness()
     async with running(h):
@@ -114,12 +121,12 @@ async def test_full_transaction_with_offsets(autojump_clock):
         assert h.txns.partition_for(TX) in h.txn_log.partitions
         assert await h.txns.add_partitions(TX, pid, epoch, [T0, T1]) == ErrorCode.none
         assert h.state() == TxnState.ONGOING
-        assert h.txns.verify_partition(TX, pid, epoch, *T0) == ErrorCode.none
-        assert h.txns.verify_partition(TX, pid, epoch, "other", 0) == ErrorCode.invalid_txn_state
+        assert verified(h, pid, epoch, *T0) == ErrorCode.none
+        assert verified(h, pid, epoch, "other", 0) == ErrorCode.invalid_txn_state
         group_tp = (OFFSETS_TOPIC, h.groups.partition_for("g"))
-        assert h.txns.check_txn_offset_commit(TX, pid, epoch, group_tp) == ErrorCode.invalid_txn_state
+        assert verified(h, pid, epoch, *group_tp, for_produce=False) == ErrorCode.invalid_txn_state
         assert await h.txns.add_partitions(TX, pid, epoch, [group_tp]) == ErrorCode.none
-        assert h.txns.check_txn_offset_commit(TX, pid, epoch, group_tp) == ErrorCode.none
+        assert verified(h, pid, epoch, *group_tp, for_produce=False) == ErrorCode.none
         await h.groups.commit_transactional_offsets("g", pid, epoch, {("in", 0): (42, -1, "m")})
         assert h.groups.pending_transactional_offsets("g") == {("in", 0)}
         assert h.groups.committed("g") == {}
@@ -167,7 +174,7 @@ async def test_init_fences_an_ongoing_transaction(autojump_clock):
         # The zombie is fenced everywhere.
         assert await h.txns.add_partitions(TX, pid, epoch, [T0]) == ErrorCode.producer_fenced
         assert (await h.txns.end_transaction(TX, pid, epoch, True))[0] == ErrorCode.producer_fenced
-        assert h.txns.verify_partition(TX, pid, epoch, *T0) == ErrorCode.invalid_producer_epoch
+        assert verified(h, pid, epoch, *T0) == ErrorCode.invalid_producer_epoch
 
 
 async def test_init_errors(autojump_clock):

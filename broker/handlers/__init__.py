@@ -4,8 +4,8 @@ Each module declares API_KEY, VERSIONS (what ApiVersions advertises) and
 `async def handle(ctx: RequestContext, request)` returning a kio response (or
 None for acks=0 produce). Every handler asks `ctx.authorize(...)` for each
 topic, group, transactional id or cluster action it touches and answers
-Kafka's deny error when refused (broker/authorizer.py). A module may also define `admit(ctx, request)`: it runs in
-the connection's reader task, in arrival order, and returns an awaitable for
+Kafka's deny error when refused (broker/authorizer.py). A module may also define `async admit(ctx, request)`: the
+connection's reader task awaits it, in arrival order, and it returns an awaitable for
 the response; the connection can then read the next request while this one
 completes (used by Produce so pipelined batches keep their order).
 
@@ -28,6 +28,7 @@ from lodestream.broker.request_context import RequestContext
 
 from lodestream.broker.handlers import (
     alter_configs,
+    alter_partition_reassignments,
     api_versions,
     create_partitions,
     create_topics,
@@ -38,10 +39,12 @@ from lodestream.broker.handlers import (
     describe_log_dirs,
     describe_topic_partitions,
     describe_user_scram_credentials,
+    elect_leaders,
     fetch,
     incremental_alter_configs,
     list_config_resources,
     list_offsets,
+    list_partition_reassignments,
     metadata,
     offset_for_leader_epoch,
     produce,
@@ -127,6 +130,9 @@ HANDLER_MODULES = (
     describe_cluster,
     describe_topic_partitions,
     describe_user_scram_credentials,
+    elect_leaders,
+    alter_partition_reassignments,
+    list_partition_reassignments,
     list_config_resources,
     offset_commit,
     offset_fetch,

@@ -53,18 +53,22 @@ def _partition_response(build, index: int, error: ErrorCode, base_offset: int = 
     )
 
 
-def _verify_transactional(broker, transactional_id, producer, topic_name: str, index: int) -> ErrorCode:
+async def _verify_transactional(broker, transactional_id, partition, producer) -> ErrorCode:
+    """KIP-890 part 1: the first transactional batch of a transaction on a partition is checked with the
+    transactional id's coordinator (wherever it is); later ones find the transaction open here."""
     if transactional_id is None:  # Kafka: transactional records need an (authorized) transactional id
         return ErrorCode.transactional_id_authorization_failed
-    transactions = broker.transactions
-    if transactions is None:
+    if broker.transactions is None or partition.in_transaction(producer.producer_id, producer.producer_epoch):
         return ErrorCode.none
-    return transactions.verify_partition(transactional_id, producer.producer_id, producer.producer_epoch,
-                                         topic_name, index)
+    result = await broker.verify_in_transaction(transactional_id, producer.producer_id, producer.producer_epoch,
+                                                partition.topic_name, partition.index)
+    return broker.transactions.produce_error(result)
 
 
-def admit(ctx: RequestContext, request: ProduceRequest) -> Awaitable[ProduceResponse | None]:
-    """Validate and queue every partition's batches now (arrival order), answer later."""
+async def admit(ctx: RequestContext, request: ProduceRequest) -> Awaitable[ProduceResponse | None]:
+    """Validate and queue every partition's batches now (arrival order), answer later. The connection's
+    reader waits for this: a transaction verified with a coordinator on another broker holds the next
+    request back, so a producer's batches still reach each partition in order."""
     broker = ctx.broker
     build = ctx.build
     image = broker.image
@@ -112,7 +116,7 @@ def admit(ctx: RequestContext, request: ProduceRequest) -> Awaitable[ProduceResp
                                             f"{topic.name}-{index}")))
                     continue
             if producer is not None and producer.attributes & TRANSACTIONAL_BIT:
-                error = _verify_transactional(broker, request.transactional_id, producer, topic.name, index)
+                error = await _verify_transactional(broker, request.transactional_id, partition, producer)
                 if error != ErrorCode.none:
                     results.append((index, (error, f"transactional batch refused: {error.name}")))
                     continue
@@ -179,4 +183,4 @@ async def _complete(ctx, build, plan, acks: int, uses_ids: bool, timeout_s: floa
 
 
 async def handle(ctx: RequestContext, request: ProduceRequest) -> ProduceResponse | None:
-    return await admit(ctx, request)
+    return await (await admit(ctx, request))

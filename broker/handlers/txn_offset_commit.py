@@ -39,8 +39,8 @@ async def _request_error(ctx, request) -> ErrorCode:
         error = await transactions.add_partitions(request.transactional_id, producer_id, producer_epoch,
                                                   [group_partition])
     else:
-        error = transactions.check_txn_offset_commit(request.transactional_id, producer_id, producer_epoch,
-                                                     group_partition)
+        error = transactions.offset_commit_error(await broker.verify_in_transaction(
+            request.transactional_id, producer_id, producer_epoch, *group_partition))
     if error != ErrorCode.none:  # TxnOffsetCommit has no PRODUCER_FENCED in any version
         return ErrorCode.invalid_producer_epoch if error == ErrorCode.producer_fenced else error
     generation = int(getattr(request, "generation_id", -1))

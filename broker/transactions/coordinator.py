@@ -229,30 +229,29 @@ class TransactionCoordinator:
         """AddPartitionsToTxn v4+ verify_only."""
         if not transactional_id:
             return ErrorCode.invalid_request
+        try:
+            self.runtime.check_active(self.partition_for(transactional_id))
+        except KafkaError as exc:  # another broker coordinates this id (or it is loading)
+            return exc.code
         entry = self.entries.get(transactional_id)
         return sm.verify_partitions(entry.metadata if entry else None, producer_id, producer_epoch, partitions)
 
-    def verify_partition(self, transactional_id: str, producer_id: int, producer_epoch: int, topic: str,
-                         partition: int) -> ErrorCode:
-        """KIP-890 part 1, for Produce of a transactional batch: NONE if this producer's ongoing
-        transaction holds the partition. Errors as Kafka's produce path reports them:
-        INVALID_PRODUCER_ID_MAPPING, INVALID_PRODUCER_EPOCH (fenced), INVALID_TXN_STATE (not in
-        the transaction), NOT_ENOUGH_REPLICAS (the transaction is completing: retriable)."""
-        result = self._verify_one(transactional_id, producer_id, producer_epoch, (topic, partition))
-        return ErrorCode.not_enough_replicas if result == ErrorCode.concurrent_transactions else result
+    @staticmethod
+    def produce_error(result: ErrorCode) -> ErrorCode:
+        """A verification's answer as Kafka's produce path reports it (KIP-890 part 1):
+        INVALID_PRODUCER_ID_MAPPING, INVALID_PRODUCER_EPOCH (fenced), INVALID_TXN_STATE (not in the
+        transaction), NOT_ENOUGH_REPLICAS (the transaction is completing, or its coordinator is moving:
+        retriable)."""
+        result = TransactionCoordinator.offset_commit_error(result)
+        if result in (ErrorCode.concurrent_transactions, ErrorCode.not_coordinator,
+                      ErrorCode.coordinator_not_available, ErrorCode.coordinator_load_in_progress):
+            return ErrorCode.not_enough_replicas
+        return result
 
-    def check_txn_offset_commit(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                                group_partition: TopicPartition) -> ErrorCode:
-        """TxnOffsetCommit (v0-4): the producer's transaction must hold the group's
-        __consumer_offsets partition (AddOffsetsToTxn first)."""
-        return self._verify_one(transactional_id, producer_id, producer_epoch, group_partition)
-
-    def _verify_one(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                    partition: TopicPartition) -> ErrorCode:
-        """verify_partitions for one partition, in the errors of the produce / TxnOffsetCommit paths."""
-        result = self.verify_partitions(transactional_id, producer_id, producer_epoch, [partition])
-        if isinstance(result, dict):
-            result = result[partition]
+    @staticmethod
+    def offset_commit_error(result: ErrorCode) -> ErrorCode:
+        """A verification's answer as TxnOffsetCommit (v0-4) reports it: the group's __consumer_offsets
+        partition must be in the transaction (AddOffsetsToTxn first)."""
         return {ErrorCode.producer_fenced: ErrorCode.invalid_producer_epoch,
                 ErrorCode.transaction_abortable: ErrorCode.invalid_txn_state}.get(result, result)
 

@@ -441,11 +441,11 @@ class BrokerStateCollector(Collector):
         count.add_metric([], len(local))
         yield count
         leaders = _gauge("lodestream_leader_partitions", "Partitions this broker leads.")
-        leaders.add_metric([], sum(1 for p in local if getattr(p, "is_leader", True)))
+        leaders.add_metric([], sum(1 for p in local if p.is_leader))
         yield leaders
         under = _gauge("lodestream_under_replicated_partitions",
-                       "Led partitions whose in-sync replicas are fewer than their replicas (0: no replication yet).")
-        under.add_metric([], 0)
+                       "Led partitions whose in-sync replicas are fewer than their replicas.")
+        under.add_metric([], sum(1 for p in local if p.is_leader and len(p.isr) < len(p.replicas)))
         yield under
         failed = replicas is not None and replicas.log_dir_failure is not None
         offline_dirs = _gauge("lodestream_offline_log_dirs",

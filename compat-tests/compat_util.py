@@ -7,11 +7,17 @@ reproduced; only the "now"-relative timestamps differ between runs.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Iterable, Sequence
+
+# Topics the tests create get this many replicas: 3 against a cluster (LODESTREAM_COMPAT_BROKER=cluster,
+# whose conftest sets it, so the Java and Go checks read it too), else 1.
+REPLICATION_FACTOR = int(os.environ.get("LODESTREAM_COMPAT_REPLICATION_FACTOR", "1"))
+CLUSTER = os.environ.get("LODESTREAM_COMPAT_BROKER", "").strip().lower() == "cluster"
 
 # ~10,000 messages per client, split evenly over the codecs that client can do.
 TOTAL_MESSAGES = 10_000
@@ -248,7 +254,8 @@ def ck_create_topics(
     names = list(names)
     admin = ck_admin(bootstrap)
     futs = admin.create_topics(
-        [NewTopic(n, num_partitions=partitions, replication_factor=1, config=dict(config or {})) for n in names],
+        [NewTopic(n, num_partitions=partitions, replication_factor=REPLICATION_FACTOR, config=dict(config or {}))
+         for n in names],
         operation_timeout=timeout,
         request_timeout=timeout,
     )
@@ -295,7 +302,7 @@ def api_versions(bootstrap: str, timeout: float = 10.0) -> dict[int, tuple[int, 
     import socket
     import struct
 
-    host, port = bootstrap.rsplit(":", 1)
+    host, port = bootstrap.split(",")[0].rsplit(":", 1)  # the first broker of a list
     with socket.create_connection((host, int(port)), timeout=timeout) as s:
         client_id = b"compat-tests"
         body = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id

@@ -5,6 +5,10 @@ Every test here talks to a real broker running as a subprocess:
 * by default ``lodestream serve`` (the executable installed next to
   ``sys.executable``), started with an ephemeral port and a temporary data
   directory, and reporting its address through ``--ready-file``;
+* with ``LODESTREAM_COMPAT_BROKER=cluster``, three combined KRaft nodes in its
+  place (``ClusterBroker``: replication factor 3 and min.insync.replicas=2 by
+  default, every node in ``bootstrap``); a restart or kill restarts or kills
+  all three;
 * with ``LODESTREAM_COMPAT_BROKER=tansu``, the Tansu broker (in-memory
   storage) instead.  That mode exists only to shake out bugs in the test code
   itself against a second implementation; Tansu ignores ``--override``s and
@@ -23,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +38,16 @@ STOP_GRACE_S = 10.0
 LOG_TAIL_LINES = 80
 
 BROKER_KIND = os.environ.get("LODESTREAM_COMPAT_BROKER", "lodestream").strip().lower() or "lodestream"
+CLUSTER = BROKER_KIND == "cluster"
+if CLUSTER:  # the tests' own topics get three replicas too (compat_util.REPLICATION_FACTOR; Java and Go read it)
+    os.environ["LODESTREAM_COMPAT_REPLICATION_FACTOR"] = "3"
+# A cluster's defaults: every topic replicated three times, acks=all needing two in-sync replicas.
+CLUSTER_OVERRIDES = {
+    "default.replication.factor": "3", "min.insync.replicas": "2", "offsets.topic.replication.factor": "3",
+    "transaction.state.log.replication.factor": "3", "controller.quorum.election.timeout.ms": "1000",
+    "controller.quorum.fetch.timeout.ms": "2000", "broker.session.timeout.ms": "6000",
+    "broker.heartbeat.interval.ms": "1000", "replica.fetch.backoff.ms": "200",
+}
 
 
 def _default_tansu_bin() -> str:
@@ -239,15 +254,98 @@ class BrokerProcess:
         return f"<BrokerProcess {self.kind} {self.bootstrap} data={self.data_dir}>"
 
 
+class ClusterBroker:
+    """Three combined KRaft nodes standing in for one broker (LODESTREAM_COMPAT_BROKER=cluster), with the
+    BrokerProcess interface: ``bootstrap`` lists every node (or, with ``proxies``, each node's proxy, which it
+    advertises), ``data_dir`` and ``log_path`` are node 1's, ``restart()`` / ``kill()`` act on all three."""
+
+    kind = "lodestream"
+    supports_overrides = True
+
+    def __init__(self, base_dir: Path, overrides: dict[str, str] | None = None, proxies: list | None = None):
+        self.overrides = dict(overrides or {})
+        self.proxies = proxies
+        ports = [_free_port() for _ in range(3)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(ports))
+        self.nodes = []
+        for i, port in enumerate(ports):
+            node = {**CLUSTER_OVERRIDES, **self.overrides, "node.id": str(i + 1), "cluster.id": "compat-cluster",
+                    "controller.quorum.voters": voters, "process.roles": "broker,controller",
+                    "listeners": f"PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{port}"}
+            if proxies:
+                node["advertised.listeners"] = f"PLAINTEXT://{proxies[i].address}"
+            self.nodes.append(BrokerProcess(Path(base_dir) / f"node{i + 1}", node, kind="lodestream"))
+        self.data_dir = self.nodes[0].data_dir
+        self.log_path = self.nodes[0].log_path
+
+    @property
+    def bootstrap(self) -> str:
+        if self.proxies:
+            return ",".join(proxy.address for proxy in self.proxies)
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "\n".join(f"--- node {i + 1}:\n{node.log_tail(lines // 3)}" for i, node in enumerate(self.nodes))
+
+    def _each(self, action) -> list:
+        """Run `action(node)` on the three nodes at once (a node waits for the quorum to start or stop)."""
+        results: list = [None] * len(self.nodes)
+        errors: list[BaseException] = []
+
+        def run(i: int) -> None:
+            try:
+                results[i] = action(self.nodes[i])
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(self.nodes))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return results
+
+    def start(self) -> "ClusterBroker":
+        self._each(lambda node: node.start())
+        for proxy, node in zip(self.proxies or (), self.nodes):
+            proxy.set_upstream(node.bootstrap)
+        return self
+
+    def stop(self) -> list:
+        return self._each(lambda node: node.stop())
+
+    def check_clean_exit(self, rcs) -> None:
+        for node, rc in zip(self.nodes, rcs):
+            node.check_clean_exit(rc)
+
+    def restart(self) -> "ClusterBroker":
+        self.check_clean_exit(self._each(lambda node: node._terminate(kill=False)))
+        return self.start()
+
+    def kill(self) -> "ClusterBroker":
+        self._each(lambda node: node._terminate(kill=True))
+        return self.start()
+
+    def __repr__(self) -> str:
+        return f"<ClusterBroker {self.bootstrap}>"
+
+
+def new_broker(base_dir: Path, overrides: dict[str, str] | None = None):
+    """The broker a test gets: one process, or three nodes with LODESTREAM_COMPAT_BROKER=cluster."""
+    return ClusterBroker(base_dir, overrides) if CLUSTER else BrokerProcess(base_dir, overrides)
+
+
 @pytest.fixture(scope="session")
 def broker_kind() -> str:
-    return BROKER_KIND
+    return "lodestream" if CLUSTER else BROKER_KIND
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
     """A broker with default settings, shared by the tests of one module."""
-    b = BrokerProcess(tmp_path_factory.mktemp("broker"))
+    b = new_broker(tmp_path_factory.mktemp("broker"))
     b.start()
     try:
         yield b
@@ -262,7 +360,7 @@ def broker_factory(tmp_path_factory):
     started: list[BrokerProcess] = []
 
     def make(overrides: dict[str, str] | None = None) -> BrokerProcess:
-        b = BrokerProcess(tmp_path_factory.mktemp("broker-extra"), overrides)
+        b = new_broker(tmp_path_factory.mktemp("broker-extra"), overrides)
         started.append(b)
         return b.start()
 
@@ -290,22 +388,80 @@ class ProxiedBroker:
 
     def kill(self) -> "ProxiedBroker":
         self.broker.kill()
-        self.proxy.set_upstream(self.broker.bootstrap)
+        if not CLUSTER:  # a cluster re-points each node's proxy itself
+            self.proxy.set_upstream(self.broker.bootstrap)
         return self
 
 
+class ProxyGroup:
+    """A cluster's proxies (one per node) as one DropProxy for the tests: settings go to every proxy, figures
+    are summed, so a test reads and steers them as it does a single broker's proxy."""
+
+    _SETTINGS = ("cut_every", "cut_api_keys")
+
+    def __init__(self, proxies: list):
+        object.__setattr__(self, "proxies", proxies)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name not in self._SETTINGS:
+            raise AttributeError(f"ProxyGroup does not pass on {name}")
+        for proxy in self.proxies:
+            setattr(proxy, name, value)
+
+    @property
+    def address(self) -> str:
+        return ",".join(proxy.address for proxy in self.proxies)
+
+    @property
+    def connections(self) -> int:
+        return sum(proxy.connections for proxy in self.proxies)
+
+    @property
+    def matching_requests(self) -> int:
+        return sum(proxy.matching_requests for proxy in self.proxies)
+
+    @property
+    def cuts(self) -> list:
+        return [cut for proxy in self.proxies for cut in proxy.cuts]
+
+    def cut_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for proxy in self.proxies:
+            for mode, count in proxy.cut_counts().items():
+                counts[mode] = counts.get(mode, 0) + count
+        return counts
+
+    def hold_responses(self) -> None:
+        for proxy in self.proxies:
+            proxy.hold_responses()
+
+    def held(self, *args) -> int:
+        return sum(proxy.held(*args) for proxy in self.proxies)
+
+    def cut_held(self) -> int:
+        return sum(proxy.cut_held() for proxy in self.proxies)
+
+
 @pytest.fixture
-def proxied_broker(broker_factory):
+def proxied_broker(broker_factory, tmp_path_factory):
     """``proxied_broker(overrides=None, **proxy_options) -> ProxiedBroker`` (lodestream only:
     it needs ``advertised.listeners``). The proxies are closed at teardown, the brokers by
     ``broker_factory``."""
     from drop_proxy import DropProxy
 
     proxies = []
+    started: list[ClusterBroker] = []
 
     def make(overrides: dict[str, str] | None = None, **proxy_options) -> ProxiedBroker:
-        if BROKER_KIND != "lodestream":
+        if BROKER_KIND == "tansu":
             pytest.skip(f"{BROKER_KIND} cannot advertise a proxy address (--override is ignored)")
+        if CLUSTER:  # one proxy per node, each advertised by its node
+            node_proxies = [DropProxy(**proxy_options) for _ in range(3)]
+            proxies.extend(node_proxies)
+            cluster = ClusterBroker(tmp_path_factory.mktemp("broker-proxied"), overrides, node_proxies)
+            started.append(cluster)
+            cluster.start()
+            return ProxiedBroker(cluster, ProxyGroup(node_proxies))
         proxy = DropProxy(**proxy_options)
         proxies.append(proxy)
         b = broker_factory({**(overrides or {}), "advertised.listeners": f"PLAINTEXT://{proxy.address}"})
@@ -315,6 +471,8 @@ def proxied_broker(broker_factory):
     try:
         yield make
     finally:
+        for cluster in started:
+            cluster.stop()
         for p in proxies:
             p.close()
 
@@ -329,4 +487,4 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_report_header(config):
-    return f"compat-tests broker: {BROKER_KIND}"
+    return f"compat-tests broker: {BROKER_KIND}" + (" (three KRaft nodes, RF 3, min.insync.replicas=2)" if CLUSTER else "")

@@ -28,7 +28,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from compat_util import Deadline, ck_admin, ck_create_topics, now_ms, unique_topic
+from compat_util import REPLICATION_FACTOR, Deadline, ck_admin, ck_create_topics, now_ms, unique_topic
 
 UNKNOWN_TOPIC_OR_PARTITION = 3
 LEADER_NOT_AVAILABLE = 5
@@ -439,7 +439,7 @@ def test_create_topic_with_config_and_validate_only(broker):
     admin = ck_admin(broker.bootstrap)
     # validate_only: accepted, but nothing is created.
     ghost = unique_topic("validate-only")
-    futs = admin.create_topics([NewTopic(ghost, num_partitions=2, replication_factor=1)],
+    futs = admin.create_topics([NewTopic(ghost, num_partitions=2, replication_factor=REPLICATION_FACTOR)],
                                validate_only=True, operation_timeout=30)
     futs[ghost].result(timeout=30)
     assert not _ck_topic_exists(broker.bootstrap, ghost)
@@ -452,7 +452,7 @@ def test_create_topic_with_config_and_validate_only(broker):
 
     # Invalid partition count is refused.
     bad = unique_topic("bad")
-    futs = admin.create_topics([NewTopic(bad, num_partitions=0, replication_factor=1)], operation_timeout=30)
+    futs = admin.create_topics([NewTopic(bad, num_partitions=0, replication_factor=REPLICATION_FACTOR)], operation_timeout=30)
     with pytest.raises(KafkaException) as ei:
         futs[bad].result(timeout=30)
     assert ei.value.args[0].code() == KafkaError.INVALID_PARTITIONS, ei.value

@@ -20,6 +20,7 @@ from aiokafka import codec as aio_codec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from compat_util import (
+    REPLICATION_FACTOR,
     ALL_CODECS,
     CLIENT_MAX_FETCH,
     CLIENT_MAX_REQUEST,
@@ -62,7 +63,7 @@ async def _create_topic(bootstrap: str, topic: str, partitions: int = 1, config=
     await admin.start()
     try:
         resp = await admin.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=dict(config or {}))],
+            [NewTopic(topic, num_partitions=partitions, replication_factor=REPLICATION_FACTOR, topic_configs=dict(config or {}))],
             timeout_ms=30000,
         )
         errs = _topic_errors(resp)

@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from compat_util import (
+    REPLICATION_FACTOR,
     ALL_CODECS,
     TOTAL_MESSAGES,
     CLIENT_MAX_FETCH,
@@ -166,14 +167,14 @@ def test_admin_create_topic_and_metadata(broker):
 
     name = unique_topic("ck-meta")
     admin = ck_admin(broker.bootstrap)
-    futs = admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)], operation_timeout=30)
+    futs = admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=REPLICATION_FACTOR)], operation_timeout=30)
     futs[name].result(timeout=30)
     ck_wait_for_leaders(admin, [name], 3)
     md = admin.list_topics(topic=name, timeout=10)
     assert sorted(md.topics[name].partitions) == [0, 1, 2]
 
     # Creating it again is TOPIC_ALREADY_EXISTS.
-    futs = admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)], operation_timeout=30)
+    futs = admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=REPLICATION_FACTOR)], operation_timeout=30)
     with pytest.raises(confluent_kafka.KafkaException) as ei:
         futs[name].result(timeout=30)
     assert ei.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS

@@ -25,6 +25,7 @@ from kafka import codec as kp_codec
 from kafka.errors import TopicAlreadyExistsError
 
 from compat_util import (
+    REPLICATION_FACTOR,
     ALL_CODECS,
     CLIENT_MAX_FETCH,
     CLIENT_MAX_REQUEST,
@@ -67,7 +68,7 @@ def test_roundtrip(broker, codec):
     admin = _admin(broker.bootstrap)
     try:
         admin.create_topics(
-            {topic: {"num_partitions": 1, "replication_factor": 1, "configs": WORKLOAD_TOPIC_CONFIG}},
+            {topic: {"num_partitions": 1, "replication_factor": REPLICATION_FACTOR, "configs": WORKLOAD_TOPIC_CONFIG}},
             timeout_ms=30000,
             wait_for_metadata=True,
         )
@@ -155,9 +156,9 @@ def test_create_topic_already_exists(broker):
     topic = unique_topic("kp-dup")
     admin = _admin(broker.bootstrap)
     try:
-        admin.create_topics({topic: {"num_partitions": 2, "replication_factor": 1}}, wait_for_metadata=True)
+        admin.create_topics({topic: {"num_partitions": 2, "replication_factor": REPLICATION_FACTOR}}, wait_for_metadata=True)
         with pytest.raises(TopicAlreadyExistsError):
-            admin.create_topics({topic: {"num_partitions": 2, "replication_factor": 1}})
+            admin.create_topics({topic: {"num_partitions": 2, "replication_factor": REPLICATION_FACTOR}})
         assert topic in admin.list_topics()
     finally:
         admin.close()
@@ -170,7 +171,7 @@ def test_default_idempotent_producer(broker):
     topic = unique_topic("kp-idem")
     admin = _admin(broker.bootstrap)
     try:
-        admin.create_topics({topic: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)
+        admin.create_topics({topic: {"num_partitions": 1, "replication_factor": REPLICATION_FACTOR}}, wait_for_metadata=True)
     finally:
         admin.close()
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, request_timeout_ms=30000)  # all defaults

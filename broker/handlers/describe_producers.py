@@ -43,11 +43,6 @@ async def handle(ctx: RequestContext, request: DescribeProducersRequest) -> Desc
                                                           error_message=None, active_producers=()))
                 continue
             partition = broker.replicas.get(topic.topic_id, index) if topic is not None else None
-            if partition is not None and not partition.is_leader:
-                partitions.append(build.PartitionResponse(partition_index=index,
-                                                          error_code=ErrorCode.not_leader_or_follower,
-                                                          error_message=None, active_producers=()))
-                continue
             partitions.append(_partition(build, partition, index))
         topics.append(build.TopicResponse(name=requested.name, partitions=tuple(partitions)))
     return build.DescribeProducersResponse(throttle_time=datetime.timedelta(0), topics=tuple(topics))

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,7 +47,7 @@ func unique(prefix string) string {
 }
 
 func createTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int32, configs map[string]*string) error {
-	created, err := adm.CreateTopics(ctx, partitions, 1, configs, topic)
+	created, err := adm.CreateTopics(ctx, partitions, int16(replicationFactor()), configs, topic)
 	if err != nil {
 		return err
 	}
@@ -74,7 +75,7 @@ func readAll(ctx context.Context, client *kgo.Client, count int) ([]*kgo.Record,
 }
 
 func admin(ctx context.Context, bootstrap string) (string, error) {
-	client, err := kgo.NewClient(kgo.SeedBrokers(bootstrap))
+	client, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...))
 	if err != nil {
 		return "", err
 	}
@@ -85,7 +86,7 @@ func admin(ctx context.Context, bootstrap string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if metadata.Cluster == "" || len(metadata.Brokers) != 1 {
+	if metadata.Cluster == "" || len(metadata.Brokers) != replicationFactor() { // one broker per replica
 		return "", fmt.Errorf("cluster %q with %d brokers", metadata.Cluster, len(metadata.Brokers))
 	}
 	topic := unique("admin")
@@ -180,7 +181,7 @@ var codecs = []struct {
 }
 
 func produce(ctx context.Context, bootstrap string) (string, error) {
-	setup, err := kgo.NewClient(kgo.SeedBrokers(bootstrap))
+	setup, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...))
 	if err != nil {
 		return "", err
 	}
@@ -191,7 +192,7 @@ func produce(ctx context.Context, bootstrap string) (string, error) {
 	}
 	var expected []string
 	for _, c := range codecs { // idempotent by default, acks=all
-		producer, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.ProducerBatchCompression(c.codec))
+		producer, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...), kgo.ProducerBatchCompression(c.codec))
 		if err != nil {
 			return "", err
 		}
@@ -213,7 +214,7 @@ func produce(ctx context.Context, bootstrap string) (string, error) {
 			return "", fmt.Errorf("%s: %v %v", c.name, err, produceErr)
 		}
 	}
-	consumer, err := kgo.NewClient(kgo.SeedBrokers(bootstrap),
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))
 	if err != nil {
 		return "", err
@@ -234,14 +235,14 @@ func produce(ctx context.Context, bootstrap string) (string, error) {
 }
 
 func group(ctx context.Context, bootstrap string) (string, error) {
-	setup, err := kgo.NewClient(kgo.SeedBrokers(bootstrap))
+	setup, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...))
 	if err != nil {
 		return "", err
 	}
 	defer setup.Close()
 	adm := kadm.NewClient(setup)
 	topic := unique("group")
-	producer, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	producer, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		return "", err
 	}
@@ -260,7 +261,7 @@ func group(ctx context.Context, bootstrap string) (string, error) {
 		return "", err
 	}
 	name := unique("group-id")
-	consumer, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.ConsumerGroup(name), kgo.ConsumeTopics(topic),
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...), kgo.ConsumerGroup(name), kgo.ConsumeTopics(topic),
 		kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		return "", err
@@ -296,7 +297,7 @@ func group(ctx context.Context, bootstrap string) (string, error) {
 }
 
 func transactions(ctx context.Context, bootstrap string) (string, error) {
-	setup, err := kgo.NewClient(kgo.SeedBrokers(bootstrap))
+	setup, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...))
 	if err != nil {
 		return "", err
 	}
@@ -317,7 +318,7 @@ func transactions(ctx context.Context, bootstrap string) (string, error) {
 	}
 
 	// An aborted transaction on the output topic first: a read_committed reader must never see it.
-	aborter, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.TransactionalID(unique("txn-aborted")))
+	aborter, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...), kgo.TransactionalID(unique("txn-aborted")))
 	if err != nil {
 		return "", err
 	}
@@ -334,7 +335,7 @@ func transactions(ctx context.Context, bootstrap string) (string, error) {
 	aborter.Close()
 
 	groupID := unique("txn-group")
-	session, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(bootstrap), kgo.TransactionalID(unique("txn-id")),
+	session, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(strings.Split(bootstrap, ",")...), kgo.TransactionalID(unique("txn-id")),
 		kgo.ConsumerGroup(groupID), kgo.ConsumeTopics(input), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.RequireStableFetchOffsets())
 	if err != nil {
@@ -367,7 +368,7 @@ func transactions(ctx context.Context, bootstrap string) (string, error) {
 		}
 	}
 
-	reader, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	reader, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{output: {0: kgo.NewOffset().AtStart()}}))
 	if err != nil {
 		return "", err
@@ -391,4 +392,13 @@ func transactions(ctx context.Context, bootstrap string) (string, error) {
 	}
 	return fmt.Sprintf("%d records through %d GroupTransactSession transactions, an aborted one, read_committed exact, offsets committed with the output",
 		count, committedTransactions), nil
+}
+
+// replicationFactor is how many replicas the topics created here get: 3 against a cluster
+// (LODESTREAM_COMPAT_REPLICATION_FACTOR, set by compat-tests/conftest.py), else 1.
+func replicationFactor() int {
+	if value, err := strconv.Atoi(os.Getenv("LODESTREAM_COMPAT_REPLICATION_FACTOR")); err == nil && value > 0 {
+		return value
+	}
+	return 1
 }

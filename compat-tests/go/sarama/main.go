@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,7 +25,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: sarama BOOTSTRAP admin|produce|group|transactions")
 		os.Exit(2)
 	}
-	brokers, check := []string{os.Args[1]}, os.Args[2]
+	brokers, check := strings.Split(os.Args[1], ","), os.Args[2]
 	checks := map[string]func([]string) (string, error){
 		"admin": admin, "produce": produce, "group": group, "transactions": transactions,
 	}
@@ -56,7 +57,7 @@ func newConfig() *sarama.Config {
 }
 
 func createTopic(admin sarama.ClusterAdmin, topic string, partitions int32) error {
-	return admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1}, false)
+	return admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: int16(replicationFactor())}, false)
 }
 
 // readPartition reads `count` messages of one partition from the start.
@@ -93,12 +94,16 @@ func admin(brokers []string) (string, error) {
 	}
 	defer admin.Close()
 	nodes, controller, err := admin.DescribeCluster()
-	if err != nil || len(nodes) != 1 || controller != nodes[0].ID() {
+	controllerListed := false // one broker per replica; the controller is one of them
+	for _, node := range nodes {
+		controllerListed = controllerListed || node.ID() == controller
+	}
+	if err != nil || len(nodes) != replicationFactor() || !controllerListed {
 		return "", fmt.Errorf("DescribeCluster: %d nodes, controller %d, %v", len(nodes), controller, err)
 	}
 	topic := unique("admin")
 	retention := "3600000"
-	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: 2, ReplicationFactor: 1,
+	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: 2, ReplicationFactor: int16(replicationFactor()),
 		ConfigEntries: map[string]*string{"retention.ms": &retention}}, false); err != nil {
 		return "", err
 	}
@@ -332,4 +337,13 @@ func transactions(brokers []string) (string, error) {
 		}
 	}
 	return fmt.Sprintf("4 committed and 2 aborted transactions, read_committed exact (%d records)", len(expected)), nil
+}
+
+// replicationFactor is how many replicas the topics created here get: 3 against a cluster
+// (LODESTREAM_COMPAT_REPLICATION_FACTOR, set by compat-tests/conftest.py), else 1.
+func replicationFactor() int {
+	if value, err := strconv.Atoi(os.Getenv("LODESTREAM_COMPAT_REPLICATION_FACTOR")); err == nil && value > 0 {
+		return value
+	}
+	return 1
 }

@@ -51,6 +51,9 @@ public final class JavaClientCheck {
     private static final String[] CODECS = {"none", "gzip", "snappy", "lz4", "zstd"};
     private static final Duration POLL = Duration.ofMillis(200);
     private static final long DEADLINE_MS = 60_000;
+    // Replicas of the topics created here: 3 against a cluster (set by compat-tests/conftest.py), else 1.
+    private static final short REPLICATION_FACTOR =
+            Short.parseShort(System.getenv().getOrDefault("LODESTREAM_COMPAT_REPLICATION_FACTOR", "1"));
 
     private final String bootstrap;
 
@@ -121,7 +124,7 @@ public final class JavaClientCheck {
     }
 
     private void createTopic(Admin admin, String topic, int partitions) throws Exception {
-        admin.createTopics(List.of(new NewTopic(topic, partitions, (short) 1))).all().get();
+        admin.createTopics(List.of(new NewTopic(topic, partitions, REPLICATION_FACTOR))).all().get();
     }
 
     /** Every record of `topic` from the start until `count` arrived (or the deadline passes). */
@@ -142,11 +145,12 @@ public final class JavaClientCheck {
             DescribeClusterResult cluster = admin.describeCluster();
             String clusterId = cluster.clusterId().get();
             require(clusterId != null && !clusterId.isEmpty(), "a cluster id");
-            require(cluster.nodes().get().size() == 1, "one node");
+            // One node, or one per replica against a cluster (as many brokers as a topic's replicas).
+            require(cluster.nodes().get().size() == REPLICATION_FACTOR, "one node per replica");
             require(cluster.controller().get() != null, "a controller");
 
             String topic = unique("admin");
-            admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1)
+            admin.createTopics(List.of(new NewTopic(topic, 2, REPLICATION_FACTOR)
                     .configs(Map.of("cleanup.policy", "compact", "retention.ms", "3600000")))).all().get();
             require(admin.listTopics().names().get().contains(topic), "the topic listed");
             TopicDescription described = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);

@@ -297,6 +297,9 @@ class Broker:
             refused = await self.replicas.write_markers(targets, producer_id, producer_epoch, commit,
                                                         coordinator_epoch)
             for partition, error in refused.items():
+                if error == ErrorCode.not_leader_or_follower:  # leadership moved: the new leader gets it
+                    failures.append(f"{partition.topic_name}-{partition.index}: leadership moved")
+                    continue
                 log.warning("%s-%d refused the %s marker of producer %d epoch %d: %s", partition.topic_name,
                             partition.index, "commit" if commit else "abort", producer_id, producer_epoch,
                             error.name)

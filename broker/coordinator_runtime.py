@@ -195,7 +195,9 @@ class InternalTopicLog:
             raise KafkaError(ErrorCode.not_coordinator, f"not the leader of {self.topic}-{partition}")
         try:
             await self._replicas.append_batch(target, batch)
-        except KafkaError:
+        except KafkaError as exc:
+            if exc.code == ErrorCode.not_leader_or_follower:  # leadership moved before the ISR had it
+                raise KafkaError(ErrorCode.not_coordinator, exc.message) from None
             raise  # the partition's producer state refused a transactional batch (fenced epoch)
         except Exception as exc:  # storage failure: Kafka maps a failed append to COORDINATOR_NOT_AVAILABLE
             log.error("writing to %s-%d failed: %s", self.topic, partition, exc)

@@ -157,28 +157,33 @@ async def _produce_direct(port: int, topic: str, values: list[bytes], acks: int)
 
 
 def test_a_reassignment_moves_a_partition_to_other_brokers_and_reports_its_progress(cluster):
-    """AlterPartitionReassignments from brokers (1, 2) to (2, 3): broker 3 catches up as a follower, then 1
-    leaves (and deletes its copy); ListPartitionReassignments lists the move until then."""
+    """AlterPartitionReassignments from brokers (a, b) to (b, c): c catches up as a follower, then a leaves (and
+    deletes its copy); ListPartitionReassignments lists the move until then. c is paused meanwhile, so the
+    move is seen in progress; it is not the active controller, which must stay up to carry it out."""
+    controller, _, _ = cluster.wait_for_leader(cluster.ids, timeout=15)
+    c = next(i for i in reversed(cluster.ids) if i != controller)
+    a, b = [i for i in cluster.ids if i != c]
     admin = AdminClient({"bootstrap.servers": bootstrap(cluster)})
-    admin.create_topics([NewTopic("moving", num_partitions=1, replica_assignment=[[1, 2]])], operation_timeout=20)["moving"].result(30)
-    wait_until(lambda: cluster.partition_state(1, "moving")[0][1] == (1, 2), 20, "two in-sync replicas")
+    admin.create_topics([NewTopic("moving", num_partitions=1, replica_assignment=[[a, b]])],
+                        operation_timeout=20)["moving"].result(30)
+    wait_until(lambda: cluster.partition_state(a, "moving")[0][1] == (a, b), 20, "two in-sync replicas")
     values = [b"v-%d" % i for i in range(300)]
     produce(cluster, "moving", values)
-    cluster.nodes[3].proc.send_signal(signal.SIGSTOP)  # broker 3 cannot catch up yet: the move stays open
+    cluster.nodes[c].proc.send_signal(signal.SIGSTOP)  # c cannot catch up yet: the move stays open
     try:
-        errors = trio.run(_reassign, cluster.nodes[2].port, "moving", [2, 3])  # forwarded to the controller
+        errors = trio.run(_reassign, cluster.nodes[b].port, "moving", [b, c])  # forwarded to the controller
         assert errors == [ErrorCode.none]
-        assert trio.run(_ongoing, cluster.nodes[1].port) == [("moving", 0, (2, 3, 1), (3,), (1,))]
-        assert cluster.partition_state(1, "moving")[0][1] == (1, 2)  # 1 still leads and stays in sync
+        assert trio.run(_ongoing, cluster.nodes[a].port) == [("moving", 0, (b, c, a), (c,), (a,))]
+        assert cluster.partition_state(a, "moving")[0][1] == (a, b)  # a still leads and stays in sync
     finally:
-        cluster.nodes[3].proc.send_signal(signal.SIGCONT)
-    wait_until(lambda: not trio.run(_ongoing, cluster.nodes[1].port), 30, "the reassignment to finish")
-    leader, isr, _ = cluster.partition_state(3, "moving")[0]
-    assert isr == (2, 3) and leader in (2, 3)
-    assert trio.run(_replicas, cluster.nodes[3].port, "moving") == [2, 3]
+        cluster.nodes[c].proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: not trio.run(_ongoing, cluster.nodes[a].port), 30, "the reassignment to finish")
+    leader, isr, _ = cluster.partition_state(c, "moving")[0]
+    assert isr == tuple(sorted((b, c))) and leader in (b, c)
+    assert trio.run(_replicas, cluster.nodes[c].port, "moving") == [b, c]
     assert consume_all(cluster, "moving", 300) == values
-    wait_until(lambda: "partition replicas a reassignment moved" in cluster.nodes[1].log_tail(400), 20,
-               "broker 1 deleting its copy")
+    wait_until(lambda: "partition replicas a reassignment moved" in cluster.nodes[a].log_tail(400), 20,
+               f"broker {a} deleting its copy")
 
 
 async def _reassign(port: int, topic: str, replicas: list[int]) -> list[ErrorCode]:

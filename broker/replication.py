@@ -172,12 +172,13 @@ class ReplicaFetchers:
     async def _truncate_diverged(self, partition: Partition, leader_epoch: int, leader_end: int) -> None:
         """Kafka's follower rule: the end of the largest epoch both logs know, at most the leader's end."""
         local_end = partition.local_end_offset
-        if leader_epoch < 0:
+        epoch, end = partition.end_offset_for_epoch(leader_epoch) if leader_epoch >= 0 else (-1, -1)
+        if epoch < 0:  # no epoch in common known here: the leader's end bounds it
             offset = min(leader_end, local_end)
-        else:
-            epoch, end = partition.end_offset_for_epoch(leader_epoch)
-            offset = min(leader_end, end, local_end) if epoch == leader_epoch else min(end, local_end) if epoch >= 0 \
-                else min(leader_end, local_end)
+        elif epoch == leader_epoch:
+            offset = min(leader_end, end, local_end)
+        else:  # this log does not know the leader's epoch: cut to its own largest epoch below; fetch and see
+            offset = min(end, local_end)
         log.info("%s-%d: truncating from %d to %d, where this log left its leader's (epoch %d ends at %d there)",
                  partition.topic_name, partition.index, local_end, offset, leader_epoch, leader_end)
         await partition.truncate_to(offset)

@@ -227,6 +227,10 @@ class KRaftCluster:
         """{partition: (leader, ISR, leader epoch)} of a topic in node i's Metadata answer."""
         return trio.run(_partition_state, self.nodes[i].port, topic)
 
+    def partition_replicas(self, i: int, topic: str) -> dict[int, list[int]]:
+        """{partition: replicas, in order} of a topic in node i's Metadata answer."""
+        return trio.run(_partition_replicas, self.nodes[i].port, topic)
+
     def wait_for_brokers(self, i: int, expected: set[int], timeout: float) -> bool:
         """Until node i's Metadata lists exactly the `expected` brokers."""
         return wait_for_brokers(self.nodes[i].port, expected, timeout)
@@ -295,6 +299,16 @@ async def _metadata(port: int) -> tuple[set[int], dict[str, dict[int, int]]]:
 
 
 async def _partition_state(port: int, topic: str) -> dict[int, tuple[int, tuple[int, ...], int]]:
+    return {p.partition_index: (p.leader_id, tuple(sorted(p.isr_nodes)), p.leader_epoch)
+            for p in await _topic_partitions(port, topic)}
+
+
+async def _partition_replicas(port: int, topic: str) -> dict[int, list[int]]:
+    return {p.partition_index: list(p.replica_nodes) for p in await _topic_partitions(port, topic)}
+
+
+async def _topic_partitions(port: int, topic: str) -> list:
+    """The topic's partitions in the Metadata answer of the broker on `port`."""
     build = request_builder(3, 12)
     with trio.fail_after(5):
         client = await WireClient.connect(port)
@@ -304,5 +318,4 @@ async def _partition_state(port: int, topic: str) -> dict[int, tuple[int, tuple[
                 include_topic_authorized_operations=False))
         finally:
             await client.aclose()
-    return {p.partition_index: (p.leader_id, tuple(sorted(p.isr_nodes)), p.leader_epoch)
-            for t in response.topics for p in t.partitions}
+    return [p for t in response.topics for p in t.partitions]

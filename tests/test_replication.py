@@ -180,7 +180,7 @@ def test_a_reassignment_moves_a_partition_to_other_brokers_and_reports_its_progr
     wait_until(lambda: not trio.run(_ongoing, cluster.nodes[a].port), 30, "the reassignment to finish")
     leader, isr, _ = cluster.partition_state(c, "moving")[0]
     assert isr == tuple(sorted((b, c))) and leader in (b, c)
-    assert trio.run(_replicas, cluster.nodes[c].port, "moving") == [b, c]
+    assert cluster.partition_replicas(c, "moving")[0] == [b, c]
     assert consume_all(cluster, "moving", 300) == values
     wait_until(lambda: "partition replicas a reassignment moved" in cluster.nodes[a].log_tail(400), 20,
                f"broker {a} deleting its copy")
@@ -208,15 +208,3 @@ async def _ongoing(port: int) -> list[tuple]:
         await client.aclose()
     return [(t.name, p.partition_index, tuple(p.replicas), tuple(p.adding_replicas), tuple(p.removing_replicas))
             for t in response.topics for p in t.partitions]
-
-
-async def _replicas(port: int, topic: str) -> list[int]:
-    build = request_builder(3, 12)
-    client = await WireClient.connect(port)
-    try:
-        response = await client.request(build.MetadataRequest(
-            topics=(build.MetadataRequestTopic(name=topic, topic_id=None),), allow_auto_topic_creation=False,
-            include_topic_authorized_operations=False))
-    finally:
-        await client.aclose()
-    return list(response.topics[0].partitions[0].replica_nodes)

@@ -136,19 +136,17 @@ async def _read(ctx: RequestContext, request: FetchRequest):
                 had_error = True
             elif follower >= 0 and _diverged(build, partition, fetch_partition, fields):
                 had_error = True
-            elif follower >= 0 and offset >= upper:
-                broker.replicas.follower_fetched(partition, follower, offset)
-                fields["high_watermark"] = partition.high_watermark
-            elif offset < upper and (remaining > 0 or first_batch_may_exceed):
-                limit = min(int(fetch_partition.partition_max_bytes), remaining)
-                if follower >= 0:
+            else:
+                if follower >= 0:  # it holds everything below its fetch offset, read or not this time
                     broker.replicas.follower_fetched(partition, follower, offset)
                     fields["high_watermark"] = partition.high_watermark
-                plan = await partition.plan_read(offset, limit, upper, first_may_exceed=first_batch_may_exceed)
-                if plan.bases:
-                    plans.append(plan)
-                    remaining -= plan.size
-                    first_batch_may_exceed = False
+                if offset < upper and (remaining > 0 or first_batch_may_exceed):
+                    limit = min(int(fetch_partition.partition_max_bytes), remaining)
+                    plan = await partition.plan_read(offset, limit, upper, first_may_exceed=first_batch_may_exceed)
+                    if plan.bases:
+                        plans.append(plan)
+                        remaining -= plan.size
+                        first_batch_may_exceed = False
             entries.append((index, fields, (offset, plan)))
         planned_topics.append((fetch_topic, entries))
 

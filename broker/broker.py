@@ -271,7 +271,8 @@ class Broker:
 
     def _internal_log(self, topic: str, configs: dict[str, str]) -> InternalTopicLog:
         assert self.replicas is not None
-        return InternalTopicLog(topic, configs, lambda: self.image, self.replicas, self.create_internal_topic)
+        return InternalTopicLog(topic, configs, lambda: self.image, self.replicas, self.create_internal_topic,
+                                self.holds_lease)
 
     async def write_markers(self, partitions: list[tuple[str, int]], producer_id: int, producer_epoch: int,
                             commit: bool, coordinator_epoch: int) -> None:
@@ -491,6 +492,10 @@ class Broker:
             if endpoint is not None and (include_fenced or not broker.fenced):
                 found.append((broker.broker_id, endpoint[0], endpoint[1], broker.rack, broker.fenced))
         return found
+
+    def holds_lease(self) -> bool:
+        """Whether the controller cannot have replaced this broker yet (ControllerClient.holds_lease)."""
+        return self.controller_client is None or self.controller_client.holds_lease()
 
     def not_leader_error(self, topic: TopicImage, index: int) -> ErrorCode:
         """Why a partition of an existing topic is not served here: it has no such partition, or this broker

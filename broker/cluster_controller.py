@@ -165,6 +165,8 @@ class ClusterController:
                     records.append(p.record(topic.topic_id, leader=change.leader, leader_epoch=change.leader_epoch,
                                             isr=change.isr, elr=change.elr))
         await self.propose(records)
+        if fenced:  # unfenced again only once it has applied its own fencing (and lost its leaderships)
+            self._caught_up_at[broker_id] = self.quorum.high_watermark
         log.info("broker %d %s (%d partitions changed)", broker_id, "fenced" if fenced else "unfenced",
                  len(records) - 1)
 

@@ -10,6 +10,7 @@ a refusal comes back as the KafkaError the controller answered.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import trio
@@ -35,10 +36,34 @@ class ControllerClient:
         self.incarnation_id = uuid.uuid4()
         self.broker_epoch = -1
         self.fenced = True
+        self.lease_until = 0.0  # monotonic time before which the controller cannot have fenced this broker
 
     @property
     def local(self) -> bool:
         return self.connection is None or self.broker.quorum.is_leader
+
+    def holds_lease(self) -> bool:
+        """Whether this broker's leaderships are still its own as far as the controller is concerned: the
+        controller fences a broker only broker.session.timeout.ms after the last heartbeat it received,
+        so until that long after the last heartbeat answered "unfenced" was sent, nobody else can have
+        taken over. A broker that was paused (SIGSTOP, a long GC-like stall) or cut off finds its lease
+        expired and must not answer from its in-memory state (coordinators answer NOT_COORDINATOR) until
+        a heartbeat renews it, by which time it has applied its own fencing. A one-voter quorum always
+        holds it: no other node can take over."""
+        return self.connection is None or time.monotonic() < self.lease_until
+
+    def _renew_lease(self, sent: float) -> None:
+        """After a heartbeat sent at `sent` answered "unfenced". When this node leads the quorum the answer
+        came from itself, so it only counts from when a majority of voters last fetched from this leader
+        (a stale leader's own controller would answer from its stale image)."""
+        since = sent
+        if self.local and self.connection is not None:
+            fetched = self.broker.quorum.majority_fetched_s()
+            since = min(since, fetched if fetched is not None else float("-inf"))
+        session_s = int(self.broker.config.get("broker.session.timeout.ms")) / 1000
+        # Every lease computed is a sound bound on its own (only a "fenced" answer ends it): a new quorum
+        # leader that no follower has fetched from yet does not shorten the one it holds.
+        self.lease_until = max(self.lease_until, since + session_s)
 
     async def _remote(self, body):
         response = await self.connection.request(body)
@@ -139,7 +164,12 @@ class ControllerClient:
                 if self.broker_epoch < 0:
                     self.broker_epoch = await self.register()
                     log.info("registered with the controller, broker epoch %d", self.broker_epoch)
+                sent = time.monotonic()
                 _, self.fenced, _ = await self.heartbeat()
+                if self.fenced:
+                    self.lease_until = 0.0
+                else:
+                    self._renew_lease(sent)
             except KafkaError as exc:
                 if exc.code == ErrorCode.stale_broker_epoch:
                     self.broker_epoch = -1

@@ -105,6 +105,11 @@ class CoordinatorLog(Protocol):
         """Every stored record (and transaction marker) of those partitions (all when None), in log order."""
         ...
 
+    def holds_lease(self) -> bool:
+        """False while this broker may have been replaced as the partitions' leader without knowing it yet
+        (ControllerClient.holds_lease): the coordinator must not answer from memory then."""
+        ...
+
 
 class MemoryCoordinatorLog:
     """An in-memory CoordinatorLog: unit tests, and 'restarts' by building a new coordinator on it."""
@@ -128,6 +133,9 @@ class MemoryCoordinatorLog:
                                    producer_id: int, producer_epoch: int) -> None:
         await self.append(partition, [(key, value, producer_id, None) for key, value in records])
 
+    def holds_lease(self) -> bool:
+        return True
+
     def write_marker(self, partition: int, producer_id: int, commit: bool) -> None:
         """What the partition layer's write_markers leaves in the log (fakes of it in tests)."""
         self.partitions.setdefault(partition, []).append((None, None, producer_id, commit))
@@ -148,8 +156,10 @@ class InternalTopicLog:
     READ_CHUNK = 4 * 1024 * 1024
 
     def __init__(self, topic: str, configs: dict[str, str], image: Callable[[], "MetadataImage"],
-                 replicas: "ReplicaManager", create_topic: Callable[[str, int, dict[str, str]], Awaitable[Any]]) -> None:
+                 replicas: "ReplicaManager", create_topic: Callable[[str, int, dict[str, str]], Awaitable[Any]],
+                 holds_lease: Callable[[], bool]) -> None:
         self.topic = topic
+        self.holds_lease = holds_lease
         self.configs = configs
         self._image = image
         self._replicas = replicas
@@ -319,11 +329,16 @@ class CoordinatorRuntime:
         return all(status == ACTIVE for status in self.partitions.values())
 
     def check_active(self, partition: int) -> None:
+        """NOT_COORDINATOR unless this broker coordinates the partition's ids now (and is sure of it: a broker
+        whose lease expired may have been replaced), COORDINATOR_LOAD_IN_PROGRESS while it loads them."""
         status = self.partitions.get(partition)
         if status is None:
             raise KafkaError(ErrorCode.not_coordinator, f"this broker does not coordinate {self.name}-{partition}")
         if status == LOADING:
             raise KafkaError(ErrorCode.coordinator_load_in_progress)
+        if not self.log.holds_lease():
+            raise KafkaError(ErrorCode.not_coordinator, f"this broker has not heard from the controller within its "
+                                                        f"session timeout: it may no longer coordinate {self.name}-{partition}")
 
     async def ensure_topic(self) -> None:
         """Create the internal topic on first use (Kafka creates it on the first FindCoordinator)."""

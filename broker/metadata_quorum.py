@@ -170,6 +170,12 @@ class MetadataQuorum:
     def epoch(self) -> int:
         return self.node.epoch if self.node is not None else -1
 
+    def majority_fetched_s(self) -> float | None:
+        """When leading: the latest monotonic time (s) by which a majority of voters had fetched from this
+        node in its epoch (KRaftNode.majority_fetched_ms); None otherwise."""
+        fetched = self.node.majority_fetched_ms(_now_ms()) if self.node is not None else None
+        return None if fetched is None else fetched / 1000
+
     @property
     def applied_offset(self) -> int:
         """The metadata log is applied to the image below this offset."""

@@ -879,6 +879,17 @@ class KRaftNode:
         only once this holds."""
         return self.leader >= 0 and self.hw_epoch == self.epoch and self.applied >= self.leader_hw
 
+    def majority_fetched_ms(self, now: int) -> int | None:
+        """For a leader: the latest time by which a majority of the voters (itself, alive at `now`, included)
+        had fetched from it in this epoch. No other leader can have been elected before it (the majorities
+        meet in a voter that would not fetch from an older epoch). None when this node does not lead."""
+        if self.role is not Role.LEADER:
+            return None
+        never = -(1 << 62)
+        times = sorted((now if v == self.id else (self.progress[v].last_fetch_ms or never) for v in self.voters),
+                       reverse=True)
+        return times[len(self.voters) // 2]
+
     # --- what DescribeQuorum reports ---------------------------------------------------------------
 
     def replica_states(self) -> list[tuple[int, int, int | None, int | None]]:

@@ -208,3 +208,91 @@ async def _ongoing(port: int) -> list[tuple]:
         await client.aclose()
     return [(t.name, p.partition_index, tuple(p.replicas), tuple(p.adding_replicas), tuple(p.removing_replicas))
             for t in response.topics for p in t.partitions]
+
+
+def test_a_paused_coordinator_answers_nothing_from_its_stale_state(cluster):
+    """A transaction coordinator SIGSTOPped past its session timeout loses the coordination to another broker,
+    which starts the producer's next transaction. When the old one resumes, its memory still says the last
+    transaction was aborted; an EndTxn(abort) that reached it while it was stopped must not be answered
+    success from that memory (the producer would think the new transaction aborted, and a later commit
+    would publish it: a G1a aborted read)."""
+    create_topic(cluster, "paused-txn")
+    assert trio.run(_ask_a_broker_that_does_not_coordinate, cluster) == (ErrorCode.not_coordinator,) * 2
+    answer = trio.run(_abort_at_a_paused_coordinator, cluster, "paused-txn")
+    assert answer == ErrorCode.not_coordinator
+
+
+async def _ask_a_broker_that_does_not_coordinate(cluster) -> tuple[ErrorCode, ErrorCode]:
+    """OffsetFetch and EndTxn at a broker that does not coordinate the group / transactional id: what a
+    client with a stale FindCoordinator answer sends. Not "no committed offsets", not "unknown producer"."""
+    ports = {i: cluster.nodes[i].port for i in cluster.ids}
+    with trio.fail_after(30):
+        group_coordinator = await _coordinator(ports[cluster.ids[0]], "a-group", key_type=0)
+        txn_coordinator = await _coordinator(ports[cluster.ids[0]], "an-id", key_type=1)
+        not_group = await WireClient.connect(ports[next(i for i in cluster.ids if i != group_coordinator)])
+        not_txn = await WireClient.connect(ports[next(i for i in cluster.ids if i != txn_coordinator)])
+        try:
+            fetched = await not_group.request(request_builder(9, 7).OffsetFetchRequest(
+                group_id="a-group", topics=None, require_stable=True))
+            ended = await not_txn.request(_end_txn("an-id", (1, 0), commit=True))
+        finally:
+            await not_group.aclose()
+            await not_txn.aclose()
+        return ErrorCode(fetched.error_code), ErrorCode(ended.error_code)
+
+
+async def _abort_at_a_paused_coordinator(cluster, topic: str) -> ErrorCode:
+    transactional_id = "paused-coordinator"
+    ports = {i: cluster.nodes[i].port for i in cluster.ids}
+    with trio.fail_after(90):
+        old = await _coordinator(ports[cluster.ids[0]], transactional_id, key_type=1)
+        stale = await WireClient.connect(ports[old])
+        init = await stale.request(request_builder(22, 4).InitProducerIdRequest(
+            transactional_id=transactional_id, transaction_timeout=datetime.timedelta(seconds=60), producer_id=-1,
+            producer_epoch=-1))
+        assert init.error_code == ErrorCode.none
+        producer = (init.producer_id, init.producer_epoch)
+        assert await _add_partition(stale, transactional_id, producer, topic) == ErrorCode.none
+        assert (await stale.request(_end_txn(transactional_id, producer, commit=False))).error_code == ErrorCode.none
+        process = cluster.nodes[old].proc
+        process.send_signal(signal.SIGSTOP)
+        try:
+            survivor = next(i for i in cluster.ids if i != old)
+            while (new := await _coordinator(ports[survivor], transactional_id, key_type=1)) == old:
+                await trio.sleep(0.2)  # poll interval inside the fail_after deadline
+            fresh = await WireClient.connect(ports[new])
+            while await _add_partition(fresh, transactional_id, producer, topic) != ErrorCode.none:
+                await trio.sleep(0.2)  # the new coordinator is loading the partition
+            abort = _end_txn(transactional_id, producer, commit=False)
+            await stale.send(abort)  # waits in the paused broker's socket
+        finally:
+            process.send_signal(signal.SIGCONT)
+        return ErrorCode((await stale.receive(abort)).error_code)
+
+
+async def _coordinator(port: int, key: str, key_type: int) -> int:
+    """The coordinator of a group (key type 0) or a transactional id (1), as the broker on `port` finds it."""
+    client = await WireClient.connect(port)
+    try:
+        while True:
+            found = await client.request(request_builder(10, 4).FindCoordinatorRequest(
+                key_type=key_type, coordinator_keys=(key,)))
+            if found.coordinators[0].error_code == ErrorCode.none:
+                return int(found.coordinators[0].node_id)
+            await trio.sleep(0.2)  # the internal topic is being created, or its leader elected
+    finally:
+        await client.aclose()
+
+
+async def _add_partition(client: WireClient, transactional_id: str, producer: tuple[int, int], topic: str) -> ErrorCode:
+    build = request_builder(24, 3)
+    added = await client.request(build.AddPartitionsToTxnRequest(
+        v3_and_below_transactional_id=transactional_id, v3_and_below_producer_id=producer[0],
+        v3_and_below_producer_epoch=producer[1],
+        v3_and_below_topics=(build.AddPartitionsToTxnTopic(name=topic, partitions=(0,)),)))
+    return ErrorCode(added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code)
+
+
+def _end_txn(transactional_id: str, producer: tuple[int, int], commit: bool):
+    return request_builder(26, 3).EndTxnRequest(transactional_id=transactional_id, producer_id=producer[0],
+                                                producer_epoch=producer[1], committed=commit)

@@ -34,8 +34,16 @@ class WireClient:
         return await self._read_exactly(length)
 
     async def request(self, body, client_id: str | None = "test"):
+        await self.send(body, client_id)
+        return await self.receive(body)
+
+    async def send(self, body, client_id: str | None = "test") -> None:
+        """The request alone (its answer is read by receive): for a request that must wait in the socket."""
         self._correlation += 1
         await self.stream.send_all(encode_request(self._correlation, body, client_id))
+
+    async def receive(self, body):
+        """The answer to the last request sent, `body`."""
         correlation, response = decode_response(await self.read_frame(), response_type(body.__api_key__, body.__version__))
         assert correlation == self._correlation
         return response

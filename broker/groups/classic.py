@@ -939,7 +939,7 @@ async def join_group(coordinator: "GroupCoordinator", request: JoinRequest) -> J
     if not request.group_id:
         return JoinResult(ErrorCode.invalid_group_id, request.member_id)
     try:
-        await coordinator.ensure_loaded()
+        await coordinator.ensure_loaded(request.group_id)
     except KafkaError as exc:
         return JoinResult(exc.code, request.member_id)
     error = validate_session_timeout(coordinator, request.session_timeout_ms)
@@ -972,7 +972,7 @@ async def sync_group(coordinator: "GroupCoordinator", group_id: str, member_id: 
     if not group_id:
         return SyncResult(ErrorCode.invalid_group_id)
     try:
-        await coordinator.ensure_loaded()
+        await coordinator.ensure_loaded(group_id)
     except KafkaError as exc:
         return SyncResult(exc.code)
     group = _classic(coordinator, group_id)
@@ -987,7 +987,7 @@ async def heartbeat(coordinator: "GroupCoordinator", group_id: str, member_id: s
     if not group_id:
         return ErrorCode.invalid_group_id
     try:
-        await coordinator.ensure_loaded()
+        await coordinator.ensure_loaded(group_id)
     except KafkaError as exc:
         return exc.code
     group = _classic(coordinator, group_id)
@@ -1001,7 +1001,7 @@ async def leave_group(coordinator: "GroupCoordinator", group_id: str,
     if not group_id:
         return ErrorCode.invalid_group_id, []
     try:
-        await coordinator.ensure_loaded()
+        await coordinator.ensure_loaded(group_id)
     except KafkaError as exc:
         return exc.code, []
     group = _classic(coordinator, group_id)

@@ -878,7 +878,7 @@ async def heartbeat(coordinator, image, hb: Heartbeat) -> HeartbeatResult:
             raise KafkaError(ErrorCode.unsupported_version,
                              "The consumer group protocol is disabled (group.coordinator.rebalance.protocols).")
         validate_heartbeat(hb, supported_assignors(coordinator))
-        await coordinator.ensure_loaded()
+        await coordinator.ensure_loaded(hb.group_id)
         for _attempt in range(3):
             group = _group_for(coordinator, hb.group_id, create=hb.member_epoch == 0)
             async with group.lock:

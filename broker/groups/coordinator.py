@@ -264,11 +264,23 @@ class GroupCoordinator:
         self.groups[group_id] = group
         return group
 
-    async def ensure_loaded(self) -> None:
-        """Create __consumer_offsets on first use; COORDINATOR_LOAD_IN_PROGRESS while loading."""
+    async def ensure_loaded(self, group_id: str | None = None) -> None:
+        """Create __consumer_offsets on first use; COORDINATOR_LOAD_IN_PROGRESS while loading. With a group
+        id, also NOT_COORDINATOR unless this broker coordinates that group now: a request sent on a stale
+        FindCoordinator answer must not be answered from this broker's memory (no committed offsets)."""
         if not self.loaded:
             raise KafkaError(ErrorCode.coordinator_load_in_progress)
         await self.runtime.ensure_topic()
+        if group_id is not None:
+            self.runtime.check_active(self.partition_for(group_id))
+
+    def coordination_error(self, group_id: str) -> ErrorCode:
+        """ensure_loaded's ownership check alone, as an error code (NONE when this broker coordinates it)."""
+        try:
+            self.runtime.check_active(self.partition_for(group_id))
+        except KafkaError as exc:
+            return exc.code
+        return ErrorCode.none
 
     # -- groups -----------------------------------------------------------------------------------
     def get_group(self, group_id: str):

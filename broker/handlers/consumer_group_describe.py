@@ -44,6 +44,8 @@ async def handle(ctx: RequestContext, request: ConsumerGroupDescribeRequest) -> 
             error, message, described = DENIED[ResourceType.GROUP], None, None
         elif load_error != ErrorCode.none:
             error, message, described = load_error, None, None
+        elif (error := coordinator.coordination_error(group_id)) != ErrorCode.none:
+            message, described = None, None
         else:
             error, message, described = consumer.describe(coordinator, image, group_id)
         if described is None:

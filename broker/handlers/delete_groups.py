@@ -23,8 +23,10 @@ async def handle(ctx: RequestContext, request: DeleteGroupsRequest) -> DeleteGro
             results.append(build.DeletableGroupResult(group_id=group_id, error_code=DENIED[ResourceType.GROUP]))
             continue
         try:
-            await coordinator.ensure_loaded()
-            error = await coordinator.delete_group(group_id) if group_id else ErrorCode.invalid_group_id
+            if not group_id:
+                raise KafkaError(ErrorCode.invalid_group_id)
+            await coordinator.ensure_loaded(group_id)
+            error = await coordinator.delete_group(group_id)
         except KafkaError as exc:
             error = exc.code
         results.append(build.DeletableGroupResult(group_id=group_id, error_code=error))

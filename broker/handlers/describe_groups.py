@@ -37,9 +37,10 @@ async def handle(ctx: RequestContext, request: DescribeGroupsRequest) -> Describ
                 error_code=DENIED[ResourceType.GROUP], error_message=None, group_id=group_id, group_state="",
                 protocol_type="", protocol_data="", members=(), authorized_operations=_NO_OPS))
             continue
-        if load_error != ErrorCode.none:
+        error = load_error if load_error != ErrorCode.none else coordinator.coordination_error(group_id)
+        if error != ErrorCode.none:
             described.append(build.DescribedGroup(
-                error_code=load_error, error_message=None, group_id=group_id, group_state="", protocol_type="",
+                error_code=error, error_message=None, group_id=group_id, group_state="", protocol_type="",
                 protocol_data="", members=(), authorized_operations=_NO_OPS))
             continue
         if group is None or group.group_type != "classic" or group.state_name == "Dead":

@@ -69,7 +69,7 @@ async def handle(ctx: RequestContext, request: OffsetCommitRequest) -> OffsetCom
     else:
         ctx.throttle(broker.quotas.record_commit(request.group_id))  # consumer-group commit_request_rate
         try:
-            await coordinator.ensure_loaded()
+            await coordinator.ensure_loaded(request.group_id)
         except KafkaError as exc:
             error = exc.code
     if error == ErrorCode.none:

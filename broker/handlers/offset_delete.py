@@ -30,7 +30,7 @@ async def handle(ctx: RequestContext, request: OffsetDeleteRequest) -> OffsetDel
     if not ctx.authorize(Operation.DELETE, ResourceType.GROUP, request.group_id):
         return response(DENIED[ResourceType.GROUP])
     try:
-        await coordinator.ensure_loaded()
+        await coordinator.ensure_loaded(request.group_id)
     except KafkaError as exc:
         return response(exc.code)
     group = coordinator.groups.get(request.group_id)

@@ -23,6 +23,9 @@ def _fetch(ctx: RequestContext, group_id: str, topics, member_id, member_epoch, 
     if not ctx.authorize(Operation.DESCRIBE, ResourceType.GROUP, group_id):
         return DENIED[ResourceType.GROUP], []
     coordinator = ctx.broker.groups
+    error = coordinator.coordination_error(group_id)
+    if error != ErrorCode.none:  # another broker coordinates it: "no committed offsets" would be a lie
+        return error, []
     group = coordinator.groups.get(group_id)
     if group is not None:
         error = group.validate_offset_fetch(member_id, member_epoch)

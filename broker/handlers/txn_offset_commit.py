@@ -29,7 +29,7 @@ async def _request_error(ctx, request) -> ErrorCode:
     if not ctx.authorize(Operation.READ, ResourceType.GROUP, request.group_id):
         return DENIED[ResourceType.GROUP]
     try:
-        await broker.groups.ensure_loaded()
+        await broker.groups.ensure_loaded(request.group_id)
     except KafkaError as exc:
         return exc.code
     transactions = broker.transactions

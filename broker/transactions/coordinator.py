@@ -130,6 +130,16 @@ class TransactionCoordinator:
             raise KafkaError(ErrorCode.coordinator_load_in_progress)
         await self.runtime.ensure_topic()
 
+    def _coordination_error(self, transactional_id: str) -> ErrorCode:
+        """NOT_COORDINATOR unless this broker coordinates the id now (CoordinatorRuntime.check_active: also
+        after its lease expired), COORDINATOR_LOAD_IN_PROGRESS while loading; checked before anything is
+        answered from memory."""
+        try:
+            self.runtime.check_active(self.partition_for(transactional_id))
+        except KafkaError as exc:
+            return exc.code
+        return ErrorCode.none
+
     # -- persistence ------------------------------------------------------------------------------
     async def _write(self, entry: TxnEntry, transit: TxnMetadata) -> ErrorCode:
         """Write transit as the entry's next metadata; it becomes current once durable (replayed)."""
@@ -156,8 +166,9 @@ class TransactionCoordinator:
             return (ErrorCode.invalid_request, *failed)
         if not 0 < timeout_ms <= int(self.config("transaction.max.timeout.ms")):
             return (ErrorCode.invalid_transaction_timeout, *failed)
-        if not self.loaded:
-            return (ErrorCode.coordinator_load_in_progress, *failed)
+        error = self._coordination_error(transactional_id)
+        if error != ErrorCode.none:
+            return (error, *failed)
         expected = (producer_id, producer_epoch) if producer_id >= 0 or producer_epoch >= 0 else None
         error, producer_id, producer_epoch = await self._init(transactional_id, timeout_ms, expected, fence=True)
         if error == ErrorCode.concurrent_transactions and transactional_id not in self._completing:
@@ -212,8 +223,9 @@ class TransactionCoordinator:
                              partitions: Iterable[TopicPartition]) -> ErrorCode:
         if not transactional_id:
             return ErrorCode.invalid_request
-        if not self.loaded:
-            return ErrorCode.coordinator_load_in_progress
+        error = self._coordination_error(transactional_id)
+        if error != ErrorCode.none:
+            return error
         partitions = frozenset(partitions)
         entry = self.entries.get(transactional_id)
         md = entry.metadata if entry is not None else None
@@ -229,10 +241,9 @@ class TransactionCoordinator:
         """AddPartitionsToTxn v4+ verify_only."""
         if not transactional_id:
             return ErrorCode.invalid_request
-        try:
-            self.runtime.check_active(self.partition_for(transactional_id))
-        except KafkaError as exc:  # another broker coordinates this id (or it is loading)
-            return exc.code
+        error = self._coordination_error(transactional_id)
+        if error != ErrorCode.none:
+            return error
         entry = self.entries.get(transactional_id)
         return sm.verify_partitions(entry.metadata if entry else None, producer_id, producer_epoch, partitions)
 
@@ -261,8 +272,9 @@ class TransactionCoordinator:
         """EndTxn -> (error, producer id, epoch); the id and epoch matter for v5 (KIP-890 bumps the epoch)."""
         if not transactional_id:
             return ErrorCode.invalid_request, sm.NO_PRODUCER_ID, sm.NO_PRODUCER_EPOCH
-        if not self.loaded:
-            return ErrorCode.coordinator_load_in_progress, sm.NO_PRODUCER_ID, sm.NO_PRODUCER_EPOCH
+        error = self._coordination_error(transactional_id)
+        if error != ErrorCode.none:
+            return error, sm.NO_PRODUCER_ID, sm.NO_PRODUCER_EPOCH
         return await self._end(transactional_id, producer_id, producer_epoch, commit, from_client=True, tv2=tv2,
                                wait=True)
 

@@ -1,7 +1,7 @@
 """The Jepsen-style run of replicated partitions, long (tests/test_jepsen.py runs 40 s of it in CI):
 
     .venv/bin/python bench/jepsen.py [--seconds 300] [--seed 1] [--faults kill-leader,pause,partition]
-                                     [--plant ack-before-isr]
+                                     [--plant ack-before-isr] [--keep DIR]
 
 Three `lodestream serve` processes (RF 3, min.insync.replicas=2), two idempotent and two transactional
 producers, two read_committed consumers, a fault every 10-20 s; then the checker (tests/kafka_history.py)
@@ -16,6 +16,7 @@ sitecustomize module on the brokers' PYTHONPATH: the broker's code is not change
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -41,8 +42,11 @@ def main() -> int:
     parser.add_argument("--faults", default="kill-leader,pause,partition")
     parser.add_argument("--every", default="10,20", help="seconds between faults: low,high")
     parser.add_argument("--plant", choices=sorted(PLANTS))
+    parser.add_argument("--keep", type=Path, help="run in this directory and keep it (broker logs: node*/broker.log)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory()) as directory:
         if args.plant:
             planted = Path(directory) / "plant"
             planted.mkdir()

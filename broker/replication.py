@@ -95,7 +95,7 @@ class ReplicaFetchers:
                     response = await connection.request(self._request(partitions), self.timeout_s + self.wait_s)
                     if response.error_code != ErrorCode.none:
                         raise KafkaError(ErrorCode(response.error_code), "follower fetch refused")
-                    if not await self._apply(partitions, response):
+                    if not await self._apply(leader, partitions, response):
                         await trio.sleep(self.backoff_s)
                 except (*CONNECTION_FAILURES, KafkaError, Exception) as exc:  # storage errors too: fetched again
                     log.log(logging.DEBUG if isinstance(exc, (*CONNECTION_FAILURES, KafkaError)) else logging.WARNING,
@@ -124,15 +124,15 @@ class ReplicaFetchers:
             topics=tuple(fetch.FetchTopic(topic_id=topic_id, partitions=tuple(ps)) for topic_id, ps in by_topic.items()),
             forgotten_topics_data=(), rack_id="")
 
-    async def _apply(self, partitions: list[Partition], response) -> bool:
-        """Write what the leader sent; False when no partition made progress (the caller backs off)."""
+    async def _apply(self, leader: int, partitions: list[Partition], response) -> bool:
+        """Write what `leader` sent; False when no partition made progress (the caller backs off)."""
         wanted = {(p.topic_id, p.index): p for p in partitions}
         progressed = False
         for topic in response.responses:
             for answer in topic.partitions:
                 partition = wanted.get((topic.topic_id, int(answer.partition_index)))
-                if partition is None or self.following.get(partition) is None:
-                    continue  # no longer followed from this leader
+                if partition is None or self.following.get(partition) != leader:
+                    continue  # no longer followed from this leader (a new one, or this broker, leads it now)
                 error = ErrorCode(answer.error_code)
                 if error == ErrorCode.none and answer.diverging_epoch.end_offset >= 0:
                     await self._truncate_diverged(partition, answer.diverging_epoch.epoch,

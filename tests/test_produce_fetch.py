@@ -8,6 +8,7 @@ trio.fail_after deadlines, never on sleeps.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import time
 import uuid
@@ -410,6 +411,22 @@ async def test_fetch_beyond_the_high_watermark_is_out_of_range(client):
         assert data.error_code == OFFSET_OUT_OF_RANGE
         assert trio.current_time() - started < 4.0
         assert (await fetch_one(client, "range", -1)).error_code == OFFSET_OUT_OF_RANGE
+
+
+async def test_a_follower_ahead_of_its_leader_gets_the_diverging_epoch_not_out_of_range(client):
+    """A follower that kept an uncommitted suffix of an older epoch fetches past the new leader's end: it
+    must learn where its log left the leader's (KIP-101/KIP-320), not get OFFSET_OUT_OF_RANGE, whose reset
+    to the leader's high watermark (which may trail what is committed) cut committed records."""
+    with trio.fail_after(DEADLINE_S):
+        await create_topic(client, "ahead")
+        await produce_one(client, "ahead", rb.simple_batch(2))
+        build = request_builder(FETCH, 12)
+        request = dataclasses.replace(fetch_request("ahead", {0: 5}), replica_id=2, topics=(build.FetchTopic(
+            topic="ahead", partitions=(build.FetchPartition(partition=0, current_leader_epoch=-1, fetch_offset=5,
+                                                            last_fetched_epoch=0, partition_max_bytes=1 << 20),)),))
+        data = (await client.request(request)).responses[0].partitions[0]
+        assert data.error_code == NONE
+        assert (data.diverging_epoch.epoch, data.diverging_epoch.end_offset) == (0, 2)
 
 
 # -- ListOffsets -------------------------------------------------------------------------------

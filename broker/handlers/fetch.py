@@ -131,10 +131,13 @@ async def _read(ctx: RequestContext, request: FetchRequest):
             if epoch_error != ErrorCode.none:
                 fields["error_code"] = epoch_error
                 had_error = True
+            elif follower >= 0 and _diverged(build, partition, fetch_partition, fields):
+                # Before the range check: a follower ahead of this leader holds an uncommitted suffix of an
+                # older epoch and must cut exactly that (KIP-101), not fall back to OFFSET_OUT_OF_RANGE's
+                # reset to the high watermark, which a new leader's may trail the committed records.
+                had_error = True
             elif offset < partition.log_start_offset or offset > partition.local_end_offset:
                 fields["error_code"] = ErrorCode.offset_out_of_range
-                had_error = True
-            elif follower >= 0 and _diverged(build, partition, fetch_partition, fields):
                 had_error = True
             else:
                 if follower >= 0:  # it holds everything below its fetch offset, read or not this time

@@ -180,6 +180,7 @@ class Broker:
         self.controller_client: ControllerClient | None = None  # registration, heartbeats, requests to it
         self.producer_ids = ProducerIdManager(self._allocate_producer_ids)  # InitProducerId
         self.transactions = None  # the transaction coordinator (broker/transactions), docs/transactions.md
+        self._logs_open = False  # open_logs finished: new images are applied to the partitions and coordinators
         self.log_cleaner: LogCleaner | None = None  # compacts compacted topics (broker/log_cleaner.py)
         self.fetchers = ReplicaFetchers(self)  # followers copying their leaders (broker/replication.py)
         self.isr_manager = IsrManager(self)  # leaders asking for ISR changes
@@ -229,6 +230,7 @@ class Broker:
         self.controller_client = ControllerClient(self, self.controller, connection)
         if alone:
             self.open_logs()
+            self.logs_opened()
 
     def open_logs(self) -> None:
         """Open the partition logs and replay the coordinators' internal topics (blocking), once the
@@ -438,10 +440,17 @@ class Broker:
         assert self.quorum is not None
         return self.quorum.image
 
+    def logs_opened(self) -> None:
+        """open_logs has finished (on a worker thread, while the quorum went on applying metadata here): apply
+        the images from now on, starting with the current one."""
+        self._logs_open = True
+        self._on_image(self.image)
+
     def _on_image(self, image: MetadataImage) -> None:
         """The quorum applied metadata (possibly written by another node): host what this node leads, and
-        coordinate the groups and transactions of the internal partitions it leads."""
-        if self.replicas is None:
+        coordinate the groups and transactions of the internal partitions it leads. Not while open_logs
+        runs on its thread: both would change the same partitions and coordinators (logs_opened catches up)."""
+        if self.replicas is None or not self._logs_open:
             return
         self._reconcile(image)
         gone = {topic_id for topic_id, _ in self.replicas.partitions} - set(image.topics_by_id)

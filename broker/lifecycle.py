@@ -54,6 +54,7 @@ async def serve_broker(broker: Broker, *, services: bool = True, task_status=tri
                 await trio.to_thread.run_sync(broker.open_logs)
             replicas, groups = broker.replicas, broker.groups
             broker.background = nursery
+            broker.logs_opened()
             nursery.start_soon(replicas.run_committer)
             nursery.start_soon(replicas.run_flusher)
             nursery.start_soon(replicas.run_retention, broker.retention_config,

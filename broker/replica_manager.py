@@ -279,7 +279,7 @@ class ReplicaManager:
         """Producer-state checks for one request, before offsets are assigned.
 
         False: nothing to append (a refused batch, with request.error set, or a
-        duplicate, answered with the original base offset).
+        duplicate, answered with the original offsets once they are committed).
         """
         state = request.partition._log.producers
         pid, epoch, first_seq = request.producer_id, request.producer_epoch, request.base_sequence
@@ -293,7 +293,7 @@ class ReplicaManager:
                 if request.origin is AppendOrigin.CLIENT:
                     duplicate = state.find_duplicate(pid, epoch, first_seq, last_sequence(first_seq, last_delta))
                     if duplicate is not None:
-                        request.base_offset = duplicate[0]
+                        request.base_offset, request.end_offset = duplicate[0], duplicate[1] + 1
                         return False
                 state.check_data(pid, epoch, first_seq, bool(request.attributes & TRANSACTIONAL_BIT),
                                  request.origin is AppendOrigin.CLIENT)
@@ -321,13 +321,14 @@ class ReplicaManager:
     async def _commit_group(self, group: list[AppendRequest]) -> None:
         pendings = []
         appended = []  # requests with a pending append, parallel to pendings
-        settled: list[AppendRequest] = []  # refused or duplicate: nothing appended
+        settled: list[AppendRequest] = []  # refused: nothing appended
+        duplicates: list[AppendRequest] = []  # a retry of a batch already in the log: answered once it is committed
         journaled: list[Partition] = []  # partitions whose producer state this group changed (undone if it fails)
         for request in group:
             tail = b""
             if request.producer_id >= 0:
                 if not self._check_producer(request, journaled):
-                    settled.append(request)
+                    (settled if request.error is not None else duplicates).append(request)
                     continue
                 tail = producer_index_tail(request.producer_id, request.producer_epoch, request.base_sequence,
                                            request.attributes, request.marker, request.coordinator_epoch)
@@ -382,6 +383,13 @@ class ReplicaManager:
             partition._log.producers.commit()
         for request in settled:
             request.settle()
+        # A duplicate waits for the high watermark like its original: a retry that reaches a leader about to
+        # lose its unreplicated suffix must not be told "written" (acks=all would then lose it).
+        for request in duplicates:
+            request.done.set()
+            self._awaiting_commit.setdefault(request.partition, []).append(request)
+        for partition in {request.partition for request in duplicates}:
+            self.advance_high_watermark(partition)
         if write_seconds is None:
             return
         if not self.sync_on_append:

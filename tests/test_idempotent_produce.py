@@ -137,6 +137,27 @@ async def test_retries_are_answered_with_the_original_offsets_and_not_written_ag
         assert values((await fetch(client, "idem")).records)[2:] == [b"v0", b"v1", b"v2", b"v3", b"v4", b"v0"]
 
 
+async def test_a_retried_batch_is_answered_only_once_its_original_is_committed(running_broker, client):
+    """A retry that finds its batch in the log waits for the high watermark like the original: a leader that
+    wrote a batch its followers never got (and is about to lose it to a new leader) must not answer a retry
+    "written". Here a follower that has not fetched holds the high watermark (Partition state set directly)."""
+    with trio.fail_after(DEADLINE_S):
+        topic_id = await create_topic(client, "dup")
+        pid = (await init_producer_id(client)).producer_id
+        replicas = running_broker.broker.replicas
+        partition = replicas.get(topic_id, 0)
+        node = partition.node_id
+        partition.apply_state((node, 99), node, partition.leader_epoch, (node, 99), partition.partition_epoch, 2)
+        request = dataclasses.replace(produce_request("dup", {0: batch(pid, 0, 0, count=3)}, version=11),
+                                      timeout=datetime.timedelta(milliseconds=300))
+        first = (await client.request(request)).responses[0].partition_responses[0]
+        retry = (await client.request(request)).responses[0].partition_responses[0]
+        assert (first.error_code, retry.error_code) == (ErrorCode.request_timed_out,) * 2
+        replicas.follower_fetched(partition, 99, 3)  # the follower has it now: committed
+        retry = (await client.request(request)).responses[0].partition_responses[0]
+        assert (retry.error_code, retry.base_offset) == (NONE, 0)
+
+
 async def test_pipelined_batches_of_one_producer_are_checked_in_arrival_order(running_broker, client):
     from lodestream.protocol.codec import decode_response, encode_request, response_type
 

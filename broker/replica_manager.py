@@ -78,7 +78,9 @@ class AppendRequest:
     origin: AppendOrigin = AppendOrigin.CLIENT
     marker: int = -1  # transaction markers: 0 abort, 1 commit
     coordinator_epoch: int = -1
-    epoch: int = -1  # replication: the leader epoch the batches were written in (they keep it and their offsets)
+    # The leader epoch the batches are written in: replication keeps the leader's (and its offsets); a
+    # leader's own write takes its epoch when queued, and is refused if leadership moved before the write.
+    epoch: int = -1
 
     def set_producer(self, producer_id: int, producer_epoch: int, base_sequence: int, attributes: int) -> None:
         self.producer_id = producer_id
@@ -153,6 +155,8 @@ class ReplicaManager:
             request.error = StorageError("broker is shutting down")
             request.settle()
             return
+        if request.origin is not AppendOrigin.REPLICATION:
+            request.epoch = request.partition.leader_epoch
         self._queue.append(request)
         self._queue_nonempty.set()
 
@@ -307,6 +311,23 @@ class ReplicaManager:
         return True
 
     @staticmethod
+    def _still_in_role(request: AppendRequest) -> bool:
+        """Whether the partition still has the role the request was queued for: a leader's write needs the
+        same leadership (an await between the handler's check and the write, a verification or the previous
+        group commit, may have moved it; written anyway, the batch would carry another leader's epoch at
+        offsets that leader fills differently); a follower's copy needs this broker not to lead now.
+        Otherwise the request is refused with NOT_LEADER_OR_FOLLOWER (the producer retries at the leader)."""
+        partition = request.partition
+        if request.origin is AppendOrigin.REPLICATION:
+            still = not partition.is_leader
+        else:
+            still = partition.is_leader and partition.leader_epoch == request.epoch
+        if not still:
+            request.error = KafkaError(ErrorCode.not_leader_or_follower,
+                                       f"{partition.topic_name}-{partition.index}: leadership moved before the write")
+        return still
+
+    @staticmethod
     def _apply_producer(request: AppendRequest, base: int, last: int) -> None:
         state = request.partition._log.producers
         max_timestamp = request.batches[0][1]
@@ -325,6 +346,9 @@ class ReplicaManager:
         duplicates: list[AppendRequest] = []  # a retry of a batch already in the log: answered once it is committed
         journaled: list[Partition] = []  # partitions whose producer state this group changed (undone if it fails)
         for request in group:
+            if not self._still_in_role(request):
+                settled.append(request)
+                continue
             tail = b""
             if request.producer_id >= 0:
                 if not self._check_producer(request, journaled):
@@ -333,7 +357,7 @@ class ReplicaManager:
                 tail = producer_index_tail(request.producer_id, request.producer_epoch, request.base_sequence,
                                            request.attributes, request.marker, request.coordinator_epoch)
             replicated = request.origin is AppendOrigin.REPLICATION
-            epoch = request.epoch if replicated else request.partition.leader_epoch
+            epoch = request.epoch
             append_time = request.log_append_time_ms
 
             def stamp(batch, base_offset, epoch=epoch, append_time=append_time):

@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.protocol.messages import request_builder
 from lodestream.protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, build_batch, iter_records, parse_header
 from lodestream.storage.leveldb_log import StorageError
@@ -156,6 +156,27 @@ async def test_a_retried_batch_is_answered_only_once_its_original_is_committed(r
         replicas.follower_fetched(partition, 99, 3)  # the follower has it now: committed
         retry = (await client.request(request)).responses[0].partition_responses[0]
         assert (retry.error_code, retry.base_offset) == (NONE, 0)
+
+
+async def test_a_write_queued_before_leadership_moved_is_refused_not_written(running_broker, client):
+    """Leadership can move between a produce's leader check and its group commit (a verification or the
+    previous write in between). Written anyway, the batch would sit at offsets the new leader fills
+    differently, stamped with that leader's epoch, so no divergence check would ever cut it."""
+    from lodestream.broker.replica_manager import AppendRequest
+
+    with trio.fail_after(DEADLINE_S):
+        topic_id = await create_topic(client, "moved")
+        replicas = running_broker.broker.replicas
+        partition = replicas.get(topic_id, 0)
+        raw = rb.simple_batch(1)
+        request = AppendRequest(partition, [(0, int(time.time() * 1000), len(raw), memoryview(raw))], None)
+        replicas.enqueue(request)
+        end = partition.local_end_offset
+        partition.apply_state((partition.node_id, 99), 99, partition.leader_epoch + 1, (partition.node_id, 99),
+                              partition.partition_epoch + 1, 1)  # before the committer runs
+        await request.done.wait()
+        assert isinstance(request.error, KafkaError) and request.error.code == ErrorCode.not_leader_or_follower
+        assert partition.local_end_offset == end
 
 
 async def test_pipelined_batches_of_one_producer_are_checked_in_arrival_order(running_broker, client):

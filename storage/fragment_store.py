@@ -4,7 +4,7 @@ Each store is one failure domain. `remote.fragment.stores` lists them as URLs:
 
 * `file:///path`: a directory (the embedded default; a mounted disk or network file system per domain).
 * `s3://bucket?endpoint=http://host:port`: any S3-compatible object store (SeaweedFS, MinIO, Ceph RGW,
-  a cloud bucket). Not built yet (docs/tiered-storage.md, "Status").
+  a cloud bucket): s3_store.py.
 
 A store keeps objects by key (`<topic id>/<partition>/<base offset>-<segment id>.<fragment index>`), and
 answers whole and ranged reads. A put is durable when it returns. Synchronous: callers run it on a worker
@@ -52,6 +52,10 @@ def open_store(url: str) -> FragmentStore:
         if parsed.netloc not in ("", "localhost"):
             raise FragmentStoreError(f"{url}: a file:// store is a local directory (file:///path)")
         return FileFragmentStore(url, Path(unquote(parsed.path)))
+    if parsed.scheme == "s3":
+        from lodestream.storage.s3_store import S3FragmentStore  # httpx only for those who use S3
+
+        return S3FragmentStore(url)
     raise FragmentStoreError(f"{url}: unknown fragment store scheme {parsed.scheme!r} (file:// or s3://)")
 
 

@@ -8,13 +8,17 @@ from types import MappingProxyType
 from typing import Mapping
 
 from lodestream.consensus.records import (
+    COPY_FINISHED,
+    DELETE_FINISHED,
     BrokerFencingRecord,
     ConfigRecord,
     MetadataRecord,
     PartitionRecord,
     ProducerIdsRecord,
     QuotaRecord,
+    REMOTE_SEGMENT_NEXT_STATES,
     RegisterBrokerRecord,
+    RemoteSegmentRecord,
     RemoveTopicRecord,
     TopicRecord,
 )
@@ -79,6 +83,9 @@ class MetadataImage:
     client_quotas: Mapping[tuple, Mapping[str, float]] = field(default_factory=lambda: _EMPTY)
     next_producer_id: int = 0  # producer ids below this are reserved (broker/producer_ids.py)
     brokers: Mapping[int, BrokerImage] = field(default_factory=lambda: _EMPTY)  # registered brokers by id
+    # (topic id, partition) -> {segment id: its latest RemoteSegmentRecord}: offloaded segments, any state
+    remote_segments: Mapping[tuple[uuid.UUID, int], Mapping[uuid.UUID, RemoteSegmentRecord]] = field(
+        default_factory=lambda: _EMPTY)
 
     def live_brokers(self) -> list[BrokerImage]:
         """Registered, unfenced brokers by id: the ones clients are told about and partitions go to."""
@@ -86,6 +93,11 @@ class MetadataImage:
 
     def topic(self, name: str) -> TopicImage | None:
         return self.topics_by_name.get(name)
+
+    def remote_log(self, topic_id: uuid.UUID, partition: int) -> list[RemoteSegmentRecord]:
+        """The partition's readable offloaded segments (COPY_FINISHED), by base offset."""
+        segments = self.remote_segments.get((topic_id, partition), _EMPTY).values()
+        return sorted((s for s in segments if s.state == COPY_FINISHED), key=lambda s: s.base_offset)
 
 
 def _with_topic(image: MetadataImage, topic: TopicImage) -> MetadataImage:
@@ -144,7 +156,10 @@ def replay(image: MetadataImage, record: MetadataRecord) -> MetadataImage:
             if by_name.get(topic.name) is topic:
                 del by_name[topic.name]
             del by_id[topic_id]
-            return replace(image, topics_by_name=MappingProxyType(by_name), topics_by_id=MappingProxyType(by_id))
+            # Its offloaded segments go too: their fragments are orphans the stores' collector deletes.
+            remote = {key: value for key, value in image.remote_segments.items() if key[0] != topic_id}
+            return replace(image, topics_by_name=MappingProxyType(by_name), topics_by_id=MappingProxyType(by_id),
+                           remote_segments=MappingProxyType(remote))
         case ConfigRecord(resource_type="topic"):
             topic = image.topics_by_name.get(record.resource_name)
             if topic is None:
@@ -171,6 +186,17 @@ def replay(image: MetadataImage, record: MetadataRecord) -> MetadataImage:
             if broker is None or broker.broker_epoch != epoch:  # about an earlier registration: ignored
                 return image
             return replace(image, brokers=_with_entry(image.brokers, broker_id, replace(broker, fenced=fenced)))
+        case RemoteSegmentRecord():
+            topic = image.topics_by_id.get(record.topic_id)
+            if topic is None or record.partition not in topic.partitions:
+                return image
+            key = (record.topic_id, record.partition)
+            segments = image.remote_segments.get(key, _EMPTY)
+            current = segments.get(record.segment_id)
+            if record.state not in REMOTE_SEGMENT_NEXT_STATES.get(current.state if current else None, ()):
+                return image  # an out-of-order state change (the controller checks them): ignored
+            updated = _with_entry(segments, record.segment_id, None if record.state == DELETE_FINISHED else record)
+            return replace(image, remote_segments=_with_entry(image.remote_segments, key, updated or None))
         case ProducerIdsRecord(next_producer_id=next_id):
             # Never moves back, so a replayed or reordered reservation cannot hand out an id twice.
             return replace(image, next_producer_id=max(image.next_producer_id, next_id))

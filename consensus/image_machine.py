@@ -7,6 +7,7 @@ does not replay is skipped on every node alike (replay is deterministic), so the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -15,6 +16,7 @@ from typing import Callable
 
 from lodestream.consensus.image import BrokerImage, MetadataImage, PartitionImage, TopicImage, replay_all
 from lodestream.consensus.records import (
+    COPY_STARTED,
     BrokerFencingRecord,
     ConfigRecord,
     MetadataRecord,
@@ -24,6 +26,7 @@ from lodestream.consensus.records import (
     RegisterBrokerRecord,
     TopicRecord,
     decode_records,
+    encode_records,
 )
 
 logger = logging.getLogger(__name__)
@@ -113,6 +116,8 @@ def image_to_snapshot(image: MetadataImage) -> bytes:
             "next_producer_id": image.next_producer_id,
             "brokers": [[b.broker_id, str(b.incarnation_id), b.broker_epoch, [list(e) for e in b.endpoints], b.rack,
                          b.fenced] for b in image.brokers.values()],
+            "remote_segments": json.loads(encode_records(
+                [record for segments in image.remote_segments.values() for record in segments.values()])),
         },
         separators=(",", ":"),
     ).encode()
@@ -146,7 +151,15 @@ def image_from_snapshot(data: bytes) -> MetadataImage:
                                    fenced)
             for broker_id, incarnation, epoch, endpoints, rack, fenced in doc.get("brokers", ())
         }),
+        remote_segments=_remote_segments_from_json(doc.get("remote_segments", [])),
     )
+
+
+def _remote_segments_from_json(items: list) -> MappingProxyType:
+    by_partition: dict = {}
+    for record in decode_records(json.dumps(items).encode()):
+        by_partition.setdefault((record.topic_id, record.partition), {})[record.segment_id] = record
+    return MappingProxyType({key: MappingProxyType(segments) for key, segments in by_partition.items()})
 
 
 def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
@@ -168,4 +181,9 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
         records.append(RegisterBrokerRecord(b.broker_id, b.incarnation_id, b.broker_epoch, b.endpoints, b.rack))
         if not b.fenced:
             records.append(BrokerFencingRecord(b.broker_id, b.broker_epoch, False))
+    for segments in image.remote_segments.values():
+        for record in segments.values():  # replayed through their states: COPY_STARTED first
+            records.append(dataclasses.replace(record, state=COPY_STARTED))
+            if record.state != COPY_STARTED:
+                records.append(record)
     return records

@@ -102,12 +102,49 @@ class BrokerFencingRecord:
     fenced: bool
 
 
+# KIP-405's states of a remote log segment, in the only order they may follow each other.
+COPY_STARTED, COPY_FINISHED, DELETE_STARTED, DELETE_FINISHED = (
+    "COPY_SEGMENT_STARTED", "COPY_SEGMENT_FINISHED", "DELETE_SEGMENT_STARTED", "DELETE_SEGMENT_FINISHED")
+REMOTE_SEGMENT_NEXT_STATES = {
+    None: (COPY_STARTED,),
+    COPY_STARTED: (COPY_FINISHED, DELETE_STARTED),  # finished, or abandoned (its fragments are deleted)
+    COPY_FINISHED: (COPY_FINISHED, DELETE_STARTED),  # COPY_FINISHED again: a repair moved fragments
+    DELETE_STARTED: (DELETE_FINISHED,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSegmentRecord:
+    """A sealed segment offloaded to the fragment stores as erasure-coded fragments (docs/tiered-storage.md):
+    KIP-405's RemoteLogSegmentMetadata with its state. Each state change is a whole new record. The
+    fragments are written before COPY_FINISHED is committed, so a finished segment never points at missing
+    data; one left in COPY_STARTED (a crash) is deleted, not read. The segment's bytes are its batches in
+    offset order followed by its batch index (index_position, index_length), all erasure-coded."""
+
+    type_name: ClassVar[str] = "remote_segment"
+    topic_id: uuid.UUID
+    partition: int
+    segment_id: uuid.UUID
+    state: str
+    base_offset: int = 0
+    end_offset: int = 0  # the offset after its last record
+    max_timestamp: int = -1
+    leader_epochs: tuple[tuple[int, int], ...] = ()  # (leader epoch, first offset) of the epochs it holds
+    size: int = 0  # bytes of batches and index
+    index_position: int = 0
+    scheme: str = ""  # rs:K+M
+    stripe_bytes: int = 0
+    piece_size: int = 0
+    stores: tuple[str, ...] = ()  # the store of fragment i
+    broker_id: int = -1  # the leader that offloaded it
+
+
 MetadataRecord = Union[TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord,
-                       RegisterBrokerRecord, BrokerFencingRecord]
+                       RegisterBrokerRecord, BrokerFencingRecord, RemoteSegmentRecord]
 _RECORD_TYPES = {
     cls.type_name: cls
     for cls in (TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord,
-                RegisterBrokerRecord, BrokerFencingRecord)
+                RegisterBrokerRecord, BrokerFencingRecord, RemoteSegmentRecord)
 }
 
 
@@ -138,10 +175,12 @@ def decode_records(data: bytes) -> list[MetadataRecord]:
             if f.name not in item:  # a field added later: its default
                 continue
             value = item[f.name]
-            if f.name in ("topic_id", "incarnation_id"):
+            if f.name in ("topic_id", "incarnation_id", "segment_id"):
                 value = uuid.UUID(value)
-            elif f.name in ("replicas", "isr", "elr", "adding", "removing"):
+            elif f.name in ("replicas", "isr", "elr", "adding", "removing", "stores"):
                 value = None if value is None else tuple(value)
+            elif f.name == "leader_epochs":
+                value = tuple(tuple(pair) for pair in value)
             elif f.name == "endpoints":
                 value = tuple(tuple(endpoint) for endpoint in value)
             elif f.name == "entity":

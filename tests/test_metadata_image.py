@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from types import MappingProxyType
 
@@ -318,3 +319,43 @@ ReplayMachine.TestCase.settings = settings(
     max_examples=100, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck)
 )
 TestReplayMachine = ReplayMachine.TestCase
+
+
+# -- offloaded segments (docs/tiered-storage.md) ---------------------------------------------------------------
+
+
+def test_remote_segment_states_follow_kip_405_and_the_image_lists_finished_ones():
+    from lodestream.consensus.image_machine import image_from_snapshot, image_to_records, image_to_snapshot
+    from lodestream.consensus.records import (
+        COPY_FINISHED, COPY_STARTED, DELETE_FINISHED, DELETE_STARTED, RemoteSegmentRecord)
+
+    topic_id = uuid.uuid4()
+    image = replay_all(MetadataImage(), [TopicRecord("t", topic_id), PartitionRecord(topic_id, 0, (1, 2, 3), 1)])
+
+    def segment(segment_id, state, base=0, end=100):
+        return RemoteSegmentRecord(topic_id, 0, segment_id, state, base, end, 1_700_000_000_000, ((0, base),), 4096,
+                                   4000, "rs:4+2", 1024, 340, tuple(f"file:///s{i}" for i in range(6)), 1)
+
+    first, second, abandoned = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    image = replay_all(image, [segment(first, COPY_STARTED), segment(second, COPY_STARTED, 100, 250),
+                               segment(abandoned, COPY_STARTED, 250, 300)])
+    assert image.remote_log(topic_id, 0) == []  # nothing readable before COPY_FINISHED
+    assert replay(image, segment(first, DELETE_FINISHED)) == image  # out of order: ignored
+    image = replay_all(image, [segment(second, COPY_FINISHED, 100, 250), segment(first, COPY_FINISHED),
+                               segment(abandoned, DELETE_STARTED, 250, 300)])
+    assert [(s.base_offset, s.end_offset) for s in image.remote_log(topic_id, 0)] == [(0, 100), (100, 250)]
+    assert replay(image, segment(first, COPY_STARTED)) == image  # no way back
+    finished = segment(first, COPY_FINISHED)
+    moved = dataclasses.replace(finished, stores=("file:///spare",) + finished.stores[1:])
+    image = replay(image, moved)  # a repair moved fragment 0
+    assert image.remote_log(topic_id, 0)[0].stores[0] == "file:///spare"
+    assert decode_records(encode_records([moved])) == [moved]
+    assert image_from_snapshot(image_to_snapshot(image)) == image
+    assert replay_all(MetadataImage(), image_to_records(image)) == image
+    image = replay_all(image, [segment(first, DELETE_STARTED), segment(first, DELETE_FINISHED),
+                               segment(abandoned, DELETE_FINISHED, 250, 300)])
+    assert [s.segment_id for s in image.remote_log(topic_id, 0)] == [second]
+    assert set(image.remote_segments[(topic_id, 0)]) == {second}
+    image = replay(image, RemoveTopicRecord(topic_id))
+    assert image.remote_segments == {}
+    assert replay(image, segment(uuid.uuid4(), COPY_STARTED)) == image  # about a deleted topic: ignored

@@ -133,3 +133,57 @@ def test_store_urls_and_keys_are_checked(tmp_path):
     store.delete("a/b.0")
     store.delete("a/b.0")
     assert list(store.keys()) == []
+
+
+def test_an_offloaded_segment_serves_fetches_and_timestamp_lookups_from_its_stripes(tmp_path):
+    """A segment's batches and batch index, erasure-coded over file stores: a fetch from any offset (inside a
+    batch too) gets whole batches within max_bytes, and reads only what it needs, also with m stores gone."""
+    import record_batches as rb
+    from lodestream.storage.remote_segment import encode_segment, read_batches, read_index
+
+    rng = random.Random(7)
+    batches, entries, offset = [], [], 1000
+    for i in range(120):
+        count = rng.randint(1, 20)
+        records = [rb.Record(value=rng.randbytes(rng.randint(10, 3000)), timestamp=1_700_000_000_000 + i * 10 + j)
+                   for j in range(count)]
+        batch = rb.build_batch(records, base_offset=offset, partition_leader_epoch=3)
+        batches.append(batch)
+        entries.append((offset, offset + count - 1, 1_700_000_000_000 + i * 10 + count - 1, len(batch)))
+        offset += count
+    blob, index_position = encode_segment(batches, entries)
+    codec = codec_for(Scheme(4, 2))
+    stores = {url: open_store(url) for url in (f"file://{tmp_path}/store{i}" for i in range(6))}
+    layout = write_segment(codec, list(stores.values()), "t/0/00000000000000001000-x", blob, 16384)
+    for gone in ((), (1, 5)):
+        for index in gone:
+            (tmp_path / f"store{index}" / layout.object_key(index)).unlink()
+        index = read_index(codec, layout, stores, index_position)
+        assert len(index) == 120
+        for _ in range(40):
+            position = rng.randrange(len(batches))
+            inside = rng.randint(entries[position][0], entries[position][1])
+            max_bytes = rng.choice([1, 5000, 50_000, 1 << 30])
+            got = read_batches(codec, layout, stores, index, inside, max_bytes, offset)
+            expected = [batches[position]]
+            total = len(batches[position])
+            for later in batches[position + 1:]:
+                if total + len(later) > max_bytes:
+                    break
+                expected.append(later)
+                total += len(later)
+            assert got == expected
+        assert read_batches(codec, layout, stores, index, offset, 1 << 20, offset + 10) == []  # past the end
+        assert read_batches(codec, layout, stores, index, 1000, 1 << 30, entries[3][0]) == batches[:3]  # upper
+        assert index.first_with_timestamp(1_700_000_000_000 + 505) == entries[50][0]
+        assert index.first_with_timestamp(1_800_000_000_000) is None
+
+
+def test_a_segment_index_that_is_not_one_is_refused():
+    from lodestream.storage.remote_segment import SegmentFormatError, SegmentIndex, encode_segment
+
+    for blob in (b"", b"junk-junk-junk", b"LSIX\x00\x00\x00\x01\x00\x00\x00\x05"):
+        with pytest.raises(SegmentFormatError):
+            SegmentIndex.decode(blob, 0)
+    with pytest.raises(SegmentFormatError, match="the index says"):
+        encode_segment([b"12345"], [(0, 0, 0, 4)])

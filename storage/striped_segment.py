@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from lodestream.storage.erasure import Codec, Scheme
 from lodestream.storage.fragment_store import FragmentStore, FragmentStoreError
+from lodestream.storage.stripe_cache import StripeCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +50,23 @@ def write_segment(codec: Codec, stores: list[FragmentStore], key: str, data: byt
     return layout
 
 
-def read_range(codec: Codec, layout: SegmentLayout, stores: dict[str, FragmentStore], start: int, end: int) -> bytes:
-    """The segment's bytes [start, end). NotEnoughFragments when a stripe has fewer than k good pieces."""
+def read_range(codec: Codec, layout: SegmentLayout, stores: dict[str, FragmentStore], start: int, end: int,
+               cache: StripeCache | None = None) -> bytes:
+    """The segment's bytes [start, end), stripe by stripe from `cache` when it has them (and into it when
+    not). NotEnoughFragments when a stripe has fewer than k good pieces."""
     end = min(end, layout.length)
     if start >= end:
         return b""
     first, last = start // layout.stripe_bytes, (end - 1) // layout.stripe_bytes
-    data = b"".join(read_stripe(codec, layout, stores, stripe) for stripe in range(first, last + 1))
+    stripes = []
+    for stripe in range(first, last + 1):
+        data = cache.get((layout.key, stripe)) if cache is not None else None
+        if data is None:
+            data = read_stripe(codec, layout, stores, stripe)
+            if cache is not None:
+                cache.put((layout.key, stripe), data)
+        stripes.append(data)
+    data = b"".join(stripes)
     offset = first * layout.stripe_bytes
     return data[start - offset:end - offset]
 

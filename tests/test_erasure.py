@@ -177,6 +177,18 @@ def test_an_offloaded_segment_serves_fetches_and_timestamp_lookups_from_its_stri
         assert read_batches(codec, layout, stores, index, 1000, 1 << 30, entries[3][0]) == batches[:3]  # upper
         assert index.first_with_timestamp(1_700_000_000_000 + 505) == entries[50][0]
         assert index.first_with_timestamp(1_800_000_000_000) is None
+    # With the stripe cache, a second read of the same batches needs no store at all.
+    from lodestream.storage.stripe_cache import StripeCache
+
+    cache = StripeCache(1 << 20)
+    index = read_index(codec, layout, stores, index_position, cache)
+    first = read_batches(codec, layout, stores, index, entries[10][0], 40_000, offset, cache)
+    for store in stores.values():
+        for key in list(store.keys()):
+            store.delete(key)
+    assert read_index(codec, layout, stores, index_position, cache) == index
+    assert read_batches(codec, layout, stores, index, entries[10][0], 40_000, offset, cache) == first
+    assert cache.hits >= 2 and first[0] == batches[10]
 
 
 def test_a_segment_index_that_is_not_one_is_refused():
@@ -187,3 +199,23 @@ def test_a_segment_index_that_is_not_one_is_refused():
             SegmentIndex.decode(blob, 0)
     with pytest.raises(SegmentFormatError, match="the index says"):
         encode_segment([b"12345"], [(0, 0, 0, 4)])
+
+
+def test_the_stripe_cache_keeps_the_most_recently_used_within_its_bytes():
+    from lodestream.storage.stripe_cache import StripeCache
+
+    cache = StripeCache(capacity_bytes=300)
+    a, b = "t/0/0-a", "t/0/0-b"
+    cache.put((a, 0), b"x" * 100)
+    cache.put((a, 1), b"y" * 100)
+    cache.put((b, 0), b"z" * 100)
+    assert cache.get((a, 0)) == b"x" * 100  # now the most recent
+    cache.put((b, 1), b"w" * 100)  # evicts (a, 1), the least recently used
+    assert cache.get((a, 1)) is None and cache.size_bytes == 300
+    cache.put((b, 2), b"v" * 1000)  # larger than the cache: not kept, nothing evicted for it
+    assert cache.get((b, 2)) is None and cache.size_bytes == 300
+    cache.put((a, 0), b"x" * 50)  # replaced: its size is counted once
+    assert cache.size_bytes == 250
+    cache.drop_segment(b)
+    assert cache.size_bytes == 50 and cache.get((b, 0)) is None
+    assert (cache.hits, cache.misses) == (1, 3)

@@ -1,6 +1,6 @@
 """Fragment stores: where the erasure-coded fragment objects of sealed segments live (docs/tiered-storage.md).
 
-Each store is one failure domain. `remote.fragment.stores` lists them as URLs:
+Each store is one failure domain. `remote.fragment.stores` lists them as URLs (store_urls.open_store):
 
 * `file:///path`: a directory (the embedded default; a mounted disk or network file system per domain).
 * `s3://bucket?endpoint=http://host:port`: any S3-compatible object store (SeaweedFS, MinIO, Ceph RGW,
@@ -17,7 +17,6 @@ import os
 import uuid
 from pathlib import Path
 from typing import Iterator, Protocol
-from urllib.parse import unquote, urlparse
 
 
 class FragmentStoreError(Exception):
@@ -43,20 +42,6 @@ class FragmentStore(Protocol):
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Every stored key starting with prefix (orphan collection, scrub)."""
-
-
-def open_store(url: str) -> FragmentStore:
-    """The store a `remote.fragment.stores` URL names; FragmentStoreError for an unknown scheme."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise FragmentStoreError(f"{url}: a file:// store is a local directory (file:///path)")
-        return FileFragmentStore(url, Path(unquote(parsed.path)))
-    if parsed.scheme == "s3":
-        from lodestream.storage.s3_store import S3FragmentStore  # httpx only for those who use S3
-
-        return S3FragmentStore(url)
-    raise FragmentStoreError(f"{url}: unknown fragment store scheme {parsed.scheme!r} (file:// or s3://)")
 
 
 class FileFragmentStore:

@@ -41,9 +41,10 @@ def test_only_the_lodestream_namespace_is_importable(tmp_path):
 # partition's log: handlers, the REST API, metrics and the coordinators use Partition's offsets and reads.
 PARTITION_LAYER = {ROOT / "broker" / "partition.py", ROOT / "broker" / "replica_manager.py"}
 # Who may import the storage package: the partition layer, the compaction rules it runs on a log, the
-# broker that opens the store, and the metadata quorum's own log (__cluster_metadata).
+# broker that opens the store, the metadata quorum's own log (__cluster_metadata), and the reader of
+# offloaded segments (the remote tier's part of the partition layer).
 STORAGE_IMPORTERS = PARTITION_LAYER | {ROOT / "broker" / "compaction.py", ROOT / "broker" / "broker.py",
-                                       ROOT / "broker" / "metadata_log.py"}
+                                       ROOT / "broker" / "metadata_log.py", ROOT / "broker" / "remote_reader.py"}
 
 
 def _modules(*layers: str):

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pyeclib.ec_iface import ECDriver
 
 from lodestream.storage.erasure import ErasureError, NotEnoughFragments, Scheme, _decodes_every_loss, codec_for
-from lodestream.storage.fragment_store import FragmentStoreError, MissingFragment, open_store
+from lodestream.storage.fragment_store import FragmentStoreError, MissingFragment
+from lodestream.storage.store_urls import open_store
 from lodestream.storage.striped_segment import check_fragments, read_range, repair, write_segment
 
 

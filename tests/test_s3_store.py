@@ -9,7 +9,8 @@ import os
 import pytest
 
 from lodestream.storage.erasure import NotEnoughFragments, Scheme, codec_for
-from lodestream.storage.fragment_store import FragmentStoreError, MissingFragment, open_store
+from lodestream.storage.fragment_store import FragmentStoreError, MissingFragment
+from lodestream.storage.store_urls import open_store
 from lodestream.storage.s3_store import sign_v4
 from lodestream.storage.striped_segment import read_range, write_segment
 

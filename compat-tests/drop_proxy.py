@@ -4,8 +4,8 @@ The proxy reads Kafka frames in both directions (4-byte size, then the request
 header ``api_key, api_version, correlation_id`` or the response header
 ``correlation_id``), so it knows which response belongs to which request.
 
-With ``cut_every = N`` (settable at any time), every N-th request whose API key
-is in ``cut_api_keys`` (Produce by default) is forwarded to the broker and then
+With ``cut_every = N`` (settable at any time), every N-th request of each API key
+in ``cut_api_keys`` (Produce by default) is forwarded to the broker and then
 the connection is cut before the client sees the response, alternating between
 two ways (``cut_modes``):
 
@@ -91,6 +91,9 @@ class DropProxy:
         self.connections = 0
         self.refused = 0  # client connections closed because the upstream did not accept
         self.matching_requests = 0  # requests with an API key in cut_api_keys
+        # Counted per API key, so every kind is cut however the kinds interleave (a cluster spreads them
+        # over several proxies, and retries shift a shared count).
+        self._matching_by_key: dict[int, int] = {}
         self.cuts: list[tuple[str, int, int]] = []  # (mode, api_key, correlation_id), when done
         self._links: set[_Link] = set()
         self._closed = False
@@ -182,7 +185,8 @@ class DropProxy:
             return None
         with self._lock:
             self.matching_requests += 1
-            if self.cut_every > 0 and self.matching_requests % self.cut_every == 0:
+            seen = self._matching_by_key[api_key] = self._matching_by_key.get(api_key, 0) + 1
+            if self.cut_every > 0 and seen % self.cut_every == 0:
                 return next(self._modes)
         return None
 

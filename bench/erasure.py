@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/erasure.py [--megabytes 64] [--stripe-kib 1024]
 
-encode: segment bytes in -> k+m framed fragment objects; read healthy: every stripe from its k data pieces
+Best of three passes. encode: segment bytes in -> k+m framed fragment objects (checksums included); read healthy: every stripe from its k data pieces
 (checksums checked, no decoding); read degraded: every stripe with m fragments lost (checksums + decoding).
 Figures are MB/s of segment data on one core; docs/benchmarks.md records them.
 """
@@ -32,19 +32,24 @@ def main() -> None:
     for text in SCHEMES:
         scheme = Scheme.parse(text)
         codec = codec_for(scheme)
-        started = time.perf_counter()
-        objects = codec.encode(data, stripe)
-        encode = megabytes / (time.perf_counter() - started)
+        encode = 0.0
+        for _ in range(3):  # the best of three: the first pass also pays for page faults
+            started = time.perf_counter()
+            objects = codec.encode(data, stripe)
+            encode = max(encode, megabytes / (time.perf_counter() - started))
         piece = codec.piece_size(stripe)
         stripes = len(objects[0]) // piece
         views = [memoryview(blob) for blob in objects]
 
         def read(lost: set[int]) -> float:
-            started = time.perf_counter()
-            for j in range(stripes):
-                codec.decode_stripe({i: bytes(views[i][j * piece:(j + 1) * piece])
-                                     for i in range(scheme.width) if i not in lost})
-            return megabytes / (time.perf_counter() - started)
+            best = 0.0
+            for _ in range(3):
+                started = time.perf_counter()
+                for j in range(stripes):
+                    codec.decode_stripe({i: bytes(views[i][j * piece:(j + 1) * piece])
+                                         for i in range(scheme.width) if i not in lost})
+                best = max(best, megabytes / (time.perf_counter() - started))
+            return best
 
         healthy = read(set())
         degraded = read(set(range(scheme.m)))  # data fragments lost: every stripe is decoded

@@ -5,7 +5,10 @@ stripe fetched once however many readers want it at the same time.
 2. Optionally Redis (`remote.cache.redis.url`), shared by the brokers. Stripes are kept there for a TTL and
    within Redis's own memory limit. Redis down or slow (each call is bounded by a short timeout) is a miss:
    reads go on from the fragments, and `redis_errors` counts it for the metrics.
-3. The fragment stores: storage/striped_segment.read_stripe on a worker thread, behind the io limiter.
+3. The fragment stores. From network stores (S3) the k data pieces of the stripe are fetched in parallel
+   (worker threads behind the fetch limiter), then parity pieces for the missing or corrupt ones, then the
+   stripe is decoded (when needed) behind the io limiter. From local directories one worker thread reads
+   the stripe (a thread per piece costs more than it saves there).
 
 A segment's batch index is kept per segment after its first read.
 """
@@ -21,7 +24,7 @@ import trio
 from lodestream.storage.erasure import Codec
 from lodestream.storage.fragment_store import FragmentStore
 from lodestream.storage.remote_segment import SegmentIndex, split_batches
-from lodestream.storage.striped_segment import SegmentLayout, read_stripe
+from lodestream.storage.striped_segment import SegmentLayout, read_piece, read_stripe
 from lodestream.storage.stripe_cache import StripeCache
 
 log = logging.getLogger(__name__)
@@ -86,9 +89,11 @@ class RedisStripeCache:
 
 class RemoteSegmentReader:
     def __init__(self, stores: Callable[[], dict[str, FragmentStore]], limiter: trio.CapacityLimiter,
-                 cache: StripeCache, redis: RedisStripeCache | None = None) -> None:
+                 cache: StripeCache, redis: RedisStripeCache | None = None,
+                 fetch_limiter: trio.CapacityLimiter | None = None) -> None:
         self.stores = stores  # store URL -> store (the broker's configured ones)
-        self.limiter = limiter
+        self.limiter = limiter  # decoding (CPU)
+        self.fetch_limiter = fetch_limiter or trio.CapacityLimiter(16)  # piece reads (waiting on stores)
         self.cache = cache
         self.redis = redis
         self.redis_hits = 0
@@ -114,8 +119,7 @@ class RemoteSegmentReader:
             if data is not None:
                 self.redis_hits += 1
             else:
-                data = await trio.to_thread.run_sync(read_stripe, codec, layout, self.stores(), stripe,
-                                                     limiter=self.limiter)
+                data = await self._fetch_stripe(codec, layout, stripe)
                 self.store_reads += 1
                 if self.redis is not None:
                     await self.redis.put(redis_key, data)
@@ -124,6 +128,33 @@ class RemoteSegmentReader:
         finally:
             del self._in_flight[key]
             done.set()
+
+    async def _fetch_stripe(self, codec: Codec, layout: SegmentLayout, stripe: int) -> bytes:
+        """The k data pieces in parallel; for each one missing or corrupt, a parity piece (in parallel too);
+        then the stripe (NotEnoughFragments when fewer than k are good)."""
+        stores = self.stores()
+        if not any(getattr(stores.get(url), "network", False) for url in layout.stores):
+            return await trio.to_thread.run_sync(read_stripe, codec, layout, stores, stripe, limiter=self.limiter)
+        pieces: dict[int, bytes | None] = {}
+        good = 0
+
+        def read_checked(index: int) -> tuple[bytes | None, bool]:
+            piece = read_piece(layout, stores, index, stripe)
+            return piece, codec.good(piece) is not None
+
+        async def fetch(index: int) -> None:
+            nonlocal good
+            pieces[index], ok = await trio.to_thread.run_sync(read_checked, index, limiter=self.fetch_limiter)
+            good += ok
+
+        wanted, spare = list(range(layout.scheme.k)), list(range(layout.scheme.k, layout.scheme.width))
+        while wanted:
+            async with trio.open_nursery() as nursery:
+                for index in wanted:
+                    nursery.start_soon(fetch, index)
+            short = max(layout.scheme.k - good, 0)
+            wanted, spare = spare[:short], spare[short:]
+        return await trio.to_thread.run_sync(codec.decode_stripe, pieces, limiter=self.limiter)
 
     async def read_range(self, codec: Codec, layout: SegmentLayout, start: int, end: int) -> bytes:
         end = min(end, layout.length)

@@ -29,6 +29,7 @@ class MissingFragment(FragmentStoreError):
 
 class FragmentStore(Protocol):
     url: str
+    network: bool  # its reads wait on a network round trip: worth issuing in parallel
 
     def put(self, key: str, data: bytes) -> None:
         """Store the object durably (replacing one with the same key)."""
@@ -46,6 +47,8 @@ class FragmentStore(Protocol):
 
 class FileFragmentStore:
     """A directory: one file per object, written to a temporary name, fsynced and renamed into place."""
+
+    network = False
 
     def __init__(self, url: str, root: Path) -> None:
         self.url = url

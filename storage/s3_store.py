@@ -31,6 +31,8 @@ _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class S3FragmentStore:
+    network = True
+
     def __init__(self, url: str) -> None:
         parsed = urlparse(url)
         query = {name: values[-1] for name, values in parse_qs(parsed.query).items()}

@@ -79,13 +79,14 @@ def read_stripe(codec: Codec, layout: SegmentLayout, stores: dict[str, FragmentS
     for index in range(layout.scheme.width):
         if index >= k and good >= k:
             break
-        piece = _piece(layout, stores, index, stripe)
+        piece = read_piece(layout, stores, index, stripe)
         pieces[index] = piece
         good += codec.good(piece) is not None
     return codec.decode_stripe(pieces)
 
 
-def _piece(layout: SegmentLayout, stores: dict[str, FragmentStore], index: int, stripe: int) -> bytes | None:
+def read_piece(layout: SegmentLayout, stores: dict[str, FragmentStore], index: int, stripe: int) -> bytes | None:
+    """Fragment `index`'s framed piece of one stripe; None when it or its store is missing or unreachable."""
     store = stores.get(layout.stores[index])
     if store is None:
         return None
@@ -100,7 +101,7 @@ def check_fragments(codec: Codec, layout: SegmentLayout, stores: dict[str, Fragm
     bad: dict[int, list[int]] = {}
     for index in range(layout.scheme.width):
         for stripe in range(layout.stripes):
-            if codec.good(_piece(layout, stores, index, stripe)) is None:
+            if codec.good(read_piece(layout, stores, index, stripe)) is None:
                 bad.setdefault(index, []).append(stripe)
     return bad
 
@@ -111,7 +112,7 @@ def repair(codec: Codec, layout: SegmentLayout, stores: dict[str, FragmentStore]
     new one); returns the layout with that fragment's store. NotEnoughFragments if a stripe cannot be."""
     rebuilt = []
     for stripe in range(layout.stripes):
-        pieces = {i: _piece(layout, stores, i, stripe) for i in range(layout.scheme.width) if i != index}
+        pieces = {i: read_piece(layout, stores, i, stripe) for i in range(layout.scheme.width) if i != index}
         rebuilt.append(codec.rebuild(pieces, [index])[index])
     target.put(layout.object_key(index), b"".join(rebuilt))
     moved = list(layout.stores)

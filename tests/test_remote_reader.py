@@ -25,10 +25,11 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="re
 
 
 class CountingStore:
-    """A real file store that counts ranged reads (how often the fragments were touched)."""
+    """A real file store that counts ranged reads (how often the fragments were touched); `network` makes the
+    reader take the path it takes for S3 stores (pieces fetched in parallel)."""
 
-    def __init__(self, store) -> None:
-        self.store, self.url, self.gets = store, store.url, 0
+    def __init__(self, store, network: bool = False) -> None:
+        self.store, self.url, self.gets, self.network = store, store.url, 0, network
 
     def get(self, key, offset=0, length=None):
         self.gets += 1
@@ -52,7 +53,7 @@ def redis_server(tmp_path):
         proc.wait()
 
 
-def _segment(tmp_path):
+def _segment(tmp_path, network: bool = False):
     rng = random.Random(3)
     batches, entries, offset = [], [], 0
     for _ in range(60):
@@ -65,7 +66,7 @@ def _segment(tmp_path):
     codec = codec_for(Scheme(4, 2))
     stores = [open_store(f"file://{tmp_path}/store{i}") for i in range(6)]
     layout = write_segment(codec, stores, "t/0/00000000000000000000-r", blob, 32768)
-    counting = {store.url: CountingStore(store) for store in stores}
+    counting = {store.url: CountingStore(store, network) for store in stores}
     return codec, layout, index_position, batches, entries, counting
 
 
@@ -102,8 +103,12 @@ async def test_stripes_come_from_memory_then_redis_and_redis_dying_loses_nothing
         nursery.cancel_scope.cancel()
 
 
-async def test_concurrent_misses_for_a_stripe_read_the_fragments_once(tmp_path):
-    codec, layout, index_position, batches, entries, stores = _segment(tmp_path)
+@pytest.mark.parametrize("network", [False, True])
+async def test_concurrent_misses_for_a_stripe_read_the_fragments_once(tmp_path, network):
+    """Also with two data fragments gone: on the network path, their parity pieces are fetched instead."""
+    codec, layout, index_position, batches, entries, stores = _segment(tmp_path, network)
+    for index in (0, 2):
+        (tmp_path / f"store{index}" / layout.object_key(index)).unlink()
     reader = RemoteSegmentReader(lambda: stores, trio.CapacityLimiter(2), StripeCache(1 << 30))
     results = []
 
@@ -115,3 +120,5 @@ async def test_concurrent_misses_for_a_stripe_read_the_fragments_once(tmp_path):
             nursery.start_soon(read)
     assert results == [batches] * 8
     assert reader.store_reads == layout.stripes  # each stripe once, for eight readers
+    if network:  # per stripe: the four data pieces asked in parallel, then the two parity ones
+        assert sum(store.gets for store in stores.values()) == 6 * layout.stripes

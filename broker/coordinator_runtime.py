@@ -340,6 +340,14 @@ class CoordinatorRuntime:
             raise KafkaError(ErrorCode.not_coordinator, f"this broker has not heard from the controller within its "
                                                         f"session timeout: it may no longer coordinate {self.name}-{partition}")
 
+    def coordination_error(self, partition: int) -> ErrorCode:
+        """check_active as an error code (NONE when this broker coordinates the partition's ids now)."""
+        try:
+            self.check_active(partition)
+        except KafkaError as exc:
+            return exc.code
+        return ErrorCode.none
+
     async def ensure_topic(self) -> None:
         """Create the internal topic on first use (Kafka creates it on the first FindCoordinator)."""
         await self.log.ensure_topic(self.num_partitions())

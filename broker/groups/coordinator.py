@@ -276,11 +276,7 @@ class GroupCoordinator:
 
     def coordination_error(self, group_id: str) -> ErrorCode:
         """ensure_loaded's ownership check alone, as an error code (NONE when this broker coordinates it)."""
-        try:
-            self.runtime.check_active(self.partition_for(group_id))
-        except KafkaError as exc:
-            return exc.code
-        return ErrorCode.none
+        return self.runtime.coordination_error(self.partition_for(group_id))
 
     # -- groups -----------------------------------------------------------------------------------
     def get_group(self, group_id: str):

@@ -134,11 +134,7 @@ class TransactionCoordinator:
         """NOT_COORDINATOR unless this broker coordinates the id now (CoordinatorRuntime.check_active: also
         after its lease expired), COORDINATOR_LOAD_IN_PROGRESS while loading; checked before anything is
         answered from memory."""
-        try:
-            self.runtime.check_active(self.partition_for(transactional_id))
-        except KafkaError as exc:
-            return exc.code
-        return ErrorCode.none
+        return self.runtime.coordination_error(self.partition_for(transactional_id))
 
     # -- persistence ------------------------------------------------------------------------------
     async def _write(self, entry: TxnEntry, transit: TxnMetadata) -> ErrorCode:

@@ -37,8 +37,8 @@ def main() -> None:
             started = time.perf_counter()
             objects = codec.encode(data, stripe)
             encode = max(encode, megabytes / (time.perf_counter() - started))
-        piece = codec.piece_size(stripe)
-        stripes = len(objects[0]) // piece
+        stripes = -(-len(data) // stripe)
+        piece = len(objects[0]) // stripes
         views = [memoryview(blob) for blob in objects]
 
         def read(lost: set[int]) -> float:

@@ -91,10 +91,6 @@ class Codec:
             raise ErasureError(f"{scheme}: no backend decodes every loss of up to {scheme.m} fragments")
 
     # -- writing ---------------------------------------------------------------------------------------
-    def piece_size(self, stripe_bytes: int) -> int:
-        """The framed size of one stripe's piece of a fragment object."""
-        return PIECE_HEADER + len(self._driver.encode(bytes(stripe_bytes))[0])
-
     def encode(self, data: bytes | memoryview, stripe_bytes: int = DEFAULT_STRIPE_BYTES) -> list[bytes]:
         """The k+m fragment objects of `data` (fragment i of every stripe, framed, in stripe order). The
         last stripe is padded to `stripe_bytes` so every piece has one size."""

@@ -43,7 +43,8 @@ def write_segment(codec: Codec, stores: list[FragmentStore], key: str, data: byt
     if len(stores) != width or len({store.url for store in stores}) != width:
         raise FragmentStoreError(f"{codec.scheme} needs {width} distinct stores, got {[s.url for s in stores]}")
     objects = codec.encode(data, stripe_bytes)
-    layout = SegmentLayout(key, codec.scheme, len(data), stripe_bytes, codec.piece_size(stripe_bytes),
+    stripes = max(1, -(-len(data) // stripe_bytes))  # as SegmentLayout.stripes: every piece has one size
+    layout = SegmentLayout(key, codec.scheme, len(data), stripe_bytes, len(objects[0]) // stripes,
                            tuple(store.url for store in stores))
     for index, (store, blob) in enumerate(zip(stores, objects)):
         store.put(layout.object_key(index), blob)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import record_batches as rb  # noqa: E402
-from kraft_cluster import free_port  # noqa: E402
+from redis_server import start_redis  # noqa: E402
 from lodestream.broker.remote_reader import RedisStripeCache, RemoteSegmentReader  # noqa: E402
 from lodestream.protocol.record_batch import split_batches, stamp_for_append  # noqa: E402
 from lodestream.storage.erasure import Scheme, codec_for  # noqa: E402
@@ -84,18 +83,6 @@ async def remote_read_mb_s(reader, codec, layout, index_position, end_offset) ->
         total += sum(map(len, read))
         offset = rb.decode_batch(read[-1]).last_offset + 1
     return total / 1e6 / (time.perf_counter() - started)
-
-
-def start_redis(directory: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(directory)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
-        if time.monotonic() > deadline:
-            raise SystemExit("redis-server did not start")
-        time.sleep(0.05)
-    return proc, f"redis://127.0.0.1:{port}"
 
 
 async def main_async(args, directory: Path) -> None:

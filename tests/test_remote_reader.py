@@ -6,14 +6,12 @@ from __future__ import annotations
 import random
 import shutil
 import signal
-import subprocess
-import time
 
 import pytest
 import trio
 
 import record_batches as rb
-from kraft_cluster import free_port
+from redis_server import start_redis
 from lodestream.broker.remote_reader import RedisStripeCache, RemoteSegmentReader
 from lodestream.storage.erasure import Scheme, codec_for
 from lodestream.storage.store_urls import open_store
@@ -38,16 +36,9 @@ class CountingStore:
 
 @pytest.fixture
 def redis_server(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
+    proc, url = start_redis(tmp_path)
     try:
-        deadline = time.monotonic() + 20
-        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
-            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)  # poll interval inside the deadline
-        yield proc, f"redis://127.0.0.1:{port}"
+        yield proc, url
     finally:
         proc.kill()
         proc.wait()

@@ -40,6 +40,8 @@ from lodestream.broker.config import (
     validate_broker_config,
     random_cluster_id,
     validate_topic_config,
+    stores_problem,
+    tiered_topic_problem,
 )
 from lodestream.broker.coordinator_runtime import InternalTopicLog
 from lodestream.broker.groups.coordinator import GroupCoordinator
@@ -736,7 +738,16 @@ class Broker:
             except ConfigError as exc:
                 raise KafkaError(ErrorCode.invalid_config, str(exc)) from None
             configs[key] = value  # type: ignore[assignment]
+        self._check_tiered_topic(configs)
         return count, configs, factor
+
+    def _check_tiered_topic(self, overrides: Mapping[str, str]) -> None:
+        """INVALID_CONFIG naming the key when a topic's configs are not a valid tiered-storage set."""
+        effective = effective_topic_config(overrides, self.config, self.image.broker_configs, self.node_id)
+        problem = tiered_topic_problem(effective, bool(self.config.get("remote.log.storage.system.enable")),
+                                       len(self.config.get("remote.fragment.stores")))
+        if problem:
+            raise KafkaError(ErrorCode.invalid_config, problem)
 
     async def create_topic(self, spec: TopicSpec, validate_only: bool = False) -> TopicImage | None:
         async with self._metadata_lock:
@@ -878,6 +889,8 @@ class Broker:
                     raise KafkaError(ErrorCode.invalid_config, str(exc)) from None
             if replace_all:
                 changes = {**{k: None for k in topic.configs if k not in changes}, **changes}
+            overrides = {k: v for k, v in {**topic.configs, **changes}.items() if v is not None}
+            self._check_tiered_topic(overrides)
             if validate_only or not changes:
                 return
             await self.propose([ConfigRecord("topic", name, k, v) for k, v in changes.items()])
@@ -904,6 +917,11 @@ class Broker:
                         validate_broker_config(key, value)
                     except ConfigError as exc:
                         raise KafkaError(ErrorCode.invalid_config, str(exc)) from None
+                if key == "remote.erasure.code" and value is not None \
+                        and self.config.get("remote.log.storage.system.enable"):
+                    problem = stores_problem(value, len(self.config.get("remote.fragment.stores")))
+                    if problem:
+                        raise KafkaError(ErrorCode.invalid_config, problem)
             if replace_all:
                 existing = self.image.broker_configs.get(broker, {})
                 changes = {**{k: None for k in existing if k not in changes}, **changes}

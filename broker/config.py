@@ -138,6 +138,34 @@ def _ip_overrides(value: str) -> dict[str, int]:
     return parse_ip_overrides(value)
 
 
+def _erasure_code(value: str) -> str:
+    """remote.erasure.code: rs:K+M (storage/erasure.py says which K and M)."""
+    from lodestream.storage.erasure import ErasureError, Scheme  # the parser lives with the codec
+    try:
+        return str(Scheme.parse(value.strip()))
+    except ErasureError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _store_urls(value: str) -> tuple[str, ...]:
+    """remote.fragment.stores: file:///path or s3://bucket?endpoint=http://host:port, comma-separated."""
+    urls = tuple(multi_value(value))
+    for url in urls:
+        if not url.startswith(("file:///", "file://localhost/", "s3://")):
+            raise ValueError(f"{url!r} is not a file:///path or s3://bucket?endpoint=... store URL")
+    if len(set(urls)) != len(urls):
+        raise ValueError("a store is listed twice (each store is one failure domain)")
+    return urls
+
+
+def _local_retention(value: str) -> int:
+    """local.retention.*: -2 = the total retention, -1 = unlimited, else at least 0."""
+    number = int(value.strip())
+    if number < -2:
+        raise ValueError("must be -2 (same as retention), -1 (unlimited) or at least 0")
+    return number
+
+
 def is_loopback_host(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -188,8 +216,10 @@ _NO_EFFECT_BY_PREFIX: tuple[tuple[str, str], ...] = (
     ("transaction.partition.verification.enable", "transactional produces are always verified (KIP-890 part 1)"),
     ("log.preallocate", "LevelDB writes its own files: nothing to preallocate"),
     ("log.initial.task.delay.ms", "the first retention check runs one log.retention.check.interval.ms after start-up"),
-    ("log.local.retention.", "tiered storage is not implemented yet"),
-    ("remote.", "tiered storage is not implemented yet"),
+    ("remote.log.", "tiered storage is Lodestream's erasure-coded one, with its own remote.* settings "
+                    "(docs/tiered-storage.md)"),
+    ("remote.", "tiered storage is Lodestream's erasure-coded one, with its own remote.* settings "
+                "(docs/tiered-storage.md)"),
     ("log.dir.failure.timeout.ms", "a failed log directory is reported by /ready and metrics; the broker keeps running"),
     ("ssl.", "TLS is not implemented yet (SSL listeners are refused)"),
     ("sasl.", "SASL is not implemented yet (SASL listeners are refused)"),
@@ -402,6 +432,32 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "How often idle producers are looked for", read_only=True),
         ConfigDef("cluster.id", _str, None, "STRING", "Cluster id (generated and stored under log.dirs if unset)",
                   read_only=True),
+        # Erasure-coded tiered storage (docs/tiered-storage.md).
+        ConfigDef("remote.log.storage.system.enable", _bool, "false", "BOOLEAN",
+                  "Offload closed segments of topics with remote.storage.enable=true to the fragment stores",
+                  read_only=True),
+        ConfigDef("remote.fragment.stores", _store_urls, "", "LIST",
+                  "The fragment stores, one per failure domain: file:///path or s3://bucket?endpoint=http://h:p; "
+                  "at least k+m of them", read_only=True),
+        ConfigDef("remote.erasure.code", _erasure_code, "rs:4+2", "STRING",
+                  "Reed-Solomon scheme of offloaded segments, rs:K+M: K data and M parity fragments"),
+        ConfigDef("remote.stripe.bytes", _at_least(4096), "1048576", "INT",
+                  "Segment bytes per stripe: a fetch reads whole stripes", read_only=True),
+        ConfigDef("remote.log.manager.task.interval.ms", _at_least(1), "30000", "LONG",
+                  "How often each partition's leader looks for segments to offload and to delete", read_only=True),
+        ConfigDef("remote.log.manager.copy.max.bytes.per.second", _positive_float, str(LONG_MAX), "LONG",
+                  "Offload's budget of segment bytes encoded per second, for the whole broker"),
+        ConfigDef("remote.cache.bytes", _at_least(0), "268435456", "LONG",
+                  "In-process cache of remote stripes (least recently used out)", read_only=True),
+        ConfigDef("remote.cache.redis.url", _str, None, "STRING",
+                  "Optional shared Redis tier of remote stripes, redis://host:port", read_only=True),
+        ConfigDef("remote.cache.redis.ttl.ms", _at_least(1), "3600000", "LONG",
+                  "How long a stripe stays in Redis", read_only=True),
+        ConfigDef("log.local.retention.ms", _local_retention, "-2", "LONG",
+                  "How long closed segments of remote-enabled topics stay on local disk once offloaded "
+                  "(-2: retention.ms)"),
+        ConfigDef("log.local.retention.bytes", _local_retention, "-2", "LONG",
+                  "Local bytes of a remote-enabled partition kept once offloaded (-2: retention.bytes)"),
         ConfigDef("admin.listeners", _http_listeners, "http://127.0.0.1:8083", "LIST",
                   "REST API listeners, http://host:port,...; port 0 binds a free port; empty disables the REST API. "
                   "Without admin.auth.* only loopback addresses are accepted", read_only=True),
@@ -457,6 +513,10 @@ TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
                        ("log.message.timestamp.before.max.ms",), str(LONG_MAX)),
         TopicConfigDef("message.timestamp.after.max.ms", _at_least(0), "LONG",
                        ("log.message.timestamp.after.max.ms",), "3600000"),
+        TopicConfigDef("remote.storage.enable", _bool, "BOOLEAN", (), "false"),
+        TopicConfigDef("local.retention.ms", _local_retention, "LONG", ("log.local.retention.ms",), "-2"),
+        TopicConfigDef("local.retention.bytes", _local_retention, "LONG", ("log.local.retention.bytes",), "-2"),
+        TopicConfigDef("remote.erasure.code", _erasure_code, "STRING", ("remote.erasure.code",), "rs:4+2"),
     ]
 }
 
@@ -612,6 +672,10 @@ class BrokerConfig:
             self._parsed["log.dirs"] = parsed["log.dir"]
         if "," in str(self.get("log.dirs")):
             raise ConfigError("log.dirs: a single data directory is supported")
+        if self.get("remote.log.storage.system.enable"):
+            problem = stores_problem(str(self.get("remote.erasure.code")), len(self.get("remote.fragment.stores")))
+            if problem:
+                raise ConfigError(f"remote.log.storage.system.enable=true: {problem}")
         self._check_admin_exposure()
 
     def _check_admin_exposure(self) -> None:
@@ -801,6 +865,36 @@ CONFIG_SOURCE_IDS = {
 # DescribeConfigs v3+ wire ids of config types.
 CONFIG_TYPE_IDS = {"BOOLEAN": 1, "STRING": 2, "INT": 3, "SHORT": 4, "LONG": 5, "DOUBLE": 6, "LIST": 7,
                    "CLASS": 8, "PASSWORD": 9}
+
+
+def stores_problem(scheme_text: str, store_count: int) -> str | None:
+    """Why a scheme cannot be used with this many fragment stores (each fragment needs its own), if it can't."""
+    from lodestream.storage.erasure import Scheme
+    width = Scheme.parse(scheme_text).width
+    if store_count < width:
+        return (f"remote.erasure.code={scheme_text} needs {width} fragment stores (one per fragment), "
+                f"remote.fragment.stores lists {store_count}")
+    return None
+
+
+def tiered_topic_problem(config: Mapping[str, str], system_enabled: bool, store_count: int) -> str | None:
+    """Why a topic's effective configs are not a valid tiered-storage set (the message names the key), or
+    None. As Kafka: remote storage needs remote.log.storage.system.enable, and local.retention.* may not
+    exceed retention.* (-2: the same as it)."""
+    if config["remote.storage.enable"].strip().lower() == "true":
+        if not system_enabled:
+            return ("remote.storage.enable: tiered storage is disabled on the broker "
+                    "(remote.log.storage.system.enable=false)")
+        problem = stores_problem(config["remote.erasure.code"], store_count)
+        if problem:
+            return problem
+    for local_key, total_key in (("local.retention.ms", "retention.ms"), ("local.retention.bytes", "retention.bytes")):
+        local, total = int(config[local_key]), int(config[total_key])
+        if local == -2 or total < 0:
+            continue
+        if local == -1 or local > total:
+            return f"{local_key}={local} cannot exceed {total_key}={total}"
+    return None
 
 
 def random_cluster_id() -> str:

@@ -42,9 +42,11 @@ def test_only_the_lodestream_namespace_is_importable(tmp_path):
 PARTITION_LAYER = {ROOT / "broker" / "partition.py", ROOT / "broker" / "replica_manager.py"}
 # Who may import the storage package: the partition layer, the compaction rules it runs on a log, the
 # broker that opens the store, the metadata quorum's own log (__cluster_metadata), and the reader of
-# offloaded segments (the remote tier's part of the partition layer).
+# offloaded segments and the offloader (the remote tier's part of the partition layer), and the config
+# checks of remote.erasure.code (the scheme's parser lives with the codec).
 STORAGE_IMPORTERS = PARTITION_LAYER | {ROOT / "broker" / "compaction.py", ROOT / "broker" / "broker.py",
-                                       ROOT / "broker" / "metadata_log.py", ROOT / "broker" / "remote_reader.py"}
+                                       ROOT / "broker" / "metadata_log.py", ROOT / "broker" / "remote_reader.py",
+                                       ROOT / "broker" / "remote_log.py", ROOT / "broker" / "config.py"}
 
 
 def _modules(*layers: str):

@@ -327,10 +327,11 @@ def test_every_kafka_topic_config_is_accepted():
             validate_topic_config(entry["name"], entry["default"])
         if entry["name"] != "flush.ms":  # ours leaves out log.flush.scheduler.interval.ms (1 s here, not Long.MAX)
             assert definition.synonyms == tuple(s["name"] for s in entry["synonyms"]), entry["name"]
-    for key in ("segment.jitter.ms",
-                "preallocate", "index.interval.bytes", "file.delete.delay.ms", "remote.storage.enable",
-                "local.retention.ms"):
+    for key in ("segment.jitter.ms", "preallocate", "index.interval.bytes", "file.delete.delay.ms",
+                "remote.log.copy.disable"):
         assert TOPIC_CONFIGS[key].no_effect, key
+    for key in ("remote.storage.enable", "local.retention.ms", "local.retention.bytes"):
+        assert not TOPIC_CONFIGS[key].no_effect, key
     with pytest.raises(ConfigError, match="min.cleanable.dirty.ratio"):
         validate_topic_config("min.cleanable.dirty.ratio", "half")
 
@@ -362,3 +363,30 @@ def test_setting_a_no_effect_config_is_described():
     assert note.startswith("preallocate (")
     assert "max.message.bytes" not in note and "min.compaction.lag.ms" not in note  # honoured
     assert describe_without_effect(["num.partitions"], BROKER_CONFIGS) == ""
+
+
+def test_tiered_storage_settings_are_checked_and_refusals_name_the_key():
+    from lodestream.broker.config import effective_topic_config, tiered_topic_problem
+
+    with pytest.raises(ConfigError, match="remote.erasure.code"):
+        validate_topic_config("remote.erasure.code", "rs:4-2")
+    assert validate_topic_config("remote.erasure.code", " rs:6+3 ") == "rs:6+3"
+    with pytest.raises(ConfigError, match="remote.fragment.stores"):
+        BrokerConfig({"remote.fragment.stores": "file:///a,http://b"})
+    with pytest.raises(ConfigError, match="remote.erasure.code=rs:4\\+2 needs 6 fragment stores.*lists 3"):
+        BrokerConfig({"remote.log.storage.system.enable": "true",
+                      "remote.fragment.stores": "file:///a,file:///b,file:///c"})
+    stores = ",".join(f"file:///s{i}" for i in range(3))
+    static = BrokerConfig({"remote.log.storage.system.enable": "true", "remote.fragment.stores": stores,
+                           "remote.erasure.code": "rs:2+1"})
+
+    def problem(overrides, enabled=True, count=3):
+        return tiered_topic_problem(effective_topic_config(overrides, static, {}, 1), enabled, count)
+
+    assert problem({"remote.storage.enable": "true"}) is None
+    assert "remote.log.storage.system.enable" in problem({"remote.storage.enable": "true"}, enabled=False)
+    assert "remote.erasure.code=rs:4+2 needs 6" in problem({"remote.storage.enable": "true",
+                                                           "remote.erasure.code": "rs:4+2"})
+    assert problem({"local.retention.ms": "1000", "retention.ms": "500"}).startswith("local.retention.ms=1000")
+    assert problem({"local.retention.bytes": "-1", "retention.bytes": "10"}).startswith("local.retention.bytes=-1")
+    assert problem({"local.retention.ms": "100", "retention.ms": "-1"}) is None

@@ -25,6 +25,7 @@ from lodestream.consensus.image_machine import image_to_records
 from lodestream.consensus.records import ConfigRecord, MetadataRecord, PartitionRecord, RemoveTopicRecord, TopicRecord
 from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.storage.leveldb_log import LogStore, StorageError
+from lodestream.storage.fragment_store import FragmentStoreError
 
 from lodestream.broker.authorizer import AllowAllAuthorizer, Authorizer
 from lodestream.broker.clock import Clock
@@ -47,6 +48,7 @@ from lodestream.broker.coordinator_runtime import InternalTopicLog
 from lodestream.broker.groups.coordinator import GroupCoordinator
 from lodestream.broker.groups.offsets_log import TOPIC_CONFIGS as OFFSETS_TOPIC_CONFIGS
 from lodestream.broker.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
+from lodestream.broker.remote_log import RemoteLogManager
 from lodestream.broker.limits import LimitReporter, MemoryPool
 from lodestream.broker.listeners import (
     check_cluster_roles,
@@ -174,6 +176,7 @@ class Broker:
         self.quorum: MetadataQuorum | None = None
         self.store: LogStore | None = None
         self.replicas: ReplicaManager | None = None
+        self.remote_log: RemoteLogManager | None = None  # tiered storage (broker/remote_log.py)
         self._metadata_lock = trio.Lock()
         # topic id -> (its config overrides, dynamic broker configs, effective configs): see topic_config
         self._topic_configs: dict[uuid.UUID, tuple[Mapping, Mapping, Mapping[str, str]]] = {}
@@ -248,6 +251,10 @@ class Broker:
             node_id=self.node_id,
         )
         self.replicas.follower_caught_up = self.isr_manager.follower_caught_up
+        try:
+            self.remote_log = RemoteLogManager.from_config(self)  # tiered storage, when enabled
+        except FragmentStoreError as exc:
+            raise StartupError(f"remote.fragment.stores: {exc}") from None
         self.log_cleaner = LogCleaner(lambda: list(self.replicas.partitions.values()), self.retention_config,
                                       self.broker_config_value, self.metrics)
         self._reconcile(self.quorum.image)
@@ -551,6 +558,8 @@ class Broker:
                 hosted = self.replicas.ensure_partition(topic.name, topic.topic_id, p.partition, p.leader_epoch)
                 config = config or self.topic_config(topic)
                 hosted.configure(config)
+                hosted.remote = self.remote_log
+                hosted.remote_segments = tuple(image.remote_log(topic.topic_id, p.partition))
                 role = hosted.apply_state(p.replicas, p.leader, p.leader_epoch, p.isr, p.partition_epoch,
                                           int(config["min.insync.replicas"]))
                 if role == "leader":

@@ -26,7 +26,8 @@ import trio
 
 from lodestream.consensus import partition_change
 from lodestream.consensus.image import MetadataImage, TopicImage
-from lodestream.consensus.records import BrokerFencingRecord, ProducerIdsRecord, RegisterBrokerRecord
+from lodestream.consensus.records import (REMOTE_SEGMENT_NEXT_STATES, BrokerFencingRecord, ProducerIdsRecord,
+                                          RegisterBrokerRecord, RemoteSegmentRecord)
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.metadata_quorum import MetadataQuorum, QuorumError
@@ -215,6 +216,44 @@ class ClusterController:
                 await self.propose([record])
                 log.info("%s-%d ISR %s -> %s (leader %d)", topic.name, index, list(p.isr), list(change.isr), broker_id)
             return self.image.topics_by_id[topic_id].partitions[index]
+
+    async def update_remote_segments(self, broker_id: int, broker_epoch: int | None, records: list) -> None:
+        """State changes of offloaded segments' manifests (RemoteSegmentRecord), from the leader of their
+        partition, committed together. Refused: STALE_BROKER_EPOCH (a remote caller's registration is not
+        current), UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER (only a partition's leader offloads and
+        deletes its segments), INVALID_REQUEST (not a manifest, a state change out of KIP-405's order, or a
+        manifest whose offsets differ from the segment's earlier state)."""
+        async with self._lock:
+            self._check_active()
+            if broker_epoch is not None:
+                broker = self.image.brokers.get(broker_id)
+                if broker is None or broker.broker_epoch != broker_epoch or broker.fenced:
+                    raise KafkaError(ErrorCode.stale_broker_epoch,
+                                     f"broker {broker_id} epoch {broker_epoch} is not current")
+            latest: dict = {}
+            for record in records:
+                if not isinstance(record, RemoteSegmentRecord):
+                    raise KafkaError(ErrorCode.invalid_request, f"not a remote segment manifest: {record!r}")
+                topic = self.image.topics_by_id.get(record.topic_id)
+                p = topic.partitions.get(record.partition) if topic is not None else None
+                if p is None:
+                    raise KafkaError(ErrorCode.unknown_topic_or_partition,
+                                     f"no partition {record.topic_id}-{record.partition}")
+                if p.leader != broker_id:
+                    raise KafkaError(ErrorCode.not_leader_or_follower,
+                                     f"broker {broker_id} does not lead {topic.name}-{record.partition}")
+                key = (record.topic_id, record.partition, record.segment_id)
+                current = latest.get(key) or self.image.remote_segments.get(key[:2], {}).get(record.segment_id)
+                if record.state not in REMOTE_SEGMENT_NEXT_STATES.get(current.state if current else None, ()):
+                    raise KafkaError(ErrorCode.invalid_request,
+                                     f"segment {record.segment_id} of {topic.name}-{record.partition}: "
+                                     f"{current.state if current else 'no state'} -> {record.state} is not allowed")
+                if current is not None and (current.base_offset, current.end_offset) != \
+                        (record.base_offset, record.end_offset):
+                    raise KafkaError(ErrorCode.invalid_request,
+                                     f"segment {record.segment_id}: its offsets cannot change")
+                latest[key] = record
+            await self.propose(records)
 
     @staticmethod
     def _completed(topic: TopicImage, p, done: partition_change.Change):

@@ -72,6 +72,11 @@ def cleanup_policy_includes(topic_config: Mapping[str, str], policy: str) -> boo
     return policy in topic_config["cleanup.policy"].split(",")
 
 
+def remote_storage_enabled(topic_config: Mapping[str, str]) -> bool:
+    """Whether a topic's effective configs offload its closed segments (remote.storage.enable)."""
+    return str(topic_config["remote.storage.enable"]).strip().lower() == "true"
+
+
 def _positive_float(value: str) -> float:
     number = float(value.strip())
     if not number > 0:

@@ -19,7 +19,9 @@ from kio.schema.allocate_producer_ids.v0.request import AllocateProducerIdsReque
 from kio.schema.alter_partition.v3 import request as alter_partition
 from kio.schema.broker_heartbeat.v1.request import BrokerHeartbeatRequest
 from kio.schema.broker_registration.v4.request import BrokerRegistrationRequest, Listener
+from lodestream.consensus.records import encode_records
 from lodestream.protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.lodestream_apis import UpdateRemoteSegmentsRequest
 
 from lodestream.broker.cluster_controller import SECURITY_PROTOCOL_IDS, ClusterController, registration_endpoints
 
@@ -144,6 +146,19 @@ class ControllerClient:
                          for topic_id, partitions in by_topic.items())))
         return {(topic.topic_id, int(p.partition_index)): ErrorCode(p.error_code)
                 for topic in response.topics for p in topic.partitions}
+
+    async def update_remote_segments(self, records: list) -> None:
+        """Commit state changes of this broker's offloaded segments (broker/remote_log.py) through the active
+        controller. Raises KafkaError: the controller's refusal, or NOT_CONTROLLER when none answers."""
+        if self.local:
+            await self.controller.update_remote_segments(self.broker.node_id, None, records)
+            return
+        response = await self.connection.request(UpdateRemoteSegmentsRequest(
+            broker_id=self.broker.node_id, broker_epoch=self.broker_epoch, records=encode_records(records)))
+        if response is None:
+            raise KafkaError(ErrorCode.not_controller, "no active controller reachable")
+        if response.error_code != ErrorCode.none:
+            raise KafkaError(ErrorCode(response.error_code), response.error_message)
 
     async def forward(self, body):
         """A client's request that only the controller can carry out (CreateTopics, ...), sent to it."""

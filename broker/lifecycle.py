@@ -67,6 +67,8 @@ async def serve_broker(broker: Broker, *, services: bool = True, task_status=tri
                 await nursery.start(broker.transactions.run)
             await nursery.start(serve_listeners, broker)
             await nursery.start(broker.controller_client.run)  # registered and unfenced: clients may come
+            if broker.remote_log is not None:  # offloads through the controller: once registered
+                await nursery.start(broker.remote_log.run)
             task_status.started(await _start_services(nursery, broker) if services else {})
     finally:
         if broker.replicas is not None:

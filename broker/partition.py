@@ -118,11 +118,40 @@ class Partition:
         # once the marker is written. None when no such group is in flight.
         self.lso_hold: int | None = None
         self._truncation = trio.Lock()  # one DeleteRecords at a time: its write runs on a worker thread
+        # Tiered storage (broker/remote_log.py): this partition's offloaded segments the image lists as
+        # readable (COPY_SEGMENT_FINISHED manifests, by base offset), and the broker's RemoteLogManager that
+        # reads them (None when remote.log.storage.system.enable is off).
+        self.remote_segments: tuple = ()
+        self.remote = None
 
     # -- offsets and sizes --------------------------------------------------------------
     @property
     def log_start_offset(self) -> int:
+        """The first offset clients can read: the first offloaded segment's when the remote log reaches the
+        local log (KIP-405's log start offset), else the local log's."""
+        local = self._log.log_start_offset
+        if self.remote_segments and self.remote_end_offset >= local:
+            return min(self.remote_segments[0].base_offset, local)
+        return local
+
+    @property
+    def local_log_start_offset(self) -> int:
+        """The first offset in this broker's own log (ListOffsets EARLIEST_LOCAL; what followers follow)."""
         return self._log.log_start_offset
+
+    @property
+    def remote_end_offset(self) -> int:
+        """The offset after the last offloaded record (-1: nothing offloaded)."""
+        return max((segment.end_offset for segment in self.remote_segments), default=-1)
+
+    def remote_segment_at(self, offset: int):
+        """The readable offloaded segment holding `offset`, if one does and it is below the local log."""
+        if offset >= self._log.log_start_offset or self.remote is None:
+            return None
+        for segment in self.remote_segments:
+            if segment.base_offset <= offset < segment.end_offset:
+                return segment
+        return None
 
     @property
     def local_end_offset(self) -> int:
@@ -248,6 +277,12 @@ class Partition:
                         first_may_exceed: bool = True) -> "PlannedRead":
         """What a read of whole batches from `offset` below `upper_offset` returns: planned from the active
         segment's index (no I/O yet), or, from a closed segment, planned and read on a worker thread."""
+        segment = self.remote_segment_at(offset)
+        if segment is not None:  # offloaded, and gone from the local log
+            batches = await self.remote.read_batches(self, segment, offset, max_bytes, upper_offset)
+            if batches and not first_may_exceed and len(batches[0]) > max_bytes:
+                batches = []
+            return PlannedRead(self, [offset] if batches else [], sum(map(len, batches)), batches)
         planned = self._log.plan_read(offset, max_bytes, upper_offset, first_may_exceed)
         if planned is not None:
             return PlannedRead(self, *planned)
@@ -265,11 +300,27 @@ class Partition:
         return self._log.read(offset, max_bytes, upper_offset)
 
     async def read_batch_at(self, base_offset: int) -> bytes | None:
+        segment = self.remote_segment_at(base_offset)
+        if segment is not None:
+            batches = await self.remote.read_batches(self, segment, base_offset, 1, base_offset + 1)
+            return batches[0] if batches else None
         batches = (await read_planned([PlannedRead(self, [base_offset], 0)]))[0]
         return batches[0] if batches else None
 
     async def batch_with_max_timestamp(self) -> "BatchLocation | None":
-        """The first batch holding the log's largest timestamp (ListOffsets MAX_TIMESTAMP)."""
+        """The first batch holding the log's largest timestamp (ListOffsets MAX_TIMESTAMP), offloaded
+        segments included."""
+        local = self._log.log_start_offset
+        offloaded = [s for s in self.remote_segments if s.base_offset < local] if self.remote is not None else []
+        if offloaded:
+            newest = max(offloaded, key=lambda s: (s.max_timestamp, -s.base_offset))
+            local_location = None if self._log.log_end_offset <= local else await self._local_max_timestamp()
+            if local_location is None or newest.max_timestamp >= local_location.max_timestamp:
+                return await self.remote.batch_with_max_timestamp(self, newest)
+            return local_location
+        return await self._local_max_timestamp()
+
+    async def _local_max_timestamp(self) -> "BatchLocation | None":
         closed = self._log.max_timestamp_range()
         if closed is None:
             return self._log.active_batch_with_max_timestamp()
@@ -277,7 +328,15 @@ class Partition:
 
     async def first_batch_with_timestamp(self, timestamp: int, from_offset: int) -> "BatchLocation | None":
         """The first batch from `from_offset` on whose largest timestamp reaches `timestamp`: the closed
-        segments whose summaries say it may be there are scanned on a worker thread, then the active one."""
+        segments whose summaries say it may be there are scanned on a worker thread, then the active one.
+        Offloaded segments below the local log come first, by their manifests' largest timestamps."""
+        if self.remote is not None and from_offset < self._log.log_start_offset:
+            for segment in self.remote_segments:
+                if segment.end_offset > from_offset and segment.max_timestamp >= timestamp \
+                        and segment.base_offset < self._log.log_start_offset:
+                    found = await self.remote.first_with_timestamp(self, segment, timestamp, from_offset)
+                    if found is not None:
+                        return found
         for low, high in self._log.closed_ranges_reaching(timestamp, from_offset):
             found = await self._blocking(self._log.scan_first_with_timestamp, low, high, timestamp, from_offset)
             if found is not None:
@@ -315,6 +374,13 @@ class Partition:
             return self._log.log_start_offset
 
     # -- segments and retention ----------------------------------------------------------------
+    async def read_segment(self, start: int, end: int, limiter: trio.CapacityLimiter) -> list[bytes]:
+        """The stored batches with base offsets in [start, end), as fetched (offload reads a closed segment
+        whole, on a worker thread behind `limiter`)."""
+        async with self.store_gate.use():
+            batches, _ = await trio.to_thread.run_sync(self._log.scan, start, end, limiter=limiter)
+        return [data for _, data in batches]
+
     def configure(self, topic_config: Mapping[str, str]) -> None:
         """Apply the topic's segment.bytes / segment.ms / segment.index.bytes (the next append rolls by them)."""
         self._log.segment_bytes = int(topic_config["segment.bytes"])
@@ -332,8 +398,11 @@ class Partition:
         """Delete the whole segments past retention (log start advances); returns the bytes deleted.
         The deleted key ranges are then compacted so LevelDB gives the space back."""
         offset = self._log.retention_offset(now_ms, retention_ms, retention_bytes)
-        if offset is None:
-            return 0
+        return 0 if offset is None else await self.apply_local_deletion(offset)
+
+    async def apply_local_deletion(self, offset: int) -> int:
+        """Advance the local log start to `offset` (a segment boundary) and give the space back; returns the
+        bytes deleted. Retention, and tiered storage's local retention (broker/remote_log.py)."""
         # From the index, before the delete: a size difference across the awaits would count appends too.
         deleted = self._log.size_below(offset)
         await self.delete_records_before(offset)

@@ -35,7 +35,7 @@ from lodestream.protocol.record_batch import (
 from lodestream.storage.leveldb_log import LogStore, StorageError, producer_index_tail
 from lodestream.storage.producer_state import ProducerStateError, last_sequence
 
-from lodestream.broker.config import cleanup_policy_includes
+from lodestream.broker.config import cleanup_policy_includes, remote_storage_enabled
 from lodestream.broker.limits import OncePerInterval
 from lodestream.broker.partition import Partition, StoreGate
 
@@ -492,6 +492,8 @@ class ReplicaManager:
             config = topic_config(partition)
             if config is None or not cleanup_policy_includes(config, "delete"):
                 continue
+            if partition.remote is not None and remote_storage_enabled(config):
+                continue  # tiered: broker/remote_log.py deletes local segments once offloaded
             try:
                 deleted = await partition.apply_retention(now_ms, int(config["retention.ms"]),
                                                           int(config["retention.bytes"]))

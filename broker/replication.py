@@ -114,7 +114,7 @@ class ReplicaFetchers:
         for p in partitions:
             by_topic.setdefault(p.topic_id, []).append(fetch.FetchPartition(
                 partition=p.index, current_leader_epoch=p.leader_epoch, fetch_offset=p.local_end_offset,
-                last_fetched_epoch=p.last_epoch, log_start_offset=p.log_start_offset,
+                last_fetched_epoch=p.last_epoch, log_start_offset=p.local_log_start_offset,
                 partition_max_bytes=self.partition_max_bytes))
         return fetch.FetchRequest(
             replica_state=fetch.ReplicaState(replica_id=self.broker.node_id,
@@ -164,8 +164,8 @@ class ReplicaFetchers:
         if batches:
             await self.broker.replicas.append_replicated(partition, batches)
         partition.follow_leader_high_watermark(int(answer.high_watermark))
-        leader_start = int(answer.log_start_offset)
-        if leader_start > partition.log_start_offset:  # the leader's retention or DeleteRecords
+        leader_start = int(answer.log_start_offset)  # its local log's (tiered storage: below is offloaded)
+        if leader_start > partition.local_log_start_offset:  # the leader's retention or DeleteRecords
             await partition.delete_records_before(min(leader_start, partition.local_end_offset))
         return bool(batches)
 
@@ -187,12 +187,12 @@ class ReplicaFetchers:
         if partition.local_end_offset < leader_start:  # the leader deleted what this replica lacks: start there
             log.info("%s-%d: the leader's log starts at %d, after this replica's end: starting there",
                      partition.topic_name, partition.index, leader_start)
-            await partition.truncate_to(partition.log_start_offset)
+            await partition.truncate_to(partition.local_log_start_offset)
             await partition.delete_records_before(leader_start)
         else:  # this replica is ahead of its leader (an unclean election): keep what the leader committed
             log.warning("%s-%d: this replica's log is ahead of its leader's: truncating to %d",
                         partition.topic_name, partition.index, leader_high_watermark)
-            await partition.truncate_to(max(leader_high_watermark, partition.log_start_offset))
+            await partition.truncate_to(max(leader_high_watermark, partition.local_log_start_offset))
 
 
 class BrokerConnections:

@@ -13,6 +13,7 @@ from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 
 from lodestream.protocol.decode_guard import walk as check_lengths
+from lodestream.protocol.lodestream_apis import SCHEMAS as LODESTREAM_SCHEMAS
 
 _API_KEY_VERSION_CORRELATION = struct.Struct(">hhi")
 
@@ -51,7 +52,10 @@ def peek_preamble(frame: bytes) -> RequestPreamble:
 
 
 def schema_versions(api_key: int) -> range:
-    """The versions kio has schemas for (empty range for an unknown key)."""
+    """The versions kio (or protocol/lodestream_apis.py) has schemas for (empty range for an unknown key)."""
+    if api_key in LODESTREAM_SCHEMAS:
+        versions = sorted(LODESTREAM_SCHEMAS[api_key])
+        return range(versions[0], versions[-1] + 1)
     name = api_key_map.get(api_key)
     if name is None:
         return range(0)
@@ -61,13 +65,16 @@ def schema_versions(api_key: int) -> range:
 
 @cache
 def _request_readers(api_key: int, api_version: int):
-    body_type = load_request_schema(api_key, api_version)
+    body_type = LODESTREAM_SCHEMAS[api_key][api_version][0] if api_key in LODESTREAM_SCHEMAS \
+        else load_request_schema(api_key, api_version)
     header_type = body_type.__header_schema__
     return entity_reader(header_type), body_type, entity_reader(body_type)
 
 
 @cache
 def response_type(api_key: int, api_version: int) -> type:
+    if api_key in LODESTREAM_SCHEMAS:
+        return LODESTREAM_SCHEMAS[api_key][api_version][1]
     return load_response_schema(api_key, api_version)
 
 

@@ -16,6 +16,8 @@ from typing import Any
 from kio.index import load_payload_module
 from kio.static.constants import EntityType
 
+from lodestream.protocol import lodestream_apis
+
 
 @cache
 def _field_names(cls: type) -> frozenset[str]:
@@ -32,7 +34,8 @@ class MessageBuilder:
 
     def __init__(self, api_key: int, version: int, entity_type: EntityType = EntityType.response) -> None:
         self.version = version
-        self._module: ModuleType = load_payload_module(api_key, version, entity_type)
+        self._module: ModuleType = lodestream_apis.MODULE if api_key in lodestream_apis.SCHEMAS \
+            else load_payload_module(api_key, version, entity_type)
 
     def has(self, class_name: str) -> bool:
         return hasattr(self._module, class_name)

@@ -70,6 +70,7 @@ from lodestream.broker.handlers import (  # the metadata quorum (broker/metadata
     describe_quorum,
     end_quorum_epoch,
     fetch_snapshot,
+    update_remote_segments,
     vote,
 )
 from lodestream.broker.handlers import (  # the group coordinator's APIs (broker/groups)
@@ -153,6 +154,7 @@ HANDLER_MODULES = (
     vote, begin_quorum_epoch, end_quorum_epoch, fetch_snapshot, describe_quorum,
     broker_registration, broker_heartbeat, allocate_producer_ids,  # the active controller (broker/cluster_controller.py)
     alter_partition,
+    update_remote_segments,  # Lodestream's own (protocol/lodestream_apis.py): tiered storage's manifests
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}

@@ -27,7 +27,7 @@ import trio
 from kio.schema.fetch.v17.request import FetchRequest
 from kio.schema.fetch.v17.response import FetchResponse
 from lodestream.protocol.codec import RecordChunks
-from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.protocol.record_batch import parse_header
 
 from lodestream.consensus import kraft
@@ -124,8 +124,10 @@ async def _read(ctx: RequestContext, request: FetchRequest):
             stable = partition.last_stable_offset
             upper = partition.local_end_offset if follower >= 0 else stable if read_committed else high_watermark
             offset = int(fetch_partition.fetch_offset)
+            # A follower replicates the local log (tiered storage: what is offloaded below it is not copied).
+            start = partition.local_log_start_offset if follower >= 0 else partition.log_start_offset
             fields = dict(error_code=ErrorCode.none, high_watermark=high_watermark, last_stable_offset=stable,
-                          log_start_offset=partition.log_start_offset)
+                          log_start_offset=start)
             plan = None
             epoch_error = _leader_epoch_error(partition, int(getattr(fetch_partition, "current_leader_epoch", -1)))
             if epoch_error != ErrorCode.none:
@@ -136,7 +138,7 @@ async def _read(ctx: RequestContext, request: FetchRequest):
                 # older epoch and must cut exactly that (KIP-101), not fall back to OFFSET_OUT_OF_RANGE's
                 # reset to the high watermark, which a new leader's may trail the committed records.
                 had_error = True
-            elif offset < partition.log_start_offset or offset > partition.local_end_offset:
+            elif offset < start or offset > partition.local_end_offset:
                 fields["error_code"] = ErrorCode.offset_out_of_range
                 had_error = True
             else:
@@ -145,7 +147,14 @@ async def _read(ctx: RequestContext, request: FetchRequest):
                     fields["high_watermark"] = partition.high_watermark
                 if offset < upper and (remaining > 0 or first_batch_may_exceed):
                     limit = min(int(fetch_partition.partition_max_bytes), remaining)
-                    plan = await partition.plan_read(offset, limit, upper, first_may_exceed=first_batch_may_exceed)
+                    try:
+                        plan = await partition.plan_read(offset, limit, upper,
+                                                         first_may_exceed=first_batch_may_exceed)
+                    except KafkaError as exc:  # an offloaded segment that cannot be read (KAFKA_STORAGE_ERROR)
+                        fields["error_code"] = exc.code
+                        had_error = True
+                        entries.append((index, fields, None))
+                        continue
                     if plan.bases:
                         plans.append(plan)
                         remaining -= plan.size

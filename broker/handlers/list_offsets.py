@@ -6,7 +6,7 @@ import datetime
 
 from kio.schema.list_offsets.v10.request import ListOffsetsRequest
 from kio.schema.list_offsets.v10.response import ListOffsetsResponse
-from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.protocol.record_batch import record_timestamps
 from lodestream.broker.authorizer import DENIED, Operation, ResourceType
 from lodestream.broker.request_context import RequestContext
@@ -17,7 +17,7 @@ VERSIONS = range(1, 11)
 LATEST = -1
 EARLIEST = -2
 MAX_TIMESTAMP = -3
-EARLIEST_LOCAL = -4  # KIP-1005; no tiered storage yet, so the same as earliest
+EARLIEST_LOCAL = -4  # KIP-1005: the local log's start (tiered storage keeps older records offloaded)
 LATEST_TIERED = -5
 
 
@@ -31,10 +31,12 @@ async def _lookup(partition, timestamp: int, read_committed: bool = False) -> tu
     high_watermark = partition.last_stable_offset if read_committed else partition.high_watermark
     if timestamp == LATEST:
         return -1, high_watermark
-    if timestamp in (EARLIEST, EARLIEST_LOCAL):
+    if timestamp == EARLIEST:
         return -1, partition.log_start_offset
-    if timestamp == LATEST_TIERED:
-        return -1, -1
+    if timestamp == EARLIEST_LOCAL:
+        return -1, partition.local_log_start_offset
+    if timestamp == LATEST_TIERED:  # KIP-1005: the last offloaded offset
+        return -1, partition.remote_end_offset - 1 if partition.remote_end_offset > 0 else -1
     if timestamp == MAX_TIMESTAMP:
         location = await partition.batch_with_max_timestamp()
         if location is None:
@@ -92,6 +94,8 @@ async def handle(ctx: RequestContext, request: ListOffsetsRequest) -> ListOffset
                 error = ErrorCode.none
             except ValueError:
                 timestamp, offset, error = -1, -1, ErrorCode.invalid_request
+            except KafkaError as exc:  # an offloaded segment that cannot be read (KAFKA_STORAGE_ERROR)
+                timestamp, offset, error = -1, -1, exc.code
             partitions.append(build.ListOffsetsPartitionResponse(
                 partition_index=index, error_code=error, timestamp=timestamp, offset=offset,
                 leader_epoch=partition.leader_epoch if offset >= 0 else -1))

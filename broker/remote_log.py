@@ -1,0 +1,348 @@
+"""Tiered storage: the broker's remote log manager (docs/tiered-storage.md; Kafka's RemoteLogManager).
+
+Every `remote.log.manager.task.interval.ms`, for each partition this broker leads:
+
+1. **Unfinished manifests** are finished off: a segment left in COPY_SEGMENT_STARTED by a crash or a lost
+   leadership (not one this broker is copying now) and one left in DELETE_SEGMENT_STARTED get their
+   fragments deleted, then DELETE_SEGMENT_FINISHED. No manifest is readable before COPY_SEGMENT_FINISHED,
+   which is committed only once every fragment is durable, so a crash never leaves one pointing at missing
+   data.
+2. **Offload** (topics with remote.storage.enable=true): each closed segment below the high watermark and
+   the last stable offset, after what is offloaded already, is read on a worker thread, encoded with the
+   topic's remote.erasure.code and written as k+m fragment objects to k+m distinct stores, under the
+   broker-wide budget remote.log.manager.copy.max.bytes.per.second. The manifest goes COPY_SEGMENT_STARTED
+   (before the first fragment) -> COPY_SEGMENT_FINISHED (after the last), through the controller
+   (UpdateRemoteSegments), which checks each state change and that this broker leads the partition.
+3. **Remote retention**: retention.ms / retention.bytes over the whole log delete the oldest offloaded
+   segments (DELETE_SEGMENT_STARTED, the fragments, DELETE_SEGMENT_FINISHED).
+4. **Local retention**: closed local segments that are offloaded go once past local.retention.ms /
+   local.retention.bytes (-2: the total retention's). A segment not yet offloaded is never deleted
+   locally. Followers delete what their leader deleted: its fetch answers carry its local log start.
+
+Orphan fragments (objects no manifest knows: a topic deleted, or a copy whose manifest was refused) are
+collected at start-up and every ORPHAN_SWEEP_EVERY passes, for topics gone and partitions this broker
+leads.
+
+Reads: a fetch below the local log start reads the offloaded segment holding it (Partition.plan_read calls
+`read_batches`): its batch index, then the stripes holding the batches asked for, through the stripe
+caches (broker/remote_reader.py). A stripe with fewer than k good fragments fails the read with
+KAFKA_STORAGE_ERROR, a log line naming the segment and the lodestream_remote_read_errors metric: never
+wrong bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import replace
+from typing import Mapping
+
+import trio
+
+from lodestream.consensus.records import (COPY_FINISHED, COPY_STARTED, DELETE_FINISHED, DELETE_STARTED,
+                                          RemoteSegmentRecord)
+from lodestream.protocol.errors import ErrorCode, KafkaError
+from lodestream.protocol.record_batch import parse_header
+from lodestream.storage.erasure import NotEnoughFragments, Scheme, codec_for
+from lodestream.storage.fragment_store import FragmentStore, FragmentStoreError
+from lodestream.storage.remote_segment import SegmentFormatError, encode_segment
+from lodestream.storage.leveldb_log import BatchLocation
+from lodestream.storage.store_urls import open_store
+from lodestream.storage.stripe_cache import StripeCache
+from lodestream.storage.striped_segment import SegmentLayout, write_segment
+
+from lodestream.broker.config import remote_storage_enabled
+from lodestream.broker.log_cleaner import IoThrottle
+from lodestream.broker.remote_reader import RedisStripeCache, RemoteSegmentReader
+
+log = logging.getLogger(__name__)
+
+ORPHAN_SWEEP_EVERY = 10  # passes between orphan sweeps (the first pass sweeps too)
+ERROR_LOG_INTERVAL_S = 60.0
+
+
+def layout_of(segment: RemoteSegmentRecord) -> SegmentLayout:
+    return SegmentLayout(segment_key(segment), Scheme.parse(segment.scheme), segment.size, segment.stripe_bytes,
+                         segment.piece_size, segment.stores)
+
+
+def segment_key(segment: RemoteSegmentRecord) -> str:
+    """Object key prefix of a segment's fragments: `<topic id>/<partition>/<base offset>-<segment id>`."""
+    return f"{segment.topic_id}/{segment.partition}/{segment.base_offset:020d}-{segment.segment_id}"
+
+
+class RemoteLogManager:
+    def __init__(self, broker, stores: dict[str, FragmentStore], stripe_bytes: int, cache_bytes: int,
+                 redis: RedisStripeCache | None, interval_s: float) -> None:
+        self.broker = broker  # its image, replicas, controller client and configs (not imported: a cycle)
+        self.stores = stores  # store URL -> store, in remote.fragment.stores order
+        self.stripe_bytes = stripe_bytes
+        self.interval_s = interval_s
+        self.coding_limiter = trio.CapacityLimiter(1)  # encoding and decoding: CPU, one core at a time
+        self.redis = redis
+        self.reader = RemoteSegmentReader(lambda: self.stores, self.coding_limiter, StripeCache(cache_bytes), redis)
+        self.copying: set[uuid.UUID] = set()  # segments this broker is writing now (not orphans)
+        self.passes = 0
+        self.counters = {"offloaded_segments": 0, "offloaded_bytes": 0, "deleted_segments": 0,
+                         "read_errors": 0, "orphans_deleted": 0}
+        self._last_error_logged: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, broker) -> "RemoteLogManager | None":
+        config = broker.config
+        if not config.get("remote.log.storage.system.enable"):
+            return None
+        stores = {url: open_store(url) for url in config.get("remote.fragment.stores")}
+        redis_url = config.get("remote.cache.redis.url")
+        redis = RedisStripeCache(redis_url, int(config.get("remote.cache.redis.ttl.ms")) / 1000) if redis_url else None
+        return cls(broker, stores, int(config.get("remote.stripe.bytes")), int(config.get("remote.cache.bytes")),
+                   redis, int(config.get("remote.log.manager.task.interval.ms")) / 1000)
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            if self.redis is not None:
+                await nursery.start(self.redis.run)
+            task_status.started()
+            while True:
+                await self.run_once()
+                await trio.sleep(self.interval_s)
+
+    async def run_once(self) -> None:
+        """One pass over the partitions this broker leads (see the module's docstring)."""
+        broker = self.broker
+        if self.passes % ORPHAN_SWEEP_EVERY == 0:
+            await self._guarded("orphans", self.collect_orphans)
+        self.passes += 1
+        throttle = IoThrottle(float(broker.broker_config_value("remote.log.manager.copy.max.bytes.per.second")))
+        for partition in list(broker.replicas.partitions.values()):
+            topic = broker.image.topics_by_id.get(partition.topic_id)
+            if topic is None or not partition.is_leader:
+                continue
+            config = broker.topic_config(topic)
+            name = f"{partition.topic_name}-{partition.index}"
+            await self._guarded(name, self._finish_unfinished, partition)
+            if remote_storage_enabled(config):
+                await self._guarded(name, self._offload, partition, config, throttle)
+            await self._guarded(name, self._apply_remote_retention, partition, config)
+            if remote_storage_enabled(config):
+                await self._guarded(name, self._apply_local_retention, partition, config)
+
+    async def _guarded(self, what: str, function, *args) -> None:
+        """Run one step; a store or controller failure is logged (once a minute per partition) and the
+        next pass tries again."""
+        try:
+            await function(*args)
+        except (KafkaError, FragmentStoreError, OSError, NotEnoughFragments, SegmentFormatError) as exc:
+            now = time.monotonic()
+            if now - self._last_error_logged.get(what, -ERROR_LOG_INTERVAL_S) >= ERROR_LOG_INTERVAL_S:
+                self._last_error_logged[what] = now
+                log.warning("tiered storage, %s: %s (tried again in the next pass)", what, exc)
+
+    def _manifests(self, partition) -> dict[uuid.UUID, RemoteSegmentRecord]:
+        return dict(self.broker.image.remote_segments.get((partition.topic_id, partition.index), {}))
+
+    async def _update(self, records: list[RemoteSegmentRecord]) -> None:
+        await self.broker.controller_client.update_remote_segments(records)
+        await self.broker.quorum.wait_for(lambda image: all(
+            image.remote_segments.get((r.topic_id, r.partition), {}).get(r.segment_id) == r
+            or (r.state == DELETE_FINISHED and r.segment_id not in image.remote_segments.get(
+                (r.topic_id, r.partition), {})) for r in records), 10.0)
+
+    # -- offload -----------------------------------------------------------------------------------
+
+    async def _offload(self, partition, config: Mapping[str, str], throttle: IoThrottle) -> None:
+        """Copy every closed segment below the high watermark and last stable offset that is not offloaded
+        yet, oldest first (only the batches after what is offloaded: replicas roll segments on their own)."""
+        scheme = Scheme.parse(str(config["remote.erasure.code"]))
+        bound = min(partition.high_watermark, partition.last_stable_offset)
+        for info in partition.segments():
+            copied = max(partition.remote_end_offset, partition.local_log_start_offset)
+            if not info.closed or info.end_offset > bound or not partition.is_leader:
+                return
+            if info.end_offset <= copied or info.size == 0:
+                continue
+            batches = await partition.read_segment(max(info.base_offset, copied), info.end_offset,
+                                                   self.broker.io_limiter)
+            if batches:
+                await self._copy_segment(partition, scheme, batches)
+                await throttle(sum(map(len, batches)))
+
+    async def _copy_segment(self, partition, scheme: Scheme, batches: list[bytes]) -> None:
+        headers = [parse_header(batch) for batch in batches]
+        epochs: list[tuple[int, int]] = []
+        for header in headers:
+            if not epochs or epochs[-1][0] != header.partition_leader_epoch:
+                epochs.append((header.partition_leader_epoch, header.base_offset))
+        entries = [(h.base_offset, h.last_offset, h.max_timestamp, len(b)) for h, b in zip(headers, batches)]
+        stores = self._stores_for(scheme)
+        started = RemoteSegmentRecord(
+            partition.topic_id, partition.index, uuid.uuid4(), COPY_STARTED, headers[0].base_offset,
+            headers[-1].last_offset + 1, max(h.max_timestamp for h in headers), tuple(epochs), 0, 0, str(scheme),
+            self.stripe_bytes, 0, tuple(store.url for store in stores), self.broker.node_id)
+        self.copying.add(started.segment_id)
+        try:
+            await self._update([started])
+            key = segment_key(started)
+
+            def encode_and_write() -> tuple[SegmentLayout, int]:
+                blob, index_position = encode_segment(batches, entries)
+                return write_segment(codec_for(scheme), stores, key, blob, self.stripe_bytes), index_position
+
+            layout, index_position = await trio.to_thread.run_sync(encode_and_write, limiter=self.coding_limiter)
+            finished = replace(started, state=COPY_FINISHED, size=layout.length, index_position=index_position,
+                               piece_size=layout.piece_size)
+            await self._update([finished])
+        finally:
+            # Finished, or not readable: then the next pass deletes what was written (DELETE_SEGMENT_STARTED).
+            self.copying.discard(started.segment_id)
+        self.counters["offloaded_segments"] += 1
+        self.counters["offloaded_bytes"] += layout.length
+        log.info("offloaded %s-%d [%d, %d): %d bytes as %s fragments", partition.topic_name, partition.index,
+                 started.base_offset, started.end_offset, layout.length, scheme)
+
+    def _stores_for(self, scheme: Scheme) -> list[FragmentStore]:
+        """k+m distinct stores, rotating the first one so fragments spread over every store listed."""
+        stores = list(self.stores.values())
+        first = self.counters["offloaded_segments"] % len(stores)
+        return (stores[first:] + stores[:first])[:scheme.width]
+
+    # -- deletion --------------------------------------------------------------------------------
+
+    async def _finish_unfinished(self, partition) -> None:
+        """Delete the fragments of segments a crash or a lost leadership left in COPY_SEGMENT_STARTED or
+        DELETE_SEGMENT_STARTED."""
+        for segment in self._manifests(partition).values():
+            if segment.state == COPY_STARTED and segment.segment_id not in self.copying:
+                log.info("%s-%d: segment %s was never finished (a crash or a leadership change): deleting its "
+                         "fragments", partition.topic_name, partition.index, segment.segment_id)
+                await self._delete_segment(segment)
+            elif segment.state == DELETE_STARTED:
+                await self._delete_segment(segment)
+
+    async def _delete_segment(self, segment: RemoteSegmentRecord) -> None:
+        if segment.state != DELETE_STARTED:
+            segment = replace(segment, state=DELETE_STARTED)
+            await self._update([segment])
+        await trio.to_thread.run_sync(self._delete_objects, segment, limiter=self.broker.io_limiter)
+        await self._update([replace(segment, state=DELETE_FINISHED)])
+        self.counters["deleted_segments"] += 1
+
+    def _delete_objects(self, segment: RemoteSegmentRecord) -> None:
+        key = segment_key(segment)
+        for index, url in enumerate(segment.stores):
+            store = self.stores.get(url)
+            if store is None:
+                raise FragmentStoreError(f"segment {segment.segment_id}: fragment {index} is on {url}, which is "
+                                         "not in remote.fragment.stores")
+            store.delete(f"{key}.{index}")
+
+    async def _apply_remote_retention(self, partition, config: Mapping[str, str]) -> None:
+        """retention.ms / retention.bytes over the whole log: the oldest offloaded segments go first."""
+        segments = list(partition.remote_segments)
+        if not segments:
+            return
+        retention_ms, retention_bytes = int(config["retention.ms"]), int(config["retention.bytes"])
+        now_ms = int(time.time() * 1000)
+        remote_end = partition.remote_end_offset
+        local_beyond = sum(info.size for info in partition.segments() if info.end_offset > remote_end)
+        total = sum(segment.size for segment in segments) + local_beyond
+        for segment in segments:
+            due = ((retention_ms >= 0 and now_ms - segment.max_timestamp > retention_ms)
+                   or (retention_bytes >= 0 and total - segment.size >= retention_bytes))
+            if not due or not partition.is_leader:
+                return
+            await self._delete_segment(segment)
+            total -= segment.size
+            log.info("retention: %s-%d deleted offloaded segment [%d, %d)", partition.topic_name,
+                     partition.index, segment.base_offset, segment.end_offset)
+
+    async def _apply_local_retention(self, partition, config: Mapping[str, str]) -> None:
+        """Delete local segments that are offloaded, oldest first, past local.retention.ms / .bytes."""
+        local_ms, local_bytes = int(config["local.retention.ms"]), int(config["local.retention.bytes"])
+        if local_ms == -2:
+            local_ms = int(config["retention.ms"])
+        if local_bytes == -2:
+            local_bytes = int(config["retention.bytes"])
+        copied = partition.remote_end_offset
+        now_ms = int(time.time() * 1000)
+        total = partition.size_bytes
+        new_start = None
+        for info in partition.segments():
+            if not info.closed or info.end_offset > copied:
+                break
+            due = ((local_ms >= 0 and now_ms - info.max_timestamp > local_ms)
+                   or (local_bytes >= 0 and total - info.size >= local_bytes))
+            if not due:
+                break
+            total -= info.size
+            new_start = info.end_offset
+        if new_start is not None and new_start > partition.local_log_start_offset:
+            deleted = await partition.apply_local_deletion(new_start)
+            log.info("local retention: %s-%d deleted %d offloaded bytes, local log start offset now %d",
+                     partition.topic_name, partition.index, deleted, partition.local_log_start_offset)
+
+    # -- orphans ---------------------------------------------------------------------------------
+
+    async def collect_orphans(self) -> None:
+        """Delete fragment objects that no manifest knows, of topics gone and of partitions led here."""
+        image = self.broker.image
+        known = {segment_key(segment) for segments in image.remote_segments.values() for segment in segments.values()}
+        led = {(str(p.topic_id), str(p.index)) for p in self.broker.replicas.partitions.values() if p.is_leader}
+        copying = {str(segment_id) for segment_id in self.copying}
+        live_topics = {str(topic_id) for topic_id in image.topics_by_id}
+
+        def sweep() -> int:
+            deleted = 0
+            for store in self.stores.values():
+                for object_key in list(store.keys()):
+                    key, _, _ = object_key.rpartition(".")
+                    parts = key.split("/")
+                    if len(parts) != 3 or key in known or parts[2].rpartition("-")[2] in copying:
+                        continue
+                    if parts[0] not in live_topics or (parts[0], parts[1]) in led:
+                        store.delete(object_key)
+                        deleted += 1
+            return deleted
+
+        deleted = await trio.to_thread.run_sync(sweep, limiter=self.broker.io_limiter)
+        if deleted:
+            self.counters["orphans_deleted"] += deleted
+            log.info("tiered storage: deleted %d orphan fragment objects", deleted)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def read_batches(self, partition, segment: RemoteSegmentRecord, offset: int, max_bytes: int,
+                           upper_offset: int) -> list[bytes]:
+        layout = layout_of(segment)
+        try:
+            return await self.reader.read_batches(codec_for(layout.scheme), layout, segment.index_position,
+                                                  offset, max_bytes, upper_offset)
+        except (NotEnoughFragments, FragmentStoreError, SegmentFormatError) as exc:
+            raise self._read_failed(partition, segment, exc) from None
+
+    async def _index(self, partition, segment: RemoteSegmentRecord):
+        layout = layout_of(segment)
+        try:
+            return await self.reader.index(codec_for(layout.scheme), layout, segment.index_position)
+        except (NotEnoughFragments, FragmentStoreError, SegmentFormatError) as exc:
+            raise self._read_failed(partition, segment, exc) from None
+
+    def _read_failed(self, partition, segment: RemoteSegmentRecord, exc: Exception) -> KafkaError:
+        self.counters["read_errors"] += 1
+        log.error("%s-%d: offloaded segment %s [%d, %d) cannot be read: %s", partition.topic_name, partition.index,
+                  segment.segment_id, segment.base_offset, segment.end_offset, exc)
+        return KafkaError(ErrorCode.kafka_storage_error, f"offloaded segment {segment.segment_id} cannot be read")
+
+    async def first_with_timestamp(self, partition, segment: RemoteSegmentRecord, timestamp: int,
+                                   from_offset: int) -> BatchLocation | None:
+        index = await self._index(partition, segment)
+        for position, (base, last, max_timestamp) in enumerate(zip(index.bases, index.lasts, index.max_timestamps)):
+            if last >= from_offset and max_timestamp >= timestamp:
+                return BatchLocation(base, last, max_timestamp, index.positions[position + 1] - index.positions[position])
+        return None
+
+    async def batch_with_max_timestamp(self, partition, segment: RemoteSegmentRecord) -> BatchLocation | None:
+        return await self.first_with_timestamp(partition, segment, segment.max_timestamp, segment.base_offset)

@@ -27,7 +27,7 @@ from lodestream.broker.config import (
 )
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from lodestream.admin import errors, groups
+from lodestream.admin import errors, groups, tiering
 from lodestream.admin.auth import Authenticator
 from lodestream.admin.errors import KAFKA_BAD_REQUEST, PARTITION_NOT_FOUND, UNKNOWN_TOPIC_OR_PARTITION, ApiError
 from lodestream.admin.links import Links
@@ -457,6 +457,7 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
 
     # -- consumer groups -------------------------------------------------------------------------
     groups.add_routes(api, broker)
+    tiering.add_routes(api, broker)  # tiered storage (admin/tiering.py)
 
     app.include_router(top)
     app.include_router(api)

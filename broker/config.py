@@ -452,6 +452,11 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "How often each partition's leader looks for segments to offload and to delete", read_only=True),
         ConfigDef("remote.log.manager.copy.max.bytes.per.second", _positive_float, str(LONG_MAX), "LONG",
                   "Offload's budget of segment bytes encoded per second, for the whole broker"),
+        ConfigDef("remote.scrub.interval.ms", _at_least(1), "3600000", "LONG",
+                  "How often the scrubber checks every fragment of the segments this broker's partitions "
+                  "offloaded, and repairs the bad ones", read_only=True),
+        ConfigDef("remote.scrub.max.bytes.per.second", _positive_float, "10485760", "LONG",
+                  "The scrubber's budget of fragment bytes read per second"),
         ConfigDef("remote.cache.bytes", _at_least(0), "268435456", "LONG",
                   "In-process cache of remote stripes (least recently used out)", read_only=True),
         ConfigDef("remote.cache.redis.url", _str, None, "STRING",

@@ -33,9 +33,11 @@ wrong bytes.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 import trio
@@ -50,7 +52,8 @@ from lodestream.storage.remote_segment import SegmentFormatError, encode_segment
 from lodestream.storage.leveldb_log import BatchLocation
 from lodestream.storage.store_urls import open_store
 from lodestream.storage.stripe_cache import StripeCache
-from lodestream.storage.striped_segment import SegmentLayout, write_segment
+from lodestream.storage.striped_segment import SegmentLayout, check_fragment, write_segment
+from lodestream.storage.striped_segment import repair as repair_fragment
 
 from lodestream.broker.config import remote_storage_enabled
 from lodestream.broker.log_cleaner import IoThrottle
@@ -58,8 +61,18 @@ from lodestream.broker.remote_reader import RedisStripeCache, RemoteSegmentReade
 
 log = logging.getLogger(__name__)
 
+# Tests only (tests/test_tiered_crash.py): SIGKILL this process at the named point of an offload or a
+# deletion, to show that a crash anywhere between the first fragment and the last manifest loses nothing.
+CRASH_AT = os.environ.get("LODESTREAM_TIERING_CRASH_AT", "")
+CRASH_POINTS = ("copy-started", "fragment-written", "fragments-written", "delete-started", "fragment-deleted")
 ORPHAN_SWEEP_EVERY = 10  # passes between orphan sweeps (the first pass sweeps too)
 ERROR_LOG_INTERVAL_S = 60.0
+
+
+def crash_point(name: str) -> None:
+    if CRASH_AT == name:
+        log.warning("LODESTREAM_TIERING_CRASH_AT=%s: killing this process", name)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def layout_of(segment: RemoteSegmentRecord) -> SegmentLayout:
@@ -70,6 +83,20 @@ def layout_of(segment: RemoteSegmentRecord) -> SegmentLayout:
 def segment_key(segment: RemoteSegmentRecord) -> str:
     """Object key prefix of a segment's fragments: `<topic id>/<partition>/<base offset>-<segment id>`."""
     return f"{segment.topic_id}/{segment.partition}/{segment.base_offset:020d}-{segment.segment_id}"
+
+
+@dataclass
+class ScrubJob:
+    """A scrub or repair run and how far it got (REST and `lodestream tiering` show it)."""
+
+    kind: str
+    segments_total: int = 0
+    segments_done: int = 0
+    fragments_checked: int = 0
+    bad_fragments: int = 0
+    repaired: int = 0
+    errors: list[str] = field(default_factory=list)
+    done: bool = False
 
 
 class RemoteLogManager:
@@ -84,6 +111,8 @@ class RemoteLogManager:
         self.reader = RemoteSegmentReader(lambda: self.stores, self.coding_limiter, StripeCache(cache_bytes), redis)
         self.copying: set[uuid.UUID] = set()  # segments this broker is writing now (not orphans)
         self.passes = 0
+        self.health: dict[uuid.UUID, dict[int, list[int]]] = {}  # segment -> {bad fragment: bad stripes}
+        self.job: ScrubJob | None = None  # the last scrub or repair (REST, CLI, the background scrubber)
         self.counters = {"offloaded_segments": 0, "offloaded_bytes": 0, "deleted_segments": 0,
                          "read_errors": 0, "orphans_deleted": 0}
         self._last_error_logged: dict[str, float] = {}
@@ -105,6 +134,7 @@ class RemoteLogManager:
         async with trio.open_nursery() as nursery:
             if self.redis is not None:
                 await nursery.start(self.redis.run)
+            nursery.start_soon(self.run_scrubber)
             task_status.started()
             while True:
                 await self.run_once()
@@ -185,11 +215,15 @@ class RemoteLogManager:
         self.copying.add(started.segment_id)
         try:
             await self._update([started])
+            crash_point("copy-started")
             key = segment_key(started)
 
             def encode_and_write() -> tuple[SegmentLayout, int]:
                 blob, index_position = encode_segment(batches, entries)
-                return write_segment(codec_for(scheme), stores, key, blob, self.stripe_bytes), index_position
+                layout = write_segment(codec_for(scheme), stores, key, blob, self.stripe_bytes,
+                                       lambda index: crash_point("fragment-written"))
+                crash_point("fragments-written")
+                return layout, index_position
 
             layout, index_position = await trio.to_thread.run_sync(encode_and_write, limiter=self.coding_limiter)
             finished = replace(started, state=COPY_FINISHED, size=layout.length, index_position=index_position,
@@ -226,6 +260,7 @@ class RemoteLogManager:
         if segment.state != DELETE_STARTED:
             segment = replace(segment, state=DELETE_STARTED)
             await self._update([segment])
+            crash_point("delete-started")
         await trio.to_thread.run_sync(self._delete_objects, segment, limiter=self.broker.io_limiter)
         await self._update([replace(segment, state=DELETE_FINISHED)])
         self.counters["deleted_segments"] += 1
@@ -238,6 +273,7 @@ class RemoteLogManager:
                 raise FragmentStoreError(f"segment {segment.segment_id}: fragment {index} is on {url}, which is "
                                          "not in remote.fragment.stores")
             store.delete(f"{key}.{index}")
+            crash_point("fragment-deleted")
 
     async def _apply_remote_retention(self, partition, config: Mapping[str, str]) -> None:
         """retention.ms / retention.bytes over the whole log: the oldest offloaded segments go first."""
@@ -284,23 +320,123 @@ class RemoteLogManager:
             log.info("local retention: %s-%d deleted %d offloaded bytes, local log start offset now %d",
                      partition.topic_name, partition.index, deleted, partition.local_log_start_offset)
 
+    # -- scrub and repair --------------------------------------------------------------------------
+
+    async def run_scrubber(self) -> None:
+        """Every remote.scrub.interval.ms: check every fragment and repair the bad ones."""
+        interval_s = int(self.broker.config.get("remote.scrub.interval.ms")) / 1000
+        while True:
+            await trio.sleep(interval_s)
+            if self.job is None or self.job.done:
+                await self._guarded("scrub", self.scrub, True)
+
+    def start_job(self, repair: bool) -> "ScrubJob":
+        """A scrub (repair=False: check only) or repair run in the background; the running one if any."""
+        if self.job is None or self.job.done:
+            self.job = ScrubJob("repair" if repair else "scrub")
+            self.broker.background.start_soon(self._guarded, "scrub", self.scrub, repair)
+        return self.job
+
+    async def scrub(self, repair: bool) -> "ScrubJob":
+        """Check each fragment of every readable segment of the partitions this broker leads (their leader
+        updates their manifests), at remote.scrub.max.bytes.per.second; with `repair`, rebuild each bad
+        fragment from k good ones onto its store, or a spare store when its own refuses, and record the
+        move in the manifest (COPY_SEGMENT_FINISHED again)."""
+        job = self.job if self.job is not None and not self.job.done else ScrubJob("repair" if repair else "scrub")
+        self.job = job
+        try:
+            throttle = IoThrottle(float(self.broker.broker_config_value("remote.scrub.max.bytes.per.second")))
+            led = [p for p in self.broker.replicas.partitions.values() if p.is_leader]
+            segments = [(p, s) for p in led for s in p.remote_segments]
+            job.segments_total = len(segments)
+            for partition, segment in segments:
+                layout = layout_of(segment)
+                codec = codec_for(layout.scheme)
+                bad: dict[int, list[int]] = {}
+                for index in range(layout.scheme.width):
+                    stripes = await trio.to_thread.run_sync(check_fragment, codec, layout, self.stores, index,
+                                                            limiter=self.broker.io_limiter)
+                    job.fragments_checked += 1
+                    if stripes:
+                        bad[index] = stripes
+                    await throttle(layout.stripes * layout.piece_size)
+                self.health[segment.segment_id] = bad
+                job.bad_fragments += len(bad)
+                if bad and repair:
+                    await self._repair(partition, segment, sorted(bad), job)
+                job.segments_done += 1
+        except Exception as exc:
+            job.errors.append(str(exc))
+            raise
+        finally:
+            job.done = True
+        log.info("tiered storage %s: %d segments, %d fragments checked, %d bad, %d repaired", job.kind,
+                 job.segments_done, job.fragments_checked, job.bad_fragments, job.repaired)
+        return job
+
+    async def _repair(self, partition, segment: RemoteSegmentRecord, bad: list[int], job: "ScrubJob") -> None:
+        layout = layout_of(segment)
+        codec = codec_for(layout.scheme)
+        for index in bad:
+            spares = [store for url, store in self.stores.items() if url not in layout.stores]
+            targets = [store for store in [self.stores.get(layout.stores[index])] if store is not None] + spares
+            for target in targets:
+                try:
+                    layout = await trio.to_thread.run_sync(repair_fragment, codec, layout, self.stores, index,
+                                                           target, limiter=self.coding_limiter)
+                    break
+                except FragmentStoreError as exc:
+                    log.warning("segment %s: fragment %d cannot be written to %s: %s", segment.segment_id, index,
+                                target.url, exc)
+                except NotEnoughFragments as exc:
+                    job.errors.append(f"segment {segment.segment_id}: {exc}")
+                    raise
+            else:
+                job.errors.append(f"segment {segment.segment_id}: fragment {index}: no store took it")
+                continue
+            job.repaired += 1
+            self.health.get(segment.segment_id, {}).pop(index, None)
+        if layout.stores != segment.stores:
+            await self._update([replace(segment, stores=layout.stores)])
+        log.info("%s-%d: repaired offloaded segment %s (fragments %s)", partition.topic_name, partition.index,
+                 segment.segment_id, bad)
+
+    def status(self) -> list[dict]:
+        """Every manifest in the image, with its fragments' health as this broker's last scrub saw it."""
+        rows = []
+        image = self.broker.image
+        for (topic_id, index), segments in sorted(image.remote_segments.items(), key=lambda item: str(item[0])):
+            topic = image.topics_by_id.get(topic_id)
+            for segment in sorted(segments.values(), key=lambda s: s.base_offset):
+                health = self.health.get(segment.segment_id)
+                rows.append({
+                    "topic": topic.name if topic is not None else str(topic_id), "topic_id": str(topic_id),
+                    "partition": index,
+                    "segment_id": str(segment.segment_id), "state": segment.state,
+                    "base_offset": segment.base_offset, "end_offset": segment.end_offset, "size": segment.size,
+                    "scheme": segment.scheme, "stores": list(segment.stores),
+                    "checked": health is not None,
+                    "bad_fragments": {str(i): stripes for i, stripes in (health or {}).items()},
+                })
+        return rows
+
     # -- orphans ---------------------------------------------------------------------------------
 
     async def collect_orphans(self) -> None:
         """Delete fragment objects that no manifest knows, of topics gone and of partitions led here."""
         image = self.broker.image
-        known = {segment_key(segment) for segments in image.remote_segments.values() for segment in segments.values()}
+        known = {(url, f"{segment_key(segment)}.{index}") for segments in image.remote_segments.values()
+                 for segment in segments.values() for index, url in enumerate(segment.stores)}
         led = {(str(p.topic_id), str(p.index)) for p in self.broker.replicas.partitions.values() if p.is_leader}
         copying = {str(segment_id) for segment_id in self.copying}
         live_topics = {str(topic_id) for topic_id in image.topics_by_id}
 
         def sweep() -> int:
             deleted = 0
-            for store in self.stores.values():
+            for url, store in self.stores.items():
                 for object_key in list(store.keys()):
-                    key, _, _ = object_key.rpartition(".")
-                    parts = key.split("/")
-                    if len(parts) != 3 or key in known or parts[2].rpartition("-")[2] in copying:
+                    parts = object_key.rpartition(".")[0].split("/")
+                    if len(parts) != 3 or (url, object_key) in known or parts[2].rpartition("-")[2] in copying:
                         continue
                     if parts[0] not in live_topics or (parts[0], parts[1]) in led:
                         store.delete(object_key)

@@ -24,6 +24,7 @@ import os
 import socket
 import struct
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -899,6 +900,64 @@ def cmd_groups_describe(backend: Backend, args) -> Output:
     return output
 
 
+# -- tiered storage (REST only: admin/tiering.py) ---------------------------------------------------
+
+DEFAULT_REST = "http://127.0.0.1:8083"  # `lodestream serve`'s admin.listeners
+JOB_POLL_S = 0.5
+
+
+def _tiering_rest(backend: Backend) -> "RestBackend":
+    if not isinstance(backend, RestBackend):
+        raise CliError("tiering is served by the REST API only: give --rest URL (default "
+                       f"{DEFAULT_REST})", EXIT_USAGE)
+    return backend
+
+
+def cmd_tiering_status(backend: Backend, args) -> Output:
+    rest = _tiering_rest(backend)
+    listed = rest._call("GET", rest._c("/tiering/segments"))
+    segments = [s for s in listed["data"] if not args.topic or s["topic"] == args.topic]
+    bad = [s for s in segments if s["bad_fragments"]]
+    lines = [f"tiered storage {'on' if listed['enabled'] else 'off'}: {len(segments)} segments, "
+             f"{sum(s['size'] for s in segments)} bytes offloaded, {len(bad)} with bad fragments "
+             f"({sum(1 for s in segments if not s['checked'])} not scrubbed yet)"]
+    rows = [[s["topic"], s["partition"], s["base_offset"], s["end_offset"], s["size"], s["state"], s["scheme"],
+             ("unchecked" if not s["checked"] else ",".join(sorted(s["bad_fragments"])) or "healthy")]
+            for s in segments]
+    return Output(segments, [(None, ["TOPIC", "PARTITION", "BASE", "END", "BYTES", "STATE", "SCHEME", "FRAGMENTS"],
+                              rows)], lines)
+
+
+def _run_job(backend: Backend, what: str) -> Output:
+    """Start a scrub or repair, print its progress on stderr until it is done, then its totals."""
+    rest = _tiering_rest(backend)
+    job = rest._call("POST", rest._c(f"/tiering/{what}"))
+    shown = None
+    while True:
+        progress = (f"{job['kind']}: {job['segments_done']}/{job['segments_total']} segments, "
+                    f"{job['fragments_checked']} fragments checked, {job['bad_fragments']} bad, "
+                    f"{job['repaired']} repaired")
+        if progress != shown:
+            print(progress, file=sys.stderr, flush=True)
+            shown = progress
+        if job["done"]:
+            break
+        time.sleep(JOB_POLL_S)
+        job = rest._call("GET", rest._c("/tiering/job"))
+    output = Output(job, lines=[progress + (" (done)" if not job["errors"] else "")])
+    if job["errors"]:
+        raise _PartialFailure(output, job["errors"])
+    return output
+
+
+def cmd_tiering_scrub(backend: Backend, args) -> Output:
+    return _run_job(backend, "scrub")
+
+
+def cmd_tiering_repair(backend: Backend, args) -> Output:
+    return _run_job(backend, "repair")
+
+
 class _PartialFailure(Exception):
     def __init__(self, output: Output, errors: list[str]) -> None:
         super().__init__("; ".join(errors))
@@ -937,7 +996,7 @@ def _change_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_subcommands(sub) -> None:
-    """Add `topics`, `groups` and `configs` to the `lodestream` parser's subparsers."""
+    """Add `topics`, `groups`, `configs` and `tiering` to the `lodestream` parser's subparsers."""
     common = _connection_options()
 
     topics = sub.add_parser("topics", help="list, describe, create, delete topics; change topic configs")
@@ -983,11 +1042,25 @@ def add_subcommands(sub) -> None:
     p.set_defaults(run=cmd_configs_alter)
 
 
-COMMANDS = ("topics", "groups", "configs")
+    tiering = sub.add_parser("tiering", help="offloaded segments and their fragments: status, scrub, repair "
+                                            "(REST API)")
+    tiering_sub = tiering.add_subparsers(dest="action", required=True)
+    p = tiering_sub.add_parser("status", parents=[common], help="offloaded segments and their fragments' health")
+    p.add_argument("--topic", help="only this topic's segments")
+    p.set_defaults(run=cmd_tiering_status, rest_default=True)
+    p = tiering_sub.add_parser("scrub", parents=[common], help="check every fragment now, with progress")
+    p.set_defaults(run=cmd_tiering_scrub, rest_default=True)
+    p = tiering_sub.add_parser("repair", parents=[common], help="check every fragment and rebuild the bad ones")
+    p.set_defaults(run=cmd_tiering_repair, rest_default=True)
+
+
+COMMANDS = ("topics", "groups", "configs", "tiering")
 
 
 def _backend(args) -> Backend:
     rest = args.rest or (None if args.bootstrap_server else os.environ.get("LODESTREAM_REST"))
+    if getattr(args, "rest_default", False) and not args.bootstrap_server:
+        rest = rest or DEFAULT_REST
     if args.rest and args.bootstrap_server:
         raise CliError("give either --bootstrap-server or --rest, not both", EXIT_USAGE)
     if rest:

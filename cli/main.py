@@ -1,6 +1,6 @@
-"""The `lodestream` command: `serve` runs a broker (broker/process.py); `topics`, `groups` and
-`configs` are a client of a running broker (cli/cluster_tools.py), like Kafka's kafka-topics.sh;
-`dev-cluster` runs a local KRaft cluster and `random-cluster-id` prints a cluster id (cli/dev_cluster.py)."""
+"""The `lodestream` command: `serve` runs a broker (broker/process.py); `topics`, `groups`, `configs` and
+`tiering` are a client of a running broker (cli/cluster_tools.py), like Kafka's kafka-topics.sh; `dev-cluster` runs
+a local KRaft cluster and `random-cluster-id` prints a cluster id (cli/dev_cluster.py)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ Synchronous (file and network I/O, coding): callers run it on a worker thread be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from lodestream.storage.erasure import Codec, Scheme
 from lodestream.storage.fragment_store import FragmentStore, FragmentStoreError
@@ -36,9 +37,11 @@ class SegmentLayout:
         return f"{self.key}.{index}"
 
 
-def write_segment(codec: Codec, stores: list[FragmentStore], key: str, data: bytes, stripe_bytes: int) -> SegmentLayout:
-    """Encode `data` and put fragment i on stores[i] (k+m distinct stores); durable on return. Raises
-    FragmentStoreError if a store refuses (the caller deletes what was written and retries later)."""
+def write_segment(codec: Codec, stores: list[FragmentStore], key: str, data: bytes, stripe_bytes: int,
+                  written: Callable[[int], None] = lambda index: None) -> SegmentLayout:
+    """Encode `data` and put fragment i on stores[i] (k+m distinct stores), calling `written(i)` after each;
+    durable on return. Raises FragmentStoreError if a store refuses (the caller deletes what was written
+    and retries later)."""
     width = codec.scheme.width
     if len(stores) != width or len({store.url for store in stores}) != width:
         raise FragmentStoreError(f"{codec.scheme} needs {width} distinct stores, got {[s.url for s in stores]}")
@@ -48,6 +51,7 @@ def write_segment(codec: Codec, stores: list[FragmentStore], key: str, data: byt
                            tuple(store.url for store in stores))
     for index, (store, blob) in enumerate(zip(stores, objects)):
         store.put(layout.object_key(index), blob)
+        written(index)
     return layout
 
 
@@ -101,10 +105,23 @@ def check_fragments(codec: Codec, layout: SegmentLayout, stores: dict[str, Fragm
     """{fragment index: stripes whose piece is missing or fails its checksum} (empty when healthy)."""
     bad: dict[int, list[int]] = {}
     for index in range(layout.scheme.width):
-        for stripe in range(layout.stripes):
-            if codec.good(read_piece(layout, stores, index, stripe)) is None:
-                bad.setdefault(index, []).append(stripe)
+        stripes = check_fragment(codec, layout, stores, index)
+        if stripes:
+            bad[index] = stripes
     return bad
+
+
+def check_fragment(codec: Codec, layout: SegmentLayout, stores: dict[str, FragmentStore], index: int) -> list[int]:
+    """The stripes of fragment `index` whose piece is missing, cut short or fails its checksum (the scrubber's
+    check: the whole object in one read)."""
+    store = stores.get(layout.stores[index])
+    try:
+        blob = store.get(layout.object_key(index)) if store is not None else b""
+    except FragmentStoreError:
+        blob = b""
+    size = layout.piece_size
+    return [stripe for stripe in range(layout.stripes)
+            if codec.good(blob[stripe * size:(stripe + 1) * size]) is None]
 
 
 def repair(codec: Codec, layout: SegmentLayout, stores: dict[str, FragmentStore], index: int,

@@ -31,7 +31,8 @@ class BrokerProcess:
     """
 
     def __init__(self, base_dir: Path, overrides: dict[str, str] | None = None, *,
-                 fail_on_ignored_sigterm: bool = False, config: Path | None = None) -> None:
+                 fail_on_ignored_sigterm: bool = False, config: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.base_dir = base_dir
         self.config = config  # a server.properties file; the overrides win over it
         self.data_dir = base_dir / "data"
@@ -39,6 +40,7 @@ class BrokerProcess:
         self.ready_path = self.data_dir / "ready.json"
         self.log_path = base_dir / "broker.log"
         self.overrides = overrides or {}
+        self.env = env or {}  # extra environment of the next start (cleared after it)
         self.fail_on_ignored_sigterm = fail_on_ignored_sigterm
         self.proc: subprocess.Popen | None = None
         self.host = "127.0.0.1"
@@ -82,7 +84,9 @@ class BrokerProcess:
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== test: start #{self.starts}\n".encode())
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+                                         env=dict(os.environ, PYTHONUNBUFFERED="1", **self.env),
+                                         start_new_session=True)
+        self.env = {}
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if self.proc.poll() is not None:

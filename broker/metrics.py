@@ -398,6 +398,35 @@ class BrokerStateCollector(Collector):
         yield from self._connections(broker)
         yield from self._partitions(broker)
         yield from self._groups(broker)
+        yield from self._tiered_storage(broker)
+
+    def _tiered_storage(self, broker: "BrokerView"):
+        """Counters of tiered storage (broker/remote_log.py), when it is on."""
+        remote_log = getattr(broker, "remote_log", None)
+        if remote_log is None:
+            return
+        described = {
+            "offloaded_segments": "Segments offloaded to the fragment stores by this broker.",
+            "offloaded_bytes": "Segment bytes offloaded (before erasure coding) by this broker.",
+            "deleted_segments": "Offloaded segments deleted (retention, abandoned copies) by this broker.",
+            "read_errors": "Reads of offloaded segments that failed: fewer than k good fragments "
+                           "(answered KAFKA_STORAGE_ERROR; the log names the segment).",
+            "orphans_deleted": "Fragment objects no manifest knew, deleted.",
+        }
+        for name, documentation in described.items():
+            yield CounterMetricFamily(f"lodestream_remote_{name}", documentation, value=remote_log.counters[name])
+        reader = remote_log.reader
+        stripes = CounterMetricFamily("lodestream_remote_stripe_reads",
+                                      "Stripes of offloaded segments read, by where from: memory (the in-process "
+                                      "cache), redis, or stores (the fragment stores).", labels=["source"])
+        stripes.add_metric(["memory"], reader.cache.hits)
+        stripes.add_metric(["redis"], reader.redis_hits)
+        stripes.add_metric(["stores"], reader.store_reads)
+        yield stripes
+        redis = remote_log.redis
+        yield CounterMetricFamily("lodestream_remote_redis_errors",
+                                  "Redis stripe-cache calls that failed or timed out (served from the stores).",
+                                  value=redis.errors if redis is not None else 0)
 
     def _connections(self, broker: "BrokerView"):
         connections = list(getattr(broker, "connections", ()))

@@ -79,7 +79,10 @@ class FileFragmentStore:
             finally:
                 os.close(directory)
         except OSError as exc:
-            temporary.unlink(missing_ok=True)
+            try:
+                temporary.unlink(missing_ok=True)
+            except OSError:
+                pass  # the directory itself is what failed
             raise FragmentStoreError(f"{self.url}: writing {key}: {exc}") from None
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:

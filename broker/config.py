@@ -457,6 +457,9 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "offloaded, and repairs the bad ones", read_only=True),
         ConfigDef("remote.scrub.max.bytes.per.second", _positive_float, "10485760", "LONG",
                   "The scrubber's budget of fragment bytes read per second"),
+        ConfigDef("remote.fetch.hedge.ms", _at_least(1), "100", "LONG",
+                  "A read of an offloaded stripe asks one more store whenever this long passes with no fragment "
+                  "piece arriving (a slow store is not waited for)", read_only=True),
         ConfigDef("remote.cache.bytes", _at_least(0), "268435456", "LONG",
                   "In-process cache of remote stripes (least recently used out)", read_only=True),
         ConfigDef("remote.cache.redis.url", _str, None, "STRING",

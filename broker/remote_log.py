@@ -101,14 +101,15 @@ class ScrubJob:
 
 class RemoteLogManager:
     def __init__(self, broker, stores: dict[str, FragmentStore], stripe_bytes: int, cache_bytes: int,
-                 redis: RedisStripeCache | None, interval_s: float) -> None:
+                 redis: RedisStripeCache | None, interval_s: float, hedge_s: float = 0.1) -> None:
         self.broker = broker  # its image, replicas, controller client and configs (not imported: a cycle)
         self.stores = stores  # store URL -> store, in remote.fragment.stores order
         self.stripe_bytes = stripe_bytes
         self.interval_s = interval_s
         self.coding_limiter = trio.CapacityLimiter(1)  # encoding and decoding: CPU, one core at a time
         self.redis = redis
-        self.reader = RemoteSegmentReader(lambda: self.stores, self.coding_limiter, StripeCache(cache_bytes), redis)
+        self.reader = RemoteSegmentReader(lambda: self.stores, self.coding_limiter, StripeCache(cache_bytes), redis,
+                                          hedge_s=hedge_s)
         self.copying: set[uuid.UUID] = set()  # segments this broker is writing now (not orphans)
         self.passes = 0
         self.health: dict[uuid.UUID, dict[int, list[int]]] = {}  # segment -> {bad fragment: bad stripes}
@@ -126,7 +127,8 @@ class RemoteLogManager:
         redis_url = config.get("remote.cache.redis.url")
         redis = RedisStripeCache(redis_url, int(config.get("remote.cache.redis.ttl.ms")) / 1000) if redis_url else None
         return cls(broker, stores, int(config.get("remote.stripe.bytes")), int(config.get("remote.cache.bytes")),
-                   redis, int(config.get("remote.log.manager.task.interval.ms")) / 1000)
+                   redis, int(config.get("remote.log.manager.task.interval.ms")) / 1000,
+                   int(config.get("remote.fetch.hedge.ms")) / 1000)
 
     # -- the loop ----------------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ stripe fetched once however many readers want it at the same time.
    within Redis's own memory limit. Redis down or slow (each call is bounded by a short timeout) is a miss:
    reads go on from the fragments, and `redis_errors` counts it for the metrics.
 3. The fragment stores. From network stores (S3) the k data pieces of the stripe are fetched in parallel
-   (worker threads behind the fetch limiter), then parity pieces for the missing or corrupt ones, then the
-   stripe is decoded (when needed) behind the io limiter. From local directories one worker thread reads
+   (worker threads behind the fetch limiter); a parity piece is asked for each missing or corrupt one, and
+   one more whenever `hedge_s` passes with no piece arriving (a slow store); the stripe is decoded (when
+   needed) from the first k good pieces behind the io limiter. From local directories one worker thread reads
    the stripe (a thread per piece costs more than it saves there).
 
 A segment's batch index is kept per segment after its first read.
@@ -90,7 +91,7 @@ class RedisStripeCache:
 class RemoteSegmentReader:
     def __init__(self, stores: Callable[[], dict[str, FragmentStore]], limiter: trio.CapacityLimiter,
                  cache: StripeCache, redis: RedisStripeCache | None = None,
-                 fetch_limiter: trio.CapacityLimiter | None = None) -> None:
+                 fetch_limiter: trio.CapacityLimiter | None = None, hedge_s: float = 0.1) -> None:
         self.stores = stores  # store URL -> store (the broker's configured ones)
         self.limiter = limiter  # decoding (CPU)
         self.fetch_limiter = fetch_limiter or trio.CapacityLimiter(16)  # piece reads (waiting on stores)
@@ -98,6 +99,8 @@ class RemoteSegmentReader:
         self.redis = redis
         self.redis_hits = 0
         self.store_reads = 0  # stripes read from the fragment stores
+        self.hedge_s = hedge_s  # no piece for this long: ask one more store (a slow one is not waited for)
+        self.hedged = 0  # extra piece requests sent because of hedge_s
         self._in_flight: dict[tuple[str, int], trio.Event] = {}
         self._indexes: OrderedDict[str, SegmentIndex] = OrderedDict()
 
@@ -130,30 +133,43 @@ class RemoteSegmentReader:
             done.set()
 
     async def _fetch_stripe(self, codec: Codec, layout: SegmentLayout, stripe: int) -> bytes:
-        """The k data pieces in parallel; for each one missing or corrupt, a parity piece (in parallel too);
-        then the stripe (NotEnoughFragments when fewer than k are good)."""
+        """The k data pieces in parallel, with hedging: a parity piece for each one that comes back missing
+        or corrupt, and one more whenever `hedge_s` passes without a piece arriving (a slow store). The
+        stripe is decoded from the first k good pieces; requests still out are abandoned.
+        NotEnoughFragments when fewer than k are good."""
         stores = self.stores()
         if not any(getattr(stores.get(url), "network", False) for url in layout.stores):
             return await trio.to_thread.run_sync(read_stripe, codec, layout, stores, stripe, limiter=self.limiter)
+        k = layout.scheme.k
         pieces: dict[int, bytes | None] = {}
-        good = 0
+        spare = list(range(k, layout.scheme.width))
+        arrived_send, arrived = trio.open_memory_channel(layout.scheme.width)
 
-        def read_checked(index: int) -> tuple[bytes | None, bool]:
+        def read_checked(index: int) -> tuple[int, bytes | None, bool]:
             piece = read_piece(layout, stores, index, stripe)
-            return piece, codec.good(piece) is not None
+            return index, piece, codec.good(piece) is not None
 
         async def fetch(index: int) -> None:
-            nonlocal good
-            pieces[index], ok = await trio.to_thread.run_sync(read_checked, index, limiter=self.fetch_limiter)
-            good += ok
+            # abandon_on_cancel: once k pieces are good, a slow store's answer is not waited for.
+            await arrived_send.send(await trio.to_thread.run_sync(read_checked, index, limiter=self.fetch_limiter,
+                                                                  abandon_on_cancel=True))
 
-        wanted, spare = list(range(layout.scheme.k)), list(range(layout.scheme.k, layout.scheme.width))
-        while wanted:
-            async with trio.open_nursery() as nursery:
-                for index in wanted:
-                    nursery.start_soon(fetch, index)
-            short = max(layout.scheme.k - good, 0)
-            wanted, spare = spare[:short], spare[short:]
+        good = out = 0
+        async with trio.open_nursery() as nursery:
+            for index in range(k):
+                nursery.start_soon(fetch, index)
+            out = k
+            while good < k and out:
+                with trio.move_on_after(self.hedge_s) as waited:
+                    index, piece, ok = await arrived.receive()
+                    out -= 1
+                    pieces[index] = piece
+                    good += ok
+                if (waited.cancelled_caught or not ok) and spare:
+                    self.hedged += waited.cancelled_caught
+                    nursery.start_soon(fetch, spare.pop(0))
+                    out += 1
+            nursery.cancel_scope.cancel()
         return await trio.to_thread.run_sync(codec.decode_stripe, pieces, limiter=self.limiter)
 
     async def read_range(self, codec: Codec, layout: SegmentLayout, start: int, end: int) -> bytes:

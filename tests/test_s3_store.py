@@ -95,3 +95,42 @@ def test_a_segment_on_two_storage_nodes_survives_one_of_them_dying(tmp_path):
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_a_stalled_storage_node_is_hedged_around_not_waited_for(tmp_path):
+    """rs:2+2 with the data fragments on a node that stops answering (SIGSTOP, not dead: its connections
+    stay open). The broker's reader asks a parity store each time 100 ms pass with no piece, so the
+    stripe comes back in well under the S3 request timeout, decoded from the parity pieces."""
+    import signal
+
+    import trio
+
+    from lodestream.broker.remote_reader import RemoteSegmentReader
+    from lodestream.storage.s3_store import TIMEOUT_S
+    from lodestream.storage.stripe_cache import StripeCache
+
+    nodes = [SeaweedFS(tmp_path / f"node{i}") for i in range(2)]
+    try:
+        for node in nodes:
+            node.start()
+        urls = [nodes[0].store_url(f"domain{i}") for i in (0, 1)] + [nodes[1].store_url(f"domain{i}") for i in (2, 3)]
+        stores = [open_store(url) for url in urls]
+        codec = codec_for(Scheme(2, 2))
+        data = os.urandom(300_000)
+        layout = write_segment(codec, stores, "topic/0/00000000000000000000-h", data, 65536)
+        by_url = {store.url: store for store in stores}
+        reader = RemoteSegmentReader(lambda: by_url, trio.CapacityLimiter(1), StripeCache(0), hedge_s=0.1)
+        os.killpg(nodes[0].proc.pid, signal.SIGSTOP)
+
+        async def read() -> tuple[bytes, float]:
+            started = trio.current_time()
+            got = await reader.read_range(codec, layout, 0, len(data))
+            return got, trio.current_time() - started
+
+        got, seconds = trio.run(read)
+        assert got == data
+        assert reader.hedged >= 2 and seconds < TIMEOUT_S / 2
+        os.killpg(nodes[0].proc.pid, signal.SIGCONT)
+    finally:
+        for node in nodes:
+            node.stop()

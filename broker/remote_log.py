@@ -125,7 +125,8 @@ class RemoteLogManager:
             return None
         stores = {url: open_store(url) for url in config.get("remote.fragment.stores")}
         redis_url = config.get("remote.cache.redis.url")
-        redis = RedisStripeCache(redis_url, int(config.get("remote.cache.redis.ttl.ms")) / 1000) if redis_url else None
+        ttl_s = max(1, int(config.get("remote.cache.redis.ttl.ms")) // 1000)  # Redis expiries are whole seconds
+        redis = RedisStripeCache(redis_url, ttl_s) if redis_url else None
         return cls(broker, stores, int(config.get("remote.stripe.bytes")), int(config.get("remote.cache.bytes")),
                    redis, int(config.get("remote.log.manager.task.interval.ms")) / 1000,
                    int(config.get("remote.fetch.hedge.ms")) / 1000)

@@ -24,6 +24,7 @@ class SeaweedFS:
         self.dir = base_dir
         self.credentials = credentials
         self.proc: subprocess.Popen | None = None
+        self.ports: dict[str, int] = {}  # chosen at the first start; a restart reuses them (store URLs stay)
         self.s3_port = 0
 
     @property
@@ -38,15 +39,18 @@ class SeaweedFS:
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+        if not self.ports:
+            self.ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "iceberg", "lance",
+                                                         "master.grpc", "volume.grpc", "filer.grpc", "s3.grpc")}
+        ports = self.ports
         self.s3_port = ports["s3"]
         # Every listener on a free port (the S3 gateway also opens an Iceberg and a Lance one), nothing
         # reported home, small volumes (the tests store megabytes).
         command = [WEED, "server", f"-dir={self.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
-                   f"-s3.port.iceberg={free_port()}", f"-s3.port.lance={free_port()}", "-master.telemetry=false",
-                   "-volume.max=0", "-master.volumeSizeLimitMB=64"]
-        for name, port in ports.items():
-            command += [f"-{name}.port={port}", f"-{name}.port.grpc={free_port()}"]
+                   f"-s3.port.iceberg={ports['iceberg']}", f"-s3.port.lance={ports['lance']}",
+                   "-master.telemetry=false", "-volume.max=0", "-master.volumeSizeLimitMB=64"]
+        for name in ("master", "volume", "filer", "s3"):
+            command += [f"-{name}.port={ports[name]}", f"-{name}.port.grpc={ports[name + '.grpc']}"]
         if self.credentials:
             config = self.dir / "s3.json"
             config.write_text(json.dumps({"identities": [{

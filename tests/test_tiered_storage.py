@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from inprocess_broker import start_broker
+from redis_server import start_redis
 from lodestream.protocol.errors import ErrorCode
 from test_produce_fetch import fetch_one, list_offsets_request
 
@@ -39,9 +40,14 @@ def produce(bootstrap: str, topic: str, count: int) -> None:
     assert producer.flush(30) == 0
 
 
-def consume_all(bootstrap: str, topic: str, count: int) -> list[tuple[int, bytes]]:
+def consume_all(bootstrap: str, topic: str, count: int, midway=lambda: None) -> list[tuple[int, bytes]]:
+    """(offset, value) of the first `count` records from offset 0; `midway()` is called a third of the way,
+    with the consumer fetching a few batches at a time (so most of the reading is still to come)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "fetch.max.bytes": 100_000, "max.partition.fetch.bytes": 100_000,
+                         "message.max.bytes": 100_000,
+                         "queued.max.messages.kbytes": 200})
     read: list[tuple[int, bytes]] = []
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
@@ -50,6 +56,8 @@ def consume_all(bootstrap: str, topic: str, count: int) -> list[tuple[int, bytes
             message = consumer.poll(0.5)
             if message is not None and message.error() is None:
                 read.append((message.offset(), message.value()))
+                if len(read) == count // 3:
+                    midway()
     finally:
         consumer.close()
     return read
@@ -139,3 +147,50 @@ async def test_a_remote_topic_needs_tiered_storage_on_and_enough_stores(tmp_path
                                           {"remote.storage.enable": "true"})
         nursery.cancel_scope.cancel()
     running.broker.close()
+
+
+async def test_the_redis_tier_serves_repeated_consumes_and_a_killed_redis_loses_nothing(tmp_path):
+    """A real redis-server as the shared stripe tier (the in-process cache off): a second consume of the
+    offloaded records is served from Redis (hit rate 100%); SIGKILL redis-server in the middle of a third
+    and the consumer still reads every record, byte-identical, from the fragment stores."""
+    redis, url = start_redis(tmp_path)
+    stores = [tmp_path / f"store{i}" for i in range(3)]
+    try:
+        async with trio.open_nursery() as nursery:
+            running = await start_broker(nursery, tmp_path / "data", **{
+                "remote.log.storage.system.enable": "true", "remote.erasure.code": "rs:2+1",
+                "remote.fragment.stores": ",".join(f"file://{store}" for store in stores),
+                "remote.stripe.bytes": "65536", "remote.cache.bytes": "0", "remote.cache.redis.url": url,
+                "remote.log.manager.task.interval.ms": "100"})
+            bootstrap = f"127.0.0.1:{running.port}"
+            await trio.to_thread.run_sync(create_topic, bootstrap, "cached", {
+                "remote.storage.enable": "true", "segment.bytes": "100000", "local.retention.ms": "0"})
+            count = 1000
+            await trio.to_thread.run_sync(produce, bootstrap, "cached", count)
+            partition = running.broker.replicas.get(running.broker.image.topic("cached").topic_id, 0)
+            await wait_until(lambda: partition.remote_end_offset == partition.local_log_start_offset > count - 200,
+                             "offloaded and deleted locally")
+            offloaded = partition.local_log_start_offset
+            expected = [(offset, value_of(offset)) for offset in range(offloaded)]
+            reader = running.broker.remote_log.reader
+
+            assert await trio.to_thread.run_sync(consume_all, bootstrap, "cached", offloaded) == expected
+            from_stores, from_redis = reader.store_reads, reader.redis_hits
+            assert from_stores > 0
+            assert await trio.to_thread.run_sync(consume_all, bootstrap, "cached", offloaded) == expected
+            hits, misses = reader.redis_hits - from_redis, reader.store_reads - from_stores
+            print(f"\nsecond consume: {hits} stripes from Redis, {misses} from the stores "
+                  f"(hit rate {hits / (hits + misses):.0%})")
+            assert hits > 0 and misses == 0
+
+            def kill_redis():
+                redis.kill()
+                redis.wait()
+
+            assert await trio.to_thread.run_sync(consume_all, bootstrap, "cached", offloaded, kill_redis) == expected
+            assert reader.store_reads > from_stores and running.broker.remote_log.redis.errors > 0
+            nursery.cancel_scope.cancel()
+        running.broker.close()
+    finally:
+        redis.kill()
+        redis.wait()

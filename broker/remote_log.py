@@ -65,7 +65,8 @@ log = logging.getLogger(__name__)
 # deletion, to show that a crash anywhere between the first fragment and the last manifest loses nothing.
 CRASH_AT = os.environ.get("LODESTREAM_TIERING_CRASH_AT", "")
 CRASH_POINTS = ("copy-started", "fragment-written", "fragments-written", "delete-started", "fragment-deleted")
-ORPHAN_SWEEP_EVERY = 10  # passes between orphan sweeps (the first pass sweeps too)
+ORPHAN_SWEEP_EVERY = 10
+UPDATE_SEEN_TIMEOUT_S = 10.0  # passes between orphan sweeps (the first pass sweeps too)
 ERROR_LOG_INTERVAL_S = 60.0
 
 
@@ -178,11 +179,29 @@ class RemoteLogManager:
         return dict(self.broker.image.remote_segments.get((partition.topic_id, partition.index), {}))
 
     async def _update(self, records: list[RemoteSegmentRecord]) -> None:
+        """Commit manifest changes through the controller, and see them here before going on (the next
+        offload starts after the last offloaded offset)."""
         await self.broker.controller_client.update_remote_segments(records)
-        await self.broker.quorum.wait_for(lambda image: all(
+        image = await self.broker.quorum.wait_for(lambda image: all(
             image.remote_segments.get((r.topic_id, r.partition), {}).get(r.segment_id) == r
             or (r.state == DELETE_FINISHED and r.segment_id not in image.remote_segments.get(
-                (r.topic_id, r.partition), {})) for r in records), 10.0)
+                (r.topic_id, r.partition), {})) for r in records) and image, UPDATE_SEEN_TIMEOUT_S)
+        if image is None:
+            raise KafkaError(ErrorCode.request_timed_out, "a committed manifest change has not reached this broker")
+        for topic_id, index in {(r.topic_id, r.partition) for r in records}:
+            partition = self.broker.replicas.get(topic_id, index)
+            if partition is not None:  # the image callback may come later in this turn: readers see it now
+                partition.remote_segments = tuple(image.remote_log(topic_id, index))
+
+    async def delete_records_before(self, partition, offset: int) -> None:
+        """DeleteRecords below the local log: the offloaded segments wholly below `offset` go (the log start
+        becomes the start of the one holding it: offloaded segments are deleted whole)."""
+        for segment in partition.remote_segments:
+            if segment.end_offset <= offset:
+                try:
+                    await self._delete_segment(segment)
+                except (FragmentStoreError, OSError) as exc:  # deleted later by the retention pass
+                    raise KafkaError(ErrorCode.kafka_storage_error, f"deleting offloaded segment: {exc}") from None
 
     # -- offload -----------------------------------------------------------------------------------
 

@@ -32,6 +32,13 @@ def create_topic(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
     admin.create_topics([NewTopic(topic, 1, 1, config=configs)])[topic].result(15)
 
 
+def delete_records(bootstrap: str, topic: str, before: int) -> int:
+    """DeleteRecords through confluent-kafka's admin client; the low watermark it answers."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    result = admin.delete_records([TopicPartition(topic, 0, before)])
+    return next(iter(result.values())).result(15).low_watermark
+
+
 def produce(bootstrap: str, topic: str, count: int) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 20})
     for offset in range(count):
@@ -124,14 +131,22 @@ async def test_offloaded_segments_read_back_as_one_log_until_more_than_m_stores_
         assert await list_offset(client, "tiered", FIRST_TIMESTAMP + 1234) == (0, 1234)  # by timestamp
         assert await list_offset(client, "tiered", -3) == (0, RECORDS - 1)  # max timestamp: the last record
 
+        # DeleteRecords into the offloaded range: whole offloaded segments below the offset go.
+        second = partition.remote_segments[1]
+        low = await trio.to_thread.run_sync(delete_records, bootstrap, "tiered", second.base_offset + 5)
+        assert low == second.base_offset == partition.log_start_offset
+        assert await list_offset(client, "tiered", -2) == (0, second.base_offset)
+        assert len(object_files(stores)) == 6 * len(partition.remote_segments)
+        expected = expected[second.base_offset:]
+
         # Two stores lost (m = 2): the same bytes, rebuilt from parity.
         for store in stores[:2]:
             shutil.rmtree(store)
-        assert await trio.to_thread.run_sync(consume_all, bootstrap, "tiered", RECORDS) == expected
+        assert await trio.to_thread.run_sync(consume_all, bootstrap, "tiered", len(expected)) == expected
 
         # A third: a clear error for the offloaded offsets, never wrong bytes; the local ones still read.
         shutil.rmtree(stores[2])
-        assert (await fetch_one(client, "tiered", 0)).error_code == ErrorCode.kafka_storage_error
+        assert (await fetch_one(client, "tiered", second.base_offset)).error_code == ErrorCode.kafka_storage_error
         assert running.broker.remote_log.counters["read_errors"] >= 1
         local = await fetch_one(client, "tiered", partition.local_log_start_offset)
         assert local.error_code == ErrorCode.none and local.records

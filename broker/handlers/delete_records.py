@@ -13,7 +13,7 @@ import datetime
 
 from kio.schema.delete_records.v2.request import DeleteRecordsRequest
 from kio.schema.delete_records.v2.response import DeleteRecordsResponse
-from lodestream.protocol.errors import ErrorCode
+from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.broker.authorizer import DENIED, Operation, ResourceType
 from lodestream.broker.config import cleanup_policy_includes
 from lodestream.broker.request_context import RequestContext
@@ -35,7 +35,13 @@ async def _delete(ctx, topic, index: int, requested: int) -> tuple[ErrorCode, in
     offset = high_watermark if requested == HIGH_WATERMARK else requested
     if offset < 0 or offset > high_watermark:
         return ErrorCode.offset_out_of_range, -1
-    return ErrorCode.none, await partition.delete_records_before(offset)
+    if partition.remote_segments and broker.remote_log is not None:  # tiered storage: offloaded ones too
+        try:
+            await broker.remote_log.delete_records_before(partition, offset)
+        except KafkaError as exc:
+            return exc.code, -1
+    await partition.delete_records_before(offset)
+    return ErrorCode.none, partition.log_start_offset
 
 
 async def handle(ctx: RequestContext, request: DeleteRecordsRequest) -> DeleteRecordsResponse:

@@ -63,10 +63,16 @@ def schema_versions(api_key: int) -> range:
     return range(versions[0], versions[-1] + 1)
 
 
+def request_type(api_key: int, api_version: int) -> type:
+    """The request class of an API version: kio's, or one of Lodestream's own APIs."""
+    if api_key in LODESTREAM_SCHEMAS:
+        return LODESTREAM_SCHEMAS[api_key][api_version][0]
+    return load_request_schema(api_key, api_version)
+
+
 @cache
 def _request_readers(api_key: int, api_version: int):
-    body_type = LODESTREAM_SCHEMAS[api_key][api_version][0] if api_key in LODESTREAM_SCHEMAS \
-        else load_request_schema(api_key, api_version)
+    body_type = request_type(api_key, api_version)
     header_type = body_type.__header_schema__
     return entity_reader(header_type), body_type, entity_reader(body_type)
 

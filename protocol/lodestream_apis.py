@@ -9,7 +9,6 @@ records travel as the metadata log encodes them (consensus/records.encode_record
 each change against the image before committing (broker/cluster_controller.update_remote_segments).
 """
 
-from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field

@@ -18,11 +18,10 @@ import uuid
 import pytest
 import trio
 
-from kio.index import load_request_schema
 from lodestream.broker.authorizer import DENIED, Action, Operation, ResourceType
 from lodestream.broker.handlers import REGISTRY
 from lodestream.broker.session import ANONYMOUS, Session
-from lodestream.protocol.codec import encode_request, schema_versions
+from lodestream.protocol.codec import encode_request, request_type, schema_versions
 from lodestream.protocol.errors import ErrorCode
 from lodestream.protocol.messages import request_builder
 
@@ -100,7 +99,7 @@ _OVERRIDES = {
 
 
 def _request(api_key: int, version: int, topic_id: uuid.UUID):
-    request = _entity(load_request_schema(api_key, version), topic_id)
+    request = _entity(request_type(api_key, version), topic_id)
     override = _OVERRIDES.get(api_key)
     if override is not None:
         request = dataclasses.replace(request, **override(request_builder(api_key, version), topic_id))

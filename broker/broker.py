@@ -48,7 +48,6 @@ from lodestream.broker.coordinator_runtime import InternalTopicLog
 from lodestream.broker.groups.coordinator import GroupCoordinator
 from lodestream.broker.groups.offsets_log import TOPIC_CONFIGS as OFFSETS_TOPIC_CONFIGS
 from lodestream.broker.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
-from lodestream.broker.remote_log import RemoteLogManager
 from lodestream.broker.limits import LimitReporter, MemoryPool
 from lodestream.broker.listeners import (
     check_cluster_roles,
@@ -176,7 +175,7 @@ class Broker:
         self.quorum: MetadataQuorum | None = None
         self.store: LogStore | None = None
         self.replicas: ReplicaManager | None = None
-        self.remote_log: RemoteLogManager | None = None  # tiered storage (broker/remote_log.py)
+        self.remote_log = None  # tiered storage's RemoteLogManager (broker/remote_log.py), when enabled
         self._metadata_lock = trio.Lock()
         # topic id -> (its config overrides, dynamic broker configs, effective configs): see topic_config
         self._topic_configs: dict[uuid.UUID, tuple[Mapping, Mapping, Mapping[str, str]]] = {}
@@ -251,10 +250,13 @@ class Broker:
             node_id=self.node_id,
         )
         self.replicas.follower_caught_up = self.isr_manager.follower_caught_up
-        try:
-            self.remote_log = RemoteLogManager.from_config(self)  # tiered storage, when enabled
-        except FragmentStoreError as exc:
-            raise StartupError(f"remote.fragment.stores: {exc}") from None
+        if self.config.get("remote.log.storage.system.enable"):
+            # Tiered storage's code (pyeclib, httpx) is loaded only by brokers that use it.
+            from lodestream.broker.remote_log import RemoteLogManager
+            try:
+                self.remote_log = RemoteLogManager.from_config(self)
+            except FragmentStoreError as exc:
+                raise StartupError(f"remote.fragment.stores: {exc}") from None
         self.log_cleaner = LogCleaner(lambda: list(self.replicas.partitions.values()), self.retention_config,
                                       self.broker_config_value, self.metrics)
         self._reconcile(self.quorum.image)

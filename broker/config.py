@@ -898,6 +898,8 @@ def tiered_topic_problem(config: Mapping[str, str], system_enabled: bool, store_
         if not system_enabled:
             return ("remote.storage.enable: tiered storage is disabled on the broker "
                     "(remote.log.storage.system.enable=false)")
+        if "compact" in _cleanup_policy(config["cleanup.policy"]).split(","):  # as Kafka: never cleaned remotely
+            return f"remote.storage.enable: not for compacted topics (cleanup.policy={config['cleanup.policy']})"
         problem = stores_problem(config["remote.erasure.code"], store_count)
         if problem:
             return problem

@@ -113,6 +113,7 @@ class RemoteLogManager:
                                           hedge_s=hedge_s)
         self.copying: set[uuid.UUID] = set()  # segments this broker is writing now (not orphans)
         self.passes = 0
+        self.seen_topics: set[uuid.UUID] = set()  # topics in an image of an earlier pass (gone = deleted)
         self.health: dict[uuid.UUID, dict[int, list[int]]] = {}  # segment -> {bad fragment: bad stripes}
         self.job: ScrubJob | None = None  # the last scrub or repair (REST, CLI, the background scrubber)
         self.counters = {"offloaded_segments": 0, "offloaded_bytes": 0, "deleted_segments": 0,
@@ -145,8 +146,13 @@ class RemoteLogManager:
                 await trio.sleep(self.interval_s)
 
     async def run_once(self) -> None:
-        """One pass over the partitions this broker leads (see the module's docstring)."""
+        """One pass over the partitions this broker leads (see the module's docstring). Skipped while this
+        broker does not hold its lease: a paused or cut-off broker's image may be stale, and another may lead
+        its partitions by now."""
         broker = self.broker
+        if not broker.controller_client.holds_lease():
+            return
+        self.seen_topics |= set(broker.image.topics_by_id)
         if self.passes % ORPHAN_SWEEP_EVERY == 0:
             await self._guarded("orphans", self.collect_orphans)
         self.passes += 1
@@ -445,13 +451,17 @@ class RemoteLogManager:
     # -- orphans ---------------------------------------------------------------------------------
 
     async def collect_orphans(self) -> None:
-        """Delete fragment objects that no manifest knows, of topics gone and of partitions led here."""
+        """Delete fragment objects that no manifest knows, of partitions led here and of topics gone: seen
+        in an earlier image and no longer there, or, on the first pass, not in the image (caught up at
+        registration): a topic this broker has not heard of yet may be offloading already."""
         image = self.broker.image
         known = {(url, f"{segment_key(segment)}.{index}") for segments in image.remote_segments.values()
                  for segment in segments.values() for index, url in enumerate(segment.stores)}
         led = {(str(p.topic_id), str(p.index)) for p in self.broker.replicas.partitions.values() if p.is_leader}
         copying = {str(segment_id) for segment_id in self.copying}
         live_topics = {str(topic_id) for topic_id in image.topics_by_id}
+        gone = {str(topic_id) for topic_id in self.seen_topics} - live_topics
+        first_sweep = self.passes == 0
 
         def sweep() -> int:
             deleted = 0
@@ -460,7 +470,8 @@ class RemoteLogManager:
                     parts = object_key.rpartition(".")[0].split("/")
                     if len(parts) != 3 or (url, object_key) in known or parts[2].rpartition("-")[2] in copying:
                         continue
-                    if parts[0] not in live_topics or (parts[0], parts[1]) in led:
+                    topic_gone = parts[0] in gone or (first_sweep and parts[0] not in live_topics)
+                    if topic_gone or (parts[0], parts[1]) in led:
                         store.delete(object_key)
                         deleted += 1
             return deleted

@@ -384,6 +384,8 @@ def test_tiered_storage_settings_are_checked_and_refusals_name_the_key():
         return tiered_topic_problem(effective_topic_config(overrides, static, {}, 1), enabled, count)
 
     assert problem({"remote.storage.enable": "true"}) is None
+    assert problem({"remote.storage.enable": "true", "cleanup.policy": "delete, compact"}).startswith(
+        "remote.storage.enable: not for compacted topics")
     assert "remote.log.storage.system.enable" in problem({"remote.storage.enable": "true"}, enabled=False)
     assert "remote.erasure.code=rs:4+2 needs 6" in problem({"remote.storage.enable": "true",
                                                            "remote.erasure.code": "rs:4+2"})

@@ -38,6 +38,18 @@ class SeaweedFS:
         return url
 
     def start(self) -> None:
+        """Start (or restart on the same ports); a first start whose process exits at once (one of its
+        ten free ports taken meanwhile) is tried again on other ports."""
+        for attempt in range(3):
+            first = not self.ports
+            try:
+                return self._start()
+            except AssertionError:
+                if not first or attempt == 2 or (self.proc is not None and self.proc.poll() is None):
+                    raise
+                self.proc, self.ports = None, {}
+
+    def _start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.ports:
             self.ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "iceberg", "lance",

@@ -107,7 +107,10 @@ class RemoteLogManager:
         self.stores = stores  # store URL -> store, in remote.fragment.stores order
         self.stripe_bytes = stripe_bytes
         self.interval_s = interval_s
-        self.coding_limiter = trio.CapacityLimiter(1)  # encoding and decoding: CPU, one core at a time
+        self.coding_limiter = trio.CapacityLimiter(1)  # reads' decoding: CPU, one core at a time
+        # Offload's and repair's encoding and writes: one at a time, and never ahead of a read's decoding.
+        self.background_limiter = trio.CapacityLimiter(1)
+        self.attempts = 0  # offload attempts: each starts its k+m stores one further along the list
         self.redis = redis
         self.reader = RemoteSegmentReader(lambda: self.stores, self.coding_limiter, StripeCache(cache_bytes), redis,
                                           hedge_s=hedge_s)
@@ -253,7 +256,8 @@ class RemoteLogManager:
                 crash_point("fragments-written")
                 return layout, index_position
 
-            layout, index_position = await trio.to_thread.run_sync(encode_and_write, limiter=self.coding_limiter)
+            layout, index_position = await trio.to_thread.run_sync(encode_and_write,
+                                                                   limiter=self.background_limiter)
             finished = replace(started, state=COPY_FINISHED, size=layout.length, index_position=index_position,
                                piece_size=layout.piece_size)
             await self._update([finished])
@@ -266,9 +270,12 @@ class RemoteLogManager:
                  started.base_offset, started.end_offset, layout.length, scheme)
 
     def _stores_for(self, scheme: Scheme) -> list[FragmentStore]:
-        """k+m distinct stores, rotating the first one so fragments spread over every store listed."""
+        """k+m distinct stores, the first one further along the list at each attempt: fragments spread over
+        every store listed, and with spare stores a copy that failed on a dead store is retried without it
+        within len(stores) attempts."""
         stores = list(self.stores.values())
-        first = self.counters["offloaded_segments"] % len(stores)
+        first = self.attempts % len(stores)
+        self.attempts += 1
         return (stores[first:] + stores[:first])[:scheme.width]
 
     # -- deletion --------------------------------------------------------------------------------
@@ -411,7 +418,7 @@ class RemoteLogManager:
             for target in targets:
                 try:
                     layout = await trio.to_thread.run_sync(repair_fragment, codec, layout, self.stores, index,
-                                                           target, limiter=self.coding_limiter)
+                                                           target, limiter=self.background_limiter)
                     break
                 except FragmentStoreError as exc:
                     log.warning("segment %s: fragment %d cannot be written to %s: %s", segment.segment_id, index,

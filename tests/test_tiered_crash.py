@@ -83,15 +83,14 @@ def manifest_objects(segments: list[dict]) -> set[tuple[str, str]]:
     return objects
 
 
-def wait_for(check, what: str, broker: BrokerProcess):
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        found = check()
-        if found:
-            return found
+def wait_for(check, what: str, broker: BrokerProcess, timeout: float = DEADLINE_S):
+    """check()'s first truthy answer, asked until `timeout` (then the test fails with the broker's log)."""
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
         if time.monotonic() > deadline:
-            pytest.fail(f"not {what} within {DEADLINE_S}s; broker log:\n{broker.log_tail()}")
+            pytest.fail(f"not {what} within {timeout}s; broker log:\n{broker.log_tail()}")
         time.sleep(0.1)  # poll interval inside a deadline loop
+    return found
 
 
 @pytest.mark.parametrize("point", ["copy-started", "fragment-written", "fragments-written", "delete-started",

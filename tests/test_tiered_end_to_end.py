@@ -17,13 +17,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
-import pytest
 import trio
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
@@ -32,6 +29,8 @@ from broker_process import BrokerProcess
 from lodestream.protocol.errors import ErrorCode
 from seaweedfs import SeaweedFS
 from test_produce_fetch import fetch_one
+from test_tiered_crash import wait_for
+from test_tiered_repair import lodestream, status
 from wire_client import WireClient
 
 TOPIC = "offloaded"
@@ -50,17 +49,6 @@ def expected_digest() -> str:
     for index in range(RECORDS):
         digest.update(value_of(index))
     return digest.hexdigest()
-
-
-def lodestream(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "lodestream"), *args], capture_output=True, text=True,
-                          timeout=120)
-
-
-def tiering_status(broker: BrokerProcess) -> list[dict]:
-    done = lodestream("tiering", "status", "--rest", broker.admin_url, "--output", "json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def local_size(broker: BrokerProcess) -> int:
@@ -119,15 +107,6 @@ def stored_bytes(nodes: list[SeaweedFS]) -> int:
     return total
 
 
-def wait_for(check, what: str, broker: BrokerProcess):
-    deadline = time.monotonic() + DEADLINE_S
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"not {what} within {DEADLINE_S}s; broker log:\n{broker.log_tail()}")
-        time.sleep(0.5)  # poll interval inside a deadline loop
-    return found
-
-
 async def first_fetch_error(port: int) -> int:
     client = await WireClient.connect(port)
     try:
@@ -176,13 +155,13 @@ def test_200_mb_offloaded_to_six_seaweedfs_nodes_read_back_through_two_lost_and_
         def offloaded():
             """Every closed segment offloaded (the same list before and after measuring the stores), and
             the local log down to its active segment."""
-            listed = tiering_status(broker)
+            listed = status(broker)
             if not listed or max(s["end_offset"] for s in listed) < RECORDS - 2 * (16 << 20) // VALUE_BYTES:
                 return None
             size, on_stores = local_size(broker), stored_bytes(nodes)
-            return (listed, size, on_stores) if size < local_before / 4 and tiering_status(broker) == listed else None
+            return (listed, size, on_stores) if size < local_before / 4 and status(broker) == listed else None
 
-        segments, local_after, on_stores = wait_for(offloaded, "offloaded and deleted locally", broker)
+        segments, local_after, on_stores = wait_for(offloaded, "offloaded and deleted locally", broker, DEADLINE_S)
         offload_s = time.monotonic() - started
         segment_bytes = sum(s["size"] for s in segments)
         print(f"\n{MEGABYTES} MB produced in {produced_s:.1f} s; offloaded in {offload_s:.1f} s: "
@@ -217,7 +196,7 @@ def test_200_mb_offloaded_to_six_seaweedfs_nodes_read_back_through_two_lost_and_
         assert repair.returncode == 0, repair.stderr
         print(f"three nodes restarted in {restarted_s:.1f} s; {repair.stdout.strip()} in "
               f"{time.monotonic() - started - restarted_s:.1f} s")
-        assert all(s["checked"] and not s["bad_fragments"] for s in tiering_status(broker))
+        assert all(s["checked"] and not s["bad_fragments"] for s in status(broker))
         assert trio.run(first_fetch_error, broker.port) == ErrorCode.none
     finally:
         if broker is not None:

@@ -23,7 +23,7 @@ DEADLINE_S = 60.0
 
 def lodestream(*args: str) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).parent / "lodestream"
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
 
 
 def status(broker: BrokerProcess) -> list[dict]:

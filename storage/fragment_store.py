@@ -38,6 +38,9 @@ class FragmentStore(Protocol):
         """The object's bytes [offset, offset + length) (to its end when length is None). MissingFragment if
         it is not there."""
 
+    def size(self, key: str) -> int:
+        """The object's length in bytes; MissingFragment if it is not there."""
+
     def delete(self, key: str) -> None:
         """Remove the object; a missing one is not an error."""
 
@@ -94,6 +97,14 @@ class FileFragmentStore:
             raise MissingFragment(f"{self.url}: no object {key}") from None
         except OSError as exc:
             raise FragmentStoreError(f"{self.url}: reading {key}: {exc}") from None
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise MissingFragment(f"{self.url}: no object {key}") from None
+        except OSError as exc:
+            raise FragmentStoreError(f"{self.url}: {key}: {exc}") from None
 
     def delete(self, key: str) -> None:
         try:

@@ -70,6 +70,13 @@ class S3FragmentStore:
         self._expect(response, (200, 206), f"reading {key}")
         return response.content
 
+    def size(self, key: str) -> int:
+        response = self._request("HEAD", key)
+        if response.status_code == 404:
+            raise MissingFragment(f"{self.url}: no object {key}")
+        self._expect(response, (200,), f"asking the size of {key}")
+        return int(response.headers.get("content-length", "-1"))
+
     def delete(self, key: str) -> None:
         self._expect(self._request("DELETE", key), (200, 204, 404), f"deleting {key}")
 

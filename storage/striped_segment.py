@@ -40,7 +40,7 @@ class SegmentLayout:
 def write_segment(codec: Codec, stores: list[FragmentStore], key: str, data: bytes, stripe_bytes: int,
                   written: Callable[[int], None] = lambda index: None) -> SegmentLayout:
     """Encode `data` and put fragment i on stores[i] (k+m distinct stores), calling `written(i)` after each;
-    durable on return. Raises FragmentStoreError if a store refuses (the caller deletes what was written
+    durable and checked whole on return. Raises FragmentStoreError if a store refuses (the caller deletes what was written
     and retries later)."""
     width = codec.scheme.width
     if len(stores) != width or len({store.url for store in stores}) != width:
@@ -52,6 +52,9 @@ def write_segment(codec: Codec, stores: list[FragmentStore], key: str, data: byt
     for index, (store, blob) in enumerate(zip(stores, objects)):
         store.put(layout.object_key(index), blob)
         written(index)
+    for index, (store, blob) in enumerate(zip(stores, objects)):  # each store has all of it (S3: HEAD)
+        if store.size(layout.object_key(index)) != len(blob):
+            raise FragmentStoreError(f"{store.url}: {layout.object_key(index)} is not the {len(blob)} bytes written")
     return layout
 
 

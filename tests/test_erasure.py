@@ -32,6 +32,9 @@ class MemoryStore:
         data = self.objects[key]
         return data[offset:] if length is None else data[offset:offset + length]
 
+    def size(self, key: str) -> int:
+        return len(self.get(key))
+
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
 
@@ -220,3 +223,16 @@ def test_the_stripe_cache_keeps_the_most_recently_used_within_its_bytes():
     cache.drop_segment(b)
     assert cache.size_bytes == 50 and cache.get((b, 0)) is None
     assert (cache.hits, cache.misses) == (1, 3)
+
+
+def test_a_store_that_keeps_less_than_was_written_fails_the_write():
+    """write_segment checks each object's size after writing (HEAD on S3): a store that cut one short
+    fails the offload, which then never commits COPY_SEGMENT_FINISHED."""
+
+    class Truncating(MemoryStore):
+        def put(self, key: str, data: bytes) -> None:
+            super().put(key, data[:-1])
+
+    stores = [MemoryStore(f"mem://{i}") for i in range(5)] + [Truncating("mem://5")]
+    with pytest.raises(FragmentStoreError, match="mem://5.*is not the"):
+        write_segment(codec_for(Scheme(4, 2)), stores, "t/0/0-x", os.urandom(10_000), 4096)

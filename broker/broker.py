@@ -528,9 +528,10 @@ class Broker:
         return (p.leader, p.leader_epoch) if p is not None else (-1, -1)
 
     def node_endpoints(self, build, listener_name: str, node_ids) -> tuple:
-        """NodeEndpoint entries for the leaders a Produce or Fetch answer names (KIP-951)."""
+        """NodeEndpoint entries for the leaders a Produce or Fetch answer names (KIP-951; Fetch v16+ and
+        Produce v10+ have them)."""
         wanted = set(node_ids) - {-1}
-        if not wanted:
+        if not wanted or not build.has("NodeEndpoint"):
             return ()
         return tuple(build.NodeEndpoint(node_id=node, host=host, port=port, rack=rack)
                      for node, host, port, rack, _ in self.broker_endpoints(listener_name) if node in wanted)

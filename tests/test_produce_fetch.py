@@ -29,6 +29,7 @@ PRODUCE, FETCH, LIST_OFFSETS, METADATA, API_VERSIONS, CREATE_TOPICS = 0, 1, 2, 3
 
 NONE = ErrorCode.none
 OFFSET_OUT_OF_RANGE = ErrorCode.offset_out_of_range  # 1
+NOT_LEADER_OR_FOLLOWER = ErrorCode.not_leader_or_follower  # 6
 CORRUPT_MESSAGE = ErrorCode.corrupt_message  # 2
 UNKNOWN_TOPIC_OR_PARTITION = ErrorCode.unknown_topic_or_partition  # 3
 MESSAGE_TOO_LARGE = ErrorCode.message_too_large  # 10
@@ -411,6 +412,21 @@ async def test_fetch_beyond_the_high_watermark_is_out_of_range(client):
         assert data.error_code == OFFSET_OUT_OF_RANGE
         assert trio.current_time() - started < 4.0
         assert (await fetch_one(client, "range", -1)).error_code == OFFSET_OUT_OF_RANGE
+
+
+async def test_fetch_of_a_partition_led_elsewhere_answers_not_leader_in_every_version(running_broker, client):
+    """Fetch v12+ names the leader (KIP-951's current_leader); older versions have no such field and still
+    get NOT_LEADER_OR_FOLLOWER on an open connection (this broker losing leadership, e.g. while it is shut
+    down, once closed kcat's v11 connections)."""
+    with trio.fail_after(DEADLINE_S):
+        topic_id = await create_topic(client, "elsewhere")
+        partition = running_broker.broker.replicas.get(topic_id, 0)
+        partition.leader_id = 99  # as if the image said broker 99 leads it
+        for version in (4, 11, 12, 13):
+            data = await fetch_one(client, "elsewhere" if version < 13 else None, 0, version=version,
+                                   topic_id=topic_id if version >= 13 else None)
+            assert data.error_code == NOT_LEADER_OR_FOLLOWER
+        partition.leader_id = running_broker.broker.node_id
 
 
 async def test_a_follower_ahead_of_its_leader_gets_the_diverging_epoch_not_out_of_range(client):

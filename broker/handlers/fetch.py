@@ -112,7 +112,7 @@ async def _read(ctx: RequestContext, request: FetchRequest):
                 else:
                     error = broker.not_leader_error(topic, index)
                 fields = dict(error_code=error, high_watermark=-1, last_stable_offset=-1, log_start_offset=-1)
-                if error == ErrorCode.not_leader_or_follower:
+                if error == ErrorCode.not_leader_or_follower and build.has("LeaderIdAndEpoch"):  # v12+
                     leader, epoch = broker.leader_of(topic, index)
                     fields["current_leader"] = build.LeaderIdAndEpoch(leader_id=leader, leader_epoch=epoch)
                     hints.add(leader)

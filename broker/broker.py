@@ -52,10 +52,12 @@ from lodestream.broker.limits import LimitReporter, MemoryPool
 from lodestream.broker.listeners import (
     check_cluster_roles,
     listener_security_protocols,
+    check_inter_broker_protocol,
     parse_listeners,
     parse_quorum_voters,
     process_roles,
 )
+from lodestream.broker import tls
 from lodestream.broker.log_cleaner import LogCleaner
 from lodestream.broker.metadata_log import METADATA_LOG_DIR
 from lodestream.broker.metadata_quorum import MetadataQuorum, QuorumError, quorum_timing
@@ -160,6 +162,13 @@ class Broker:
             self.listener_specs, config.explicit.get("listener.security.protocol.map"), controller_names)
         check_cluster_roles(config)
         self.voters = parse_quorum_voters(str(config.get("controller.quorum.voters") or ""))
+        check_inter_broker_protocol(self.kafka_listener_specs, self.listener_security_protocols,
+                                    str(config.get("inter.broker.listener.name") or ""), len(self.voters) > 1)
+        # TLS contexts of the SSL listeners (broker/tls.py): a missing or unusable key refuses start-up.
+        self.ssl_rules = tls.parse_mapping_rules(str(config.get("ssl.principal.mapping.rules")))
+        self.tls_contexts = {spec.name: tls.server_context(config.get) for spec in self.kafka_listener_specs
+                             if self.listener_security_protocols[spec.name] == "SSL"}
+        self._tls_configs_seen = None  # the image's broker configs the contexts were last built from
         if len(self.voters) > 1 and "controller" in self.roles and not self.controller_specs:
             raise ConfigError(
                 f"controller.quorum.voters lists {len(self.voters)} voters, but listeners has no controller listener "
@@ -457,12 +466,34 @@ class Broker:
         self._logs_open = True
         self._on_image(self.image)
 
+    def _tls_setting(self, dynamic: Mapping[str, Mapping[str, str]]):
+        """ssl.* settings as the dynamic broker configs `dynamic` would make them (Kafka's precedence)."""
+        def setting(key: str):
+            value, source = effective_broker_value(self.config, dynamic, self.node_id, key)
+            return self.config.get(key) if source in ("STATIC_BROKER_CONFIG", "DEFAULT_CONFIG") else value
+        return setting
+
+    def _reload_tls(self, image: MetadataImage) -> None:
+        """Certificates reload without a restart, as Kafka's do: a broker config change (AlterConfigs of an
+        ssl.* key, even to the value it has, to read the files again) rebuilds the SSL listeners' contexts.
+        New connections use them; open ones keep theirs."""
+        self._tls_configs_seen = image.broker_configs
+        try:
+            context = tls.server_context(self._tls_setting(image.broker_configs))
+        except ConfigError as exc:  # AlterConfigs checked it; a file changed since: keep serving the old one
+            log.error("TLS certificates not reloaded, the listeners keep the ones they have: %s", exc)
+            return
+        self.tls_contexts = {name: context for name in self.tls_contexts}
+        log.info("TLS: key and certificates (re)loaded for %s", ", ".join(sorted(self.tls_contexts)))
+
     def _on_image(self, image: MetadataImage) -> None:
         """The quorum applied metadata (possibly written by another node): host what this node leads, and
         coordinate the groups and transactions of the internal partitions it leads. Not while open_logs
         runs on its thread: both would change the same partitions and coordinators (logs_opened catches up)."""
         if self.replicas is None or not self._logs_open:
             return
+        if self.tls_contexts and image.broker_configs is not self._tls_configs_seen:
+            self._reload_tls(image)
         self._reconcile(image)
         gone = {topic_id for topic_id, _ in self.replicas.partitions} - set(image.topics_by_id)
         if gone and self.background is not None:  # deleted through another node: its data goes here too
@@ -927,6 +958,14 @@ class Broker:
                 if value is not None:
                     try:
                         validate_broker_config(key, value)
+                    except ConfigError as exc:
+                        raise KafkaError(ErrorCode.invalid_config, str(exc)) from None
+                if key.startswith("ssl.") and self.tls_contexts:  # a key or certificate that cannot load: refused
+                    merged = {k: v for k, v in {**self.image.broker_configs.get(broker or str(self.node_id), {}),
+                                                **changes}.items() if v is not None}
+                    try:
+                        tls.server_context(self._tls_setting({**self.image.broker_configs,
+                                                              broker or str(self.node_id): merged}))
                     except ConfigError as exc:
                         raise KafkaError(ErrorCode.invalid_config, str(exc)) from None
                 if key == "remote.erasure.code" and value is not None \

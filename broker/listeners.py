@@ -53,9 +53,10 @@ def parse_quorum_voters(value: str) -> list[tuple[int, str]]:
 
 # Kafka's default listener.security.protocol.map: each security protocol's name is also a listener name.
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-# What this broker can serve. TLS and SASL come with the security work (issue 17); until then a
-# listener asking for them is refused at start-up rather than served as unauthenticated plaintext.
-IMPLEMENTED_SECURITY_PROTOCOLS = frozenset({"PLAINTEXT"})
+# What this broker can serve: TLS (broker/tls.py) on client listeners; SASL comes with the rest of the security
+# work (issue 17). Until then a listener asking for it is refused at start-up rather than served as
+# unauthenticated plaintext.
+IMPLEMENTED_SECURITY_PROTOCOLS = frozenset({"PLAINTEXT", "SSL"})
 
 
 def parse_security_protocol_map(value: str) -> dict[str, str]:
@@ -97,10 +98,29 @@ def listener_security_protocols(specs: list[ListenerSpec], map_value: str | None
         if protocol not in IMPLEMENTED_SECURITY_PROTOCOLS:
             raise ConfigError(
                 f"listeners: {spec.name}://{spec.host}:{spec.port} uses security protocol {protocol}, which "
-                "Lodestream does not implement yet (TLS and SASL are planned); only PLAINTEXT listeners can be "
-                "served, and serving this one unencrypted and unauthenticated would be worse than refusing it")
+                "Lodestream does not implement yet (SASL is planned); PLAINTEXT and SSL listeners can be "
+                "served, and serving this one unauthenticated would be worse than refusing it")
+        if protocol != "PLAINTEXT" and spec.name in controller_names:
+            raise ConfigError(
+                f"listeners: controller listener {spec.name} uses {protocol}: the metadata quorum's peers talk "
+                "PLAINTEXT for now (keep controller listeners on a private network)")
         protocols[spec.name] = protocol
     return protocols
+
+
+def check_inter_broker_protocol(specs: list[ListenerSpec], protocols: dict[str, str], inter_broker_name: str,
+                                clustered: bool) -> None:
+    """Brokers of a cluster fetch from each other (replication) and send transaction markers in PLAINTEXT
+    for now: their inter-broker listener must be a PLAINTEXT one."""
+    if not clustered:
+        return
+    names = [spec.name for spec in specs if spec.name in protocols]
+    listener = inter_broker_name.upper() if inter_broker_name.upper() in names else (names[0] if names else "")
+    if listener and protocols.get(listener) != "PLAINTEXT":
+        raise ConfigError(
+            f"inter.broker.listener.name: brokers reach each other in PLAINTEXT for now, and listener {listener} "
+            f"is {protocols[listener]}: add a PLAINTEXT listener on a private address and name it in "
+            "inter.broker.listener.name")
 
 
 def process_roles(config: BrokerConfig) -> frozenset[str]:

@@ -21,6 +21,7 @@ from lodestream.broker.handlers import REGISTRY, RequestContext
 from lodestream.broker.handlers import api_versions
 from lodestream.broker.limits import PRODUCE_CHARGE_FACTOR
 from lodestream.broker.quotas import BusyTime, apply_throttle
+from lodestream.broker import tls
 from lodestream.broker.session import Session
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 RECEIVE_CHUNK = 64 * 1024
 MAX_RECEIVE = 1024 * 1024  # the largest read inside a frame
 MAX_IN_FLIGHT_PER_CONNECTION = 16
+TLS_HANDSHAKE_TIMEOUT_S = 10.0  # a client that opens a TLS connection and stalls is closed
 # Fetch responses reference stored batches (up to the request's max_bytes each): a client that does
 # not read its socket can pin at most this many of them per connection (docs/limits.md).
 MAX_IN_FLIGHT_FETCHES_PER_CONNECTION = 2
@@ -323,11 +325,45 @@ async def _serve_connection(broker: Broker, stream: trio.abc.Stream, listener_na
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+        if isinstance(stream, trio.SSLStream) and not await _authenticate_tls(broker, stream, session):
+            await trio.aclose_forcefully(stream)
+            return
         await _run_connection(broker, stream, session)
     finally:
         remaining = broker.connections_per_ip.pop(host, 1) - 1
         if remaining > 0:
             broker.connections_per_ip[host] = remaining
+
+
+async def _authenticate_tls(broker: Broker, stream: trio.SSLStream, session: Session) -> bool:
+    """The TLS handshake (bounded by TLS_HANDSHAKE_TIMEOUT_S), then the principal of the client's certificate
+    (broker/tls.py). False, logged, when either fails: the connection is closed, nothing was read from it."""
+    try:
+        with trio.fail_after(TLS_HANDSHAKE_TIMEOUT_S):
+            await stream.do_handshake()
+        session.principal = tls.principal_of(stream.getpeercert(), broker.ssl_rules)
+    except (trio.BrokenResourceError, trio.TooSlowError, tls.AuthenticationFailed) as exc:
+        reason = exc.__cause__ or exc
+        log.info("TLS connection from %s on %s refused: %s", session.peer, session.listener_name,
+                 reason if str(reason) else type(reason).__name__)
+        return False
+    return True
+
+
+class TlsListener(trio.abc.Listener[trio.SSLStream]):
+    """An SSL listener's accepting socket: each connection is wrapped in TLS with the listener's current
+    context (broker.tls_contexts, which a certificate reload replaces); the handshake runs in the
+    connection's own task (_authenticate_tls)."""
+
+    def __init__(self, transport: trio.SocketListener, broker: Broker, name: str) -> None:
+        self.transport, self.broker, self.name = transport, broker, name
+
+    async def accept(self) -> trio.SSLStream:
+        stream = await self.transport.accept()
+        return trio.SSLStream(stream, self.broker.tls_contexts[self.name], server_side=True)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
 
 
 def _connection_refused(broker: Broker, ip: str) -> tuple[str, int] | None:
@@ -383,6 +419,8 @@ async def serve_listeners(broker: Broker, *, controller: bool = False, task_stat
 
     async with trio.open_nursery() as nursery:
         for name, bound in bound_by_name:  # each listener's connections know its name (their Session)
+            if name in broker.tls_contexts:
+                bound = [TlsListener(listener, broker, name) for listener in bound]
             await nursery.start(trio.serve_listeners, functools.partial(_serve_connection, broker, listener_name=name),
                                 bound)
         task_status.started(bound_listeners)

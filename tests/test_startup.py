@@ -52,7 +52,6 @@ def assert_refused(result: subprocess.CompletedProcess, *fragments: str) -> str:
 # -- listeners whose security protocol is not implemented ---------------------------------
 
 @pytest.mark.parametrize("listener, protocol", [
-    ("SSL://127.0.0.1:0", "SSL"),
     ("SASL_PLAINTEXT://127.0.0.1:0", "SASL_PLAINTEXT"),
     ("SASL_SSL://127.0.0.1:0", "SASL_SSL"),
 ])
@@ -61,11 +60,16 @@ def test_insecure_stand_ins_for_secure_listeners_are_refused(tmp_path, listener,
     assert_refused(result, "listeners:", f"security protocol {protocol}", "does not implement")
 
 
-def test_listener_mapped_to_ssl_is_refused(tmp_path):
+def test_an_ssl_listener_without_its_key_is_refused_not_served_in_plaintext(tmp_path):
     result = serve(tmp_path, "listeners=INTERNAL://127.0.0.1:0",
-                   "listener.security.protocol.map=INTERNAL:SSL,CONTROLLER:PLAINTEXT",
-                   "inter.broker.listener.name=INTERNAL")
-    assert_refused(result, "INTERNAL://127.0.0.1:0", "security protocol SSL")
+                   "listener.security.protocol.map=INTERNAL:SSL,CONTROLLER:PLAINTEXT")
+    assert_refused(result, "an SSL listener needs its key and certificate", "ssl.keystore.location")
+
+
+def test_tls_between_brokers_and_controllers_is_refused_until_it_is_built(tmp_path):
+    result = serve(tmp_path, "listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:0",
+                   "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:SSL")
+    assert_refused(result, "controller listener CONTROLLER uses SSL")
 
 
 def test_listener_name_without_a_security_protocol_is_refused(tmp_path):

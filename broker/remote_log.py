@@ -423,9 +423,11 @@ class RemoteLogManager:
                 except FragmentStoreError as exc:
                     log.warning("segment %s: fragment %d cannot be written to %s: %s", segment.segment_id, index,
                                 target.url, exc)
-                except NotEnoughFragments as exc:
+                except NotEnoughFragments as exc:  # this segment cannot be rebuilt now; the others may be
                     job.errors.append(f"segment {segment.segment_id}: {exc}")
-                    raise
+                    log.error("%s-%d: offloaded segment %s cannot be repaired: %s", partition.topic_name,
+                              partition.index, segment.segment_id, exc)
+                    return
             else:
                 job.errors.append(f"segment {segment.segment_id}: fragment {index}: no store took it")
                 continue

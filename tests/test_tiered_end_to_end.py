@@ -27,6 +27,8 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from broker_process import BrokerProcess
 from lodestream.protocol.errors import ErrorCode
+from lodestream.storage.fragment_store import FragmentStoreError
+from lodestream.storage.store_urls import open_store
 from seaweedfs import SeaweedFS
 from test_produce_fetch import fetch_one
 from test_tiered_crash import wait_for
@@ -105,6 +107,13 @@ def stored_bytes(nodes: list[SeaweedFS]) -> int:
                 break
             token = found.group(1)
     return total
+
+
+def all_readable(store) -> bool:
+    try:
+        return all(store.get(key, 0, 1) for key in store.keys())
+    except FragmentStoreError:
+        return False
 
 
 async def first_fetch_error(port: int) -> int:
@@ -189,8 +198,12 @@ def test_200_mb_offloaded_to_six_seaweedfs_nodes_read_back_through_two_lost_and_
         assert "cannot be read" in broker.log_tail(400)
 
         started = time.monotonic()
+        restarted = [nodes[0], nodes[3], nodes[5]]
         with ThreadPoolExecutor(3) as pool:  # the same directories and ports: their fragments are back
-            list(pool.map(SeaweedFS.start, [nodes[0], nodes[3], nodes[5]]))
+            list(pool.map(SeaweedFS.start, restarted))
+        for node in restarted:  # once its volumes are registered again, a node serves every object it has
+            store = open_store(node.store_url("lodestream"))
+            wait_for(lambda: all_readable(store), f"{node.endpoint} serving its objects again", broker, DEADLINE_S)
         restarted_s = time.monotonic() - started
         repair = lodestream("tiering", "repair", "--rest", broker.admin_url)
         assert repair.returncode == 0, repair.stderr

@@ -16,8 +16,6 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable
 
-from lodestream.storage.striped_segment import read_range
-
 _HEAD = struct.Struct(">4sII")
 _ENTRY = struct.Struct(">qqqq")
 _MAGIC = b"LSIX"
@@ -95,18 +93,3 @@ def split_batches(data: bytes, sizes: list[int]) -> list[bytes]:
         batches.append(data[position:position + size])
         position += size
     return batches
-
-
-def read_index(codec, layout, stores, index_position: int, cache=None) -> SegmentIndex:
-    """The segment's batch index, read from its fragments (codec, layout, stores, cache: as for
-    striped_segment.read_range)."""
-    return SegmentIndex.decode(read_range(codec, layout, stores, index_position, layout.length, cache),
-                               index_position)
-
-
-def read_batches(codec, layout, stores, index: SegmentIndex, offset: int, max_bytes: int,
-                 upper_offset: int, cache=None) -> list[bytes]:
-    """The whole batches a fetch from `offset` gets (SegmentIndex.batch_range), read from the fragments of
-    only the stripes that hold them. Raises NotEnoughFragments when a stripe cannot be read."""
-    start, end, sizes = index.batch_range(offset, max_bytes, upper_offset)
-    return split_batches(read_range(codec, layout, stores, start, end, cache), sizes) if sizes else []

@@ -15,7 +15,6 @@ from typing import Callable
 
 from lodestream.storage.erasure import Codec, Scheme
 from lodestream.storage.fragment_store import FragmentStore, FragmentStoreError
-from lodestream.storage.stripe_cache import StripeCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,23 +57,14 @@ def write_segment(codec: Codec, stores: list[FragmentStore], key: str, data: byt
     return layout
 
 
-def read_range(codec: Codec, layout: SegmentLayout, stores: dict[str, FragmentStore], start: int, end: int,
-               cache: StripeCache | None = None) -> bytes:
-    """The segment's bytes [start, end), stripe by stripe from `cache` when it has them (and into it when
-    not). NotEnoughFragments when a stripe has fewer than k good pieces."""
+def read_range(codec: Codec, layout: SegmentLayout, stores: dict[str, FragmentStore], start: int, end: int) -> bytes:
+    """The segment's bytes [start, end), stripe by stripe (the broker reads through its caches instead:
+    broker/remote_reader.py). NotEnoughFragments when a stripe has fewer than k good pieces."""
     end = min(end, layout.length)
     if start >= end:
         return b""
     first, last = start // layout.stripe_bytes, (end - 1) // layout.stripe_bytes
-    stripes = []
-    for stripe in range(first, last + 1):
-        data = cache.get((layout.key, stripe)) if cache is not None else None
-        if data is None:
-            data = read_stripe(codec, layout, stores, stripe)
-            if cache is not None:
-                cache.put((layout.key, stripe), data)
-        stripes.append(data)
-    data = b"".join(stripes)
+    data = b"".join(read_stripe(codec, layout, stores, stripe) for stripe in range(first, last + 1))
     offset = first * layout.stripe_bytes
     return data[start - offset:end - offset]
 

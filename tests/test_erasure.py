@@ -139,11 +139,16 @@ def test_store_urls_and_keys_are_checked(tmp_path):
     assert list(store.keys()) == []
 
 
-def test_an_offloaded_segment_serves_fetches_and_timestamp_lookups_from_its_stripes(tmp_path):
-    """A segment's batches and batch index, erasure-coded over file stores: a fetch from any offset (inside a
-    batch too) gets whole batches within max_bytes, and reads only what it needs, also with m stores gone."""
+async def test_an_offloaded_segment_serves_fetches_and_timestamp_lookups_from_its_stripes(tmp_path):
+    """A segment's batches and batch index, erasure-coded over file stores and read the way Fetch reads them
+    (broker/remote_reader.py): a fetch from any offset (inside a batch too) gets whole batches within
+    max_bytes, also with m stores gone; the stripe cache then serves them without any store."""
     import record_batches as rb
-    from lodestream.storage.remote_segment import encode_segment, read_batches, read_index
+    import trio
+
+    from lodestream.broker.remote_reader import RemoteSegmentReader
+    from lodestream.storage.remote_segment import encode_segment
+    from lodestream.storage.stripe_cache import StripeCache
 
     rng = random.Random(7)
     batches, entries, offset = [], [], 1000
@@ -159,16 +164,22 @@ def test_an_offloaded_segment_serves_fetches_and_timestamp_lookups_from_its_stri
     codec = codec_for(Scheme(4, 2))
     stores = {url: open_store(url) for url in (f"file://{tmp_path}/store{i}" for i in range(6))}
     layout = write_segment(codec, list(stores.values()), "t/0/00000000000000001000-x", blob, 16384)
+    limiter = trio.CapacityLimiter(1)
+
+    async def read_batches(reader, offset: int, max_bytes: int, upper: int) -> list[bytes]:
+        return await reader.read_batches(codec, layout, index_position, offset, max_bytes, upper)
+
     for gone in ((), (1, 5)):
         for index in gone:
             (tmp_path / f"store{index}" / layout.object_key(index)).unlink()
-        index = read_index(codec, layout, stores, index_position)
+        reader = RemoteSegmentReader(lambda: stores, limiter, StripeCache(0))
+        index = await reader.index(codec, layout, index_position)
         assert len(index) == 120
         for _ in range(40):
             position = rng.randrange(len(batches))
             inside = rng.randint(entries[position][0], entries[position][1])
             max_bytes = rng.choice([1, 5000, 50_000, 1 << 30])
-            got = read_batches(codec, layout, stores, index, inside, max_bytes, offset)
+            got = await read_batches(reader, inside, max_bytes, offset)
             expected = [batches[position]]
             total = len(batches[position])
             for later in batches[position + 1:]:
@@ -177,21 +188,18 @@ def test_an_offloaded_segment_serves_fetches_and_timestamp_lookups_from_its_stri
                 expected.append(later)
                 total += len(later)
             assert got == expected
-        assert read_batches(codec, layout, stores, index, offset, 1 << 20, offset + 10) == []  # past the end
-        assert read_batches(codec, layout, stores, index, 1000, 1 << 30, entries[3][0]) == batches[:3]  # upper
+        assert await read_batches(reader, offset, 1 << 20, offset + 10) == []  # past the end
+        assert await read_batches(reader, 1000, 1 << 30, entries[3][0]) == batches[:3]  # upper
         assert index.first_with_timestamp(1_700_000_000_000 + 505) == entries[50][0]
         assert index.first_with_timestamp(1_800_000_000_000) is None
     # With the stripe cache, a second read of the same batches needs no store at all.
-    from lodestream.storage.stripe_cache import StripeCache
-
     cache = StripeCache(1 << 20)
-    index = read_index(codec, layout, stores, index_position, cache)
-    first = read_batches(codec, layout, stores, index, entries[10][0], 40_000, offset, cache)
+    first = await read_batches(RemoteSegmentReader(lambda: stores, limiter, cache), entries[10][0], 40_000, offset)
     for store in stores.values():
         for key in list(store.keys()):
             store.delete(key)
-    assert read_index(codec, layout, stores, index_position, cache) == index
-    assert read_batches(codec, layout, stores, index, entries[10][0], 40_000, offset, cache) == first
+    again = RemoteSegmentReader(lambda: stores, limiter, cache)  # its own index cache: the index's stripes too
+    assert await read_batches(again, entries[10][0], 40_000, offset) == first
     assert cache.hits >= 2 and first[0] == batches[10]
 
 

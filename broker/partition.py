@@ -346,11 +346,26 @@ class Partition:
     # -- transactions and producers ----------------------------------------------------
     @property
     def has_aborted_transactions(self) -> bool:
-        return bool(self._log.producers.aborted)
+        return bool(self._log.producers.aborted) or any(segment.aborted for segment in self.remote_segments)
 
     def aborted_transactions(self, first_offset: int, upper_offset: int) -> list[tuple[int, int]]:
-        """(producer id, first offset) of aborted transactions overlapping [first_offset, upper_offset)."""
-        return self._log.aborted_transactions(first_offset, upper_offset)
+        """(producer id, first offset) of aborted transactions overlapping [first_offset, upper_offset); below
+        the local log, from the offloaded segments' manifests (their transaction index)."""
+        found = self._log.aborted_transactions(first_offset, upper_offset)
+        if self.remote_segments and first_offset < self._log.log_start_offset:
+            seen = set(found)
+            for segment in self.remote_segments:
+                for producer_id, first, last in segment.aborted:
+                    if last >= first_offset and first < upper_offset and (producer_id, first) not in seen:
+                        seen.add((producer_id, first))
+                        found.append((producer_id, first))
+            found.sort(key=lambda entry: entry[1])
+        return found
+
+    def aborted_overlapping(self, first_offset: int, upper_offset: int) -> list[tuple[int, int, int]]:
+        """The local log's aborted transactions overlapping [first_offset, upper_offset), with their marker
+        offsets (what an offloaded segment's manifest keeps)."""
+        return self._log.producers.aborted_overlapping(first_offset, upper_offset)
 
     def in_transaction(self, producer_id: int, producer_epoch: int) -> bool:
         """This producer (in this epoch) has a transaction open on this partition."""

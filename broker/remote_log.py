@@ -239,10 +239,12 @@ class RemoteLogManager:
                 epochs.append((header.partition_leader_epoch, header.base_offset))
         entries = [(h.base_offset, h.last_offset, h.max_timestamp, len(b)) for h, b in zip(headers, batches)]
         stores = self._stores_for(scheme)
+        base, end = headers[0].base_offset, headers[-1].last_offset + 1
         started = RemoteSegmentRecord(
-            partition.topic_id, partition.index, uuid.uuid4(), COPY_STARTED, headers[0].base_offset,
-            headers[-1].last_offset + 1, max(h.max_timestamp for h in headers), tuple(epochs), 0, 0, str(scheme),
-            self.stripe_bytes, 0, tuple(store.url for store in stores), self.broker.node_id)
+            partition.topic_id, partition.index, uuid.uuid4(), COPY_STARTED, base, end,
+            max(h.max_timestamp for h in headers), tuple(epochs), 0, 0, str(scheme), self.stripe_bytes, 0,
+            tuple(store.url for store in stores), self.broker.node_id,
+            tuple(tuple(entry) for entry in partition.aborted_overlapping(base, end)))
         self.copying.add(started.segment_id)
         try:
             await self._update([started])

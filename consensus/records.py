@@ -137,6 +137,9 @@ class RemoteSegmentRecord:
     piece_size: int = 0
     stores: tuple[str, ...] = ()  # the store of fragment i
     broker_id: int = -1  # the leader that offloaded it
+    # (producer id, first offset, abort marker offset) of the aborted transactions overlapping it: Kafka's
+    # transaction index of a remote segment, for read_committed fetches once the local log is gone.
+    aborted: tuple[tuple[int, int, int], ...] = ()
 
 
 MetadataRecord = Union[TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord,
@@ -179,8 +182,8 @@ def decode_records(data: bytes) -> list[MetadataRecord]:
                 value = uuid.UUID(value)
             elif f.name in ("replicas", "isr", "elr", "adding", "removing", "stores"):
                 value = None if value is None else tuple(value)
-            elif f.name == "leader_epochs":
-                value = tuple(tuple(pair) for pair in value)
+            elif f.name in ("leader_epochs", "aborted"):
+                value = tuple(tuple(item) for item in value)
             elif f.name == "endpoints":
                 value = tuple(tuple(endpoint) for endpoint in value)
             elif f.name == "entity":

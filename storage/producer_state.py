@@ -201,8 +201,12 @@ class ProducerStateManager:
 
     def aborted_transactions(self, first_offset: int, upper_offset: int) -> list[tuple[int, int]]:
         """(producer id, first offset) of aborted transactions overlapping [first_offset, upper_offset)."""
+        return [(pid, first) for pid, first, _ in self.aborted_overlapping(first_offset, upper_offset)]
+
+    def aborted_overlapping(self, first_offset: int, upper_offset: int) -> list[tuple[int, int, int]]:
+        """(producer id, first offset, marker offset) of aborted transactions overlapping [first, upper)."""
         start = bisect.bisect_left(self._aborted_last, first_offset)
-        return [(pid, first) for pid, first, _ in self.aborted[start:] if first < upper_offset]
+        return [entry for entry in self.aborted[start:] if entry[1] < upper_offset]
 
     def truncate_before(self, log_start_offset: int) -> None:
         """Forget aborted transactions wholly below the new log start."""

@@ -209,3 +209,52 @@ async def test_the_redis_tier_serves_repeated_consumes_and_a_killed_redis_loses_
     finally:
         redis.kill()
         redis.wait()
+
+
+async def test_read_committed_consumers_skip_aborted_transactions_in_offloaded_segments(tiered):
+    """The manifests carry each offloaded segment's aborted transactions (Kafka's remote transaction index):
+    once the local copies are gone, a read_committed consumer still gets only committed records."""
+    running, bootstrap, stores = tiered
+    await trio.to_thread.run_sync(create_topic, bootstrap, "txns", {
+        "remote.storage.enable": "true", "segment.bytes": "20000", "local.retention.ms": "0"})
+
+    def transact() -> list[bytes]:
+        producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "tiered-txns", "linger.ms": 0})
+        producer.init_transactions(30)
+        committed = []
+        for round_ in range(30):
+            producer.begin_transaction()
+            values = [b"r%02d-%02d" % (round_, i) + b"x" * 400 for i in range(10)]
+            for value in values:
+                producer.produce("txns", value)
+            if round_ % 3 == 1:
+                assert producer.flush(30) == 0  # written, then aborted (unsent records would just be dropped)
+                producer.abort_transaction(30)
+            else:
+                producer.commit_transaction(30)
+                committed += values
+        return committed
+
+    committed = await trio.to_thread.run_sync(transact)
+    partition = running.broker.replicas.get(running.broker.image.topic("txns").topic_id, 0)
+    await wait_until(lambda: partition.remote_end_offset == partition.local_log_start_offset > 150,
+                     "offloaded and deleted locally")
+    assert any(segment.aborted for segment in partition.remote_segments)
+
+    def read(isolation: str, count: int) -> list[bytes]:
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"txn-{isolation}",
+                             "isolation.level": isolation, "enable.auto.commit": False})
+        values: list[bytes] = []
+        try:
+            consumer.assign([TopicPartition("txns", 0, 0)])
+            deadline = time.monotonic() + DEADLINE_S
+            while len(values) < count and time.monotonic() < deadline:
+                message = consumer.poll(0.5)
+                if message is not None and message.error() is None:
+                    values.append(message.value())
+        finally:
+            consumer.close()
+        return values
+
+    assert await trio.to_thread.run_sync(read, "read_committed", len(committed)) == committed
+    assert len(await trio.to_thread.run_sync(read, "read_uncommitted", 300)) == 300  # the aborted ones too

@@ -258,3 +258,22 @@ async def test_read_committed_consumers_skip_aborted_transactions_in_offloaded_s
 
     assert await trio.to_thread.run_sync(read, "read_committed", len(committed)) == committed
     assert len(await trio.to_thread.run_sync(read, "read_uncommitted", 300)) == 300  # the aborted ones too
+
+
+async def test_deleting_a_tiered_topic_deletes_its_fragments(tiered):
+    """The image drops a deleted topic's manifests; its fragment objects are then orphans, which the next
+    sweep deletes (broker/remote_log.py)."""
+    running, bootstrap, stores = tiered
+    await trio.to_thread.run_sync(create_topic, bootstrap, "doomed", {
+        "remote.storage.enable": "true", "segment.bytes": "50000", "local.retention.ms": "0"})
+    await trio.to_thread.run_sync(produce, bootstrap, "doomed", 300)
+    partition = running.broker.replicas.get(running.broker.image.topic("doomed").topic_id, 0)
+    await wait_until(lambda: len(partition.remote_segments) >= 3, "offloaded")
+    assert object_files(stores)
+
+    def delete_topic() -> None:
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.delete_topics(["doomed"])["doomed"].result(15)
+
+    await trio.to_thread.run_sync(delete_topic)
+    await wait_until(lambda: not object_files(stores), "the deleted topic's fragments removed")

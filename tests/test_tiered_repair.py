@@ -11,10 +11,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from broker_process import BrokerProcess
+from kafka_reads import read_values
 
 TOPIC = "scrubbed"
 RECORDS = 1000
@@ -33,18 +34,7 @@ def status(broker: BrokerProcess) -> list[dict]:
 
 
 def consume(bootstrap: str, count: int) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False})
-    values: list[bytes] = []
-    try:
-        consumer.assign([TopicPartition(TOPIC, 0, 0)])
-        deadline = time.monotonic() + DEADLINE_S
-        while len(values) < count and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                values.append(message.value())
-    finally:
-        consumer.close()
-    return values
+    return read_values({"bootstrap.servers": bootstrap, "group.id": "check"}, TOPIC, count)
 
 
 def test_scrub_finds_bad_fragments_and_repair_rebuilds_them_in_place_or_on_a_spare(tmp_path):

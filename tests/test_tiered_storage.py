@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from inprocess_broker import start_broker
+from kafka_reads import read_values
 from redis_server import start_redis
 from lodestream.protocol.errors import ErrorCode
 from test_produce_fetch import fetch_one, list_offsets_request
@@ -242,19 +243,8 @@ async def test_read_committed_consumers_skip_aborted_transactions_in_offloaded_s
     assert any(segment.aborted for segment in partition.remote_segments)
 
     def read(isolation: str, count: int) -> list[bytes]:
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"txn-{isolation}",
-                             "isolation.level": isolation, "enable.auto.commit": False})
-        values: list[bytes] = []
-        try:
-            consumer.assign([TopicPartition("txns", 0, 0)])
-            deadline = time.monotonic() + DEADLINE_S
-            while len(values) < count and time.monotonic() < deadline:
-                message = consumer.poll(0.5)
-                if message is not None and message.error() is None:
-                    values.append(message.value())
-        finally:
-            consumer.close()
-        return values
+        return read_values({"bootstrap.servers": bootstrap, "group.id": f"txn-{isolation}",
+                            "isolation.level": isolation}, "txns", count)
 
     assert await trio.to_thread.run_sync(read, "read_committed", len(committed)) == committed
     assert len(await trio.to_thread.run_sync(read, "read_uncommitted", 300)) == 300  # the aborted ones too

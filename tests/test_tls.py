@@ -9,14 +9,14 @@ import asyncio
 import shutil
 import ssl
 import subprocess
-import time
 
 import pytest
 import trio
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from inprocess_broker import start_broker
+from kafka_reads import read_values
 from lodestream.broker.broker import Broker
 from lodestream.broker.config import BrokerConfig, ConfigError
 from lodestream.broker.session import ANONYMOUS, KafkaPrincipal
@@ -65,19 +65,8 @@ def round_trip_confluent(bootstrap: str, certificates, topic: str) -> list[bytes
     for index in range(10):
         producer.produce(topic, b"secret-%d" % index)
     assert producer.flush(DEADLINE_S) == 0
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tls", "auto.offset.reset": "earliest",
-                         **confluent_settings(certificates)})
-    values: list[bytes] = []
-    try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        deadline = time.monotonic() + DEADLINE_S
-        while len(values) < 10 and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                values.append(message.value())
-    finally:
-        consumer.close()
-    return values
+    return read_values({"bootstrap.servers": bootstrap, "group.id": "tls", **confluent_settings(certificates)},
+                       topic, 10, deadline_s=DEADLINE_S)
 
 
 async def test_confluent_kafka_over_mtls_gets_the_principal_its_certificate_maps_to(tls_broker, certificates):

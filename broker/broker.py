@@ -593,7 +593,7 @@ class Broker:
                 config = config or self.topic_config(topic)
                 hosted.configure(config)
                 hosted.remote = self.remote_log
-                hosted.remote_segments = tuple(image.remote_log(topic.topic_id, p.partition))
+                hosted.set_remote_log(image.remote_log(topic.topic_id, p.partition))
                 role = hosted.apply_state(p.replicas, p.leader, p.leader_epoch, p.isr, p.partition_epoch,
                                           int(config["min.insync.replicas"]))
                 if role == "leader":

@@ -29,6 +29,7 @@ storage/leveldb_log.py) is planned and read together on a worker thread.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import time
 import uuid
@@ -118,11 +119,10 @@ class Partition:
         # once the marker is written. None when no such group is in flight.
         self.lso_hold: int | None = None
         self._truncation = trio.Lock()  # one DeleteRecords at a time: its write runs on a worker thread
-        # Tiered storage (broker/remote_log.py): this partition's offloaded segments the image lists as
-        # readable (COPY_SEGMENT_FINISHED manifests, by base offset), and the broker's RemoteLogManager that
-        # reads them (None when remote.log.storage.system.enable is off).
-        self.remote_segments: tuple = ()
+        # Tiered storage (broker/remote_log.py): the broker's RemoteLogManager that reads offloaded segments
+        # (None when remote.log.storage.system.enable is off), and the segments (set_remote_log).
         self.remote = None
+        self.set_remote_log(())
 
     # -- offsets and sizes --------------------------------------------------------------
     @property
@@ -139,18 +139,23 @@ class Partition:
         """The first offset in this broker's own log (ListOffsets EARLIEST_LOCAL; what followers follow)."""
         return self._log.log_start_offset
 
-    @property
-    def remote_end_offset(self) -> int:
-        """The offset after the last offloaded record (-1: nothing offloaded)."""
-        return max((segment.end_offset for segment in self.remote_segments), default=-1)
+    def set_remote_log(self, segments) -> None:
+        """This partition's offloaded segments the image lists as readable (COPY_SEGMENT_FINISHED manifests,
+        by base offset; they do not overlap: each offload starts where the last one ended). What fetches ask
+        of them is worked out here once, not per fetch."""
+        self.remote_segments = tuple(segments)
+        self._remote_bases = [segment.base_offset for segment in self.remote_segments]
+        # The offset after the last offloaded record (-1: nothing offloaded).
+        self.remote_end_offset = self.remote_segments[-1].end_offset if self.remote_segments else -1
+        self._remote_aborted = any(segment.aborted for segment in self.remote_segments)
 
     def remote_segment_at(self, offset: int):
         """The readable offloaded segment holding `offset`, if one does and it is below the local log."""
         if offset >= self._log.log_start_offset or self.remote is None:
             return None
-        for segment in self.remote_segments:
-            if segment.base_offset <= offset < segment.end_offset:
-                return segment
+        position = bisect.bisect_right(self._remote_bases, offset) - 1
+        if position >= 0 and offset < self.remote_segments[position].end_offset:
+            return self.remote_segments[position]
         return None
 
     @property
@@ -346,7 +351,7 @@ class Partition:
     # -- transactions and producers ----------------------------------------------------
     @property
     def has_aborted_transactions(self) -> bool:
-        return bool(self._log.producers.aborted) or any(segment.aborted for segment in self.remote_segments)
+        return bool(self._log.producers.aborted) or self._remote_aborted
 
     def aborted_transactions(self, first_offset: int, upper_offset: int) -> list[tuple[int, int]]:
         """(producer id, first offset) of aborted transactions overlapping [first_offset, upper_offset); below

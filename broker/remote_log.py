@@ -200,7 +200,7 @@ class RemoteLogManager:
         for topic_id, index in {(r.topic_id, r.partition) for r in records}:
             partition = self.broker.replicas.get(topic_id, index)
             if partition is not None:  # the image callback may come later in this turn: readers see it now
-                partition.remote_segments = tuple(image.remote_log(topic_id, index))
+                partition.set_remote_log(image.remote_log(topic_id, index))
 
     async def delete_records_before(self, partition, offset: int) -> None:
         """DeleteRecords below the local log: the offloaded segments wholly below `offset` go (the log start

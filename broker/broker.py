@@ -7,6 +7,7 @@ validation and the same metadata records.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import fcntl
 import logging
@@ -58,6 +59,8 @@ from lodestream.broker.listeners import (
     process_roles,
 )
 from lodestream.broker import tls
+from lodestream.broker.sasl import SaslServer, check_mechanisms, listener_plain_users
+from lodestream.broker.scram import ScramCredential
 from lodestream.broker.log_cleaner import LogCleaner
 from lodestream.broker.metadata_log import METADATA_LOG_DIR
 from lodestream.broker.metadata_quorum import MetadataQuorum, QuorumError, quorum_timing
@@ -167,7 +170,14 @@ class Broker:
         # TLS contexts of the SSL listeners (broker/tls.py): a missing or unusable key refuses start-up.
         self.ssl_rules = tls.parse_mapping_rules(str(config.get("ssl.principal.mapping.rules")))
         self.tls_contexts = {spec.name: tls.server_context(config.get) for spec in self.kafka_listener_specs
-                             if self.listener_security_protocols[spec.name] == "SSL"}
+                             if self.listener_security_protocols[spec.name] in ("SSL", "SASL_SSL")}
+        # SASL on SASL_PLAINTEXT / SASL_SSL listeners (broker/sasl.py); None when there are none.
+        self.sasl: SaslServer | None = None
+        self.jwks_refresher = None  # OAUTHBEARER's JWKS, refreshed in the background (broker/oauth.py)
+        sasl_listeners = [spec.name for spec in self.kafka_listener_specs
+                          if self.listener_security_protocols[spec.name].startswith("SASL_")]
+        if sasl_listeners:
+            self._configure_sasl(sasl_listeners)
         self._tls_configs_seen = None  # the image's broker configs the contexts were last built from
         if len(self.voters) > 1 and "controller" in self.roles and not self.controller_specs:
             raise ConfigError(
@@ -465,6 +475,33 @@ class Broker:
         the images from now on, starting with the current one."""
         self._logs_open = True
         self._on_image(self.image)
+
+    def _configure_sasl(self, listeners: list[str]) -> None:
+        config = self.config
+        mechanisms = list(config.get("sasl.enabled.mechanisms"))
+        check_mechanisms(mechanisms, config)
+        plain_users = listener_plain_users(config, listeners) if "PLAIN" in mechanisms else {}
+        validator = None
+        if "OAUTHBEARER" in mechanisms:
+            # Imported here: pyjwt and cryptography weigh on every broker's memory otherwise.
+            from lodestream.broker.oauth import JwksRefresher, JwtValidator
+            validator = JwtValidator(
+                audiences=[a.strip() for a in str(config.get("sasl.oauthbearer.expected.audience") or "").split(",")
+                           if a.strip()],
+                issuer=config.get("sasl.oauthbearer.expected.issuer"),
+                principal_claim=str(config.get("sasl.oauthbearer.sub.claim.name")),
+                clock_skew_s=int(config.get("sasl.oauthbearer.clock.skew.seconds")))
+            self.jwks_refresher = JwksRefresher(validator, str(config.get("sasl.oauthbearer.jwks.endpoint.url")),
+                                                int(config.get("sasl.oauthbearer.jwks.endpoint.refresh.ms")) / 1000)
+        self.sasl = SaslServer(mechanisms, lambda listener: plain_users.get(listener, {}), self._scram_credential,
+                               validator)
+
+    def _scram_credential(self, user: str, mechanism: str) -> ScramCredential | None:
+        record = self.image.scram_credentials.get((user, mechanism))
+        if record is None:
+            return None
+        return ScramCredential(base64.b64decode(record.salt), base64.b64decode(record.stored_key),
+                               base64.b64decode(record.server_key), record.iterations)
 
     def _tls_setting(self, dynamic: Mapping[str, Mapping[str, str]]):
         """ssl.* settings as the dynamic broker configs `dynamic` would make them (Kafka's precedence)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import re
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -89,6 +90,12 @@ def _ratio(value: str) -> float:
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"{value!r} is not between 0 and 1")
     return ratio
+
+
+def _sasl_mechanisms(value: str) -> list[str]:
+    """sasl.enabled.mechanisms; unknown ones are checked when a SASL listener needs them (GSSAPI is Kafka's
+    default, so it must parse)."""
+    return [item.strip().upper() for item in value.split(",") if item.strip()]
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -227,11 +234,10 @@ _NO_EFFECT_BY_PREFIX: tuple[tuple[str, str], ...] = (
                 "(docs/tiered-storage.md)"),
     ("log.dir.failure.timeout.ms", "a failed log directory is reported by /ready and metrics; the broker keeps running"),
     ("ssl.", "TLS keys and certificates are PEM, loaded by Python's ssl module (docs/security.md)"),
-    ("sasl.", "SASL is not implemented yet (SASL listeners are refused)"),
-    ("security.", "TLS and SASL are not implemented yet (such listeners are refused)"),
-    ("listener.name.", "per-listener security settings: TLS and SASL are not implemented yet"),
-    ("principal.builder.class", "authentication is not implemented yet: every client is User:ANONYMOUS"),
-    ("connections.max.reauth.ms", "authentication is not implemented yet: every client is User:ANONYMOUS"),
+    ("sasl.kerberos.", "GSSAPI (Kerberos) is not implemented (docs/security.md lists the SASL mechanisms)"),
+    ("sasl.", "a SASL setting Lodestream does not use (its SASL settings: docs/security.md)"),
+    ("security.", "a security setting Lodestream does not use (docs/security.md)"),
+    ("principal.builder.class", "principals come from certificates (ssl.principal.mapping.rules) and SASL"),
     ("authorizer.", "ACLs are not implemented yet: every request is allowed"),
     ("super.users", "ACLs are not implemented yet: every request is allowed"),
     ("allow.everyone.if.no.acl.found", "ACLs are not implemented yet: every request is allowed"),
@@ -494,6 +500,31 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("ssl.cipher.suites", _str, "", "LIST", "OpenSSL cipher names for TLS 1.2; empty = OpenSSL's"),
         ConfigDef("ssl.principal.mapping.rules", _str, "DEFAULT", "STRING",
                   "Certificate subject to principal name: RULE:pattern/replacement/[LU],...,DEFAULT"),
+        # SASL on SASL_PLAINTEXT / SASL_SSL listeners (broker/sasl.py, docs/security.md).
+        ConfigDef("sasl.enabled.mechanisms", _sasl_mechanisms, "GSSAPI", "LIST",
+                  "Mechanisms SASL listeners offer: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER "
+                  "(Kafka's default, GSSAPI, is not implemented)"),
+        ConfigDef("sasl.jaas.config", _str, None, "PASSWORD",
+                  "PLAIN users: PlainLoginModule required user_<name>=\"<password>\" ...; (never set at runtime)",
+                  sensitive=True),
+        ConfigDef("sasl.server.max.receive.size", _at_least(64), "524288", "INT",
+                  "Largest request accepted before a connection has authenticated"),
+        ConfigDef("connection.failed.authentication.delay.ms", _at_least(0), "100", "INT",
+                  "A failed authentication is answered, and the connection closed, this much later (KIP-306)"),
+        ConfigDef("connections.max.reauth.ms", _at_least(0), "0", "LONG",
+                  "SASL sessions last at most this long; a client must re-authenticate (KIP-368); 0 = no limit"),
+        ConfigDef("sasl.oauthbearer.jwks.endpoint.url", _str, None, "STRING",
+                  "OAUTHBEARER: the JWKS (https://, http:// or file://) tokens are checked against"),
+        ConfigDef("sasl.oauthbearer.jwks.endpoint.refresh.ms", _at_least(1000), "3600000", "LONG",
+                  "OAUTHBEARER: how often the JWKS is fetched again"),
+        ConfigDef("sasl.oauthbearer.expected.audience", _str, None, "LIST",
+                  "OAUTHBEARER: a token's aud must name one of these (unset: not checked)"),
+        ConfigDef("sasl.oauthbearer.expected.issuer", _str, None, "STRING",
+                  "OAUTHBEARER: a token's iss must be this (unset: not checked)"),
+        ConfigDef("sasl.oauthbearer.sub.claim.name", _str, "sub", "STRING",
+                  "OAUTHBEARER: the claim that names the principal"),
+        ConfigDef("sasl.oauthbearer.clock.skew.seconds", _at_least(0), "30", "INT",
+                  "OAUTHBEARER: tolerance on exp and nbf"),
         ConfigDef("admin.listeners", _http_listeners, "http://127.0.0.1:8083", "LIST",
                   "REST API listeners, http://host:port,...; port 0 binds a free port; empty disables the REST API. "
                   "Without admin.auth.* only loopback addresses are accepted", read_only=True),
@@ -561,7 +592,9 @@ TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
 # AlterConfigs (changing them would be reported and not applied).
 _STARTUP_ONLY = frozenset({"log.flush.interval.messages", "log.flush.interval.ms", "log.flush.scheduler.interval.ms",
                            "producer.id.expiration.ms", "listeners", "listener.security.protocol.map",
-                           "advertised.listeners"})
+                           "advertised.listeners",
+                           # Never set over AlterConfigs (the CVE-2023-25194 class: login modules from a client).
+                           "sasl.jaas.config", "sasl.enabled.mechanisms"})
 _PARSE_BY_TYPE: dict[str, Callable[[str], object]] = {
     "BOOLEAN": _bool, "INT": _int, "SHORT": _int, "LONG": _int, "DOUBLE": lambda v: float(v.strip()),
 }
@@ -674,12 +707,24 @@ class ConfigEntryView:
     synonyms: tuple[tuple[str, str | None, str], ...]  # (name, value, source)
 
 
+_LISTENER_JAAS = re.compile(r"listener\.name\.([A-Za-z0-9_]+)\.plain\.sasl\.jaas\.config")
+
+
 class BrokerConfig:
     """Static (file + overrides) broker config; dynamic values come from the metadata image."""
 
     def __init__(self, explicit: Mapping[str, str]) -> None:
         parsed: dict[str, object] = {}
         unknown, problems = [], []
+        # listener.name.<listener>.<mechanism>.sasl.jaas.config: a SASL listener's own PLAIN users (broker/sasl.py)
+        self.listener_jaas: dict[str, str] = {}
+        for key in [k for k in explicit if k.startswith("listener.name.")]:
+            match = _LISTENER_JAAS.fullmatch(key)
+            if match is None:
+                unknown.append(key)
+            else:
+                self.listener_jaas[match.group(1).upper()] = explicit[key]
+        explicit = {k: v for k, v in explicit.items() if not k.startswith("listener.name.")}
         for key, value in explicit.items():
             if key not in BROKER_CONFIGS:
                 unknown.append(key)

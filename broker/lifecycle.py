@@ -65,6 +65,8 @@ async def serve_broker(broker: Broker, *, services: bool = True, task_status=tri
             await nursery.start(groups.run)
             if broker.transactions is not None:
                 await nursery.start(broker.transactions.run)
+            if broker.jwks_refresher is not None:  # OAUTHBEARER's keys: loaded before the listeners open
+                await nursery.start(broker.jwks_refresher.run)
             await nursery.start(serve_listeners, broker)
             await nursery.start(broker.controller_client.run)  # registered and unfenced: clients may come
             if broker.remote_log is not None:  # offloads through the controller: once registered

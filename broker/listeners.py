@@ -53,10 +53,6 @@ def parse_quorum_voters(value: str) -> list[tuple[int, str]]:
 
 # Kafka's default listener.security.protocol.map: each security protocol's name is also a listener name.
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-# What this broker can serve: TLS (broker/tls.py) on client listeners; SASL comes with the rest of the security
-# work (issue 17). Until then a listener asking for it is refused at start-up rather than served as
-# unauthenticated plaintext.
-IMPLEMENTED_SECURITY_PROTOCOLS = frozenset({"PLAINTEXT", "SSL"})
 
 
 def parse_security_protocol_map(value: str) -> dict[str, str]:
@@ -95,11 +91,6 @@ def listener_security_protocols(specs: list[ListenerSpec], map_value: str | None
             raise ConfigError(
                 f"listeners: listener {spec.name} has no entry in listener.security.protocol.map "
                 f"(add {spec.name}:PLAINTEXT, or name the listener after its security protocol)")
-        if protocol not in IMPLEMENTED_SECURITY_PROTOCOLS:
-            raise ConfigError(
-                f"listeners: {spec.name}://{spec.host}:{spec.port} uses security protocol {protocol}, which "
-                "Lodestream does not implement yet (SASL is planned); PLAINTEXT and SSL listeners can be "
-                "served, and serving this one unauthenticated would be worse than refusing it")
         if protocol != "PLAINTEXT" and spec.name in controller_names:
             raise ConfigError(
                 f"listeners: controller listener {spec.name} uses {protocol}: the metadata quorum's peers talk "

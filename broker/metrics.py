@@ -200,6 +200,7 @@ class BrokerMetrics:
         self.log_flush = _Histogram(STORAGE_BUCKETS)
         self.connections_created = 0
         self.connections_closed = 0
+        self.authentications: dict[tuple[str, str], int] = {}  # (SASL mechanism, "success"/"failure") -> count
         self.registry.register(_EventCollector(self))
         if broker is not None:
             self.registry.register(BrokerStateCollector(broker))
@@ -241,6 +242,10 @@ class BrokerMetrics:
 
     def connection_closed(self) -> None:
         self.connections_closed += 1
+
+    def authentication(self, mechanism: str, succeeded: bool) -> None:
+        key = (mechanism, "success" if succeeded else "failure")
+        self.authentications[key] = self.authentications.get(key, 0) + 1
 
     # -- topics ----------------------------------------------------------------------------------------
     def appended(self, topic: str, size: int, messages: int) -> None:
@@ -372,6 +377,12 @@ class _EventCollector(Collector):
                                   value=m.connections_created)
         yield CounterMetricFamily("lodestream_connections_closed", "Client connections closed.",
                                   value=m.connections_closed)
+        authentications = CounterMetricFamily(
+            "lodestream_sasl_authentications", "SASL authentications by mechanism and result (Kafka's "
+            "successful-authentication-total and failed-authentication-total).", labels=["mechanism", "result"])
+        for (mechanism, result), count in sorted(m.authentications.items()):
+            authentications.add_metric([mechanism, result], count)
+        yield authentications
 
 
 # -- levels, read at scrape time ----------------------------------------------------------------------

@@ -28,6 +28,7 @@ class RequestContext:
     correlation_id: int
     client_id: str | None
     throttle_ms: int = 0  # quota throttle: set in the response's throttle_time, then reading pauses (KIP-219)
+    close_after_response: bool = False  # the connection is closed once this response is written (failed SASL)
 
     @property
     def clock(self) -> Clock:

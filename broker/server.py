@@ -18,9 +18,10 @@ from lodestream.protocol.framing import FrameDecoder, FrameError
 from lodestream.broker.broker import BoundListener, Broker
 from lodestream.broker.config import StartupError
 from lodestream.broker.handlers import REGISTRY, RequestContext
-from lodestream.broker.handlers import api_versions
+from lodestream.broker.handlers import api_versions, sasl_authenticate
 from lodestream.broker.limits import PRODUCE_CHARGE_FACTOR
 from lodestream.broker.quotas import BusyTime, apply_throttle
+from lodestream.broker.sasl import AuthenticationFailed
 from lodestream.broker import tls
 from lodestream.broker.session import Session
 
@@ -37,10 +38,17 @@ TLS_HANDSHAKE_TIMEOUT_S = 10.0  # a client that opens a TLS connection and stall
 MAX_IN_FLIGHT_FETCHES_PER_CONNECTION = 2
 FETCH_API_KEY = 1
 PRODUCE_API_KEY = 0
+SASL_API_KEYS = frozenset({17, 36})  # SaslHandshake, SaslAuthenticate
+# All a SASL listener serves before authentication (Kafka's SaslServerAuthenticator): with ApiVersions.
+PRE_AUTHENTICATION_API_KEYS = SASL_API_KEYS | {18}
 
 
 class CloseConnection(Exception):
     """The client sent something we cannot answer; Kafka closes the socket then."""
+
+
+class AnsweredThenClosed(CloseConnection):
+    """The last response says why (a failed authentication): closed once it is written, logged by its handler."""
 
 
 @dataclass(slots=True)
@@ -72,7 +80,11 @@ class Connection:
         self.stream = stream
         self.session = session
         self.peer = session.peer
-        self.decoder = FrameDecoder(int(broker.config.get("socket.request.max.bytes")))
+        self.max_request_bytes = int(broker.config.get("socket.request.max.bytes"))
+        # Before a SASL client has authenticated its requests are small (the CVE-2022-34917 class).
+        self.max_unauthenticated_bytes = min(int(broker.config.get("sasl.server.max.receive.size")),
+                                             self.max_request_bytes)
+        self.decoder = FrameDecoder(self.max_request_bytes if session.authenticated else self.max_unauthenticated_bytes)
         self.slots_send, self.slots_receive = trio.open_memory_channel[ResponseSlot](MAX_IN_FLIGHT_PER_CONNECTION)
         self.metrics = broker.metrics
         self.in_flight = 0  # requests read, response not yet written
@@ -135,6 +147,8 @@ class Connection:
         while True:
             if self.muted_until > trio.current_time():
                 await trio.sleep_until(self.muted_until)
+            self.decoder.max_frame_bytes = self.max_request_bytes if self.session.authenticated \
+                else self.max_unauthenticated_bytes
             try:
                 length = self.decoder.next_length()
             except FrameError as exc:
@@ -149,6 +163,8 @@ class Connection:
                     reserved, self._frame_reserved = self._frame_reserved, 0
                     try:
                         await self._dispatch(nursery, received, reserved)
+                    except AnsweredThenClosed:
+                        return
                     except CloseConnection as exc:
                         log.warning("closing connection from %s: %s", self.peer, exc)
                         return
@@ -162,6 +178,9 @@ class Connection:
     async def _dispatch(self, nursery: trio.Nursery, received: float, reserved: int = 0) -> None:
         frame = self.decoder.next_frame()
         assert frame is not None
+        if self.session.sasl_raw_tokens:
+            await self._raw_sasl_token(frame, received, reserved)
+            return
         try:
             preamble = peek_preamble(frame)
         except DecodeError as exc:
@@ -170,6 +189,13 @@ class Connection:
             # Only a Produce's records are copied while it is handled: keep one copy's worth.
             self._release(reserved - len(frame))
             reserved = len(frame)
+        session = self.session
+        if not session.authenticated and preamble.api_key not in PRE_AUTHENTICATION_API_KEYS:
+            raise CloseConnection(f"api key {preamble.api_key} on {session.listener_name} before SASL authentication")
+        if session.session_expires_at is not None and preamble.api_key not in SASL_API_KEYS \
+                and trio.current_time() >= session.session_expires_at:
+            raise CloseConnection(f"the SASL session of {session.principal} expired without re-authentication "
+                                  "(connections.max.reauth.ms, or the token's expiry)")
         handler = REGISTRY.get(preamble.api_key)
         if handler is None:
             raise CloseConnection(f"unknown api key {preamble.api_key}")
@@ -225,6 +251,8 @@ class Connection:
             nursery.start_soon(self._complete, slot, completion)
         else:
             await self._complete(slot, handler.handle(ctx, request.body))
+        if ctx.close_after_response:
+            raise AnsweredThenClosed()
 
     async def _forward(self, ctx: RequestContext, handler, body):
         try:
@@ -262,6 +290,23 @@ class Connection:
             self._release(reserved)
             slot.ready.set()
 
+    async def _raw_sasl_token(self, token: bytes, received: float, reserved: int) -> None:
+        """After a SaslHandshake v0 the frame is a bare SASL message, answered as one: length, then bytes. A
+        failure has no way to say why: the connection closes after the delay."""
+        self._release(reserved)
+        ctx = RequestContext(broker=self.broker, api_key=sasl_authenticate.API_KEY, api_version=0, correlation_id=-1,
+                             client_id=None, session=self.session)
+        try:
+            answer, _ = await sasl_authenticate.step(ctx, token)
+        except AuthenticationFailed:
+            raise AnsweredThenClosed() from None
+        now = time.perf_counter()
+        slot = ResponseSlot(-1, trio.Event(), [len(answer).to_bytes(4, "big"), answer], api_key=ctx.api_key,
+                            api_version=0, received=received, started=now, completed=now)
+        slot.ready.set()
+        self.in_flight += 1
+        await self.slots_send.send(slot)
+
     async def _respond_now(self, preamble, body: Any, received: float, reserved: int = 0) -> None:
         self._release(reserved)
         now = time.perf_counter()
@@ -285,6 +330,9 @@ class Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
             slot.payload = None
+            if slot.ctx is not None and slot.ctx.close_after_response:
+                await self.stream.aclose()
+                return
             if slot.ctx is not None and slot.ctx.throttle_ms > 0:  # over quota: pause reading (KIP-219)
                 self.muted_until = max(self.muted_until, trio.current_time() + slot.ctx.throttle_ms / 1000)
             if slot.fetch_permit:
@@ -310,8 +358,9 @@ async def _serve_connection(broker: Broker, stream: trio.abc.Stream, listener_na
         host, port = sock.getpeername()[:2] if sock is not None else ("?", 0)
     except OSError:
         host, port = "?", 0
-    session = Session(listener_name, broker.listener_security_protocols[listener_name], host, port,
-                      controller=listener_name in broker.controller_listener_names)
+    protocol = broker.listener_security_protocols[listener_name]
+    session = Session(listener_name, protocol, host, port, controller=listener_name in broker.controller_listener_names,
+                      authenticated=not protocol.startswith("SASL_"))
     refused = _connection_refused(broker, host)
     if refused is not None:
         limit, allowed = refused

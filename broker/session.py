@@ -1,13 +1,14 @@
 """Who is at the other end of a connection: the session every request's context carries.
 
-One Session per connection, made when it is accepted. Authentication (TLS client
-certificates, SASL) will set the principal; until then every client is
-`User:ANONYMOUS`, as on a Kafka PLAINTEXT listener.
+One Session per connection, made when it is accepted. A client certificate (SSL listeners) or a SASL
+exchange (SASL_* listeners, broker/sasl.py) sets the principal; otherwise the client is `User:ANONYMOUS`,
+as on a Kafka PLAINTEXT listener.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,12 @@ class Session:
     # Sent by clients in ApiVersions v3+ (KIP-511); "unknown" as Kafka reports it before that.
     client_software_name: str = "unknown"
     client_software_version: str = "unknown"
+    # SASL listeners: nothing but ApiVersions, SaslHandshake and SaslAuthenticate until this is True.
+    authenticated: bool = True
+    sasl_mechanism: str | None = None  # chosen by SaslHandshake
+    sasl_exchange: Any = None  # the mechanism's exchange in progress (broker/sasl.py), between the two APIs
+    sasl_raw_tokens: bool = False  # after a SaslHandshake v0: the exchange's messages come as bare frames
+    session_expires_at: float | None = None  # trio time the SASL session ends (connections.max.reauth.ms, token exp)
 
     @property
     def described_host(self) -> str:

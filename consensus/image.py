@@ -10,6 +10,7 @@ from typing import Mapping
 from lodestream.consensus.records import (
     COPY_FINISHED,
     DELETE_FINISHED,
+    AclRecord,
     BrokerFencingRecord,
     ConfigRecord,
     MetadataRecord,
@@ -19,7 +20,10 @@ from lodestream.consensus.records import (
     REMOTE_SEGMENT_NEXT_STATES,
     RegisterBrokerRecord,
     RemoteSegmentRecord,
+    RemoveAclRecord,
+    RemoveScramCredentialRecord,
     RemoveTopicRecord,
+    ScramCredentialRecord,
     TopicRecord,
 )
 
@@ -86,6 +90,9 @@ class MetadataImage:
     # (topic id, partition) -> {segment id: its latest RemoteSegmentRecord}: offloaded segments, any state
     remote_segments: Mapping[tuple[uuid.UUID, int], Mapping[uuid.UUID, RemoteSegmentRecord]] = field(
         default_factory=lambda: _EMPTY)
+    # (user, mechanism) -> its SCRAM credential (broker/scram.py)
+    scram_credentials: Mapping[tuple[str, str], ScramCredentialRecord] = field(default_factory=lambda: _EMPTY)
+    acls: Mapping[uuid.UUID, AclRecord] = field(default_factory=lambda: _EMPTY)  # by id (broker/authorizer.py)
 
     def live_brokers(self) -> list[BrokerImage]:
         """Registered, unfenced brokers by id: the ones clients are told about and partitions go to."""
@@ -197,6 +204,14 @@ def replay(image: MetadataImage, record: MetadataRecord) -> MetadataImage:
                 return image  # an out-of-order state change (the controller checks them): ignored
             updated = _with_entry(segments, record.segment_id, None if record.state == DELETE_FINISHED else record)
             return replace(image, remote_segments=_with_entry(image.remote_segments, key, updated or None))
+        case ScramCredentialRecord(user=user, mechanism=mechanism):
+            return replace(image, scram_credentials=_with_entry(image.scram_credentials, (user, mechanism), record))
+        case RemoveScramCredentialRecord(user=user, mechanism=mechanism):
+            return replace(image, scram_credentials=_with_entry(image.scram_credentials, (user, mechanism), None))
+        case AclRecord(acl_id=acl_id):
+            return replace(image, acls=_with_entry(image.acls, acl_id, record))
+        case RemoveAclRecord(acl_id=acl_id):
+            return replace(image, acls=_with_entry(image.acls, acl_id, None))
         case ProducerIdsRecord(next_producer_id=next_id):
             # Never moves back, so a replayed or reordered reservation cannot hand out an id twice.
             return replace(image, next_producer_id=max(image.next_producer_id, next_id))

@@ -118,6 +118,7 @@ def image_to_snapshot(image: MetadataImage) -> bytes:
                          b.fenced] for b in image.brokers.values()],
             "remote_segments": json.loads(encode_records(
                 [record for segments in image.remote_segments.values() for record in segments.values()])),
+            "security": json.loads(encode_records([*image.scram_credentials.values(), *image.acls.values()])),
         },
         separators=(",", ":"),
     ).encode()
@@ -135,7 +136,7 @@ def image_from_snapshot(data: bytes) -> MetadataImage:
         name: by_id[uuid.UUID(ref)] if isinstance(ref, str) else _topic_from_json(ref)
         for name, ref in doc["topics_by_name"]
     }
-    return MetadataImage(
+    image = MetadataImage(
         topics_by_name=MappingProxyType(by_name),
         topics_by_id=MappingProxyType(by_id),
         broker_configs=MappingProxyType(
@@ -153,6 +154,8 @@ def image_from_snapshot(data: bytes) -> MetadataImage:
         }),
         remote_segments=_remote_segments_from_json(doc.get("remote_segments", [])),
     )
+    # SCRAM credentials and ACLs: replayed, as their records are
+    return replay_all(image, decode_records(json.dumps(doc.get("security", [])).encode()))
 
 
 def _remote_segments_from_json(items: list) -> MappingProxyType:
@@ -186,4 +189,6 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
             records.append(dataclasses.replace(record, state=COPY_STARTED))
             if record.state != COPY_STARTED:
                 records.append(record)
+    records.extend(image.scram_credentials.values())
+    records.extend(image.acls.values())
     return records

@@ -142,12 +142,57 @@ class RemoteSegmentRecord:
     aborted: tuple[tuple[int, int, int], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ScramCredentialRecord:
+    """A user's SCRAM credential for one mechanism (Kafka's UserScramCredentialRecord): what RFC 5802 lets a
+    server keep, base64; never the password. Replaces the user's earlier one of that mechanism."""
+
+    type_name: ClassVar[str] = "scram_credential"
+    user: str
+    mechanism: str  # SCRAM-SHA-256 or SCRAM-SHA-512
+    salt: str
+    stored_key: str
+    server_key: str
+    iterations: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveScramCredentialRecord:
+    type_name: ClassVar[str] = "remove_scram_credential"
+    user: str
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True)
+class AclRecord:
+    """One ACL (Kafka's AccessControlEntryRecord): codes as in Kafka's ResourceType, PatternType, AclOperation
+    and AclPermissionType; the id names it for RemoveAclRecord."""
+
+    type_name: ClassVar[str] = "acl"
+    acl_id: uuid.UUID
+    resource_type: int
+    resource_name: str
+    pattern_type: int  # 3 LITERAL, 4 PREFIXED
+    principal: str  # e.g. User:alice, or User:* for everyone
+    host: str  # an IP address, or * for any
+    operation: int
+    permission: int  # 2 DENY, 3 ALLOW
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAclRecord:
+    type_name: ClassVar[str] = "remove_acl"
+    acl_id: uuid.UUID
+
+
 MetadataRecord = Union[TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord,
-                       RegisterBrokerRecord, BrokerFencingRecord, RemoteSegmentRecord]
+                       RegisterBrokerRecord, BrokerFencingRecord, RemoteSegmentRecord, ScramCredentialRecord,
+                       RemoveScramCredentialRecord, AclRecord, RemoveAclRecord]
 _RECORD_TYPES = {
     cls.type_name: cls
     for cls in (TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord,
-                RegisterBrokerRecord, BrokerFencingRecord, RemoteSegmentRecord)
+                RegisterBrokerRecord, BrokerFencingRecord, RemoteSegmentRecord, ScramCredentialRecord,
+                RemoveScramCredentialRecord, AclRecord, RemoveAclRecord)
 }
 
 
@@ -178,7 +223,7 @@ def decode_records(data: bytes) -> list[MetadataRecord]:
             if f.name not in item:  # a field added later: its default
                 continue
             value = item[f.name]
-            if f.name in ("topic_id", "incarnation_id", "segment_id"):
+            if f.name in ("topic_id", "incarnation_id", "segment_id", "acl_id"):
                 value = uuid.UUID(value)
             elif f.name in ("replicas", "isr", "elr", "adding", "removing", "stores"):
                 value = None if value is None else tuple(value)

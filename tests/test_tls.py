@@ -207,8 +207,6 @@ def test_ssl_listeners_without_a_usable_key_or_with_old_protocols_refuse_to_star
         Broker(BrokerConfig({**keystore, "ssl.client.auth": "required"}))
     with pytest.raises(ConfigError, match="ssl.keystore.location: cannot load"):
         Broker(BrokerConfig({**base, "ssl.keystore.location": str(certificates["ca"])}))  # no key in it
-    with pytest.raises(ConfigError, match="SASL_SSL"):
-        Broker(BrokerConfig({**keystore, "listeners": "SASL_SSL://127.0.0.1:0"}))
     with pytest.raises(ConfigError, match="inter.broker.listener.name: brokers reach each other in PLAINTEXT"):
         Broker(BrokerConfig({**keystore, "listeners": "SSL://127.0.0.1:0,CONTROLLER://127.0.0.1:0",
                              "controller.quorum.voters": "1@127.0.0.1:19093,2@127.0.0.1:19094"}))

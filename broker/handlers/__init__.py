@@ -51,6 +51,11 @@ from lodestream.broker.handlers import (
 )
 from lodestream.broker.handlers import consumer_group_describe, consumer_group_heartbeat  # KIP-848 consumer groups
 from lodestream.broker.handlers import alter_client_quotas, describe_client_quotas  # client quotas (broker/quotas.py)
+from lodestream.broker.handlers import (  # authentication (broker/sasl.py) and its SCRAM credentials
+    alter_user_scram_credentials,
+    sasl_authenticate,
+    sasl_handshake,
+)
 from lodestream.broker.handlers import describe_producers, init_producer_id  # idempotent producers (docs/transactions.md)
 from lodestream.broker.handlers import (  # the transaction coordinator's APIs (broker/transactions)
     add_offsets_to_txn,
@@ -130,7 +135,8 @@ HANDLER_MODULES = (
     incremental_alter_configs,
     describe_cluster,
     describe_topic_partitions,
-    describe_user_scram_credentials,
+    describe_user_scram_credentials, alter_user_scram_credentials,
+    sasl_handshake, sasl_authenticate,
     elect_leaders,
     alter_partition_reassignments,
     list_partition_reassignments,

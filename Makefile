@@ -29,7 +29,7 @@ CLUSTER_COMPAT ?= compat-tests/test_confluent_kafka.py compat-tests/test_exactly
 ## Run the whole suite: unit, in-process integration, compat tests against real clients (one broker, then some
 ## of them against a three-broker cluster)
 test: $(STAMP) kafka-java go-clients
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 	LODESTREAM_COMPAT_BROKER=cluster $(PY) -m pytest -q -p no:cacheprovider $(CLUSTER_COMPAT)
 
 bench: $(STAMP)

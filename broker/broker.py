@@ -28,7 +28,7 @@ from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.storage.leveldb_log import LogStore, StorageError
 from lodestream.storage.fragment_store import FragmentStoreError
 
-from lodestream.broker.authorizer import AllowAllAuthorizer, Authorizer
+from lodestream.broker.authorizer import AclAuthorizer, AllowAllAuthorizer, Authorizer
 from lodestream.broker.clock import Clock
 from lodestream.broker.config import (
     BROKER_CONFIGS,
@@ -210,7 +210,11 @@ class Broker:
         self.broker_connections = BrokerConnections(self)  # requests to other brokers (transaction markers)
         self.connections: set = set()  # server.Connection objects, for metrics
         self.clock = Clock()  # deadlines and stored timestamps (broker/clock.py)
-        self.authorizer: Authorizer = AllowAllAuthorizer()  # every handler asks it (broker/authorizer.py)
+        # Every handler asks it (broker/authorizer.py): ACLs from the image once authorizer.class.name is set.
+        self.authorizer: Authorizer = AllowAllAuthorizer()
+        if config.get("authorizer.class.name"):
+            self.authorizer = AclAuthorizer(lambda: self.image.acls, config.get("super.users"),
+                                            bool(config.get("allow.everyone.if.no.acl.found")))
         self.connections_per_ip: dict[str, int] = {}  # open connections by peer IP (max.connections.per.ip)
         pool_bytes = int(config.get("queued.max.request.bytes"))
         self.request_pool = MemoryPool(None if pool_bytes < 0 else pool_bytes)  # queued.max.request.bytes

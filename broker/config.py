@@ -92,6 +92,19 @@ def _ratio(value: str) -> float:
     return ratio
 
 
+def _authorizer_class(value: str) -> str:
+    from lodestream.broker.authorizer import AUTHORIZER_CLASS_NAMES
+    value = value.strip()
+    if value and value not in AUTHORIZER_CLASS_NAMES:
+        raise ValueError(f"expected one of {', '.join(AUTHORIZER_CLASS_NAMES)} (ACLs), or empty (no authorizer)")
+    return value
+
+
+def _super_users(value: str) -> frozenset[str]:
+    from lodestream.broker.authorizer import parse_super_users
+    return parse_super_users(value)
+
+
 def _sasl_mechanisms(value: str) -> list[str]:
     """sasl.enabled.mechanisms; unknown ones are checked when a SASL listener needs them (GSSAPI is Kafka's
     default, so it must parse)."""
@@ -238,9 +251,6 @@ _NO_EFFECT_BY_PREFIX: tuple[tuple[str, str], ...] = (
     ("sasl.", "a SASL setting Lodestream does not use (its SASL settings: docs/security.md)"),
     ("security.", "a security setting Lodestream does not use (docs/security.md)"),
     ("principal.builder.class", "principals come from certificates (ssl.principal.mapping.rules) and SASL"),
-    ("authorizer.", "ACLs are not implemented yet: every request is allowed"),
-    ("super.users", "ACLs are not implemented yet: every request is allowed"),
-    ("allow.everyone.if.no.acl.found", "ACLs are not implemented yet: every request is allowed"),
     ("delegation.token.", "delegation tokens are not implemented"),
     ("replica.", "one fetch task per leader, with the replica.fetch.* settings Lodestream lists (docs/replication.md)"),
     ("leader.", _NOT_YET_REPLICATION),
@@ -525,6 +535,12 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "OAUTHBEARER: the claim that names the principal"),
         ConfigDef("sasl.oauthbearer.clock.skew.seconds", _at_least(0), "30", "INT",
                   "OAUTHBEARER: tolerance on exp and nbf"),
+        # ACLs (broker/authorizer.py, docs/security.md).
+        ConfigDef("authorizer.class.name", _authorizer_class, "", "STRING",
+                  "Empty: everyone may do everything; Kafka's StandardAuthorizer (or AclAuthorizer): ACLs decide"),
+        ConfigDef("super.users", _super_users, "", "LIST", "Principals ACLs never refuse, e.g. User:admin;User:ops"),
+        ConfigDef("allow.everyone.if.no.acl.found", _bool, "false", "BOOLEAN",
+                  "A resource without any ACL is open to everyone (true) or to super users only (false)"),
         ConfigDef("admin.listeners", _http_listeners, "http://127.0.0.1:8083", "LIST",
                   "REST API listeners, http://host:port,...; port 0 binds a free port; empty disables the REST API. "
                   "Without admin.auth.* only loopback addresses are accepted", read_only=True),

@@ -9,6 +9,7 @@ a refusal comes back as the KafkaError the controller answered.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 import uuid
@@ -20,10 +21,13 @@ from kio.schema.alter_partition.v3 import request as alter_partition
 from kio.schema.broker_heartbeat.v1.request import BrokerHeartbeatRequest
 from kio.schema.broker_registration.v4.request import BrokerRegistrationRequest, Listener
 from lodestream.consensus.records import encode_records
+from lodestream.protocol.codec import decode_response, encode_request, response_type
+from lodestream.protocol.messages import request_builder
 from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.protocol.lodestream_apis import UpdateRemoteSegmentsRequest
 
 from lodestream.broker.cluster_controller import SECURITY_PROTOCOL_IDS, ClusterController, registration_endpoints
+from lodestream.broker.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +165,24 @@ class ControllerClient:
             raise KafkaError(ErrorCode(response.error_code), response.error_message)
 
     async def forward(self, body):
-        """A client's request that only the controller can carry out (CreateTopics, ...), sent to it."""
+        """A request of this broker's own that only the controller can carry out (CreateTopics, ...), sent to it."""
         response = await self.connection.request(body) if self.connection is not None else None
         if response is None:
             raise KafkaError(ErrorCode.not_controller, "no active controller reachable")
         return response
+
+    async def forward_for(self, session: Session, correlation_id: int, client_id: str | None, body):
+        """A client's request, in an Envelope with its principal and address (KIP-590): the controller
+        authorizes it as that client (broker/handlers/envelope.py)."""
+        envelope = request_builder(58, 0).EnvelopeRequest(
+            request_data=encode_request(correlation_id, body, client_id)[4:],
+            request_principal=str(session.principal).encode(),
+            client_host_address=_address_bytes(session.client_host))
+        response = await self.forward(envelope)
+        if response.error_code != ErrorCode.none or response.response_data is None:
+            raise KafkaError(response.error_code, f"the controller refused the forwarded request: "
+                                                  f"{response.error_code.name}")
+        return decode_response(response.response_data, response_type(body.__api_key__, body.__version__))[1]
 
     # -- the registration's life -------------------------------------------------------------------
 
@@ -209,3 +226,10 @@ class ControllerClient:
                     pass
                 await trio.sleep(CONTROLLER_RETRY_S)
 
+
+
+def _address_bytes(host: str) -> bytes:
+    try:
+        return ipaddress.ip_address(host).packed
+    except ValueError:
+        return b"\0\0\0\0"

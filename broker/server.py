@@ -256,7 +256,7 @@ class Connection:
 
     async def _forward(self, ctx: RequestContext, handler, body):
         try:
-            return await self.broker.controller_client.forward(body)
+            return await self.broker.controller_client.forward_for(ctx.session, ctx.correlation_id, ctx.client_id, body)
         except KafkaError:  # no controller reachable: answered here, each change with NOT_CONTROLLER
             return await handler.handle(ctx, body)
 

@@ -51,6 +51,7 @@ from lodestream.broker.handlers import (
 )
 from lodestream.broker.handlers import consumer_group_describe, consumer_group_heartbeat  # KIP-848 consumer groups
 from lodestream.broker.handlers import alter_client_quotas, describe_client_quotas  # client quotas (broker/quotas.py)
+from lodestream.broker.handlers import create_acls, delete_acls, describe_acls  # ACLs (broker/authorizer.py)
 from lodestream.broker.handlers import (  # authentication (broker/sasl.py) and its SCRAM credentials
     alter_user_scram_credentials,
     sasl_authenticate,
@@ -74,6 +75,7 @@ from lodestream.broker.handlers import (  # the metadata quorum (broker/metadata
     broker_registration,
     describe_quorum,
     end_quorum_epoch,
+    envelope,
     fetch_snapshot,
     update_remote_segments,
     vote,
@@ -137,6 +139,7 @@ HANDLER_MODULES = (
     describe_topic_partitions,
     describe_user_scram_credentials, alter_user_scram_credentials,
     sasl_handshake, sasl_authenticate,
+    create_acls, describe_acls, delete_acls,
     elect_leaders,
     alter_partition_reassignments,
     list_partition_reassignments,
@@ -160,6 +163,7 @@ HANDLER_MODULES = (
     vote, begin_quorum_epoch, end_quorum_epoch, fetch_snapshot, describe_quorum,
     broker_registration, broker_heartbeat, allocate_producer_ids,  # the active controller (broker/cluster_controller.py)
     alter_partition,
+    envelope,  # clients' requests forwarded by brokers, with their principals
     update_remote_segments,  # Lodestream's own (protocol/lodestream_apis.py): tiered storage's manifests
 )
 

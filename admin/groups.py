@@ -15,7 +15,9 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Request
 
+from lodestream.admin.auth import authorized_names
 from lodestream.admin.errors import PARTITION_NOT_FOUND, ApiError
+from lodestream.broker.authorizer import Operation, ResourceType
 from lodestream.admin.links import Links
 from lodestream.admin.models import (
     ConsumerAssignmentData,
@@ -158,8 +160,11 @@ def add_routes(api: APIRouter, broker) -> None:
              summary="List consumer groups")
     async def list_groups(request: Request):
         links = Links(request, broker)
+        groups = live_groups()
+        visible = authorized_names(request, broker, Operation.DESCRIBE, ResourceType.GROUP,
+                                   [g.group_id for g in groups])
         return links.collection("KafkaConsumerGroupList", "/consumer-groups",
-                                [group_data(links, g) for g in live_groups()])
+                                [group_data(links, g) for g in groups if g.group_id in visible])
 
     @api.get("/consumer-groups/{consumer_group_id}", response_model=ConsumerGroupData, tags=["Consumer Group"],
              summary="Get a consumer group")

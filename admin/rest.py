@@ -28,7 +28,8 @@ from lodestream.broker.config import (
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.admin import errors, groups, tiering
-from lodestream.admin.auth import Authenticator
+from lodestream.admin.auth import Authenticator, authorized_names, require
+from lodestream.broker.authorizer import CLUSTER_NAME, Action, Operation, ResourceType
 from lodestream.admin.errors import KAFKA_BAD_REQUEST, PARTITION_NOT_FOUND, UNKNOWN_TOPIC_OR_PARTITION, ApiError
 from lodestream.admin.links import Links
 from lodestream.admin.metrics import render_metrics
@@ -76,8 +77,7 @@ ConfigName = Path(description="Config name")
 
 def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
     if authenticator is None:
-        authenticator = Authenticator(broker.broker_config_value("admin.auth.bearer.token"),
-                                      broker.broker_config_value("admin.auth.basic.users"))
+        authenticator = Authenticator.for_broker(broker)
     app = FastAPI(
         title="Lodestream REST API",
         version="3.0.0",
@@ -87,7 +87,7 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
     )
     app.state.broker = broker
     errors.install(app)
-    secured = authenticator.dependencies()
+    secured = authenticator.dependencies(broker)  # who, then may they (admin/auth.py)
 
     # -- health ----------------------------------------------------------------------------------
     @app.get("/health", response_model=HealthData, tags=["Health"], summary="The process is up")
@@ -292,11 +292,14 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
     @api.get("/topics", response_model=TopicDataList, tags=["Topic"], summary="List topics")
     async def list_topics(request: Request):
         links = Links(request, broker)
-        topics = sorted(broker.image.topics_by_name.values(), key=lambda t: t.name)
+        visible = authorized_names(request, broker, Operation.DESCRIBE, ResourceType.TOPIC, broker.image.topics_by_name)
+        topics = sorted((t for t in broker.image.topics_by_name.values() if t.name in visible), key=lambda t: t.name)
         return links.collection("KafkaTopicList", "/topics", [existing_topic_data(links, t) for t in topics])
 
     @api.post("/topics", response_model=TopicData, status_code=201, tags=["Topic"], summary="Create a topic")
     async def create_topic(request: Request, body: CreateTopicRequest):
+        require(request, broker, Action(Operation.CREATE, ResourceType.CLUSTER, CLUSTER_NAME),
+                Action(Operation.CREATE, ResourceType.TOPIC, body.topic_name))  # as CreateTopics asks
         spec = TopicSpec(
             name=body.topic_name,
             num_partitions=-1 if body.partitions_count is None else body.partitions_count,

@@ -55,8 +55,7 @@ async def serve_admin(broker, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         log.info("REST API disabled (admin.listeners is empty)")
         task_status.started(None)
         return
-    authenticator = Authenticator(broker.broker_config_value("admin.auth.bearer.token"),
-                                  broker.broker_config_value("admin.auth.basic.users"))
+    authenticator = Authenticator.for_broker(broker)
     app = create_app(broker, authenticator)
 
     def announce(addresses: str) -> None:

@@ -497,10 +497,11 @@ class Broker:
                 clock_skew_s=int(config.get("sasl.oauthbearer.clock.skew.seconds")))
             self.jwks_refresher = JwksRefresher(validator, str(config.get("sasl.oauthbearer.jwks.endpoint.url")),
                                                 int(config.get("sasl.oauthbearer.jwks.endpoint.refresh.ms")) / 1000)
-        self.sasl = SaslServer(mechanisms, lambda listener: plain_users.get(listener, {}), self._scram_credential,
+        self.sasl = SaslServer(mechanisms, lambda listener: plain_users.get(listener, {}), self.scram_credential,
                                validator)
 
-    def _scram_credential(self, user: str, mechanism: str) -> ScramCredential | None:
+    def scram_credential(self, user: str, mechanism: str) -> ScramCredential | None:
+        """A user's SCRAM credential from the image (SASL/SCRAM logins, the REST API's basic auth)."""
         record = self.image.scram_credentials.get((user, mechanism))
         if record is None:
             return None

@@ -777,14 +777,20 @@ class BrokerConfig:
 
     def _check_admin_exposure(self) -> None:
         """Without REST API authentication, bind loopback addresses only (refuse anything else)."""
-        if self.get("admin.auth.bearer.token") or self.get("admin.auth.basic.users"):
+        if self.get("admin.auth.bearer.token") or self.get("admin.auth.basic.users") or self._rest_uses_sasl_users():
             return
         for host, port in self.get("admin.listeners"):
             if not is_loopback_host(host):
                 raise ConfigError(
                     f"admin.listeners: http://{host}:{port} is not a loopback address and no REST API "
                     "authentication is configured; set admin.auth.bearer.token or admin.auth.basic.users, "
-                    "or bind 127.0.0.1")
+                    "serve SCRAM or OAUTHBEARER on a SASL listener, or bind 127.0.0.1")
+
+    def _rest_uses_sasl_users(self) -> bool:
+        """SASL listeners with SCRAM or OAUTHBEARER: the REST API authenticates their users (admin/auth.py)."""
+        listeners = f"{self.raw('listeners')},{self.raw('listener.security.protocol.map')}"
+        return "SASL_" in listeners.upper() and bool(
+            set(self.get("sasl.enabled.mechanisms")) & {"SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"})
 
     def without_effect(self) -> dict[str, list[str]]:
         """Explicitly set keys that are accepted but not acted on here, grouped by the reason why."""

@@ -168,6 +168,7 @@ HANDLER_MODULES = (
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}
+envelope.REGISTRY = REGISTRY
 api_versions.ADVERTISED = {
     controller: tuple((h.api_key, h.versions.start, h.versions.stop - 1)
                       for h in sorted(REGISTRY.values(), key=lambda h: h.api_key) if h.served_on(controller))

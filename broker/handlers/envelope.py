@@ -25,14 +25,11 @@ API_KEY = 58
 VERSIONS = range(0, 1)
 LISTENERS = "controller"
 
-
-def principal_bytes(principal: KafkaPrincipal) -> bytes:
-    return str(principal).encode()
+# {api key: Handler}: set by the registry (broker/handlers/__init__.py), which imports this module.
+REGISTRY: dict = {}
 
 
 async def handle(ctx: RequestContext, request: EnvelopeRequest) -> EnvelopeResponse:
-    from lodestream.broker.handlers import REGISTRY  # the registry imports this module
-
     build = ctx.build
     if not ctx.authorize(Operation.CLUSTER_ACTION, ResourceType.CLUSTER):
         return build.EnvelopeResponse(error_code=DENIED[ResourceType.CLUSTER])

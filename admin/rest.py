@@ -27,7 +27,7 @@ from lodestream.broker.config import (
 )
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from lodestream.admin import errors, groups, tiering
+from lodestream.admin import errors, groups, namespaces, tiering
 from lodestream.admin.auth import Authenticator, authorized_names, require
 from lodestream.broker.authorizer import CLUSTER_NAME, Action, Operation, ResourceType
 from lodestream.admin.errors import KAFKA_BAD_REQUEST, PARTITION_NOT_FOUND, UNKNOWN_TOPIC_OR_PARTITION, ApiError
@@ -461,6 +461,7 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
     # -- consumer groups -------------------------------------------------------------------------
     groups.add_routes(api, broker)
     tiering.add_routes(api, broker)  # tiered storage (admin/tiering.py)
+    namespaces.add_routes(api, broker)  # namespaces (admin/namespaces.py)
 
     app.include_router(top)
     app.include_router(api)

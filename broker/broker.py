@@ -8,6 +8,7 @@ validation and the same metadata records.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import fcntl
 import logging
@@ -59,6 +60,7 @@ from lodestream.broker.listeners import (
     process_roles,
 )
 from lodestream.broker import tls
+from lodestream.broker.namespaces import apply_defaults, namespace_of
 from lodestream.broker.sasl import SaslServer, check_mechanisms, listener_plain_users
 from lodestream.broker.scram import ScramCredential
 from lodestream.broker.log_cleaner import LogCleaner
@@ -775,8 +777,12 @@ class Broker:
     # -- topic administration ------------------------------------------------------------
     def check_topic_spec(self, spec: TopicSpec) -> tuple[int, dict[str, str], int]:
         """Validate a CreateTopics entry; return (partition count, configs, replication factor). Raises
-        KafkaError."""
+        KafkaError. A topic in a namespace gets its defaults where the request leaves them out."""
         validate_topic_name(spec.name)
+        num_partitions, with_defaults = apply_defaults(namespace_of(self.image.namespaces, spec.name),
+                                                       spec.num_partitions, spec.configs)
+        spec = dataclasses.replace(spec, configs=with_defaults,
+                                   num_partitions=spec.num_partitions if spec.assignments else num_partitions)
         if spec.name in self.image.topics_by_name:
             raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{spec.name}' already exists.")
         if spec.assignments:

@@ -30,6 +30,7 @@ from lodestream.consensus.records import (REMOTE_SEGMENT_NEXT_STATES, BrokerFenc
                                           RegisterBrokerRecord, RemoteSegmentRecord)
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
+from lodestream.broker.namespaces import check_records as check_namespace_records
 from lodestream.broker.metadata_quorum import MetadataQuorum, QuorumError
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,16 @@ class ClusterController:
                 await self.propose([record])
                 log.info("%s-%d ISR %s -> %s (leader %d)", topic.name, index, list(p.isr), list(change.isr), broker_id)
             return self.image.topics_by_id[topic_id].partitions[index]
+
+    async def update_namespaces(self, records: list) -> None:
+        """Namespace changes made through a broker's REST API (broker/namespaces.py): checked, then committed
+        together. INVALID_REQUEST says why a batch is refused."""
+        async with self._lock:
+            self._check_active()
+            problem = check_namespace_records(self.image, records)
+            if problem:
+                raise KafkaError(ErrorCode.invalid_request, problem)
+            await self.propose(records)
 
     async def update_remote_segments(self, broker_id: int, broker_epoch: int | None, records: list) -> None:
         """State changes of offloaded segments' manifests (RemoteSegmentRecord), from the leader of their

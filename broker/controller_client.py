@@ -24,7 +24,7 @@ from lodestream.consensus.records import encode_records
 from lodestream.protocol.codec import decode_response, encode_request, response_type
 from lodestream.protocol.messages import request_builder
 from lodestream.protocol.errors import ErrorCode, KafkaError
-from lodestream.protocol.lodestream_apis import UpdateRemoteSegmentsRequest
+from lodestream.protocol.lodestream_apis import UpdateNamespacesRequest, UpdateRemoteSegmentsRequest
 
 from lodestream.broker.cluster_controller import SECURITY_PROTOCOL_IDS, ClusterController, registration_endpoints
 from lodestream.broker.session import Session
@@ -170,6 +170,18 @@ class ControllerClient:
         if response is None:
             raise KafkaError(ErrorCode.not_controller, "no active controller reachable")
         return response
+
+    async def update_namespaces(self, records: list) -> None:
+        """Commit namespace changes (broker/namespaces.py) through the active controller. Raises KafkaError:
+        INVALID_REQUEST with the controller's reason, or NOT_CONTROLLER when none answers."""
+        if self.local:
+            await self.controller.update_namespaces(records)
+            return
+        response = await self.connection.request(UpdateNamespacesRequest(records=encode_records(records)))
+        if response is None:
+            raise KafkaError(ErrorCode.not_controller, "no active controller reachable")
+        if response.error_code != ErrorCode.none:
+            raise KafkaError(ErrorCode(response.error_code), response.error_message)
 
     async def forward_for(self, session: Session, correlation_id: int, client_id: str | None, body):
         """A client's request, in an Envelope with its principal and address (KIP-590): the controller

@@ -907,10 +907,7 @@ JOB_POLL_S = 0.5
 
 
 def _tiering_rest(backend: Backend) -> "RestBackend":
-    if not isinstance(backend, RestBackend):
-        raise CliError("tiering is served by the REST API only: give --rest URL (default "
-                       f"{DEFAULT_REST})", EXIT_USAGE)
-    return backend
+    return _rest_only(backend, "tiering")
 
 
 def cmd_tiering_status(backend: Backend, args) -> Output:
@@ -958,6 +955,80 @@ def cmd_tiering_repair(backend: Backend, args) -> Output:
     return _run_job(backend, "repair")
 
 
+# -- namespaces (REST only: admin/namespaces.py) -----------------------------------------------------
+
+def _namespace_rows(namespaces: list[dict]) -> list[list]:
+    return [[n["name"], n["prefix"], len(n["topics"]), ",".join(f"{k}={v}" for k, v in sorted(n["defaults"].items())),
+             len(n["acls"])] for n in namespaces]
+
+
+_NAMESPACE_HEADER = ["NAMESPACE", "PREFIX", "TOPICS", "DEFAULTS", "ACLS"]
+
+
+def _rest_only(backend: Backend, what: str) -> "RestBackend":
+    if not isinstance(backend, RestBackend):
+        raise CliError(f"{what} is served by the REST API only: give --rest URL (default {DEFAULT_REST})", EXIT_USAGE)
+    return backend
+
+
+def cmd_namespaces_list(backend: Backend, args) -> Output:
+    rest = _rest_only(backend, "namespaces")
+    listed = rest._call("GET", rest._c("/namespaces"))["data"]
+    return Output(listed, [(None, _NAMESPACE_HEADER, _namespace_rows(listed))])
+
+
+def cmd_namespaces_create(backend: Backend, args) -> Output:
+    rest = _rest_only(backend, "namespaces")
+    created = rest._call("POST", rest._c("/namespaces"), {"name": args.namespace, "defaults": _pairs(args.default)})
+    return Output(created, lines=[f"created namespace {created['name']} (topics {created['prefix']}*)"])
+
+
+def cmd_namespaces_describe(backend: Backend, args) -> Output:
+    rest = _rest_only(backend, "namespaces")
+    namespace = rest._call("GET", rest._c(f"/namespaces/{args.namespace}"), missing=f"namespace {args.namespace}")
+    tables = [(None, _NAMESPACE_HEADER, _namespace_rows([namespace]))]
+    if namespace["topics"]:
+        tables.append(("Topics", ["TOPIC"], [[t] for t in namespace["topics"]]))
+    if namespace["acls"]:
+        tables.append(("ACLs (PREFIXED on " + namespace["prefix"] + ")",
+                       ["RESOURCE", "PRINCIPAL", "HOST", "OPERATION", "PERMISSION"],
+                       [[a["resource_type"], a["principal"], a["host"], a["operation"], a["permission"]]
+                        for a in namespace["acls"]]))
+    return Output(namespace, tables)
+
+
+def cmd_namespaces_set_defaults(backend: Backend, args) -> Output:
+    rest = _rest_only(backend, "namespaces")
+    updated = rest._call("PUT", rest._c(f"/namespaces/{args.namespace}/defaults"), {"defaults": _pairs(args.default)},
+                         missing=f"namespace {args.namespace}")
+    return Output(updated, lines=[f"namespace {updated['name']}: defaults {updated['defaults']}"])
+
+
+def cmd_namespaces_delete(backend: Backend, args) -> Output:
+    rest = _rest_only(backend, "namespaces")
+    rest._call("DELETE", rest._c(f"/namespaces/{args.namespace}"), missing=f"namespace {args.namespace}")
+    return Output({"deleted": args.namespace}, lines=[f"deleted namespace {args.namespace}"])
+
+
+def cmd_namespaces_grant(backend: Backend, args) -> Output:
+    rest = _rest_only(backend, "namespaces")
+    body = {"principal": args.principal, "operations": args.operation, "permission": args.permission,
+            "host": args.host, "resource_types": ["GROUP"] if args.groups else ["TOPIC"]}
+    updated = rest._call("POST", rest._c(f"/namespaces/{args.namespace}/acls"), body,
+                         missing=f"namespace {args.namespace}")
+    return Output(updated, lines=[f"namespace {updated['name']}: {len(updated['acls'])} ACLs"])
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"expected KEY=VALUE, got {item!r}", EXIT_USAGE)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
 class _PartialFailure(Exception):
     def __init__(self, output: Output, errors: list[str]) -> None:
         super().__init__("; ".join(errors))
@@ -996,7 +1067,7 @@ def _change_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_subcommands(sub) -> None:
-    """Add `topics`, `groups`, `configs` and `tiering` to the `lodestream` parser's subparsers."""
+    """Add `topics`, `groups`, `configs`, `tiering` and `namespaces` to the `lodestream` parser's subparsers."""
     common = _connection_options()
 
     topics = sub.add_parser("topics", help="list, describe, create, delete topics; change topic configs")
@@ -1053,8 +1124,36 @@ def add_subcommands(sub) -> None:
     p = tiering_sub.add_parser("repair", parents=[common], help="check every fragment and rebuild the bad ones")
     p.set_defaults(run=cmd_tiering_repair, rest_default=True)
 
+    namespaces = sub.add_parser("namespaces", help="namespaces: topic-name prefixes with defaults and ACLs (REST API)")
+    namespace_sub = namespaces.add_subparsers(dest="action", required=True)
+    p = namespace_sub.add_parser("list", parents=[common], help="namespaces, their topics, defaults and ACLs")
+    p.set_defaults(run=cmd_namespaces_list, rest_default=True)
+    p = namespace_sub.add_parser("create", parents=[common], help="create a namespace (its topics: NAME.*)")
+    p.add_argument("namespace", metavar="NAME")
+    p.add_argument("--default", action="append", default=[], metavar="KEY=VALUE",
+                   help="a default for its new topics: a topic config or num.partitions (repeatable)")
+    p.set_defaults(run=cmd_namespaces_create, rest_default=True)
+    p = namespace_sub.add_parser("describe", parents=[common], help="a namespace's defaults, topics and ACLs")
+    p.add_argument("namespace", metavar="NAME")
+    p.set_defaults(run=cmd_namespaces_describe, rest_default=True)
+    p = namespace_sub.add_parser("set-defaults", parents=[common], help="replace a namespace's defaults")
+    p.add_argument("namespace", metavar="NAME")
+    p.add_argument("--default", action="append", default=[], metavar="KEY=VALUE", help="(repeatable)")
+    p.set_defaults(run=cmd_namespaces_set_defaults, rest_default=True)
+    p = namespace_sub.add_parser("delete", parents=[common], help="delete an empty namespace and its ACLs")
+    p.add_argument("namespace", metavar="NAME")
+    p.set_defaults(run=cmd_namespaces_delete, rest_default=True)
+    p = namespace_sub.add_parser("grant", parents=[common], help="ACLs on all of a namespace's topics (or groups)")
+    p.add_argument("namespace", metavar="NAME")
+    p.add_argument("--principal", required=True, help="e.g. User:alice")
+    p.add_argument("--operation", action="append", required=True, help="READ, WRITE, DESCRIBE, ALL, ... (repeatable)")
+    p.add_argument("--permission", default="ALLOW", choices=["ALLOW", "DENY"])
+    p.add_argument("--host", default="*")
+    p.add_argument("--groups", action="store_true", help="on the groups named NAME.* instead of the topics")
+    p.set_defaults(run=cmd_namespaces_grant, rest_default=True)
 
-COMMANDS = ("topics", "groups", "configs", "tiering")
+
+COMMANDS = ("topics", "groups", "configs", "tiering", "namespaces")
 
 
 def _backend(args) -> Backend:

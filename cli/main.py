@@ -1,5 +1,5 @@
-"""The `lodestream` command: `serve` runs a broker (broker/process.py); `topics`, `groups`, `configs` and
-`tiering` are a client of a running broker (cli/cluster_tools.py), like Kafka's kafka-topics.sh; `dev-cluster` runs
+"""The `lodestream` command: `serve` runs a broker (broker/process.py); `topics`, `groups`, `configs`,
+`tiering` and `namespaces` are a client of a running broker (cli/cluster_tools.py), like Kafka's kafka-topics.sh; `dev-cluster` runs
 a local KRaft cluster and `random-cluster-id` prints a cluster id (cli/dev_cluster.py)."""
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from lodestream.consensus.records import (
     COPY_FINISHED,
     DELETE_FINISHED,
     AclRecord,
+    NamespaceRecord,
     BrokerFencingRecord,
     ConfigRecord,
     MetadataRecord,
@@ -21,6 +22,7 @@ from lodestream.consensus.records import (
     RegisterBrokerRecord,
     RemoteSegmentRecord,
     RemoveAclRecord,
+    RemoveNamespaceRecord,
     RemoveScramCredentialRecord,
     RemoveTopicRecord,
     ScramCredentialRecord,
@@ -93,6 +95,7 @@ class MetadataImage:
     # (user, mechanism) -> its SCRAM credential (broker/scram.py)
     scram_credentials: Mapping[tuple[str, str], ScramCredentialRecord] = field(default_factory=lambda: _EMPTY)
     acls: Mapping[uuid.UUID, AclRecord] = field(default_factory=lambda: _EMPTY)  # by id (broker/authorizer.py)
+    namespaces: Mapping[str, NamespaceRecord] = field(default_factory=lambda: _EMPTY)  # by name (broker/namespaces.py)
 
     def live_brokers(self) -> list[BrokerImage]:
         """Registered, unfenced brokers by id: the ones clients are told about and partitions go to."""
@@ -212,6 +215,10 @@ def replay(image: MetadataImage, record: MetadataRecord) -> MetadataImage:
             return replace(image, acls=_with_entry(image.acls, acl_id, record))
         case RemoveAclRecord(acl_id=acl_id):
             return replace(image, acls=_with_entry(image.acls, acl_id, None))
+        case NamespaceRecord(name=name):
+            return replace(image, namespaces=_with_entry(image.namespaces, name, record))
+        case RemoveNamespaceRecord(name=name):
+            return replace(image, namespaces=_with_entry(image.namespaces, name, None))
         case ProducerIdsRecord(next_producer_id=next_id):
             # Never moves back, so a replayed or reordered reservation cannot hand out an id twice.
             return replace(image, next_producer_id=max(image.next_producer_id, next_id))

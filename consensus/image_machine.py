@@ -118,7 +118,9 @@ def image_to_snapshot(image: MetadataImage) -> bytes:
                          b.fenced] for b in image.brokers.values()],
             "remote_segments": json.loads(encode_records(
                 [record for segments in image.remote_segments.values() for record in segments.values()])),
-            "security": json.loads(encode_records([*image.scram_credentials.values(), *image.acls.values()])),
+            # SCRAM credentials, ACLs and namespaces: as their records
+            "records": json.loads(encode_records([*image.scram_credentials.values(), *image.acls.values(),
+                                                  *image.namespaces.values()])),
         },
         separators=(",", ":"),
     ).encode()
@@ -154,8 +156,7 @@ def image_from_snapshot(data: bytes) -> MetadataImage:
         }),
         remote_segments=_remote_segments_from_json(doc.get("remote_segments", [])),
     )
-    # SCRAM credentials and ACLs: replayed, as their records are
-    return replay_all(image, decode_records(json.dumps(doc.get("security", [])).encode()))
+    return replay_all(image, decode_records(json.dumps(doc.get("records", [])).encode()))
 
 
 def _remote_segments_from_json(items: list) -> MappingProxyType:
@@ -191,4 +192,5 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
                 records.append(record)
     records.extend(image.scram_credentials.values())
     records.extend(image.acls.values())
+    records.extend(image.namespaces.values())
     return records

@@ -185,14 +185,30 @@ class RemoveAclRecord:
     acl_id: uuid.UUID
 
 
+@dataclass(frozen=True, slots=True)
+class NamespaceRecord:
+    """A namespace (docs/security.md): the topics named `<name>.*`, with defaults for the topics created in it
+    (topic configs, and num.partitions). Replaces the namespace's earlier record."""
+
+    type_name: ClassVar[str] = "namespace"
+    name: str
+    defaults: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveNamespaceRecord:
+    type_name: ClassVar[str] = "remove_namespace"
+    name: str
+
+
 MetadataRecord = Union[TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord,
                        RegisterBrokerRecord, BrokerFencingRecord, RemoteSegmentRecord, ScramCredentialRecord,
-                       RemoveScramCredentialRecord, AclRecord, RemoveAclRecord]
+                       RemoveScramCredentialRecord, AclRecord, RemoveAclRecord, NamespaceRecord, RemoveNamespaceRecord]
 _RECORD_TYPES = {
     cls.type_name: cls
     for cls in (TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord,
                 RegisterBrokerRecord, BrokerFencingRecord, RemoteSegmentRecord, ScramCredentialRecord,
-                RemoveScramCredentialRecord, AclRecord, RemoveAclRecord)
+                RemoveScramCredentialRecord, AclRecord, RemoveAclRecord, NamespaceRecord, RemoveNamespaceRecord)
 }
 
 
@@ -227,7 +243,7 @@ def decode_records(data: bytes) -> list[MetadataRecord]:
                 value = uuid.UUID(value)
             elif f.name in ("replicas", "isr", "elr", "adding", "removing", "stores"):
                 value = None if value is None else tuple(value)
-            elif f.name in ("leader_epochs", "aborted"):
+            elif f.name in ("leader_epochs", "aborted", "defaults"):
                 value = tuple(tuple(item) for item in value)
             elif f.name == "endpoints":
                 value = tuple(tuple(endpoint) for endpoint in value)

@@ -212,6 +212,24 @@ def test_groups_list_and_describe_with_lag(broker, where, request):
     assert "does not exist" in missing.stderr
 
 
+# -- namespaces ---------------------------------------------------------------------------------------
+
+def test_namespaces_create_describe_and_delete(broker):
+    rest = ["--rest", rest_url(broker)]
+    cli("namespaces", "create", "shop", "--default", "num.partitions=2", "--default", "retention.ms=60000", *rest)
+    cli("topics", "create", "shop.carts", *rest)  # no partition count: the namespace's
+    described = cli_json("namespaces", "describe", "shop", *rest)
+    assert described["topics"] == ["shop.carts"] and described["defaults"]["num.partitions"] == "2"
+    assert len(cli_json("topics", "describe", "shop.carts", *rest)[0]["partitions"]) == 2
+    listed = table(cli("namespaces", "list", *rest).stdout)
+    assert {"NAMESPACE": "shop", "PREFIX": "shop.", "TOPICS": "1"}.items() <= listed[0].items()
+    assert "still has topics" in cli("namespaces", "delete", "shop", *rest, expect=1).stderr
+    cli("topics", "delete", "shop.carts", *rest)
+    cli("namespaces", "delete", "shop", *rest)
+    assert "namespace shop" in cli("namespaces", "describe", "shop", *rest, expect=1).stderr
+    assert "REST API only" in cli("namespaces", "list", "--bootstrap-server", broker.bootstrap, expect=2).stderr
+
+
 # -- errors -------------------------------------------------------------------------------------------
 
 def test_unreachable_broker_exits_3(tmp_path):

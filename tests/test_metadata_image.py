@@ -361,12 +361,13 @@ def test_remote_segment_states_follow_kip_405_and_the_image_lists_finished_ones(
     assert replay(image, segment(uuid.uuid4(), COPY_STARTED)) == image  # about a deleted topic: ignored
 
 
-def test_scram_credentials_and_acls_replay_and_survive_snapshots():
+def test_scram_credentials_acls_and_namespaces_replay_and_survive_snapshots():
     import uuid as uuid_module
 
     from lodestream.consensus.image_machine import image_from_snapshot, image_to_records, image_to_snapshot
     from lodestream.consensus.records import (
-        AclRecord, RemoveAclRecord, RemoveScramCredentialRecord, ScramCredentialRecord)
+        AclRecord, NamespaceRecord, RemoveAclRecord, RemoveNamespaceRecord, RemoveScramCredentialRecord,
+        ScramCredentialRecord)
 
     alice = ScramCredentialRecord("alice", "SCRAM-SHA-512", "c2FsdA==", "c3RvcmVk", "c2VydmVy", 8192)
     kept, dropped = uuid_module.uuid4(), uuid_module.uuid4()
@@ -374,7 +375,9 @@ def test_scram_credentials_and_acls_replay_and_survive_snapshots():
         alice, ScramCredentialRecord("bob", "SCRAM-SHA-256", "cw==", "cw==", "cw==", 4096),
         RemoveScramCredentialRecord("bob", "SCRAM-SHA-256"),
         AclRecord(kept, 2, "orders", 3, "User:alice", "*", 3, 3), AclRecord(dropped, 2, "x", 4, "User:*", "*", 4, 2),
-        RemoveAclRecord(dropped)])))
+        RemoveAclRecord(dropped), NamespaceRecord("payments", (("num.partitions", "3"),)),
+        NamespaceRecord("tmp"), RemoveNamespaceRecord("tmp")])))
+    assert list(image.namespaces) == ["payments"] and image.namespaces["payments"].defaults == (("num.partitions", "3"),)
     assert dict(image.scram_credentials) == {("alice", "SCRAM-SHA-512"): alice}
     assert list(image.acls) == [kept] and image.acls[kept].resource_name == "orders"
     assert image_from_snapshot(image_to_snapshot(image)) == image

@@ -386,7 +386,8 @@ async def _serve_connection(broker: Broker, stream: trio.abc.Stream, listener_na
 
 async def _authenticate_tls(broker: Broker, stream: trio.SSLStream, session: Session) -> bool:
     """The TLS handshake (bounded by TLS_HANDSHAKE_TIMEOUT_S), then the principal of the client's certificate
-    (broker/tls.py). False, logged, when either fails: the connection is closed, nothing was read from it."""
+    (broker/tls.py). False, logged, when either fails: the connection is closed after the failed-authentication
+    delay, nothing was read from it."""
     try:
         with trio.fail_after(TLS_HANDSHAKE_TIMEOUT_S):
             await stream.do_handshake()
@@ -395,6 +396,8 @@ async def _authenticate_tls(broker: Broker, stream: trio.SSLStream, session: Ses
         reason = exc.__cause__ or exc
         log.info("TLS connection from %s on %s refused: %s", session.peer, session.listener_name,
                  reason if str(reason) else type(reason).__name__)
+        # KIP-306: closed only after connection.failed.authentication.delay.ms, as a failed SASL login is.
+        await trio.sleep(int(broker.config.get("connection.failed.authentication.delay.ms")) / 1000)
         return False
     return True
 

@@ -9,6 +9,7 @@ import asyncio
 import shutil
 import ssl
 import subprocess
+import time
 
 import pytest
 import trio
@@ -27,6 +28,7 @@ from tls_certs import CertificateAuthority
 
 RULES = "RULE:^CN=([^,]+),OU=eng,.*$/$1/L,DEFAULT"
 DEADLINE_S = 30
+DELAY_MS = 300
 
 
 @pytest.fixture
@@ -48,7 +50,7 @@ async def tls_broker(tmp_path, certificates):
         running = await start_broker(nursery, tmp_path / "data", **{
             "listeners": "SSL://127.0.0.1:0", "ssl.keystore.location": str(certificates["server"].both),
             "ssl.truststore.location": str(certificates["ca"]), "ssl.client.auth": "required",
-            "ssl.principal.mapping.rules": RULES})
+            "ssl.principal.mapping.rules": RULES, "connection.failed.authentication.delay.ms": str(DELAY_MS)})
         yield running, f"127.0.0.1:{running.port}"
         nursery.cancel_scope.cancel()
     running.broker.close()
@@ -181,7 +183,9 @@ async def test_untrusted_missing_and_plaintext_clients_and_old_tls_are_refused(t
         return context
 
     assert not await _refused_at(running.port, client_context("alice"))
+    started = time.monotonic()
     assert await _refused_at(running.port, client_context("mallory"))  # signed by a CA the broker does not trust
+    assert time.monotonic() - started >= DELAY_MS / 1000  # closed after connection.failed.authentication.delay.ms
     assert await _refused_at(running.port, client_context(None))  # ssl.client.auth=required
     assert await _refused_at(running.port, None)  # Kafka bytes on a TLS port
     try:

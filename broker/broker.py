@@ -167,8 +167,20 @@ class Broker:
             self.listener_specs, config.explicit.get("listener.security.protocol.map"), controller_names)
         check_cluster_roles(config)
         self.voters = parse_quorum_voters(str(config.get("controller.quorum.voters") or ""))
-        check_inter_broker_protocol(self.kafka_listener_specs, self.listener_security_protocols,
-                                    str(config.get("inter.broker.listener.name") or ""), len(self.voters) > 1)
+        clustered = len(self.voters) > 1 or "controller" not in self.roles  # other brokers are configured
+        inter_broker_protocol = check_inter_broker_protocol(
+            self.kafka_listener_specs, self.listener_security_protocols,
+            str(config.get("inter.broker.listener.name") or ""), clustered)
+        # Follower fetches and transaction markers over TLS when the inter-broker listener is SSL. A single
+        # node needs no trust store until brokers join it (then it is needed: say so now).
+        self.inter_broker_tls = None
+        if inter_broker_protocol == "SSL" and self.is_broker:
+            try:
+                self.inter_broker_tls = tls.client_context(config.get)
+            except ConfigError as exc:
+                if clustered:
+                    raise
+                log.warning("%s: brokers that join this node later will not be reached", exc)
         # TLS contexts of the SSL listeners (broker/tls.py): a missing or unusable key refuses start-up.
         self.ssl_rules = tls.parse_mapping_rules(str(config.get("ssl.principal.mapping.rules")))
         self.tls_contexts = {spec.name: tls.server_context(config.get) for spec in self.kafka_listener_specs

@@ -508,6 +508,9 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("ssl.enabled.protocols", _str, "TLSv1.2,TLSv1.3", "LIST",
                   "TLS versions served: TLSv1.2 and TLSv1.3 (nothing older)"),
         ConfigDef("ssl.cipher.suites", _str, "", "LIST", "OpenSSL cipher names for TLS 1.2; empty = OpenSSL's"),
+        ConfigDef("ssl.endpoint.identification.algorithm", _str, "https", "STRING",
+                  "https: a broker checks that another broker's certificate names the host it connects to; "
+                  "empty: not checked"),
         ConfigDef("ssl.principal.mapping.rules", _str, "DEFAULT", "STRING",
                   "Certificate subject to principal name: RULE:pattern/replacement/[LU],...,DEFAULT"),
         # SASL on SASL_PLAINTEXT / SASL_SSL listeners (broker/sasl.py, docs/security.md).

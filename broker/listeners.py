@@ -100,18 +100,18 @@ def listener_security_protocols(specs: list[ListenerSpec], map_value: str | None
 
 
 def check_inter_broker_protocol(specs: list[ListenerSpec], protocols: dict[str, str], inter_broker_name: str,
-                                clustered: bool) -> None:
-    """Brokers of a cluster fetch from each other (replication) and send transaction markers in PLAINTEXT
-    for now: their inter-broker listener must be a PLAINTEXT one."""
-    if not clustered:
-        return
+                                clustered: bool) -> str | None:
+    """The security protocol brokers reach each other with (follower fetches, transaction markers), on the
+    inter-broker listener: PLAINTEXT or SSL (broker/tls.client_context). SASL between brokers is not built:
+    refused when the configuration shows other brokers (`clustered`)."""
     names = [spec.name for spec in specs if spec.name in protocols]
     listener = inter_broker_name.upper() if inter_broker_name.upper() in names else (names[0] if names else "")
-    if listener and protocols.get(listener) != "PLAINTEXT":
+    if clustered and listener and protocols.get(listener) not in ("PLAINTEXT", "SSL"):
         raise ConfigError(
-            f"inter.broker.listener.name: brokers reach each other in PLAINTEXT for now, and listener {listener} "
-            f"is {protocols[listener]}: add a PLAINTEXT listener on a private address and name it in "
+            f"inter.broker.listener.name: brokers reach each other in PLAINTEXT or SSL, and listener {listener} "
+            f"is {protocols[listener]} (SASL between brokers is not built): name a PLAINTEXT or SSL listener in "
             "inter.broker.listener.name")
+    return protocols.get(listener)
 
 
 def process_roles(config: BrokerConfig) -> frozenset[str]:

@@ -10,6 +10,7 @@ dropped, and the machine sends it again on its own timers. A lane's queue keeps 
 from __future__ import annotations
 
 import logging
+import ssl
 import math
 import struct
 import time
@@ -32,16 +33,26 @@ STALE_AFTER_S = 2.0  # a queued request older than this is dropped: the machine 
 class PeerConnection:
     """One Kafka-protocol client connection: a request, then its response."""
 
-    def __init__(self, stream: trio.SocketStream, client_id: str) -> None:
+    def __init__(self, stream: trio.abc.Stream, client_id: str) -> None:
         self.stream = stream
         self.client_id = client_id
         self.decoder = FrameDecoder(MAX_RESPONSE_BYTES)
         self.correlation = 0
 
     @classmethod
-    async def connect(cls, host: str, port: int, client_id: str) -> "PeerConnection":
+    async def connect(cls, host: str, port: int, client_id: str,
+                      tls: ssl.SSLContext | None = None) -> "PeerConnection":
+        """Connected (and, with `tls`, past the TLS handshake) within CONNECT_TIMEOUT_S."""
         with trio.fail_after(CONNECT_TIMEOUT_S):
-            return cls(await trio.open_tcp_stream(host, port), client_id)
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+            if tls is not None:
+                stream = trio.SSLStream(stream, tls, server_hostname=host)
+                try:
+                    await stream.do_handshake()
+                except BaseException:
+                    await trio.aclose_forcefully(stream)
+                    raise
+            return cls(stream, client_id)
 
     async def request(self, body, timeout: float):
         self.correlation += 1

@@ -91,7 +91,8 @@ class ReplicaFetchers:
                     if address is None:
                         raise OSError(f"broker {leader} has no registered endpoint")
                     if connection is None:
-                        connection = await PeerConnection.connect(*address, f"lodestream-replica-{self.broker.node_id}")
+                        connection = await PeerConnection.connect(*address, f"lodestream-replica-{self.broker.node_id}",
+                                                                  self.broker.inter_broker_tls)
                     response = await connection.request(self._request(partitions), self.timeout_s + self.wait_s)
                     if response.error_code != ErrorCode.none:
                         raise KafkaError(ErrorCode(response.error_code), "follower fetch refused")
@@ -217,7 +218,7 @@ class BrokerConnections:
                 connection = self._connections.get(node_id)
                 if connection is None:
                     connection = self._connections[node_id] = await PeerConnection.connect(
-                        *address, f"lodestream-broker-{self.broker.node_id}")
+                        *address, f"lodestream-broker-{self.broker.node_id}", self.broker.inter_broker_tls)
                 return await connection.request(body, timeout_s)
             except CONNECTION_FAILURES as exc:
                 dropped = self._connections.pop(node_id, None)

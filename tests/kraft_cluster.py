@@ -115,7 +115,8 @@ class KRaftCluster:
     """`size` combined nodes, or the roles given per node id (e.g. {1: "controller", 2: "broker"})."""
 
     def __init__(self, base_dir: Path, size: int = 3, overrides: dict[str, str] | None = None,
-                 roles: dict[int, str] | None = None, proxied_clients: bool = False) -> None:
+                 roles: dict[int, str] | None = None, proxied_clients: bool = False,
+                 client_protocol: str = "PLAINTEXT") -> None:
         self.roles = roles or {i: "broker,controller" for i in range(1, size + 1)}
         self.ids = sorted(self.roles)
         self.voters = [i for i in self.ids if "controller" in self.roles[i]]
@@ -130,13 +131,15 @@ class KRaftCluster:
         for i in self.ids:
             voters = ",".join(f"{j}@127.0.0.1:{self.controller_ports[j] if j == i else self.links[(i, j)].port}"
                               for j in self.voters)
-            listeners = ["PLAINTEXT://127.0.0.1:0"] if "broker" in self.roles[i] else []
+            # The client listener, also the inter-broker one (SSL: overrides carry the ssl.* settings).
+            listeners = [f"{client_protocol}://127.0.0.1:0"] if "broker" in self.roles[i] else []
             if i in self.voters:
                 listeners.append(f"CONTROLLER://127.0.0.1:{self.controller_ports[i]}")
             self.nodes[i] = BrokerProcess(base_dir / f"node{i}", {
                 "node.id": str(i), "cluster.id": CLUSTER_ID, "controller.quorum.voters": voters,
                 "process.roles": self.roles[i], "listeners": ",".join(listeners),
-                "admin.listeners": "", **FAST_QUORUM, **(overrides or {}),
+                "admin.listeners": "", "inter.broker.listener.name": client_protocol, **FAST_QUORUM,
+                **(overrides or {}),
                 **({"advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.client_proxies[i].port}"}
                    if i in self.client_proxies else {})})
 

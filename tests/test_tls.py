@@ -14,9 +14,10 @@ import time
 import pytest
 import trio
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
 from inprocess_broker import start_broker
+from kraft_cluster import KRaftCluster
 from kafka_reads import read_values
 from lodestream.broker.broker import Broker
 from lodestream.broker.config import BrokerConfig, ConfigError
@@ -211,9 +212,13 @@ def test_ssl_listeners_without_a_usable_key_or_with_old_protocols_refuse_to_star
         Broker(BrokerConfig({**keystore, "ssl.client.auth": "required"}))
     with pytest.raises(ConfigError, match="ssl.keystore.location: cannot load"):
         Broker(BrokerConfig({**base, "ssl.keystore.location": str(certificates["ca"])}))  # no key in it
-    with pytest.raises(ConfigError, match="inter.broker.listener.name: brokers reach each other in PLAINTEXT"):
-        Broker(BrokerConfig({**keystore, "listeners": "SSL://127.0.0.1:0,CONTROLLER://127.0.0.1:0",
-                             "controller.quorum.voters": "1@127.0.0.1:19093,2@127.0.0.1:19094"}))
+    cluster = {"controller.quorum.voters": "1@127.0.0.1:19093,2@127.0.0.1:19094"}
+    with pytest.raises(ConfigError, match="inter-broker listener: brokers check each other's certificates"):
+        Broker(BrokerConfig({**keystore, **cluster, "listeners": "SSL://127.0.0.1:0,CONTROLLER://127.0.0.1:0",
+                             "inter.broker.listener.name": "SSL"}))
+    with pytest.raises(ConfigError, match="SASL between brokers is not built"):
+        Broker(BrokerConfig({**keystore, **cluster, "listeners": "SASL_SSL://127.0.0.1:0,CONTROLLER://127.0.0.1:0",
+                             "inter.broker.listener.name": "SASL_SSL", "sasl.enabled.mechanisms": "SCRAM-SHA-512"}))
 
 
 def test_principal_mapping_follows_kafkas_rules():
@@ -265,3 +270,31 @@ async def test_certificates_reload_through_alter_configs_without_a_restart(tls_b
     with pytest.raises(Exception, match="ssl.keystore.location: cannot load"):
         await trio.to_thread.run_sync(alter, "ssl.keystore.location", str(certificates["ca"]))
     assert await served_common_name() == "broker-renewed"
+
+
+def test_brokers_replicate_to_each_other_over_mtls(tmp_path, certificates):
+    """Two brokers whose inter-broker listener is SSL with ssl.client.auth=required: the follower fetches (and
+    an acks=all produce waits for it) over TLS, each broker presenting its certificate and checking the other's
+    against the trust store and the host name."""
+    tls = {"ssl.keystore.location": str(certificates["server"].both), "ssl.truststore.location": str(certificates["ca"]),
+           "ssl.client.auth": "required", "default.replication.factor": "2", "min.insync.replicas": "2"}
+    cluster = KRaftCluster(tmp_path, roles={1: "broker,controller", 2: "broker"}, overrides=tls, client_protocol="SSL")
+    try:
+        cluster.start()
+        settings = {"bootstrap.servers": cluster.bootstrap(), "security.protocol": "SSL",
+                    "ssl.ca.location": str(certificates["ca"]),
+                    "ssl.certificate.location": str(certificates["alice"].cert),
+                    "ssl.key.location": str(certificates["alice"].key)}
+        admin = AdminClient(settings)
+        deadline = time.monotonic() + DEADLINE_S
+        while len(admin.list_topics(timeout=DEADLINE_S).brokers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # both brokers registered (polled within a deadline)
+        admin.create_topics([NewTopic("replicated", 1, 2)])["replicated"].result(DEADLINE_S)
+        producer = Producer({**settings, "acks": "all"})
+        for index in range(5):
+            producer.produce("replicated", b"r-%d" % index)
+        assert producer.flush(DEADLINE_S) == 0  # acks=all with min.insync.replicas=2: the follower has them
+        partition = admin.list_topics("replicated", timeout=DEADLINE_S).topics["replicated"].partitions[0]
+        assert sorted(partition.isrs) == [1, 2]
+    finally:
+        cluster.stop()

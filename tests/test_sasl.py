@@ -464,3 +464,21 @@ def test_sasl_settings_that_cannot_work_are_refused_at_start_up(tmp_path):
     listener_users = Broker(BrokerConfig({**base, "sasl.enabled.mechanisms": "PLAIN",
                                           "listener.name.sasl_plaintext.plain.sasl.jaas.config": ADMIN_JAAS}))
     assert isinstance(listener_users.sasl.exchange("PLAIN", "SASL_PLAINTEXT"), PlainExchange)
+
+
+async def test_sasl_handshake_v0_then_bare_tokens(sasl_broker):
+    """Clients older than Kafka 1.0: after SaslHandshake v0 the SASL messages are bare length-prefixed frames."""
+    running = sasl_broker
+    client = await WireClient.connect(plaintext_port(running))
+    response = await client.request(request_builder(17, 0).SaslHandshakeRequest(mechanism="PLAIN"))
+    assert response.error_code == 0
+    await client.send_raw(b"\0\0\0\x13\0admin\0admin-secret")
+    assert await client.read_frame() == b""  # PLAIN's (empty) answer, bare
+    metadata = await client.request(request_builder(3, 12).MetadataRequest(
+        topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False))
+    assert metadata.brokers
+    await client.aclose()
+    refused = await WireClient.connect(plaintext_port(running))
+    await refused.request(request_builder(17, 0).SaslHandshakeRequest(mechanism="PLAIN"))
+    await refused.send_raw(b"\0\0\0\x0c\0admin\0guess")
+    assert await closed(refused)  # v0 cannot say why: closed after the delay

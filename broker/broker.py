@@ -60,7 +60,7 @@ from lodestream.broker.listeners import (
     process_roles,
 )
 from lodestream.broker import tls
-from lodestream.broker.namespaces import apply_defaults, namespace_of
+from lodestream.broker.namespaces import apply_defaults, namespace_of, quota_charges
 from lodestream.broker.sasl import SaslServer, check_mechanisms, listener_plain_users
 from lodestream.broker.scram import ScramCredential
 from lodestream.broker.log_cleaner import LogCleaner
@@ -778,6 +778,14 @@ class Broker:
         effective = MappingProxyType(effective_topic_config(topic.configs, self.config, broker_configs, self.node_id))
         self._topic_configs[topic.topic_id] = (topic.configs, broker_configs, effective)
         return effective
+
+    def namespace_throttle_ms(self, key: str, bytes_by_topic: Mapping[str, int]) -> int:
+        """The throttle a produce or consumer fetch of these bytes earns under its namespaces' quotas
+        (producer_byte_rate / consumer_byte_rate: broker/namespaces.py); 0 without any."""
+        if not self.image.namespaces:
+            return 0
+        charges = quota_charges(self.image.namespaces, key, bytes_by_topic)
+        return self.quotas.record_namespaces(key, charges) if charges else 0
 
     def broker_config_value(self, key: str):
         """Effective value of a broker property (Kafka's precedence: effective_broker_value), parsed."""

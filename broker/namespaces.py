@@ -2,7 +2,9 @@
 
 A namespace `payments` is the topics named `payments.<anything>`. It has defaults for the topics created in
 it (topic configs such as retention.ms, and num.partitions), applied when CreateTopics (or the REST API, or
-auto-creation) leaves them out, and ACLs granted once for all its topics: PREFIXED ACLs on `payments.`.
+auto-creation) leaves them out; quotas (producer_byte_rate, consumer_byte_rate: bytes per second into and out
+of all its topics together, whoever the clients are); and ACLs granted once for all its topics: PREFIXED ACLs
+on `payments.`.
 Kafka clients see only topic names. Namespaces are metadata records (NamespaceRecord), written through the
 active controller (UpdateNamespaces, protocol/lodestream_apis.py) and managed by the REST API and
 `lodestream namespaces`. Pure logic: the broker and the controller call it.
@@ -22,6 +24,7 @@ from lodestream.broker.config import ConfigError, validate_topic_config
 _NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 MAX_NAME_LENGTH = 200  # room for topic names under it (Kafka's limit is 249)
 PARTITIONS_KEY = "num.partitions"
+QUOTA_KEYS = ("producer_byte_rate", "consumer_byte_rate")  # the namespace's bytes per second, all clients together
 
 
 def prefix(name: str) -> str:
@@ -53,6 +56,13 @@ def check_definition(name: str, defaults: Mapping[str, str]) -> None:
         if key == PARTITIONS_KEY:
             if not str(value).isdigit() or int(value) < 1:
                 raise ValueError(f"{PARTITIONS_KEY}={value!r}: a partition count, at least 1")
+            continue
+        if key in QUOTA_KEYS:
+            try:
+                if float(value) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"{key}={value!r}: bytes per second, above 0") from None
             continue
         try:
             validate_topic_config(key, value)
@@ -98,6 +108,18 @@ def apply_defaults(namespace: NamespaceRecord | None, num_partitions: int,
     if num_partitions == -1 and PARTITIONS_KEY in defaults:
         num_partitions = int(defaults[PARTITIONS_KEY])
     for key, value in defaults.items():
-        if key != PARTITIONS_KEY:
+        if key != PARTITIONS_KEY and key not in QUOTA_KEYS:
             merged.setdefault(key, value)
     return num_partitions, merged
+
+
+def quota_charges(namespaces: Mapping[str, NamespaceRecord], key: str,
+                  bytes_by_topic: Mapping[str, int]) -> dict[str, tuple[float, int]]:
+    """{namespace: (its `key` quota in bytes/s, the bytes of these topics in it)} for namespaces with that quota."""
+    charges: dict[str, tuple[float, int]] = {}
+    for topic, size in bytes_by_topic.items():
+        namespace = namespace_of(namespaces, topic)
+        rate = dict(namespace.defaults).get(key) if namespace is not None else None
+        if rate is not None:
+            charges[namespace.name] = (float(rate), charges.get(namespace.name, (0.0, 0))[1] + size)
+    return charges

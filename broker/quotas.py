@@ -238,6 +238,13 @@ class QuotaManager:
         group = self._group_record(CONSUMER_BYTE_RATE, self.group_of(usage.host, usage.client_id), nbytes, now)
         return _ms(max(client, group))
 
+    def record_namespaces(self, key: str, charges: Mapping[str, tuple[float, int]]) -> int:
+        """Charge bytes to namespaces' quotas ({namespace: (bytes/s, bytes)}, broker/namespaces.py); the longest
+        throttle in ms."""
+        now = self._clock()
+        return _ms(max((self._bucket((key, (("namespace", name),)), rate, now).record(amount, now)
+                        for name, (rate, amount) in charges.items()), default=0.0))
+
     def request_time_quotas(self) -> bool:
         """Whether any entity has a request_percentage quota (else handler time is not even measured)."""
         quotas = self._quotas()

@@ -4,6 +4,7 @@ topic names, and the controller refuses what is not a namespace change."""
 
 from __future__ import annotations
 
+import datetime
 import uuid
 
 
@@ -19,6 +20,8 @@ from lodestream.broker.authorizer import AUTHORIZER_CLASS_NAMES
 from lodestream.consensus.records import TopicRecord, encode_records
 from lodestream.protocol.errors import ErrorCode
 from lodestream.protocol.lodestream_apis import UpdateNamespacesRequest
+from lodestream.protocol.messages import request_builder
+from record_batches import value_batch
 from wire_client import WireClient
 
 USERS = ('org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="alice-secret";')
@@ -97,4 +100,41 @@ async def test_the_controller_refuses_what_is_not_a_namespace_change(namespaced)
     response = await client.request(UpdateNamespacesRequest(records=encode_records([TopicRecord("sneaky", uuid.uuid4())])))
     assert response.error_code == ErrorCode.invalid_request and "not a namespace change" in response.error_message
     assert running.broker.image.topic("sneaky") is None
+    await client.aclose()
+
+
+async def test_a_namespaces_byte_rates_throttle_all_its_clients_together(namespaced):
+    """producer_byte_rate / consumer_byte_rate of a namespace: bytes per second into and out of all its topics,
+    whoever sends them (two client ids here share it); topics outside it are not charged."""
+    running, http, cluster = namespaced
+    created = await http.post(f"{cluster}/namespaces", json={"name": "metered", "defaults": {
+        "producer_byte_rate": "100000", "consumer_byte_rate": "100000"}})
+    assert created.status_code == 201, created.text
+    assert (await http.post(f"{cluster}/namespaces", json={"name": "x", "defaults": {
+        "producer_byte_rate": "-1"}})).status_code == 400
+    client = await WireClient.connect(ports(running)["PLAINTEXT"])
+    b = request_builder(19, 7)
+    await client.request(b.CreateTopicsRequest(topics=tuple(
+        b.CreatableTopic(name=name, num_partitions=1, replication_factor=1, assignments=(), configs=())
+        for name in ("metered.events", "free")), timeout=datetime.timedelta(seconds=30), validate_only=False))
+
+    async def produce(topic: str, client_id: str, size: int):
+        b = request_builder(0, 9)
+        response = await client.request(b.ProduceRequest(
+            transactional_id=None, acks=1, timeout=datetime.timedelta(seconds=30),
+            topic_data=(b.TopicProduceData(name=topic, partition_data=(
+                b.PartitionProduceData(index=0, records=value_batch([b"x" * size])),)),)), client_id=client_id)
+        assert response.responses[0].partition_responses[0].error_code == ErrorCode.none
+        return response.throttle_time
+
+    assert await produce("free", "a", 300_000) == datetime.timedelta(0)  # outside the namespace: not charged
+    assert await produce("metered.events", "a", 100_000) <= datetime.timedelta(milliseconds=10)  # the burst
+    assert await produce("metered.events", "b", 50_000) > datetime.timedelta(milliseconds=250)  # another client
+    b = request_builder(1, 12)
+    fetched = await client.request(b.FetchRequest(
+        replica_id=-1, max_wait=datetime.timedelta(0), min_bytes=1, max_bytes=10_000_000, isolation_level=0,
+        session_id=0, session_epoch=-1, topics=(b.FetchTopic(topic="metered.events", partitions=(b.FetchPartition(
+            partition=0, current_leader_epoch=-1, fetch_offset=0, last_fetched_epoch=-1, log_start_offset=-1,
+            partition_max_bytes=10_000_000),)),), forgotten_topics_data=(), rack_id=""))
+    assert fetched.throttle_time > datetime.timedelta(milliseconds=250)  # 150 KB out, 100 KB/s
     await client.aclose()

@@ -265,8 +265,9 @@ async def handle(ctx: RequestContext, request: FetchRequest) -> FetchResponse:
                 partition.waiters.discard(arrived)
     if per_topic:
         ctx.broker.metrics.fetched(per_topic)
-    if total:  # over quota: answered in full, throttle_time set, then the connection pauses (KIP-219)
-        ctx.throttle(ctx.broker.quotas.record_fetch(ctx.usage, total))
+    if total and replica_id(ctx, request) < 0:  # over quota: answered in full, throttle_time set, then the
+        ctx.throttle(ctx.broker.quotas.record_fetch(ctx.usage, total))  # connection pauses (KIP-219)
+        ctx.throttle(ctx.broker.namespace_throttle_ms("consumer_byte_rate", per_topic))
     return build.FetchResponse(
         throttle_time=datetime.timedelta(0),
         error_code=ErrorCode.none,

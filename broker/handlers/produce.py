@@ -77,6 +77,7 @@ async def admit(ctx: RequestContext, request: ProduceRequest) -> Awaitable[Produ
     uses_ids = ctx.api_version >= 13
     plan = []  # (topic key for response, [(index, AppendRequest | (error, message[, record errors]))])
     produced = 0  # request record bytes, charged to the producer_byte_rate quota
+    produced_by_topic: dict[str, int] = {}  # and to their namespaces' (broker/namespaces.py)
     transactional_id = request.transactional_id
     # As Kafka: a transactional produce needs WRITE on its transactional id, or nothing is written.
     refused_txn = transactional_id is not None and not ctx.authorize(
@@ -87,7 +88,10 @@ async def admit(ctx: RequestContext, request: ProduceRequest) -> Awaitable[Produ
         results = []
         for partition_data in topic_data.partition_data:
             index = int(partition_data.index)
-            produced += len(partition_data.records) if partition_data.records is not None else 0
+            size = len(partition_data.records) if partition_data.records is not None else 0
+            produced += size
+            if topic is not None:
+                produced_by_topic[topic.name] = produced_by_topic.get(topic.name, 0) + size
             if refused_txn:
                 results.append((index, (DENIED[ResourceType.TRANSACTIONAL_ID], None)))
                 continue
@@ -126,6 +130,7 @@ async def admit(ctx: RequestContext, request: ProduceRequest) -> Awaitable[Produ
         plan.append((topic_data, results))
     if produced:
         ctx.throttle(broker.quotas.record_produce(ctx.usage, produced))
+        ctx.throttle(broker.namespace_throttle_ms("producer_byte_rate", produced_by_topic))
     return _complete(ctx, build, plan, acks, uses_ids, request.timeout.total_seconds())
 
 

@@ -3,8 +3,10 @@
 Who: HTTP basic users of admin.auth.basic.users, or of the broker's SCRAM credentials (the users Kafka
 clients log in as with SCRAM-SHA-*), `User:<name>`; a bearer JWT checked like an OAUTHBEARER token (the
 broker's JWKS, issuer, audience, expiry), `User:<its principal claim>`; the static admin.auth.bearer.token,
-`User:ANONYMOUS-BEARER`. With none of those configured the REST API is unauthenticated (`User:ANONYMOUS`)
-and broker/config.py refuses non-loopback admin.listeners. /health and /ready stay open for probes.
+`User:ANONYMOUS-BEARER`; on an https:// listener, a client certificate's principal (as on an SSL Kafka
+listener: ssl.principal.mapping.rules), when no credentials are sent. With none of those the REST API is
+unauthenticated (`User:ANONYMOUS`) and broker/config.py refuses non-loopback admin.listeners. /health and
+/ready stay open for probes.
 
 What: every /v3 operation is authorized by the broker's authorizer as its Kafka equivalent
 (`rest_actions`: DESCRIBE a topic to read it, ALTER_CONFIGS to change its configs, WRITE to produce, ...);
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import hashlib
 import hmac
 from typing import Callable
@@ -24,11 +27,15 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBasic, HTTPBearer
 
 from lodestream.admin.errors import KAFKA_AUTHENTICATION, KAFKA_AUTHORIZATION, ApiError
+from lodestream.broker import tls
 from lodestream.broker.authorizer import CLUSTER_NAME, Action, Operation, ResourceType
 from lodestream.broker.scram import ScramCredential, verify_password
 from lodestream.broker.session import ANONYMOUS, KafkaPrincipal, Session
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+# The client certificate of the https:// connection a request came on (set by admin/service.py at the handshake).
+PEER_CERTIFICATE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("lodestream_admin_peer_certificate",
+                                                                               default=None)
 _VERIFIED_CACHE_SIZE = 1024  # (user, key, password digest) of recent good SCRAM logins: PBKDF2 once per password
 
 
@@ -138,15 +145,21 @@ class Authenticator:
 
         async def require(request: Request) -> None:
             principal = ANONYMOUS
-            if self.enabled:
-                name = await self.principal(request.headers.get("authorization"))
+            header, certificate = request.headers.get("authorization"), PEER_CERTIFICATE.get()
+            if self.enabled and (header or certificate is None):
+                name = await self.principal(header)
                 if name is None:
                     raise ApiError(401, KAFKA_AUTHENTICATION, "Authentication failed: missing or invalid credentials",
                                    headers=self.challenge())
                 principal = KafkaPrincipal(*name.split(":", 1))
+            elif certificate is not None:  # mTLS on an https:// listener
+                try:
+                    principal = tls.principal_of(certificate, broker.ssl_rules)
+                except tls.AuthenticationFailed as exc:
+                    raise ApiError(401, KAFKA_AUTHENTICATION, f"Authentication failed: {exc}") from None
             client = request.client
-            session = Session("REST", "HTTP", client.host if client else "", client.port if client else 0,
-                              principal=principal)
+            session = Session("REST", request.url.scheme.upper(), client.host if client else "",
+                              client.port if client else 0, principal=principal)
             request.state.principal = str(principal)
             request.state.session = session
             route = request.scope.get("route")

@@ -121,19 +121,20 @@ def _at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _http_listeners(value: str) -> tuple[tuple[str, int], ...]:
-    """admin.listeners: `http://host:port[,http://host:port]`; empty = no REST API."""
+def _http_listeners(value: str) -> tuple[tuple[str, int, str], ...]:
+    """admin.listeners: `http://host:port` or `https://host:port` (TLS with the ssl.* settings), comma-separated
+    -> ((host, port, scheme), ...); empty = no REST API."""
     result = []
     for item in (part.strip() for part in value.split(",")):
         if not item:
             continue
         scheme, sep, address = item.partition("://")
-        if not sep or scheme.lower() != "http":
-            raise ValueError(f"expected http://host:port, got {item!r} (https comes with the security work)")
+        if not sep or scheme.lower() not in ("http", "https"):
+            raise ValueError(f"expected http://host:port or https://host:port, got {item!r}")
         host, sep, port_text = address.rpartition(":")
         if not sep or not port_text.isdigit() or int(port_text) > 65535:
             raise ValueError(f"bad port in {item!r}")
-        result.append((host.strip("[]"), int(port_text)))
+        result.append((host.strip("[]"), int(port_text), scheme.lower()))
     return tuple(result)
 
 
@@ -545,8 +546,9 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("allow.everyone.if.no.acl.found", _bool, "false", "BOOLEAN",
                   "A resource without any ACL is open to everyone (true) or to super users only (false)"),
         ConfigDef("admin.listeners", _http_listeners, "http://127.0.0.1:8083", "LIST",
-                  "REST API listeners, http://host:port,...; port 0 binds a free port; empty disables the REST API. "
-                  "Without admin.auth.* only loopback addresses are accepted", read_only=True),
+                  "REST API listeners, http://host:port or https://host:port (the ssl.* key, certificates and client "
+                  "auth), ...; port 0 binds a free port; empty disables the REST API. "
+                  "Without authentication only loopback addresses are accepted", read_only=True),
         ConfigDef("admin.auth.bearer.token", _str, None, "PASSWORD",
                   "REST API: accept `Authorization: Bearer <token>`", read_only=True, sensitive=True),
         ConfigDef("admin.auth.basic.users", _basic_users, None, "PASSWORD",
@@ -782,12 +784,15 @@ class BrokerConfig:
         """Without REST API authentication, bind loopback addresses only (refuse anything else)."""
         if self.get("admin.auth.bearer.token") or self.get("admin.auth.basic.users") or self._rest_uses_sasl_users():
             return
-        for host, port in self.get("admin.listeners"):
+        for host, port, scheme in self.get("admin.listeners"):
+            if scheme == "https" and self.get("ssl.client.auth") == "required":
+                continue  # mTLS: every caller has a certificate, hence a principal (admin/auth.py)
             if not is_loopback_host(host):
                 raise ConfigError(
-                    f"admin.listeners: http://{host}:{port} is not a loopback address and no REST API "
+                    f"admin.listeners: {scheme}://{host}:{port} is not a loopback address and no REST API "
                     "authentication is configured; set admin.auth.bearer.token or admin.auth.basic.users, "
-                    "serve SCRAM or OAUTHBEARER on a SASL listener, or bind 127.0.0.1")
+                    "serve SCRAM or OAUTHBEARER on a SASL listener, use https with ssl.client.auth=required, "
+                    "or bind 127.0.0.1")
 
     def _rest_uses_sasl_users(self) -> bool:
         """SASL listeners with SCRAM or OAUTHBEARER: the REST API authenticates their users (admin/auth.py)."""

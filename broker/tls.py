@@ -39,7 +39,8 @@ class AuthenticationFailed(Exception):
     """A client whose certificate maps to no principal (no mapping rule applies)."""
 
 
-def server_context(setting: Callable[[str], object]) -> ssl.SSLContext:
+def server_context(setting: Callable[[str], object], context_class: type[ssl.SSLContext] = ssl.SSLContext
+                   ) -> ssl.SSLContext:
     """The SSLContext of an SSL listener from the `ssl.*` settings (`setting(key)`: the parsed value or None).
     ConfigError names the setting that is missing or unusable."""
     keystore_type = str(setting("ssl.keystore.type") or "PEM").upper()
@@ -49,7 +50,7 @@ def server_context(setting: Callable[[str], object]) -> ssl.SSLContext:
     truststore_type = str(setting("ssl.truststore.type") or "PEM").upper()
     if truststore_type != "PEM":
         raise ConfigError(f"ssl.truststore.type={truststore_type}: only PEM trust stores are supported")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = context_class(ssl.PROTOCOL_TLS_SERVER)
     enabled = multi_value(str(setting("ssl.enabled.protocols") or "TLSv1.2,TLSv1.3"))
     unknown = [p for p in enabled if p not in _PROTOCOLS]
     if unknown or not enabled:

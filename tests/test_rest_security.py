@@ -1,10 +1,13 @@
 """The REST API under the same principals and ACLs as Kafka clients (admin/auth.py, docs/security.md): HTTP
-basic against the SCRAM users, bearer JWTs checked like OAUTHBEARER tokens, each operation authorized as its
-Kafka equivalent, listings filtered, and no login module (JAAS text) accepted over REST."""
+basic against the SCRAM users, bearer JWTs checked like OAUTHBEARER tokens, client certificates on an https://
+listener, each operation authorized as its Kafka equivalent, listings filtered, and no login module (JAAS text)
+accepted over REST."""
 
 from __future__ import annotations
 
 import base64
+import ssl
+import uuid
 
 import httpx
 import pytest
@@ -15,9 +18,10 @@ from lodestream.admin.rest import create_app
 from lodestream.broker.authorizer import AUTHORIZER_CLASS_NAMES
 from lodestream.broker.scram import make_credential
 from lodestream.consensus.records import AclRecord, ScramCredentialRecord
+from lodestream.admin.service import serve_admin
+from lodestream.broker.broker import TopicSpec
 from test_sasl import TokenIssuer
-
-import uuid
+from tls_certs import CertificateAuthority
 
 
 def scram_record(user: str, password: str) -> ScramCredentialRecord:
@@ -95,3 +99,33 @@ async def test_no_login_module_is_accepted_over_rest(rest):
         response = await http.put(f"{cluster}/broker-configs/{name}", headers=basic("admin", "admin-secret"), json={
             "value": "com.sun.security.auth.module.JndiLoginModule required user.provider.url=\"ldap://x\";"})
         assert response.status_code == 400 and "dynamically" in response.json()["message"], response.text
+
+
+async def test_an_https_admin_listener_takes_the_principal_of_the_client_certificate(tmp_path):
+    ca = CertificateAuthority(tmp_path / "ca")
+    server = ca.issue("server", server=True, CN="broker")
+    alice = ca.issue("alice", O="Acme", CN="Alice")
+    async with trio.open_nursery() as nursery:
+        running = await start_broker(nursery, tmp_path / "data", **{
+            "ssl.keystore.location": str(server.both), "ssl.truststore.location": str(ca.cert_path),
+            "ssl.client.auth": "required", "ssl.principal.mapping.rules": "RULE:^CN=([^,]+),.*$/$1/L,DEFAULT",
+            "admin.listeners": "https://0.0.0.0:0",  # not loopback: allowed, every caller has a certificate
+            "authorizer.class.name": AUTHORIZER_CLASS_NAMES[0], "super.users": "User:ANONYMOUS"})
+        broker = running.broker
+        await broker.propose([AclRecord(uuid.uuid4(), 2, "orders", 3, "User:alice", "*", 8, 3)])  # DESCRIBE
+        for name in ("orders", "secret"):
+            await broker.create_topic(TopicSpec(name))
+        address = (await nursery.start(serve_admin, broker)).split(",")[0]
+        url = "https://127.0.0.1:" + address.rsplit(":", 1)[1]
+        context = ssl.create_default_context(cafile=str(ca.cert_path))
+        context.load_cert_chain(str(alice.cert), str(alice.key))
+        async with httpx.AsyncClient(base_url=url, verify=context) as http:
+            listed = await http.get(f"/v3/clusters/{broker.cluster_id}/topics")
+            assert listed.status_code == 200, listed.text
+            assert [t["topic_name"] for t in listed.json()["data"]] == ["orders"]  # as User:alice
+            assert (await http.get(f"/v3/clusters/{broker.cluster_id}/brokers")).status_code == 403
+        async with httpx.AsyncClient(base_url=url, verify=ssl.create_default_context(cafile=str(ca.cert_path))) as http:
+            with pytest.raises(httpx.HTTPError):  # no certificate: refused in the handshake
+                await http.get(f"/v3/clusters/{broker.cluster_id}/topics")
+        nursery.cancel_scope.cancel()
+    running.broker.close()

@@ -29,8 +29,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from inprocess_broker import start_broker
 from kafka_reads import read_values
-from kraft_cluster import KRaftCluster
-from lodestream.protocol.errors import ErrorCode
 from lodestream.broker.authorizer import (
     AUTHORIZER_CLASS_NAMES,
     Acl,
@@ -221,23 +219,3 @@ async def test_acls_created_described_deleted_and_enforced_with_confluent_kafka(
     await trio.to_thread.run_sync(acl_session, acl_broker)
     assert len(acl_broker.broker.image.acls) == 2
 
-
-def test_a_forwarded_request_is_authorized_at_the_controller_as_its_client(tmp_path):
-    """Node 2 (a broker) forwards CreateTopics and CreateAcls to node 1 (the controller) in Envelopes carrying
-    the client's principal: an ACL denying that client is applied there, although the broker's own
-    controller-listener connection is trusted."""
-    cluster = KRaftCluster(tmp_path, roles={1: "controller", 2: "broker"}, overrides={
-        "authorizer.class.name": AUTHORIZER_CLASS_NAMES[0], "allow.everyone.if.no.acl.found": "true"})
-    try:
-        cluster.start()
-        assert cluster.create_topic(2, "open") == ErrorCode.none  # no ACLs at all: everyone may
-        admin = AdminClient({"bootstrap.servers": cluster.nodes[2].bootstrap})
-        denials = [AclBinding(resource_type, name, ResourcePatternType.LITERAL, "User:ANONYMOUS", "*",
-                              AclOperation.CREATE, AclPermissionType.DENY)
-                   for resource_type, name in ((CkResourceType.TOPIC, "*"), (CkResourceType.BROKER, "kafka-cluster"))]
-        for future in admin.create_acls(denials).values():
-            future.result(DEADLINE_S)
-        assert cluster.create_topic(2, "closed") == ErrorCode.topic_authorization_failed
-        assert "closed" not in cluster.topics(2)
-    finally:
-        cluster.stop()

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType,
+                                   ResourceType)
 
+from lodestream.broker.authorizer import AUTHORIZER_CLASS_NAMES
 from lodestream.protocol.errors import ErrorCode
 
 from kraft_cluster import KRaftCluster, wait_for_brokers
@@ -115,8 +118,12 @@ def test_lodestream_dev_cluster_starts_three_nodes_and_stops_them(tmp_path):
 
 def test_a_controller_only_node_and_two_broker_only_nodes(tmp_path):
     """process.roles apart: node 1 is the quorum (its only voter) and the active controller; nodes 2 and 3
-    are brokers that fetch the metadata log as observers, register, and host the partitions."""
-    cluster = KRaftCluster(tmp_path, roles={1: "controller", 2: "broker", 3: "broker"})
+    are brokers that fetch the metadata log as observers, register, and host the partitions. What the brokers
+    forward to node 1 (CreateTopics, CreateAcls) travels in Envelopes with the client's principal: an ACL
+    denying that client is applied there, although the brokers' own controller-listener connections are
+    trusted (docs/security.md)."""
+    cluster = KRaftCluster(tmp_path, roles={1: "controller", 2: "broker", 3: "broker"}, overrides={
+        "authorizer.class.name": AUTHORIZER_CLASS_NAMES[0], "allow.everyone.if.no.acl.found": "true"})
     try:
         cluster.start()
         leader, _, _ = cluster.wait_for_leader([1, 2, 3], timeout=15)
@@ -127,6 +134,15 @@ def test_a_controller_only_node_and_two_broker_only_nodes(tmp_path):
         quorum = cluster.quorum(1)
         assert set(quorum["voters"]) == {1} and set(quorum["observers"]) == {2, 3}
         assert all(end > 0 for end in quorum["observers"].values())
+
+        admin = AdminClient({"bootstrap.servers": cluster.nodes[2].bootstrap})
+        denials = [AclBinding(resource_type, name, ResourcePatternType.LITERAL, "User:ANONYMOUS", "*",
+                              AclOperation.CREATE, AclPermissionType.DENY)
+                   for resource_type, name in ((ResourceType.TOPIC, "*"), (ResourceType.BROKER, "kafka-cluster"))]
+        for future in admin.create_acls(denials).values():
+            future.result(30)
+        assert cluster.create_topic(3, "closed") == ErrorCode.topic_authorization_failed
+        assert "closed" not in cluster.topics(2)
     finally:
         cluster.stop()
 

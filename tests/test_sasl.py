@@ -6,7 +6,6 @@ connection is closed after connection.failed.authentication.delay.ms, and the br
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 import shutil
@@ -26,6 +25,7 @@ from random import Random
 
 from inprocess_broker import start_broker
 from kafka_reads import read_values
+from python_clients import aiokafka_round_trip, kafka_python_round_trip
 from lodestream.broker.broker import Broker
 from lodestream.broker.config import BrokerConfig, ConfigError
 from lodestream.broker.sasl import SUPPORTED_MECHANISMS, AuthenticationFailed, PlainExchange, SaslServer
@@ -157,53 +157,12 @@ async def test_kafka_python_and_aiokafka_over_sasl_ssl_with_scram_sha_512(sasl_b
     running = sasl_broker
     await trio.to_thread.run_sync(add_scram_user, running, "bob", "bob-secret")
     bootstrap = f"127.0.0.1:{running.port}"
-    context = ssl.create_default_context(cafile=str(certificates["ca"]))
-    sasl = dict(security_protocol="SASL_SSL", ssl_context=context, sasl_mechanism="SCRAM-SHA-512",
-                sasl_plain_username="bob", sasl_plain_password="bob-secret")
-
-    def kafka_python() -> list[bytes]:
-        from kafka import KafkaConsumer, KafkaProducer
-
-        producer = KafkaProducer(bootstrap_servers=bootstrap, **sasl)
-        for index in range(3):
-            producer.send("python-sasl", b"kp-%d" % index)
-        producer.flush(DEADLINE_S)
-        producer.close()
-        consumer = KafkaConsumer("python-sasl", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                 consumer_timeout_ms=10_000, **sasl)
-        values = []
-        for message in consumer:  # the three records, then stop (consumer_timeout_ms bounds a shortfall)
-            values.append(message.value)
-            if len(values) == 3:
-                break
-        consumer.close()
-        return values
-
-    async def aiokafka_round_trip() -> list[bytes]:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **sasl)
-        await producer.start()
-        try:
-            for index in range(3):
-                await producer.send_and_wait("aio-sasl", b"aio-%d" % index)
-        finally:
-            await producer.stop()
-        consumer = AIOKafkaConsumer("aio-sasl", bootstrap_servers=bootstrap, auto_offset_reset="earliest", **sasl)
-        await consumer.start()
-        try:
-            values = []
-            async with asyncio.timeout(DEADLINE_S):
-                while len(values) < 3:
-                    values.append((await consumer.getone()).value)
-            return values
-        finally:
-            await consumer.stop()
-
-    assert await trio.to_thread.run_sync(kafka_python) == [b"kp-%d" % index for index in range(3)]
-    assert await trio.to_thread.run_sync(lambda: asyncio.run(aiokafka_round_trip())) == \
+    security = dict(security_protocol="SASL_SSL", ssl_context=ssl.create_default_context(cafile=str(certificates["ca"])),
+                    sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="bob", sasl_plain_password="bob-secret")
+    assert await trio.to_thread.run_sync(kafka_python_round_trip, bootstrap, "python-sasl", security) == \
+        [b"kp-%d" % index for index in range(3)]
+    assert await trio.to_thread.run_sync(aiokafka_round_trip, bootstrap, "aio-sasl", security) == \
         [b"aio-%d" % index for index in range(3)]
-
 
 def oauth_settings(running, certificates, token: str) -> dict:
     """The client hands the token over as valid for 5 minutes whatever its claims say: the broker checks them."""

@@ -5,7 +5,6 @@ plaintext client and TLS 1.1 are refused while the broker goes on serving everyo
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import ssl
 import subprocess
@@ -18,6 +17,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from inprocess_broker import start_broker
 from kraft_cluster import KRaftCluster
+from python_clients import aiokafka_round_trip, kafka_python_round_trip
 from kafka_reads import read_values
 from lodestream.broker.broker import Broker
 from lodestream.broker.config import BrokerConfig, ConfigError
@@ -108,49 +108,11 @@ async def test_kafka_python_and_aiokafka_over_mtls(tls_broker, certificates):
     running, bootstrap = tls_broker
     context = ssl.create_default_context(cafile=str(certificates["ca"]))
     context.load_cert_chain(str(certificates["alice"].cert), str(certificates["alice"].key))
-
-    def kafka_python() -> list[bytes]:
-        from kafka import KafkaConsumer, KafkaProducer
-
-        producer = KafkaProducer(bootstrap_servers=bootstrap, security_protocol="SSL", ssl_context=context)
-        for index in range(3):
-            producer.send("python-tls", b"kp-%d" % index)
-        producer.flush(DEADLINE_S)
-        producer.close()
-        consumer = KafkaConsumer("python-tls", bootstrap_servers=bootstrap, security_protocol="SSL",
-                                 ssl_context=context, auto_offset_reset="earliest", consumer_timeout_ms=10_000)
-        values = []
-        for message in consumer:  # the three records, then stop (consumer_timeout_ms bounds a shortfall)
-            values.append(message.value)
-            if len(values) == 3:
-                break
-        consumer.close()
-        return values
-
-    def aiokafka() -> list[bytes]:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-        async def run() -> list[bytes]:
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, security_protocol="SSL", ssl_context=context)
-            await producer.start()
-            try:
-                for index in range(3):
-                    await producer.send_and_wait("aio-tls", b"aio-%d" % index)
-            finally:
-                await producer.stop()
-            consumer = AIOKafkaConsumer("aio-tls", bootstrap_servers=bootstrap, security_protocol="SSL",
-                                        ssl_context=context, auto_offset_reset="earliest")
-            await consumer.start()
-            try:
-                return [(await asyncio.wait_for(consumer.getone(), DEADLINE_S)).value for _ in range(3)]
-            finally:
-                await consumer.stop()
-
-        return asyncio.run(run())
-
-    assert await trio.to_thread.run_sync(kafka_python) == [b"kp-0", b"kp-1", b"kp-2"]
-    assert await trio.to_thread.run_sync(aiokafka) == [b"aio-0", b"aio-1", b"aio-2"]
-
+    security = dict(security_protocol="SSL", ssl_context=context)
+    assert await trio.to_thread.run_sync(kafka_python_round_trip, bootstrap, "python-tls", security) == \
+        [b"kp-0", b"kp-1", b"kp-2"]
+    assert await trio.to_thread.run_sync(aiokafka_round_trip, bootstrap, "aio-tls", security) == \
+        [b"aio-0", b"aio-1", b"aio-2"]
 
 async def _refused(stream: trio.abc.Stream) -> bool:
     """Whether the broker closes this client's connection before answering an ApiVersions request."""

@@ -28,7 +28,7 @@ from fastapi.security import HTTPBasic, HTTPBearer
 
 from lodestream.admin.errors import KAFKA_AUTHENTICATION, KAFKA_AUTHORIZATION, ApiError
 from lodestream.broker import tls
-from lodestream.broker.authorizer import CLUSTER_NAME, Action, Operation, ResourceType
+from lodestream.broker.authorizer import CLUSTER_NAME, Action, Operation, ResourceType, allowed_names
 from lodestream.broker.scram import ScramCredential, verify_password
 from lodestream.broker.session import ANONYMOUS, KafkaPrincipal, Session
 
@@ -205,9 +205,7 @@ def rest_actions(method: str, path: str, params: dict) -> list[Action]:
 
 def authorized_names(request: Request, broker, operation: Operation, resource: ResourceType, names) -> set[str]:
     """The names among `names` the caller may do `operation` on (listings show only those)."""
-    names = list(dict.fromkeys(names))
-    answers = broker.authorizer.authorize(request.state.session, [Action(operation, resource, n) for n in names])
-    return {name for name, allowed in zip(names, answers) if allowed}
+    return allowed_names(broker.authorizer, request.state.session, operation, resource, names)
 
 
 def require(request: Request, broker, *alternatives: Action) -> None:

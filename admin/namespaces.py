@@ -6,15 +6,14 @@ the REST API has authorized the caller first (DESCRIBE on the cluster to read, A
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from lodestream.admin.errors import KAFKA_BAD_REQUEST, ApiError
-from lodestream.broker.authorizer import Operation, PatternType, Permission, ResourceType, acl_of
-from lodestream.broker.namespaces import check_definition, prefix, topics_in
-from lodestream.consensus.records import AclRecord, NamespaceRecord, RemoveAclRecord, RemoveNamespaceRecord
+from lodestream.broker.authorizer import (Acl, Operation, PatternType, Permission, ResourceType, acl_of, acl_problem,
+                                          acl_record)
+from lodestream.broker.namespaces import check_definition, namespace_acls, prefix, topics_in
+from lodestream.consensus.records import NamespaceRecord, RemoveAclRecord, RemoveNamespaceRecord
 from lodestream.protocol.errors import KafkaError
 
 NamespaceName = Path(description="Namespace name: its topics are named <name>.*")
@@ -62,9 +61,7 @@ class GrantRequest(BaseModel):
 
 def add_routes(api: APIRouter, broker) -> None:
     def namespace_data(record: NamespaceRecord) -> dict:
-        acls = [acl_of(a) for a in broker.image.acls.values()
-                if a.pattern_type == PatternType.PREFIXED and a.resource_name == prefix(record.name)
-                and a.resource_type in (ResourceType.TOPIC, ResourceType.GROUP)]
+        acls = [acl_of(a) for a in namespace_acls(broker.image.acls, record.name).values()]
         return {"kind": "LodestreamNamespace", "name": record.name, "prefix": prefix(record.name),
                 "defaults": dict(record.defaults), "topics": topics_in(broker.image, record.name),
                 "acls": [{"resource_type": ResourceType(a.resource_type).name, "principal": a.principal,
@@ -121,8 +118,7 @@ def add_routes(api: APIRouter, broker) -> None:
                 summary="Delete an empty namespace and its ACLs")
     async def delete_namespace(namespace_name: str = NamespaceName):
         existing(namespace_name)
-        own = [RemoveAclRecord(acl_id) for acl_id, a in broker.image.acls.items()
-               if a.pattern_type == PatternType.PREFIXED and a.resource_name == prefix(namespace_name)]
+        own = [RemoveAclRecord(acl_id) for acl_id in namespace_acls(broker.image.acls, namespace_name)]
         await commit([RemoveNamespaceRecord(namespace_name), *own])
 
     @api.post("/namespaces/{namespace_name}/acls", response_model=NamespaceData, status_code=201,
@@ -137,20 +133,14 @@ def add_routes(api: APIRouter, broker) -> None:
             types = [ResourceType[t.upper()] for t in body.resource_types]
         except KeyError as exc:
             raise ApiError(400, KAFKA_BAD_REQUEST, f"unknown value {exc.args[0]}") from None
-        principal_type, sep, name = body.principal.partition(":")
-        if not (principal_type and sep and name) or not body.operations or \
-                Operation.ANY in operations or permission == Permission.ANY or \
-                not set(types) <= {ResourceType.TOPIC, ResourceType.GROUP}:
-            raise ApiError(400, KAFKA_BAD_REQUEST, "principal is Type:name; operations, a permission (ALLOW or "
-                                                   "DENY) and resource types (TOPIC, GROUP) are needed")
+        acls = [Acl(resource_type, prefix(namespace_name), PatternType.PREFIXED, body.principal, body.host,
+                    operation, permission) for resource_type in types for operation in operations]
+        problem = next(filter(None, map(acl_problem, acls)), None)  # what CreateAcls would refuse
+        if problem or not acls or not set(types) <= {ResourceType.TOPIC, ResourceType.GROUP}:
+            raise ApiError(400, KAFKA_BAD_REQUEST, problem or "operations and resource types (TOPIC, GROUP) "
+                                                              "are needed")
         have = {acl_of(a) for a in broker.image.acls.values()}
-        records = []
-        for resource_type in types:
-            for operation in operations:
-                record_acl = AclRecord(uuid.uuid4(), resource_type, prefix(namespace_name), PatternType.PREFIXED,
-                                       body.principal, body.host, operation, permission)
-                if acl_of(record_acl) not in have:
-                    records.append(record_acl)
+        records = [acl_record(acl) for acl in dict.fromkeys(acls) if acl not in have]
         if records:
             await commit(records)
         return namespace_data(record)

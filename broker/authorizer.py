@@ -19,9 +19,11 @@ Requests on a controller listener are the cluster's own and are not checked (doc
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
+from lodestream.consensus.records import AclRecord
 from lodestream.protocol.errors import ErrorCode
 
 from lodestream.broker.session import Session
@@ -113,6 +115,14 @@ class Authorizer(Protocol):
         """May the principal do `operation` on at least one resource of this type? (authorizeByResourceType)"""
 
 
+def allowed_names(authorizer: Authorizer, session: Session, operation: Operation, resource_type: ResourceType,
+                  names: Iterable[str]) -> set[str]:
+    """The names among `names` the session may do `operation` on, asked in one call (listings show only those)."""
+    unique = list(dict.fromkeys(names))
+    answers = authorizer.authorize(session, [Action(operation, resource_type, name) for name in unique])
+    return {name for name, allowed in zip(unique, answers) if allowed}
+
+
 class AllowAllAuthorizer:
     """Until ACLs exist: every principal may do everything (Kafka without an authorizer configured)."""
 
@@ -140,6 +150,12 @@ def acl_of(record) -> Acl:
     """The binding of a metadata AclRecord (without its id)."""
     return Acl(record.resource_type, record.resource_name, record.pattern_type, record.principal, record.host,
                record.operation, record.permission)
+
+
+def acl_record(acl: Acl) -> AclRecord:
+    """A new metadata record storing `acl`, under a new id."""
+    return AclRecord(uuid.uuid4(), acl.resource_type, acl.resource_name, acl.pattern_type, acl.principal, acl.host,
+                     acl.operation, acl.permission)
 
 
 # An ALLOW of one of these operations also allows DESCRIBE / DESCRIBE_CONFIGS (never so for a DENY).

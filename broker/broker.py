@@ -7,7 +7,6 @@ validation and the same metadata records.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime
 import fcntl
@@ -62,7 +61,7 @@ from lodestream.broker.listeners import (
 from lodestream.broker import tls
 from lodestream.broker.namespaces import apply_defaults, namespace_of, quota_charges
 from lodestream.broker.sasl import SaslServer, check_mechanisms, listener_plain_users
-from lodestream.broker.scram import ScramCredential
+from lodestream.broker.scram import ScramCredential, credential_of
 from lodestream.broker.log_cleaner import LogCleaner
 from lodestream.broker.metadata_log import METADATA_LOG_DIR
 from lodestream.broker.metadata_quorum import MetadataQuorum, QuorumError, quorum_timing
@@ -517,10 +516,7 @@ class Broker:
     def scram_credential(self, user: str, mechanism: str) -> ScramCredential | None:
         """A user's SCRAM credential from the image (SASL/SCRAM logins, the REST API's basic auth)."""
         record = self.image.scram_credentials.get((user, mechanism))
-        if record is None:
-            return None
-        return ScramCredential(base64.b64decode(record.salt), base64.b64decode(record.stored_key),
-                               base64.b64decode(record.server_key), record.iterations)
+        return None if record is None else credential_of(record)
 
     def _tls_setting(self, dynamic: Mapping[str, Mapping[str, str]]):
         """ssl.* settings as the dynamic broker configs `dynamic` would make them (Kafka's precedence)."""

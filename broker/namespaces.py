@@ -47,6 +47,13 @@ def topics_in(image: MetadataImage, name: str) -> list[str]:
                   if topic.startswith(prefix(name)) and getattr(namespace_of(image.namespaces, topic), "name", name) == name)
 
 
+def namespace_acls(acls: Mapping, name: str) -> dict:
+    """{id: AclRecord} of a namespace's own ACLs: PREFIXED on its prefix, for topics or groups."""
+    return {acl_id: acl for acl_id, acl in acls.items()
+            if acl.pattern_type == PatternType.PREFIXED and acl.resource_name == prefix(name)
+            and acl.resource_type in (ResourceType.TOPIC, ResourceType.GROUP)}
+
+
 def check_definition(name: str, defaults: Mapping[str, str]) -> None:
     """Raises ValueError saying what is wrong with a namespace's name or defaults."""
     if not _NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Iterable
 
 from lodestream.protocol.messages import MessageBuilder, response_builder
 
-from lodestream.broker.authorizer import CLUSTER_NAME, DESCRIBABLE_OPERATIONS, Action, Operation, ResourceType
+from lodestream.broker.authorizer import (CLUSTER_NAME, DESCRIBABLE_OPERATIONS, Action, Operation, ResourceType,
+                                          allowed_names)
 from lodestream.broker.clock import Clock
 from lodestream.broker.quotas import Usage
 from lodestream.broker.session import Session
@@ -48,10 +49,7 @@ class RequestContext:
 
     def authorized(self, operation: Operation, resource_type: ResourceType, names: Iterable[str]) -> set[str]:
         """The names among `names` this request may do `operation` on, asked in one call."""
-        unique = list(dict.fromkeys(names))
-        answers = self.broker.authorizer.authorize(
-            self.session, [Action(operation, resource_type, name) for name in unique])
-        return {name for name, allowed in zip(unique, answers) if allowed}
+        return allowed_names(self.broker.authorizer, self.session, operation, resource_type, names)
 
     def authorized_operations(self, resource_type: ResourceType, name: str = CLUSTER_NAME) -> int:
         """Kafka's authorized-operations bit field for a resource (bit n set: operation code n allowed)."""

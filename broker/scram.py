@@ -17,6 +17,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Callable
 
+from lodestream.consensus.records import ScramCredentialRecord
+
 # Kafka's ScramMechanism codes (AlterUserScramCredentials / DescribeUserScramCredentials) -> hash.
 MECHANISMS = {"SCRAM-SHA-256": (1, "sha256"), "SCRAM-SHA-512": (2, "sha512")}
 MECHANISM_BY_CODE = {code: name for name, (code, _) in MECHANISMS.items()}
@@ -34,6 +36,17 @@ class ScramCredential:
     stored_key: bytes
     server_key: bytes
     iterations: int
+
+
+def credential_record(user: str, mechanism: str, credential: ScramCredential) -> ScramCredentialRecord:
+    """The metadata record that stores a credential (its byte fields base64)."""
+    return ScramCredentialRecord(user, mechanism, _b64(credential.salt), _b64(credential.stored_key),
+                                 _b64(credential.server_key), credential.iterations)
+
+
+def credential_of(record: ScramCredentialRecord) -> ScramCredential:
+    return ScramCredential(base64.b64decode(record.salt), base64.b64decode(record.stored_key),
+                           base64.b64decode(record.server_key), record.iterations)
 
 
 def _hmac(algorithm: str, key: bytes, message: bytes) -> bytes:

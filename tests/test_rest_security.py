@@ -16,7 +16,7 @@ import trio
 from inprocess_broker import start_broker
 from lodestream.admin.rest import create_app
 from lodestream.broker.authorizer import AUTHORIZER_CLASS_NAMES
-from lodestream.broker.scram import make_credential
+from lodestream.broker.scram import credential_record, make_credential
 from lodestream.consensus.records import AclRecord, ScramCredentialRecord
 from lodestream.admin.service import serve_admin
 from lodestream.broker.broker import TopicSpec
@@ -25,9 +25,7 @@ from tls_certs import CertificateAuthority
 
 
 def scram_record(user: str, password: str) -> ScramCredentialRecord:
-    credential = make_credential("SCRAM-SHA-512", password, 4096)
-    return ScramCredentialRecord(user, "SCRAM-SHA-512", *(base64.b64encode(value).decode() for value in (
-        credential.salt, credential.stored_key, credential.server_key)), credential.iterations)
+    return credential_record(user, "SCRAM-SHA-512", make_credential("SCRAM-SHA-512", password, 4096))
 
 
 def basic(user: str, password: str) -> dict:

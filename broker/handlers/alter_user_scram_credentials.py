@@ -10,17 +10,17 @@ and none of the others'.
 
 from __future__ import annotations
 
-import base64
 import datetime
 
 from kio.schema.alter_user_scram_credentials.v0.request import AlterUserScramCredentialsRequest
 from kio.schema.alter_user_scram_credentials.v0.response import AlterUserScramCredentialsResponse
 from lodestream.protocol.errors import ErrorCode
 
-from lodestream.consensus.records import RemoveScramCredentialRecord, ScramCredentialRecord
+from lodestream.consensus.records import RemoveScramCredentialRecord
 from lodestream.broker.authorizer import DENIED, Operation, ResourceType
 from lodestream.broker.request_context import RequestContext
-from lodestream.broker.scram import MAX_ITERATIONS, MECHANISM_BY_CODE, MIN_ITERATIONS, credential_from_salted_password
+from lodestream.broker.scram import (MAX_ITERATIONS, MECHANISM_BY_CODE, MIN_ITERATIONS, credential_from_salted_password,
+                                     credential_record)
 
 API_KEY = 51
 VERSIONS = range(0, 1)
@@ -67,10 +67,7 @@ async def handle(ctx: RequestContext, request: AlterUserScramCredentialsRequest)
         else:
             credential = credential_from_salted_password(mechanism, upsertion.salt, upsertion.salted_password,
                                                          upsertion.iterations)
-            records_by_user[name].append(ScramCredentialRecord(
-                name, mechanism, *(base64.b64encode(value).decode() for value in
-                                   (credential.salt, credential.stored_key, credential.server_key)),
-                credential.iterations))
+            records_by_user[name].append(credential_record(name, mechanism, credential))
         seen.add((name, code))
         if problem is not None:
             problems[name] = problem

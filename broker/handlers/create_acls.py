@@ -9,14 +9,12 @@ authorizer.class.name there are no ACLs to keep: SECURITY_DISABLED, as Kafka ans
 from __future__ import annotations
 
 import datetime
-import uuid
 
 from kio.schema.create_acls.v3.request import CreateAclsRequest
 from kio.schema.create_acls.v3.response import CreateAclsResponse
 from lodestream.protocol.errors import ErrorCode
 
-from lodestream.consensus.records import AclRecord
-from lodestream.broker.authorizer import DENIED, Acl, Operation, ResourceType, acl_problem, acl_of
+from lodestream.broker.authorizer import DENIED, Acl, Operation, ResourceType, acl_of, acl_problem, acl_record
 from lodestream.broker.request_context import RequestContext
 
 API_KEY = 30
@@ -45,8 +43,7 @@ async def handle(ctx: RequestContext, request: CreateAclsRequest) -> CreateAclsR
             error, message = ErrorCode.invalid_request, problem
         elif refusal is None and acl not in existing:
             existing.add(acl)
-            records.append(AclRecord(uuid.uuid4(), acl.resource_type, acl.resource_name, acl.pattern_type,
-                                     acl.principal, acl.host, acl.operation, acl.permission))
+            records.append(acl_record(acl))
         results.append(build.AclCreationResult(error_code=error, error_message=message))
     if records:
         await ctx.broker.propose(records)

@@ -359,7 +359,11 @@ class Partition:
         found = self._log.aborted_transactions(first_offset, upper_offset)
         if self.remote_segments and first_offset < self._log.log_start_offset:
             seen = set(found)
-            for segment in self.remote_segments:
+            # Only the segments overlapping the range: each one's manifest lists the aborted transactions
+            # overlapping it, so together they hold every one overlapping the range.
+            start = max(bisect.bisect_right(self._remote_bases, first_offset) - 1, 0)
+            end = bisect.bisect_left(self._remote_bases, upper_offset)
+            for segment in self.remote_segments[start:end]:
                 for producer_id, first, last in segment.aborted:
                     if last >= first_offset and first < upper_offset and (producer_id, first) not in seen:
                         seen.add((producer_id, first))

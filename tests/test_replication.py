@@ -173,7 +173,9 @@ def test_a_reassignment_moves_a_partition_to_other_brokers_and_reports_its_progr
     try:
         errors = trio.run(_reassign, cluster.nodes[b].port, "moving", [b, c])  # forwarded to the controller
         assert errors == [ErrorCode.none]
-        assert trio.run(_ongoing, cluster.nodes[a].port) == [("moving", 0, (b, c, a), (c,), (a,))]
+        # a learns of the move from the metadata log, a moment after the controller answered
+        expected = [("moving", 0, (b, c, a), (c,), (a,))]
+        wait_until(lambda: trio.run(_ongoing, cluster.nodes[a].port) == expected, 15, "a to list the move")
         assert cluster.partition_state(a, "moving")[0][1] == (a, b)  # a still leads and stays in sync
     finally:
         cluster.nodes[c].proc.send_signal(signal.SIGCONT)

@@ -11,8 +11,19 @@ from pathlib import Path
 from lodestream.cli import cluster_tools, dev_cluster
 
 
+def _version() -> str:
+    """The installed package's version (pyproject.toml's, through the package metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lodestream")
+    except PackageNotFoundError:  # run from a tree that was never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lodestream", description="Kafka-compatible broker")
+    parser.add_argument("--version", action="version", version=f"lodestream {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run a broker")
     serve.add_argument("--config", type=Path, help="Kafka-style server.properties")

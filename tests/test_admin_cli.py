@@ -260,3 +260,9 @@ def test_render_table_aligns_columns():
         "xyz  1",
         "-    1,2",
     ]
+
+
+def test_version_is_the_package_version():
+    from importlib.metadata import version
+
+    assert cli("--version").stdout.strip() == f"lodestream {version('lodestream')}"

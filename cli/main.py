@@ -25,7 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lodestream", description="Kafka-compatible broker")
     parser.add_argument("--version", action="version", version=f"lodestream {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run a broker")
+    serve = sub.add_parser(
+        "serve", help="run a broker", description="Run a broker with Kafka's broker property names.",
+        epilog="Every key, with its type, default, valid values, update mode and what Kafka does with it: "
+               "docs/configuration.md (generated from broker/config.py). Operating it: docs/operations.md.")
     serve.add_argument("--config", type=Path, help="Kafka-style server.properties")
     serve.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                        help="set a broker property (repeatable); wins over --config")

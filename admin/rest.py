@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
+from fastapi_offline import FastAPIOffline
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
 
@@ -70,6 +71,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "5XX": {"model": ErrorData, "description": "A fault of the broker"},
 }
 
+# Swagger UI's and ReDoc's JavaScript and CSS for /docs and /redoc, open without authentication like those pages.
+DOCS_ASSETS = "/docs/assets"
+
 ClusterId = Path(description="The cluster id (GET /v3/clusters lists it)")
 TopicName = Path(description="Topic name")
 ConfigName = Path(description="Config name")
@@ -78,7 +82,8 @@ ConfigName = Path(description="Config name")
 def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
     if authenticator is None:
         authenticator = Authenticator.for_broker(broker)
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their assets served from the fastapi-offline package, no CDN
+        static_url=DOCS_ASSETS,
         title="Lodestream REST API",
         version="3.0.0",
         description="Kafka cluster administration and record production over HTTP, shaped like Confluent "

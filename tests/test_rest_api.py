@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -92,7 +93,25 @@ def test_health_ready_openapi_and_docs(http, broker):
     spec = http.get("/openapi.json").json()
     assert "/v3/clusters/{cluster_id}/topics/{topic_name}/records" in spec["paths"]
     assert "ProduceRequest" in spec["components"]["schemas"]
-    assert "text/html" in http.get("/docs").headers["content-type"]
+    assert_docs_offline(http)
+
+
+def assert_docs_offline(http) -> None:
+    """/docs and /redoc name only local assets (fastapi-offline, no CDN), and each answers with its
+    JavaScript or CSS, without credentials as the pages themselves."""
+    for page, wanted in (("/docs", {"swagger-ui-bundle.js", "swagger-ui.css"}), ("/redoc", {"redoc.standalone.js"})):
+        response = http.get(page)
+        assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+        urls = set(re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", response.text))
+        assert urls and not re.search(r"https?://", response.text), urls  # no absolute (CDN) address
+        assets = {u for u in urls if u.startswith("/docs/assets/")}
+        assert {u.rsplit("/", 1)[1] for u in assets} >= wanted, urls
+        for url in assets:
+            asset = http.get(url)
+            assert asset.status_code == 200, url
+            kind = "text/css" if url.endswith(".css") else "javascript" if url.endswith(".js") else "image/"
+            assert kind in asset.headers["content-type"], (url, asset.headers["content-type"])
+            assert len(asset.content) > 1000, url
 
 
 def test_cluster_and_broker_resources(http, cluster, broker):
@@ -411,6 +430,7 @@ def test_bearer_and_basic_authentication(tmp_path):
             cluster_id = http.get("/v3/clusters", auth=("alice", "wonder")).json()["data"][0]["cluster_id"]
             assert_error(http.post(f"/v3/clusters/{cluster_id}/topics", json={"topic_name": "x"}), 401, 40101)
             assert http.get("/health").status_code == 200 and http.get("/ready").status_code == 200
+            assert_docs_offline(http)  # the API's documentation is open, as /health
             schemes = http.get("/openapi.json").json()["components"]["securitySchemes"]
             assert {"HTTPBearer", "HTTPBasic"} <= set(schemes)
     finally:

@@ -11,6 +11,9 @@ lag) is read from broker state at scrape time by `BrokerStateCollector`.
 All of it is single-threaded: updated and scraped on the trio thread.
 
 Not the global default registry: tests run several brokers in one process.
+Each registry also gets prometheus-client's own process, platform and GC
+collectors (`process_*`, `python_*`): brokers sharing a process report the
+same process numbers.
 Exposition lives in `admin/metrics.py`; the names and their Kafka JMX
 counterparts are listed in docs/metrics.md.
 """
@@ -26,7 +29,7 @@ from functools import cache
 from typing import Any, Callable, Iterable, Protocol
 
 from kio.index import api_key_map
-from prometheus_client import CollectorRegistry
+from prometheus_client import GC_COLLECTOR, CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -202,6 +205,11 @@ class BrokerMetrics:
         self.connections_closed = 0
         self.authentications: dict[tuple[str, str], int] = {}  # (SASL mechanism, "success"/"failure") -> count
         self.registry.register(_EventCollector(self))
+        # The process (CPU seconds, resident memory, open fds, start time), the Python runtime and its garbage
+        # collector, with prometheus-client's own collectors: the same series as its default registry has.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.registry.register(GC_COLLECTOR)
         if broker is not None:
             self.registry.register(BrokerStateCollector(broker))
 

@@ -248,6 +248,20 @@ def test_registry_without_broker_has_only_event_series():
     assert value(parsed, "lodestream_log_write_seconds_count", synced="true") == 1
 
 
+async def test_process_metrics_come_from_prometheus_clients_collectors(running_broker):
+    """CPU, memory, open files and start time of the process, on every broker's registry (two brokers in one
+    process each have their own registry: both show them)."""
+    parsed = samples(running_broker.broker)
+    assert value(parsed, "process_resident_memory_bytes") > 10 * 2**20
+    assert value(parsed, "process_cpu_seconds_total") > 0
+    assert value(parsed, "process_open_fds") >= 3
+    assert value(parsed, "process_start_time_seconds") > 1.6e9
+    assert any(name == "python_info" for name, _ in parsed)
+    other = BrokerMetrics()
+    from prometheus_client import generate_latest
+    assert b"process_resident_memory_bytes" in generate_latest(other.registry)
+
+
 # -- over HTTP, with a real client ----------------------------------------------------------------------
 
 def test_rest_metrics_after_confluent_kafka_produce_and_consume(tmp_path):

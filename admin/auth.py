@@ -174,7 +174,8 @@ class Authenticator:
 # REST operations the route itself authorizes (a listing filters what it shows; creating a topic may be
 # allowed on the cluster or on the topic named in the body): the dependency asks nothing for them.
 ROUTE_DECIDES = {("GET", "/v3/clusters"), ("GET", "/v3/clusters/{cluster_id}/topics"),
-                 ("POST", "/v3/clusters/{cluster_id}/topics"), ("GET", "/v3/clusters/{cluster_id}/consumer-groups")}
+                 ("POST", "/v3/clusters/{cluster_id}/topics"), ("GET", "/v3/clusters/{cluster_id}/consumer-groups"),
+                 ("POST", "/v3/clusters/{cluster_id}/consumer-groups/{consumer_group_id}/offset-resets")}
 
 
 def rest_actions(method: str, path: str, params: dict) -> list[Action]:

@@ -1,6 +1,6 @@
 """Namespace endpoints (broker/namespaces.py, docs/security.md): list, create, describe (its topics and ACLs),
 change the defaults of, and delete namespaces, and grant ACLs for all of a namespace's topics (or groups) at
-once. `lodestream namespaces` is their client. Changes go through the active controller (UpdateNamespaces);
+once. `lodestream namespaces` is their client. Changes go through the active controller (UpdateAdminRecords);
 the REST API has authorized the caller first (DESCRIBE on the cluster to read, ALTER to change: admin/auth.py).
 """
 
@@ -76,7 +76,7 @@ def add_routes(api: APIRouter, broker) -> None:
 
     async def commit(records: list) -> None:
         try:
-            await broker.controller_client.update_namespaces(records)
+            await broker.controller_client.update_admin_records(records)
         except KafkaError as exc:
             raise ApiError(400, KAFKA_BAD_REQUEST, exc.message or exc.code.name) from None
 

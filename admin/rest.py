@@ -28,7 +28,7 @@ from lodestream.broker.config import (
 )
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
-from lodestream.admin import errors, groups, namespaces, tiering
+from lodestream.admin import errors, groups, namespaces, offset_snapshots, tiering
 from lodestream.admin.auth import Authenticator, authorized_names, require
 from lodestream.broker.authorizer import CLUSTER_NAME, Action, Operation, ResourceType
 from lodestream.admin.errors import KAFKA_BAD_REQUEST, PARTITION_NOT_FOUND, UNKNOWN_TOPIC_OR_PARTITION, ApiError
@@ -467,6 +467,7 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
     groups.add_routes(api, broker)
     tiering.add_routes(api, broker)  # tiered storage (admin/tiering.py)
     namespaces.add_routes(api, broker)  # namespaces (admin/namespaces.py)
+    offset_snapshots.add_routes(api, broker)  # offset snapshots and resets (admin/offset_snapshots.py)
 
     app.include_router(top)
     app.include_router(api)

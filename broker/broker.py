@@ -286,6 +286,7 @@ class Broker:
             node_id=self.node_id,
         )
         self.replicas.follower_caught_up = self.isr_manager.follower_caught_up
+        self.replicas.snapshot_offsets = self.snapshot_offsets
         if self.config.get("remote.log.storage.system.enable"):
             # Tiered storage's code (pyeclib, httpx) is loaded only by brokers that use it.
             from lodestream.broker.remote_log import RemoteLogManager
@@ -687,6 +688,19 @@ class Broker:
         leader changes."""
         config = self.topic_config(topic)
         return int(config["min.insync.replicas"]), str(config["unclean.leader.election.enable"]).lower() == "true"
+
+    def snapshot_offsets(self, partition) -> dict[str, int]:
+        """{snapshot name: offset} of the offset snapshots pointing into a hosted partition
+        (broker/offset_snapshots.py): what retention warns about, or keeps."""
+        return {name: offset for name, snapshot in self.image.offset_snapshots.items()
+                for topic, index, offset in snapshot.offsets
+                if topic == partition.topic_name and index == partition.index and offset >= 0}
+
+    def log_start_offset(self, topic_name: str, index: int) -> int | None:
+        """A hosted partition's log start (None: not hosted here)."""
+        topic = self.image.topic(topic_name)
+        partition = self.replicas.get(topic.topic_id, index) if topic is not None else None
+        return partition.log_start_offset if partition is not None else None
 
     def retention_config(self, partition) -> Mapping[str, str] | None:
         """The topic configs retention and the cleaner read for a hosted partition (None once its topic is

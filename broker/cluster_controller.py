@@ -31,6 +31,7 @@ from lodestream.consensus.records import (REMOTE_SEGMENT_NEXT_STATES, BrokerFenc
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
 from lodestream.broker.namespaces import check_records as check_namespace_records
+from lodestream.broker.offset_snapshots import SNAPSHOT_RECORDS, check_records as check_snapshot_records
 from lodestream.broker.metadata_quorum import MetadataQuorum, QuorumError
 
 log = logging.getLogger(__name__)
@@ -218,12 +219,14 @@ class ClusterController:
                 log.info("%s-%d ISR %s -> %s (leader %d)", topic.name, index, list(p.isr), list(change.isr), broker_id)
             return self.image.topics_by_id[topic_id].partitions[index]
 
-    async def update_namespaces(self, records: list) -> None:
-        """Namespace changes made through a broker's REST API (broker/namespaces.py): checked, then committed
-        together. INVALID_REQUEST says why a batch is refused."""
+    async def update_admin_records(self, records: list) -> None:
+        """Namespace or offset snapshot changes made through a broker's REST API (broker/namespaces.py,
+        broker/offset_snapshots.py): checked, then committed together. INVALID_REQUEST says why a batch is
+        refused."""
         async with self._lock:
             self._check_active()
-            problem = check_namespace_records(self.image, records)
+            snapshots = any(isinstance(r, SNAPSHOT_RECORDS) for r in records)
+            problem = (check_snapshot_records if snapshots else check_namespace_records)(self.image, records)
             if problem:
                 raise KafkaError(ErrorCode.invalid_request, problem)
             await self.propose(records)

@@ -605,6 +605,8 @@ TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
         TopicConfigDef("local.retention.ms", _local_retention, "LONG", ("log.local.retention.ms",), "-2"),
         TopicConfigDef("local.retention.bytes", _local_retention, "LONG", ("log.local.retention.bytes",), "-2"),
         TopicConfigDef("remote.erasure.code", _erasure_code, "STRING", ("remote.erasure.code",), "rs:4+2"),
+        # Lodestream's own: retention keeps the records offset snapshots point at (broker/offset_snapshots.py)
+        TopicConfigDef("retention.keep.snapshots", _bool, "BOOLEAN", (), "false"),
     ]
 }
 

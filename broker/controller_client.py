@@ -24,7 +24,7 @@ from lodestream.consensus.records import encode_records
 from lodestream.protocol.codec import decode_response, encode_request, response_type
 from lodestream.protocol.messages import request_builder
 from lodestream.protocol.errors import ErrorCode, KafkaError
-from lodestream.protocol.lodestream_apis import UpdateNamespacesRequest, UpdateRemoteSegmentsRequest
+from lodestream.protocol.lodestream_apis import UpdateAdminRecordsRequest, UpdateRemoteSegmentsRequest
 
 from lodestream.broker.cluster_controller import SECURITY_PROTOCOL_IDS, ClusterController, registration_endpoints
 from lodestream.broker.session import Session
@@ -171,13 +171,14 @@ class ControllerClient:
             raise KafkaError(ErrorCode.not_controller, "no active controller reachable")
         return response
 
-    async def update_namespaces(self, records: list) -> None:
-        """Commit namespace changes (broker/namespaces.py) through the active controller. Raises KafkaError:
-        INVALID_REQUEST with the controller's reason, or NOT_CONTROLLER when none answers."""
+    async def update_admin_records(self, records: list) -> None:
+        """Commit namespace or offset snapshot changes (broker/namespaces.py, broker/offset_snapshots.py)
+        through the active controller. Raises KafkaError: INVALID_REQUEST with the controller's reason, or
+        NOT_CONTROLLER when none answers."""
         if self.local:
-            await self.controller.update_namespaces(records)
+            await self.controller.update_admin_records(records)
             return
-        response = await self.connection.request(UpdateNamespacesRequest(records=encode_records(records)))
+        response = await self.connection.request(UpdateAdminRecordsRequest(records=encode_records(records)))
         if response is None:
             raise KafkaError(ErrorCode.not_controller, "no active controller reachable")
         if response.error_code != ErrorCode.none:

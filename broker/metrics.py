@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from lodestream.protocol.errors import ErrorCode
-
+from lodestream.broker.offset_snapshots import below_log_start
 
 
 class BrokerView(Protocol):
@@ -47,6 +47,9 @@ class BrokerView(Protocol):
     groups: Any  # the GroupCoordinator (None before open)
     log_cleaner: Any  # the LogCleaner (None before open)
     connections: set
+
+    def log_start_offset(self, topic_name: str, index: int) -> int | None: ...
+
 
 # Request latencies: 100 µs .. 30 s (a long-polling fetch waits up to its max_wait).
 LATENCY_BUCKETS = (
@@ -417,7 +420,21 @@ class BrokerStateCollector(Collector):
         yield from self._connections(broker)
         yield from self._partitions(broker)
         yield from self._groups(broker)
+        yield from self._offset_snapshots(broker)
         yield from self._tiered_storage(broker)
+
+    def _offset_snapshots(self, broker: "BrokerView"):
+        """Snapshots pointing below a hosted partition's log start (broker/offset_snapshots.py)."""
+        below = _gauge("lodestream_offset_snapshot_partitions_below_log_start",
+                       "Partitions hosted here whose log starts past the offset a snapshot points at: a reset to "
+                       "the snapshot skips deleted records.", ["snapshot"])
+        try:
+            snapshots = broker.image.offset_snapshots
+        except AssertionError:  # not opened yet
+            return
+        for name, snapshot in sorted(snapshots.items()):
+            below.add_metric([name], len(below_log_start(snapshot, broker.log_start_offset)))
+        yield below
 
     def _tiered_storage(self, broker: "BrokerView"):
         """Counters of tiered storage (broker/remote_log.py), when it is on."""

@@ -6,7 +6,7 @@ auto-creation) leaves them out; quotas (producer_byte_rate, consumer_byte_rate: 
 of all its topics together, whoever the clients are); and ACLs granted once for all its topics: PREFIXED ACLs
 on `payments.`.
 Kafka clients see only topic names. Namespaces are metadata records (NamespaceRecord), written through the
-active controller (UpdateNamespaces, protocol/lodestream_apis.py) and managed by the REST API and
+active controller (UpdateAdminRecords, protocol/lodestream_apis.py) and managed by the REST API and
 `lodestream namespaces`. Pure logic: the broker and the controller call it.
 """
 
@@ -78,7 +78,7 @@ def check_definition(name: str, defaults: Mapping[str, str]) -> None:
 
 
 def check_records(image: MetadataImage, records: Iterable) -> str | None:
-    """Why the controller refuses a batch of UpdateNamespaces records, or None. ACLs must be a namespace's
+    """Why the controller refuses a batch of namespace records, or None. ACLs must be a namespace's
     own: PREFIXED, on its prefix, for topics or groups of a namespace that exists (or is created with them)."""
     names = set(image.namespaces)
     for record in records:

@@ -418,10 +418,11 @@ class Partition:
     def segment_count(self) -> int:
         return len(self._log.segments)
 
-    async def apply_retention(self, now_ms: int, retention_ms: int, retention_bytes: int) -> int:
-        """Delete the whole segments past retention (log start advances); returns the bytes deleted.
-        The deleted key ranges are then compacted so LevelDB gives the space back."""
-        offset = self._log.retention_offset(now_ms, retention_ms, retention_bytes)
+    async def apply_retention(self, now_ms: int, retention_ms: int, retention_bytes: int,
+                              keep_from: int | None = None) -> int:
+        """Delete the whole segments past retention (log start advances, never past `keep_from`); returns
+        the bytes deleted. The deleted key ranges are then compacted so LevelDB gives the space back."""
+        offset = self._log.retention_offset(now_ms, retention_ms, retention_bytes, keep_from)
         return 0 if offset is None else await self.apply_local_deletion(offset)
 
     async def apply_local_deletion(self, offset: int) -> int:

@@ -56,6 +56,7 @@ from lodestream.storage.striped_segment import SegmentLayout, check_fragment, wr
 from lodestream.storage.striped_segment import repair as repair_fragment
 
 from lodestream.broker.config import remote_storage_enabled
+from lodestream.broker.offset_snapshots import keeps_snapshot_data, warn_below_log_start
 from lodestream.broker.log_cleaner import IoThrottle
 from lodestream.broker.remote_reader import RedisStripeCache, RemoteSegmentReader
 
@@ -322,15 +323,18 @@ class RemoteLogManager:
         remote_end = partition.remote_end_offset
         local_beyond = sum(info.size for info in partition.segments() if info.end_offset > remote_end)
         total = sum(segment.size for segment in segments) + local_beyond
+        pinned = self.broker.replicas.snapshot_offsets(partition)
+        keep_from = min(pinned.values()) if pinned and keeps_snapshot_data(config) else None
         for segment in segments:
             due = ((retention_ms >= 0 and now_ms - segment.max_timestamp > retention_ms)
                    or (retention_bytes >= 0 and total - segment.size >= retention_bytes))
-            if not due or not partition.is_leader:
-                return
+            if not due or not partition.is_leader or (keep_from is not None and segment.end_offset > keep_from):
+                break
             await self._delete_segment(segment)
             total -= segment.size
             log.info("retention: %s-%d deleted offloaded segment [%d, %d)", partition.topic_name,
                      partition.index, segment.base_offset, segment.end_offset)
+            warn_below_log_start(partition, pinned)
 
     async def _apply_local_retention(self, partition, config: Mapping[str, str]) -> None:
         """Delete local segments that are offloaded, oldest first, past local.retention.ms / .bytes."""

@@ -37,6 +37,7 @@ from lodestream.storage.producer_state import ProducerStateError, last_sequence
 
 from lodestream.broker.config import cleanup_policy_includes, remote_storage_enabled
 from lodestream.broker.limits import OncePerInterval
+from lodestream.broker.offset_snapshots import keeps_snapshot_data, warn_below_log_start
 from lodestream.broker.partition import Partition, StoreGate
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ class ReplicaManager:
         # internal topic name -> its coordinator's marker listener (partition, producer id, commit)
         self.marker_listeners: dict[str, Callable[[int, int, bool], None]] = {}
         self.follower_caught_up: Callable[[], None] = lambda: None  # the ISR manager looks for ISR additions
+        # {snapshot name: offset} of the offset snapshots pointing into a partition (broker/offset_snapshots.py)
+        self.snapshot_offsets: Callable[[Partition], Mapping[str, int]] = lambda partition: {}
         self._awaiting_commit: dict[Partition, list[AppendRequest]] = {}  # durable, above the high watermark
         self.sync_on_append = sync_on_append
         self.flush_interval = flush_interval
@@ -494,9 +497,11 @@ class ReplicaManager:
                 continue
             if partition.remote is not None and remote_storage_enabled(config):
                 continue  # tiered: broker/remote_log.py deletes local segments once offloaded
+            pinned = self.snapshot_offsets(partition)
+            keep_from = min(pinned.values()) if pinned and keeps_snapshot_data(config) else None
             try:
                 deleted = await partition.apply_retention(now_ms, int(config["retention.ms"]),
-                                                          int(config["retention.bytes"]))
+                                                          int(config["retention.bytes"]), keep_from)
             except Exception as exc:  # a failed delete loses nothing: the next check tries again
                 self._failure_log.log("retention", logging.ERROR, "retention of %s-%d failed: %s",
                                       partition.topic_name, partition.index, exc)
@@ -506,6 +511,7 @@ class ReplicaManager:
                          partition.index, deleted, partition.log_start_offset)
                 if self.metrics is not None:
                     self.metrics.retention_deleted(partition.topic_name, deleted)
+                warn_below_log_start(partition, pinned)
 
     async def close(self) -> None:
         """Stop accepting appends, finish what is queued, and sync."""

@@ -13,6 +13,7 @@ from lodestream.consensus.records import (
     AclRecord,
     NamespaceRecord,
     BrokerFencingRecord,
+    OffsetSnapshotRecord,
     ConfigRecord,
     MetadataRecord,
     PartitionRecord,
@@ -23,6 +24,7 @@ from lodestream.consensus.records import (
     RemoteSegmentRecord,
     RemoveAclRecord,
     RemoveNamespaceRecord,
+    RemoveOffsetSnapshotRecord,
     RemoveScramCredentialRecord,
     RemoveTopicRecord,
     ScramCredentialRecord,
@@ -96,6 +98,8 @@ class MetadataImage:
     scram_credentials: Mapping[tuple[str, str], ScramCredentialRecord] = field(default_factory=lambda: _EMPTY)
     acls: Mapping[uuid.UUID, AclRecord] = field(default_factory=lambda: _EMPTY)  # by id (broker/authorizer.py)
     namespaces: Mapping[str, NamespaceRecord] = field(default_factory=lambda: _EMPTY)  # by name (broker/namespaces.py)
+    # by name (broker/offset_snapshots.py)
+    offset_snapshots: Mapping[str, OffsetSnapshotRecord] = field(default_factory=lambda: _EMPTY)
 
     def live_brokers(self) -> list[BrokerImage]:
         """Registered, unfenced brokers by id: the ones clients are told about and partitions go to."""
@@ -219,6 +223,10 @@ def replay(image: MetadataImage, record: MetadataRecord) -> MetadataImage:
             return replace(image, namespaces=_with_entry(image.namespaces, name, record))
         case RemoveNamespaceRecord(name=name):
             return replace(image, namespaces=_with_entry(image.namespaces, name, None))
+        case OffsetSnapshotRecord(name=name):
+            return replace(image, offset_snapshots=_with_entry(image.offset_snapshots, name, record))
+        case RemoveOffsetSnapshotRecord(name=name):
+            return replace(image, offset_snapshots=_with_entry(image.offset_snapshots, name, None))
         case ProducerIdsRecord(next_producer_id=next_id):
             # Never moves back, so a replayed or reordered reservation cannot hand out an id twice.
             return replace(image, next_producer_id=max(image.next_producer_id, next_id))

@@ -118,9 +118,9 @@ def image_to_snapshot(image: MetadataImage) -> bytes:
                          b.fenced] for b in image.brokers.values()],
             "remote_segments": json.loads(encode_records(
                 [record for segments in image.remote_segments.values() for record in segments.values()])),
-            # SCRAM credentials, ACLs and namespaces: as their records
+            # SCRAM credentials, ACLs, namespaces and offset snapshots: as their records
             "records": json.loads(encode_records([*image.scram_credentials.values(), *image.acls.values(),
-                                                  *image.namespaces.values()])),
+                                                  *image.namespaces.values(), *image.offset_snapshots.values()])),
         },
         separators=(",", ":"),
     ).encode()
@@ -193,4 +193,5 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
     records.extend(image.scram_credentials.values())
     records.extend(image.acls.values())
     records.extend(image.namespaces.values())
+    records.extend(image.offset_snapshots.values())
     return records

@@ -201,14 +201,37 @@ class RemoveNamespaceRecord:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class OffsetSnapshotRecord:
+    """A named snapshot of offsets (docs/replay.md): a consumer group's committed offsets, or the ends of some
+    topics, when it was taken; a group can be reset to it, or a new group seeded from it. Replaces an earlier
+    snapshot of that name."""
+
+    type_name: ClassVar[str] = "offset_snapshot"
+    name: str
+    created_ms: int
+    group_id: str | None  # whose committed offsets; None: the topics' end offsets
+    # (topic, partition, offset); offset -1: the group had no committed offset there (it read from its
+    # auto.offset.reset position), so a reset to the snapshot removes the group's committed offset
+    offsets: tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveOffsetSnapshotRecord:
+    type_name: ClassVar[str] = "remove_offset_snapshot"
+    name: str
+
+
 MetadataRecord = Union[TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord,
                        RegisterBrokerRecord, BrokerFencingRecord, RemoteSegmentRecord, ScramCredentialRecord,
-                       RemoveScramCredentialRecord, AclRecord, RemoveAclRecord, NamespaceRecord, RemoveNamespaceRecord]
+                       RemoveScramCredentialRecord, AclRecord, RemoveAclRecord, NamespaceRecord, RemoveNamespaceRecord,
+                       OffsetSnapshotRecord, RemoveOffsetSnapshotRecord]
 _RECORD_TYPES = {
     cls.type_name: cls
     for cls in (TopicRecord, PartitionRecord, RemoveTopicRecord, ConfigRecord, QuotaRecord, ProducerIdsRecord,
                 RegisterBrokerRecord, BrokerFencingRecord, RemoteSegmentRecord, ScramCredentialRecord,
-                RemoveScramCredentialRecord, AclRecord, RemoveAclRecord, NamespaceRecord, RemoveNamespaceRecord)
+                RemoveScramCredentialRecord, AclRecord, RemoveAclRecord, NamespaceRecord, RemoveNamespaceRecord,
+                OffsetSnapshotRecord, RemoveOffsetSnapshotRecord)
 }
 
 
@@ -243,7 +266,7 @@ def decode_records(data: bytes) -> list[MetadataRecord]:
                 value = uuid.UUID(value)
             elif f.name in ("replicas", "isr", "elr", "adding", "removing", "stores"):
                 value = None if value is None else tuple(value)
-            elif f.name in ("leader_epochs", "aborted", "defaults"):
+            elif f.name in ("leader_epochs", "aborted", "defaults", "offsets"):
                 value = tuple(tuple(item) for item in value)
             elif f.name == "endpoints":
                 value = tuple(tuple(endpoint) for endpoint in value)

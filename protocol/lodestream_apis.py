@@ -8,9 +8,11 @@ of its offloaded segments' manifests (consensus/records.RemoteSegmentRecord, KIP
 records travel as the metadata log encodes them (consensus/records.encode_records); the controller checks
 each change against the image before committing (broker/cluster_controller.update_remote_segments).
 
-UpdateNamespaces (10001, v0): a broker asks the active controller to commit namespace changes made through
-its REST API (consensus/records.NamespaceRecord, RemoveNamespaceRecord, and the namespace's PREFIXED
-AclRecords), encoded the same way; the controller checks them (broker/namespaces.check_records).
+UpdateAdminRecords (10001, v0): a broker asks the active controller to commit changes made through its REST
+API that only Lodestream has: namespaces (consensus/records.NamespaceRecord, RemoveNamespaceRecord, and the
+namespace's PREFIXED AclRecords; checked by broker/namespaces.check_records) or offset snapshots
+(OffsetSnapshotRecord, RemoveOffsetSnapshotRecord; broker/offset_snapshots.check_records), encoded the same
+way. One batch is one kind.
 """
 
 
@@ -26,7 +28,7 @@ from kio.static.constants import EntityType
 from kio.static.primitive import i16, i64, i32Timedelta
 
 UPDATE_REMOTE_SEGMENTS = 10000
-UPDATE_NAMESPACES = 10001
+UPDATE_ADMIN_RECORDS = 10001
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,22 +57,22 @@ class UpdateRemoteSegmentsResponse:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UpdateNamespacesRequest:
+class UpdateAdminRecordsRequest:
     __type__: ClassVar = EntityType.request
     __version__: ClassVar[i16] = i16(0)
     __flexible__: ClassVar[bool] = True
-    __api_key__: ClassVar[i16] = i16(UPDATE_NAMESPACES)
+    __api_key__: ClassVar[i16] = i16(UPDATE_ADMIN_RECORDS)
     __header_schema__: ClassVar[type[RequestHeader]] = RequestHeader
     records: bytes = field(metadata={"kafka_type": "bytes"})
-    """Namespace records, as consensus/records.encode_records writes them."""
+    """Namespace or offset snapshot records, as consensus/records.encode_records writes them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UpdateNamespacesResponse:
+class UpdateAdminRecordsResponse:
     __type__: ClassVar = EntityType.response
     __version__: ClassVar[i16] = i16(0)
     __flexible__: ClassVar[bool] = True
-    __api_key__: ClassVar[i16] = i16(UPDATE_NAMESPACES)
+    __api_key__: ClassVar[i16] = i16(UPDATE_ADMIN_RECORDS)
     __header_schema__: ClassVar[type[ResponseHeader]] = ResponseHeader
     throttle_time: i32Timedelta = field(metadata={"kafka_type": "timedelta_i32"})
     error_code: ErrorCode = field(metadata={"kafka_type": "error_code"})
@@ -79,5 +81,5 @@ class UpdateNamespacesResponse:
 
 # api key -> {version: (request class, response class)}
 SCHEMAS = {UPDATE_REMOTE_SEGMENTS: {0: (UpdateRemoteSegmentsRequest, UpdateRemoteSegmentsResponse)},
-           UPDATE_NAMESPACES: {0: (UpdateNamespacesRequest, UpdateNamespacesResponse)}}
+           UPDATE_ADMIN_RECORDS: {0: (UpdateAdminRecordsRequest, UpdateAdminRecordsResponse)}}
 MODULE = sys.modules[__name__]  # what MessageBuilder looks classes up in, as in a kio schema module

@@ -708,10 +708,12 @@ class PartitionLog:
                 totals = self._active[1]
                 yield SegmentInfo(segment.base_offset, self.log_end_offset, totals.size, totals.max_timestamp, False)
 
-    def retention_offset(self, now_ms: int, retention_ms: int, retention_bytes: int) -> int | None:
+    def retention_offset(self, now_ms: int, retention_ms: int, retention_bytes: int,
+                         keep_from: int | None = None) -> int | None:
         """The log start offset retention asks for: the end of the last whole segment to delete, oldest
         first, while its largest timestamp is more than retention_ms old or the log minus it still holds
-        retention_bytes (-1: no limit), as Kafka's retention. None when nothing is due.
+        retention_bytes (-1: no limit), as Kafka's retention; never past `keep_from` (a segment holding it
+        stays). None when nothing is due.
 
         The active segment goes too when it is due (Kafka rolls first), unless an append is in flight."""
         total = self.size_bytes
@@ -722,7 +724,7 @@ class PartitionLog:
             due = (info.size == 0  # every batch already below the log start (DeleteRecords)
                    or (retention_ms >= 0 and now_ms - info.max_timestamp > retention_ms)
                    or (retention_bytes >= 0 and total - info.size >= retention_bytes))
-            if not due:
+            if not due or (keep_from is not None and info.end_offset > keep_from):
                 break
             total -= info.size
             new_start = info.end_offset

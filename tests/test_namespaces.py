@@ -19,7 +19,7 @@ from lodestream.admin.rest import create_app
 from lodestream.broker.authorizer import AUTHORIZER_CLASS_NAMES
 from lodestream.consensus.records import TopicRecord, encode_records
 from lodestream.protocol.errors import ErrorCode
-from lodestream.protocol.lodestream_apis import UpdateNamespacesRequest
+from lodestream.protocol.lodestream_apis import UpdateAdminRecordsRequest
 from lodestream.protocol.messages import request_builder
 from record_batches import value_batch
 from wire_client import WireClient
@@ -97,7 +97,7 @@ async def test_a_namespace_gives_its_topics_defaults_and_acls(namespaced):
 async def test_the_controller_refuses_what_is_not_a_namespace_change(namespaced):
     running, _, _ = namespaced
     client = await WireClient.connect(running.broker.bound_controller_listeners[0].port)
-    response = await client.request(UpdateNamespacesRequest(records=encode_records([TopicRecord("sneaky", uuid.uuid4())])))
+    response = await client.request(UpdateAdminRecordsRequest(records=encode_records([TopicRecord("sneaky", uuid.uuid4())])))
     assert response.error_code == ErrorCode.invalid_request and "not a namespace change" in response.error_message
     assert running.broker.image.topic("sneaky") is None
     await client.aclose()

@@ -568,6 +568,16 @@ class ConsumerGroup:
         self._subscriptions_version += 1
         self.group_epoch += 1
 
+    def fence_all_members(self) -> list[str]:
+        """An online offset reset (GroupCoordinator.reset_offsets): every member leaves the group; their next
+        heartbeat answers UNKNOWN_MEMBER_ID, so they drop their partitions and rejoin, reading the group's
+        committed offsets anew. Returns their ids."""
+        fenced = sorted(self.members)
+        for member_id in fenced:
+            self._fence(member_id)
+        log.info("[GroupId %s] members %s fenced for an offset reset", self.group_id, fenced)
+        return fenced
+
     def _update_target_assignment(self, assignor_name: str) -> None:
         partitions = {tid: count for tid, count in self.subscription_metadata.values()}
         specs = {

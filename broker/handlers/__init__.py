@@ -77,7 +77,7 @@ from lodestream.broker.handlers import (  # the metadata quorum (broker/metadata
     end_quorum_epoch,
     envelope,
     fetch_snapshot,
-    update_namespaces,
+    update_admin_records,
     update_remote_segments,
     vote,
 )
@@ -166,7 +166,7 @@ HANDLER_MODULES = (
     alter_partition,
     envelope,  # clients' requests forwarded by brokers, with their principals
     update_remote_segments,  # Lodestream's own (protocol/lodestream_apis.py): tiered storage's manifests
-    update_namespaces,  # and namespaces
+    update_admin_records,  # and namespaces and offset snapshots
 )
 
 REGISTRY: dict[int, Handler] = {h.api_key: h for h in map(_handler, HANDLER_MODULES)}

@@ -24,7 +24,7 @@ LATEST_TIERED = -5
 READ_COMMITTED = 1
 
 
-async def _lookup(partition, timestamp: int, read_committed: bool = False) -> tuple[int, int]:
+async def lookup_offset(partition, timestamp: int, read_committed: bool = False) -> tuple[int, int]:
     """(timestamp, offset) as Kafka answers; (-1, -1) when nothing matches.
 
     READ_COMMITTED bounds everything by the last stable offset instead of the high watermark."""
@@ -90,7 +90,7 @@ async def handle(ctx: RequestContext, request: ListOffsetsRequest) -> ListOffset
                     partition_index=index, error_code=error, timestamp=-1, offset=-1, leader_epoch=-1))
                 continue
             try:
-                timestamp, offset = await _lookup(partition, int(requested.timestamp), read_committed)
+                timestamp, offset = await lookup_offset(partition, int(requested.timestamp), read_committed)
                 error = ErrorCode.none
             except ValueError:
                 timestamp, offset, error = -1, -1, ErrorCode.invalid_request

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -160,3 +159,52 @@ def test_a_consumer_protocol_group_is_reset_online_while_its_member_polls(broker
             assert sorted(again) == expected
         finally:
             live.close()
+
+
+def produce_more(bootstrap: str, topic: str, count: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "batch.num.messages": 1})
+    for _ in range(count):
+        producer.produce(topic, b"x" * 1000)
+    assert producer.flush(DEADLINE_S) == 0
+
+
+async def test_retention_keeps_what_a_snapshot_needs_when_asked_and_warns_otherwise(tmp_path, caplog):
+    """A snapshot of a topic's end points into the middle of it once more is produced. With
+    retention.keep.snapshots=true retention stops at the segment holding that offset; without it the log
+    start passes it, and the log and /metrics say so."""
+    import trio
+    from test_retention import create_and_fill, set_topic_configs, wait_for_start_offset, watermarks
+
+    from inprocess_broker import start_broker
+    from lodestream.admin.rest import create_app
+
+    async with trio.open_nursery() as nursery:
+        running = await start_broker(nursery, tmp_path / "data", **{"log.retention.check.interval.ms": "200"})
+        bootstrap = f"127.0.0.1:{running.port}"
+        transport = httpx.ASGITransport(app=create_app(running.broker))
+        async with httpx.AsyncClient(transport=transport, base_url="http://lodestream") as http:
+            path = f"/v3/clusters/{running.broker.cluster_id}"
+            await trio.to_thread.run_sync(create_and_fill, bootstrap, "kept", {
+                "segment.bytes": "2500", "retention.keep.snapshots": "true"}, 10)
+            taken = await http.post(f"{path}/offset-snapshots", json={"name": "middle", "topics": ["kept"]})
+            assert taken.status_code == 201, taken.text
+            assert [o["offset"] for o in taken.json()["offsets"]] == [10]
+            admin = AdminClient({"bootstrap.servers": bootstrap})
+            await trio.to_thread.run_sync(produce_more, bootstrap, "kept", 10)
+            await trio.to_thread.run_sync(set_topic_configs, admin, "kept", {"retention.bytes": "1"})
+            await wait_for_start_offset(bootstrap, "kept", 8)  # what retention may delete, it does
+            await running.broker.replicas.apply_retention(running.broker.retention_config)  # once more, now
+            low, _ = await trio.to_thread.run_sync(watermarks, bootstrap, "kept")
+            assert 8 <= low <= 10, low
+            described = (await http.get(f"{path}/offset-snapshots/middle")).json()
+            assert described["below_log_start"] == 0
+
+            await trio.to_thread.run_sync(set_topic_configs, admin, "kept", {"retention.keep.snapshots": "false"})
+            low, _ = await wait_for_start_offset(bootstrap, "kept", 11)
+            described = (await http.get(f"{path}/offset-snapshots/middle")).json()
+            assert described["below_log_start"] == 1 and described["offsets"][0]["below_log_start"]
+            metrics = (await http.get("/metrics")).text
+            assert 'lodestream_offset_snapshot_partitions_below_log_start{snapshot="middle"} 1.0' in metrics
+            assert any("offset snapshots middle point" in r.getMessage() for r in caplog.records)
+        nursery.cancel_scope.cancel()
+    running.broker.close()

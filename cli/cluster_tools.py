@@ -21,6 +21,7 @@ import base64
 import datetime
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -39,24 +40,26 @@ from lodestream.protocol.messages import request_builder
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 # API keys
-PRODUCE, FETCH, LIST_OFFSETS, METADATA, OFFSET_FETCH, FIND_COORDINATOR = 0, 1, 2, 3, 9, 10
+PRODUCE, FETCH, LIST_OFFSETS, METADATA, OFFSET_COMMIT, OFFSET_FETCH, FIND_COORDINATOR = 0, 1, 2, 3, 8, 9, 10
 DESCRIBE_GROUPS, LIST_GROUPS, API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS = 15, 16, 18, 19, 20
 DESCRIBE_CONFIGS, DESCRIBE_LOG_DIRS, CREATE_PARTITIONS, INCREMENTAL_ALTER_CONFIGS = 32, 35, 37, 44
-CONSUMER_GROUP_DESCRIBE = 69
+DELETE_GROUPS, OFFSET_DELETE, CONSUMER_GROUP_DESCRIBE = 42, 47, 69
 
 # (oldest version this client can build, newest it prefers)
 CLIENT_VERSIONS = {
     METADATA: (1, 12), LIST_OFFSETS: (1, 8), CREATE_TOPICS: (2, 7), DELETE_TOPICS: (1, 6),
     DESCRIBE_CONFIGS: (1, 4), INCREMENTAL_ALTER_CONFIGS: (0, 1), CREATE_PARTITIONS: (0, 3),
     LIST_GROUPS: (0, 5), DESCRIBE_GROUPS: (0, 5), OFFSET_FETCH: (1, 9), FIND_COORDINATOR: (0, 4),
-    CONSUMER_GROUP_DESCRIBE: (0, 1), DESCRIBE_LOG_DIRS: (1, 4),
+    CONSUMER_GROUP_DESCRIBE: (0, 1), DESCRIBE_LOG_DIRS: (1, 4), OFFSET_COMMIT: (2, 9), DELETE_GROUPS: (0, 2),
+    OFFSET_DELETE: (0, 0),
 }
 API_NAMES = {
     METADATA: "Metadata", LIST_OFFSETS: "ListOffsets", CREATE_TOPICS: "CreateTopics", DELETE_TOPICS: "DeleteTopics",
     DESCRIBE_CONFIGS: "DescribeConfigs", INCREMENTAL_ALTER_CONFIGS: "IncrementalAlterConfigs",
     CREATE_PARTITIONS: "CreatePartitions", LIST_GROUPS: "ListGroups", DESCRIBE_GROUPS: "DescribeGroups",
     OFFSET_FETCH: "OffsetFetch", FIND_COORDINATOR: "FindCoordinator", CONSUMER_GROUP_DESCRIBE: "ConsumerGroupDescribe",
-    DESCRIBE_LOG_DIRS: "DescribeLogDirs",
+    DESCRIBE_LOG_DIRS: "DescribeLogDirs", OFFSET_COMMIT: "OffsetCommit", DELETE_GROUPS: "DeleteGroups",
+    OFFSET_DELETE: "OffsetDelete",
 }
 
 TOPIC_RESOURCE, BROKER_RESOURCE = 2, 4
@@ -76,6 +79,19 @@ class CliError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class RestHTTPError(CliError):
+    """The REST API answered an HTTP error: its status and message (`message` alone, without the request)."""
+
+    def __init__(self, text: str, status: int, message: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.message = message
+
+
+class TopicExistsError(CliError):
+    """CreateTopics answered TOPIC_ALREADY_EXISTS (`topics create --if-not-exists` makes it a success)."""
 
 
 def _error_name(code: int) -> str:
@@ -195,6 +211,12 @@ def parse_host_port(text: str, default_port: int = 9092) -> tuple[str, int]:
 # -- operations, transport-independent --------------------------------------------------------------
 
 class Backend:
+    transport = "this transport"
+
+    def _unsupported(self, what: str) -> CliError:
+        return CliError(f"{what} is not available over {self.transport} (yet): use --bootstrap-server HOST:PORT",
+                        EXIT_USAGE)
+
     def list_topics(self, include_internal: bool) -> list[dict]: raise NotImplementedError
     def describe_topic(self, name: str) -> dict: raise NotImplementedError
     def create_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]) -> dict:
@@ -205,6 +227,40 @@ class Backend:
         raise NotImplementedError
     def list_groups(self) -> list[dict]: raise NotImplementedError
     def describe_group(self, group_id: str) -> dict: raise NotImplementedError
+
+    def create_partitions(self, name: str, count: int) -> None:
+        """Raise the topic's partition count to `count` (CreatePartitions)."""
+        raise self._unsupported("increasing partitions")
+
+    def delete_group(self, group_id: str) -> None:
+        raise self._unsupported("deleting groups")
+
+    def delete_offsets(self, group_id: str, partitions: dict[str, list[int]]) -> list[dict]:
+        """Delete a group's committed offsets: one {topic, partition, error (None = deleted)} per partition."""
+        raise self._unsupported("deleting group offsets")
+
+    # What `groups reset-offsets` needs (plan_reset computes the plan from these, transport-independently).
+    def topic_partitions(self, topics: list[str]) -> dict[str, list[int]]:
+        """Each topic's partition indexes; CliError if a topic does not exist."""
+        raise self._unsupported("groups reset-offsets")
+
+    def log_offsets(self, partitions: list[tuple[str, int]], timestamp: int) -> dict[tuple[str, int], int | None]:
+        """ListOffsets: EARLIEST_TIMESTAMP (log start), LATEST_TIMESTAMP (log end) or a time in ms (the first
+        offset at or after it; None when no record is that late, or the partition answered an error)."""
+        raise self._unsupported("groups reset-offsets")
+
+    def group_state(self, group_id: str) -> dict:
+        """{"state": Kafka's state name ("Dead" when the group does not exist), "members": count}."""
+        raise self._unsupported("groups reset-offsets")
+
+    def committed_offsets(self, group_id: str) -> dict[tuple[str, int], int]:
+        """The group's committed offsets; {} when it has none (or does not exist)."""
+        raise self._unsupported("groups reset-offsets")
+
+    def reset_offsets(self, group_id: str, plan: "ResetPlan") -> None:
+        """Commit plan.rows' new offsets for the group (CliError, naming the group's state, if it refuses)."""
+        raise self._unsupported("groups reset-offsets --execute")
+
     def close(self) -> None: pass
 
 
@@ -216,6 +272,8 @@ class _BrokerNode:
 
 
 class KafkaBackend(Backend):
+    transport = "the Kafka protocol"
+
     def __init__(self, bootstrap: str, timeout: float) -> None:
         self.timeout = timeout
         servers = [s for s in bootstrap.split(",") if s.strip()]
@@ -364,6 +422,9 @@ class KafkaBackend(Backend):
                 configs=tuple(b.CreatableTopicConfig(name=k, value=v) for k, v in configs.items())),),
             timeout=datetime.timedelta(seconds=self.timeout), validate_only=False))
         (result,) = response.topics
+        if int(result.error_code) == int(ErrorCode.topic_already_exists):
+            raise TopicExistsError(f"create topic {name}: TOPIC_ALREADY_EXISTS: "
+                                   f"{getattr(result, 'error_message', None) or 'the topic already exists'}")
         _check(result.error_code, getattr(result, "error_message", None), f"create topic {name}")
         topic_id = getattr(result, "topic_id", None)
         return {"name": name, "topic_id": str(topic_id) if topic_id else None,
@@ -537,6 +598,139 @@ class KafkaBackend(Backend):
                     result[(topic.name, int(p.partition_index))] = int(p.committed_offset)
         return result
 
+    # -- partitions, group deletion, offset deletion and reset -------------------------------------
+    def create_partitions(self, name: str, count: int) -> None:
+        conn = self.bootstrap
+        b = request_builder(CREATE_PARTITIONS, conn.version(CREATE_PARTITIONS))
+        response = conn.request(b.CreatePartitionsRequest(
+            topics=(b.CreatePartitionsTopic(name=name, count=count, assignments=None),),
+            timeout=datetime.timedelta(seconds=self.timeout), validate_only=False))
+        (result,) = response.results
+        if int(result.error_code) == int(ErrorCode.unknown_topic_or_partition):
+            raise CliError(f"topic {name!r} does not exist")
+        _check(result.error_code, result.error_message, f"increase the partitions of topic {name}")
+
+    def delete_group(self, group_id: str) -> None:
+        conn = self._coordinator(group_id)
+        b = request_builder(DELETE_GROUPS, conn.version(DELETE_GROUPS))
+        (result,) = conn.request(b.DeleteGroupsRequest(groups_names=(group_id,))).results
+        _check_group(result.error_code, group_id, f"delete group {group_id}")
+
+    def delete_offsets(self, group_id: str, partitions: dict[str, list[int]]) -> list[dict]:
+        conn = self._coordinator(group_id)
+        b = request_builder(OFFSET_DELETE, conn.version(OFFSET_DELETE))
+        response = conn.request(b.OffsetDeleteRequest(group_id=group_id, topics=tuple(
+            b.OffsetDeleteRequestTopic(name=topic, partitions=tuple(
+                b.OffsetDeleteRequestPartition(partition_index=p) for p in indexes))
+            for topic, indexes in partitions.items())))
+        _check_group(response.error_code, group_id, f"delete offsets of group {group_id}")
+        results = []
+        for topic in response.topics:
+            for p in topic.partitions:
+                code = int(p.error_code)
+                results.append({"topic": topic.name, "partition": int(p.partition_index),
+                                "error": None if code == 0 else _offset_delete_error(code, group_id, topic.name)})
+        return sorted(results, key=lambda r: (r["topic"], r["partition"]))
+
+    def topic_partitions(self, topics: list[str]) -> dict[str, list[int]]:
+        if not topics:
+            return {}
+        result = {}
+        for topic in self._metadata(topics).topics:
+            if int(topic.error_code) == int(ErrorCode.unknown_topic_or_partition):
+                raise CliError(f"topic {topic.name!r} does not exist")
+            _check(topic.error_code, None, f"describe topic {topic.name}")
+            result[topic.name] = sorted(int(p.partition_index) for p in topic.partitions)
+        return result
+
+    def log_offsets(self, partitions: list[tuple[str, int]], timestamp: int) -> dict[tuple[str, int], int | None]:
+        if not partitions:
+            return {}
+        metadata = self._metadata(sorted({t for t, _ in partitions}))
+        leaders = {(t.name, int(p.partition_index)): int(p.leader_id) for t in metadata.topics for p in t.partitions}
+        by_leader: dict[int, dict[str, list[int]]] = {}
+        for topic, partition in partitions:
+            by_leader.setdefault(leaders.get((topic, partition), -1), {}).setdefault(topic, []).append(partition)
+        result: dict[tuple[str, int], int | None] = {tp: None for tp in partitions}
+        for leader, topics in by_leader.items():
+            conn = self._node(leader) if leader >= 0 else self.bootstrap
+            b = request_builder(LIST_OFFSETS, conn.version(LIST_OFFSETS))
+            response = conn.request(b.ListOffsetsRequest(
+                replica_id=-1, isolation_level=0, timeout=datetime.timedelta(seconds=self.timeout),
+                topics=tuple(b.ListOffsetsTopic(name=topic, partitions=tuple(
+                    b.ListOffsetsPartition(partition_index=i, current_leader_epoch=-1, timestamp=timestamp)
+                    for i in indexes)) for topic, indexes in topics.items())))
+            for topic_response in response.topics:
+                for p in topic_response.partitions:
+                    ok = int(p.error_code) == 0 and int(p.offset) >= 0
+                    result[(topic_response.name, int(p.partition_index))] = int(p.offset) if ok else None
+        return result
+
+    def group_state(self, group_id: str) -> dict:
+        conn = self._coordinator(group_id)
+        described = self._consumer_group_describe(conn, group_id) if conn.supports(CONSUMER_GROUP_DESCRIBE) else None
+        if described is None:
+            described = self._describe_classic(conn, group_id)
+        return {"state": described["state"] or "Dead", "members": len(described["members"])}
+
+    def committed_offsets(self, group_id: str) -> dict[tuple[str, int], int]:
+        return self._committed(self._coordinator(group_id), group_id)
+
+    def reset_offsets(self, group_id: str, plan: "ResetPlan") -> None:
+        """An admin commit (generation -1, no member id): the coordinator takes it only while the group is
+        empty, as Kafka's kafka-consumer-groups relies on."""
+        conn = self._coordinator(group_id)
+        b = request_builder(OFFSET_COMMIT, conn.version(OFFSET_COMMIT))
+        by_topic: dict[str, list[dict]] = {}
+        for row in plan.rows:
+            by_topic.setdefault(row["topic"], []).append(row)
+        response = conn.request(b.OffsetCommitRequest(
+            group_id=group_id, generation_id_or_member_epoch=-1, member_id="", group_instance_id=None,
+            retention_time_ms=-1, retention_time=-1, topics=tuple(
+                b.OffsetCommitRequestTopic(name=topic, partitions=tuple(
+                    b.OffsetCommitRequestPartition(partition_index=r["partition"], committed_offset=r["new_offset"],
+                                                   committed_leader_epoch=-1, committed_metadata="")
+                    for r in rows)) for topic, rows in by_topic.items())))
+        failed = [(t.name, int(p.partition_index), int(p.error_code))
+                  for t in response.topics for p in t.partitions if int(p.error_code) != 0]
+        if not failed:
+            return
+        codes = {code for _, _, code in failed}
+        if codes & _ACTIVE_GROUP_ERRORS:
+            state = self.group_state(group_id)
+            raise CliError(f"Assignments can only be reset if the group '{group_id}' is inactive, but the current "
+                           f"state is {state['state']} ({state['members']} members; the coordinator answered "
+                           f"{', '.join(sorted(_error_name(c) for c in codes & _ACTIVE_GROUP_ERRORS))}): "
+                           "stop its consumers first")
+        raise CliError(f"reset offsets of group {group_id}: " + "; ".join(
+            f"{t}-{p}: {_error_name(code)}" for t, p, code in sorted(failed)))
+
+
+# OffsetCommit's answers to an admin commit while the group has members
+_ACTIVE_GROUP_ERRORS = {int(ErrorCode.unknown_member_id), int(ErrorCode.illegal_generation),
+                        int(ErrorCode.rebalance_in_progress), int(ErrorCode.stale_member_epoch),
+                        int(ErrorCode.fenced_member_epoch)}
+
+
+def _check_group(code: int, group_id: str, what: str) -> None:
+    """A group-level error of DeleteGroups / OffsetDelete, said as an operator needs it."""
+    code = int(code)
+    if code == int(ErrorCode.group_id_not_found):
+        raise CliError(f"{what}: group {group_id!r} does not exist (GROUP_ID_NOT_FOUND)")
+    if code == int(ErrorCode.non_empty_group):
+        raise CliError(f"{what}: the group has active members (NON_EMPTY_GROUP): stop its consumers first, "
+                       "or wait until their sessions time out")
+    _check(code, None, what)
+
+
+def _offset_delete_error(code: int, group_id: str, topic: str) -> str:
+    if code == int(ErrorCode.group_subscribed_to_topic):
+        return (f"GROUP_SUBSCRIBED_TO_TOPIC: members of group {group_id} are subscribed to {topic}; its offsets "
+                "can be deleted once they unsubscribe or stop")
+    if code == int(ErrorCode.unknown_topic_or_partition):
+        return f"UNKNOWN_TOPIC_OR_PARTITION: {topic} has no such partition"
+    return _error_name(code)
+
 
 def _topic_id(topic) -> str | None:
     topic_id = getattr(topic, "topic_id", None)
@@ -564,6 +758,8 @@ def _kafka_state(rest_state: str | None) -> str:
 
 class RestBackend(Backend):
     """The same operations over the broker's REST API (Confluent REST Proxy v3 shape, admin/rest.py)."""
+
+    transport = "the REST API"
 
     def __init__(self, base_url: str, timeout: float, token: str | None, user: str | None) -> None:
         parsed = urllib.parse.urlsplit(base_url)
@@ -595,7 +791,7 @@ class RestBackend(Backend):
             if exc.code in (401, 403):
                 raise CliError(f"the REST API refused the request ({exc.code}): {message}; "
                                "see --rest-token / --rest-user") from None
-            raise CliError(f"{message} (HTTP {exc.code} from {method} {path})") from None
+            raise RestHTTPError(f"{message} (HTTP {exc.code} from {method} {path})", exc.code, message) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise CliError(f"cannot reach the REST API at {self.base}: {reason}", EXIT_UNREACHABLE) from None
@@ -660,12 +856,27 @@ class RestBackend(Backend):
             body["partitions_count"] = partitions
         if replication_factor != -1:
             body["replication_factor"] = replication_factor
-        created = self._call("POST", self._c("/topics"), body)
+        try:
+            created = self._call("POST", self._c("/topics"), body)
+        except RestHTTPError as exc:
+            if exc.status == 400 and "already exists" in exc.message:
+                raise TopicExistsError(f"create topic {name}: TOPIC_ALREADY_EXISTS: {exc.message}") from None
+            raise
         return {"name": name, "topic_id": created.get("topic_id"), "partitions": created["partitions_count"],
                 "replication_factor": created["replication_factor"]}
 
     def delete_topic(self, name: str) -> None:
         self._call("DELETE", self._c(f"/topics/{self._q(name)}"), missing=f"topic {name!r} does not exist")
+
+    def create_partitions(self, name: str, count: int) -> None:
+        try:
+            self._call("PATCH", self._c(f"/topics/{self._q(name)}"), {"partitions_count": count},
+                       missing=f"topic {name!r} does not exist")
+        except RestHTTPError as exc:
+            if exc.status == 400 and exc.message.startswith("partitions_count:"):
+                raise CliError(f"increase the partitions of topic {name}: INVALID_PARTITIONS:"
+                               f"{exc.message.removeprefix('partitions_count:')}") from None
+            raise
 
     def _config_path(self, resource: str, name: str) -> tuple[str, str]:
         if resource == "topic":
@@ -763,6 +974,40 @@ def render_table(columns: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+PROGRESS_MIN = 20  # items from which an operation reports progress on a stderr that is not a terminal
+PROGRESS_EVERY_S = 2.0  # at most one progress line this often off a terminal
+
+
+class Progress:
+    """`what: done/total` on stderr for an operation over many items: redrawn in place on a terminal (from 2
+    items), else a line at most every PROGRESS_EVERY_S and at the end, from PROGRESS_MIN items. The output
+    itself stays on stdout, whole."""
+
+    def __init__(self, what: str, total: int, stream=None) -> None:
+        self.what, self.total, self.count = what, total, 0
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.enabled = total >= (2 if self.tty else PROGRESS_MIN)
+        self._shown_at = time.monotonic()
+
+    def step(self, count: int = 1) -> None:
+        self.count += count
+        if not self.enabled:
+            return
+        if self.tty:
+            self.stream.write(f"\r{self.what}: {self.count}/{self.total}")
+            self.stream.flush()
+        elif time.monotonic() - self._shown_at >= PROGRESS_EVERY_S:
+            self._shown_at = time.monotonic()
+            self.stream.write(f"{self.what}: {self.count}/{self.total}\n")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            self.stream.write(("\r" if self.tty else "") + f"{self.what}: {self.count}/{self.total} done\n")
+            self.stream.flush()
+
+
 def emit(output: Output, fmt: str, stream=None) -> None:
     stream = stream or sys.stdout
     if fmt == "json":
@@ -812,25 +1057,47 @@ def cmd_topics_describe(backend: Backend, args) -> Output:
 
 def cmd_topics_create(backend: Backend, args) -> Output:
     configs = _key_values(args.config, "--config")
-    created = backend.create_topic(args.topic, args.partitions, args.replication_factor, configs)
-    return Output(created, lines=[f"Created topic {args.topic} ({created['partitions']} partitions)."])
+    try:
+        created = backend.create_topic(args.topic, args.partitions, args.replication_factor, configs)
+    except TopicExistsError:
+        if not args.if_not_exists:
+            raise
+        return Output({"name": args.topic, "created": False, "already_exists": True},
+                      lines=[f"Topic {args.topic} already exists: nothing to do (--if-not-exists)."])
+    return Output({**created, "created": True},
+                  lines=[f"Created topic {args.topic} ({created['partitions']} partitions)."])
 
 
-def cmd_topics_delete(backend: Backend, args) -> Output:
+def cmd_topics_alter(backend: Backend, args) -> Output:
+    backend.create_partitions(args.topic, args.partitions)
+    return Output({"name": args.topic, "partitions": args.partitions},
+                  lines=[f"Topic {args.topic} now has {args.partitions} partitions."])
+
+
+def _delete_each(names: list[str], what: str, key: str, delete) -> Output:
+    """Delete each name in turn (with progress when there are many): one result per name ({key: name,
+    deleted, error}); the refused ones make a partial failure, a transport failure stops at once."""
     results, failed = [], []
-    for name in args.topics:
+    progress = Progress(f"deleting {what}s", len(names))
+    for name in names:
         try:
-            backend.delete_topic(name)
-            results.append({"name": name, "deleted": True})
+            delete(name)
+            results.append({key: name, "deleted": True})
         except CliError as exc:
             if exc.exit_code != EXIT_ERROR:
                 raise
-            results.append({"name": name, "deleted": False, "error": str(exc)})
+            results.append({key: name, "deleted": False, "error": str(exc)})
             failed.append(str(exc))
-    output = Output(results, lines=[f"Deleted topic {r['name']}." for r in results if r["deleted"]])
+        progress.step()
+    progress.done()
+    output = Output(results, lines=[f"Deleted {what} {r[key]}." for r in results if r["deleted"]])
     if failed:
         raise _PartialFailure(output, failed)
     return output
+
+
+def cmd_topics_delete(backend: Backend, args) -> Output:
+    return _delete_each(args.topics, "topic", "name", backend.delete_topic)
 
 
 def cmd_topics_alter_config(backend: Backend, args) -> Output:
@@ -898,6 +1165,230 @@ def cmd_groups_describe(backend: Backend, args) -> Output:
                 ["CONSUMER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"],
                 [[m["member_id"], m["client_id"], m["host"], m["assignment"]] for m in group["members"]]))
     return output
+
+
+def cmd_groups_delete(backend: Backend, args) -> Output:
+    return _delete_each(args.groups, "group", "group", backend.delete_group)
+
+
+def parse_topic_partitions(specs: list[str], option: str = "--topic") -> dict[str, list[int] | None]:
+    """`T` (every partition: None) or `T:0,1,...`, repeatable; the same topic twice merges."""
+    scope: dict[str, list[int] | None] = {}
+    for spec in specs:
+        topic, sep, listed = spec.partition(":")
+        topic = topic.strip()
+        if not topic or (sep and not listed.strip()):
+            raise CliError(f"{option} expects TOPIC or TOPIC:PARTITION,..., got {spec!r}", EXIT_USAGE)
+        if not sep:
+            scope[topic] = None
+            continue
+        try:
+            partitions = [int(p) for p in listed.split(",")]
+        except ValueError:
+            raise CliError(f"{option} {spec!r}: partitions are numbers, e.g. {topic}:0,1", EXIT_USAGE) from None
+        if topic not in scope or scope[topic] is not None:
+            scope[topic] = sorted(set((scope.get(topic) or []) + partitions))
+    return scope
+
+
+def _resolve_scope(backend: Backend, scope: dict[str, list[int] | None]) -> list[tuple[str, int]]:
+    """The (topic, partition) pairs a --topic scope names, checked against the topics' partitions."""
+    existing = backend.topic_partitions(sorted(scope))
+    pairs = []
+    for topic, listed in sorted(scope.items()):
+        for partition in listed if listed is not None else existing[topic]:
+            if partition not in existing[topic]:
+                raise CliError(f"topic {topic} has no partition {partition} (it has {len(existing[topic])})")
+            pairs.append((topic, partition))
+    return pairs
+
+
+def cmd_groups_delete_offsets(backend: Backend, args) -> Output:
+    pairs = _resolve_scope(backend, parse_topic_partitions(args.topic))
+    partitions: dict[str, list[int]] = {}
+    for topic, partition in pairs:
+        partitions.setdefault(topic, []).append(partition)
+    results = backend.delete_offsets(args.group, partitions)
+    failed = [f"{r['topic']}-{r['partition']}: {r['error']}" for r in results if r["error"]]
+    output = Output({"group": args.group, "partitions": results}, [(
+        None, ["TOPIC", "PARTITION", "STATUS"],
+        [[r["topic"], r["partition"], "Successful" if not r["error"] else f"Error: {r['error']}"] for r in results])])
+    if failed:
+        raise _PartialFailure(output, [f"delete offsets of group {args.group}: {f}" for f in failed])
+    return output
+
+
+# -- groups reset-offsets: a plan computed from the Backend's reads, then Backend.reset_offsets ------------
+
+@dataclass
+class ResetTarget:
+    """Where `groups reset-offsets` moves a group. kind: earliest | latest | current | offset (value: the
+    offset) | shift (value: +/- count) | timestamp (value: ms since the epoch; --to-datetime, --by-duration)
+    | explicit (value: {(topic, partition): offset}, e.g. from a snapshot: the partitions to reset when no
+    --topic is given). label: how the user said it, for output."""
+    kind: str
+    value: Any = None
+    label: str = ""
+
+
+@dataclass
+class ResetPlan:
+    group: str
+    target: ResetTarget
+    state: str  # the group's state when planned ("Dead": no such group yet)
+    members: int
+    rows: list[dict]  # topic, partition, current_offset (None: nothing committed), new_offset, log_start, log_end
+    warnings: list[str] = field(default_factory=list)
+
+    def as_json(self, executed: bool) -> dict:
+        return {"group": self.group, "state": self.state, "members": self.members, "target": self.target.label,
+                "executed": executed, "partitions": self.rows, "warnings": self.warnings}
+
+
+_DATETIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d{1,9})?(Z|[+-]\d{2}(?::?\d{2})?)?$")
+_DURATION = re.compile(r"^([-+]?)P(?:([-+]?\d+)D)?(?:T(?:([-+]?\d+)H)?(?:([-+]?\d+)M)?"
+                       r"(?:([-+]?\d+)(?:[.,](\d{1,9}))?S)?)?$", re.IGNORECASE)
+
+
+def parse_datetime_ms(text: str) -> int:
+    """Kafka's --to-datetime: YYYY-MM-DDTHH:mm:SS[.sss][Z|+hh:mm|+hhmm|+hh], UTC when no zone is given."""
+    match = _DATETIME.match(text.strip())
+    if not match:
+        raise CliError(f"--to-datetime {text!r}: expected YYYY-MM-DDTHH:mm:SS[.sss][Z|+hh:mm], "
+                       "e.g. 2024-05-01T12:00:00.000Z", EXIT_USAGE)
+    clock, fraction, zone = match.groups()
+    zone = zone or "Z"
+    if zone != "Z" and len(zone) == 3:
+        zone += ":00"
+    elif zone != "Z" and ":" not in zone:
+        zone = f"{zone[:3]}:{zone[3:]}"
+    try:
+        moment = datetime.datetime.fromisoformat(f"{clock}{zone.replace('Z', '+00:00')}")
+    except ValueError as exc:
+        raise CliError(f"--to-datetime {text!r}: {exc}", EXIT_USAGE) from None
+    millis = int((fraction or ".0")[1:].ljust(3, "0")[:3])
+    return int(moment.timestamp()) * 1000 + millis
+
+
+def parse_duration_ms(text: str) -> int:
+    """An ISO-8601 duration as Java's Duration.parse takes it (PnDTnHnMnS), in milliseconds."""
+    match = _DURATION.match(text.strip())
+    if not match or match.group(0).upper().endswith(("P", "T")):
+        raise CliError(f"--by-duration {text!r}: expected an ISO-8601 duration PnDTnHnMnS, e.g. PT1H30M or P1D",
+                       EXIT_USAGE)
+    sign, days, hours, minutes, seconds, fraction = match.groups()
+    millis = (int(days or 0) * 86_400_000 + int(hours or 0) * 3_600_000 + int(minutes or 0) * 60_000
+              + int(seconds or 0) * 1000)
+    if fraction:
+        part = int(fraction.ljust(3, "0")[:3])
+        millis += -part if (seconds or "").startswith("-") else part
+    return -millis if sign == "-" else millis
+
+
+def reset_target(args, backend: Backend, now_ms: int | None = None) -> ResetTarget:
+    """The one target option of `groups reset-offsets` as a ResetTarget (a new target: its option in
+    _reset_target_options and its branch here, resolving to one of ResetTarget's kinds)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if args.to_earliest:
+        return ResetTarget("earliest", label="earliest")
+    if args.to_latest:
+        return ResetTarget("latest", label="latest")
+    if args.to_current:
+        return ResetTarget("current", label="current")
+    if args.to_offset is not None:
+        return ResetTarget("offset", args.to_offset, f"offset {args.to_offset}")
+    if args.shift_by is not None:
+        return ResetTarget("shift", args.shift_by, f"shift by {args.shift_by}")
+    if args.to_datetime is not None:
+        return ResetTarget("timestamp", parse_datetime_ms(args.to_datetime), f"datetime {args.to_datetime}")
+    if args.by_duration is not None:
+        return ResetTarget("timestamp", now_ms - parse_duration_ms(args.by_duration), f"duration {args.by_duration}")
+    raise CliError("give one target: --to-earliest, --to-latest, --to-offset, --to-datetime, --by-duration, "
+                   "--shift-by or --to-current", EXIT_USAGE)
+
+
+def plan_reset(backend: Backend, group_id: str, scope: dict[str, list[int] | None] | None,
+               target: ResetTarget) -> ResetPlan:
+    """The new offset of each partition in scope (None = --all-topics: every partition the group has an
+    offset for, or an explicit target's partitions), clamped to [log start, log end] as Kafka does for
+    --to-offset, --shift-by and explicit offsets. Reads only: nothing is committed."""
+    committed = backend.committed_offsets(group_id)
+    if scope is not None:
+        pairs = _resolve_scope(backend, scope)
+        if target.kind == "explicit":
+            pairs = [tp for tp in pairs if tp in target.value]
+    elif target.kind == "explicit":
+        pairs = sorted(target.value)
+    else:
+        pairs = sorted(committed)
+        if not pairs:
+            raise CliError(f"group {group_id!r} has no committed offsets: name the partitions with --topic")
+    if not pairs:
+        raise CliError("no partitions to reset")
+    starts = backend.log_offsets(pairs, EARLIEST_TIMESTAMP)
+    ends = backend.log_offsets(pairs, LATEST_TIMESTAMP)
+    unreadable = [f"{t}-{p}" for t, p in pairs if starts.get((t, p)) is None or ends.get((t, p)) is None]
+    if unreadable:
+        raise CliError(f"cannot read the log start and end offsets of {', '.join(unreadable)} (no leader?)")
+    found = backend.log_offsets(pairs, target.value) if target.kind == "timestamp" else {}
+    warnings: list[str] = []
+    rows = []
+    for topic, partition in pairs:
+        start, end = starts[(topic, partition)], ends[(topic, partition)]
+        current = committed.get((topic, partition))
+        clamp = False
+        if target.kind == "earliest":
+            new = start
+        elif target.kind == "latest":
+            new = end
+        elif target.kind == "current":
+            new = end if current is None else current  # Kafka: the log end where nothing is committed
+        elif target.kind == "timestamp":
+            new = found.get((topic, partition))
+            new = end if new is None else new  # no record that late: the log end, as Kafka
+        elif target.kind == "shift":
+            if current is None:
+                raise CliError(f"cannot shift the offset of {topic}-{partition}: group {group_id} has no committed "
+                               "offset for it")
+            new, clamp = current + target.value, True
+        elif target.kind in ("offset", "explicit"):
+            new = target.value if target.kind == "offset" else target.value[(topic, partition)]
+            clamp = True
+        else:
+            raise CliError(f"unknown reset target {target.kind!r}", EXIT_USAGE)
+        if clamp and new < start:
+            warnings.append(f"New offset ({new}) is lower than earliest offset for topic partition "
+                            f"{topic}-{partition}. Value will be set to {start}")
+            new = start
+        elif clamp and new > end:
+            warnings.append(f"New offset ({new}) is higher than latest offset for topic partition "
+                            f"{topic}-{partition}. Value will be set to {end}")
+            new = end
+        rows.append({"topic": topic, "partition": partition, "current_offset": current, "new_offset": new,
+                     "log_start_offset": start, "log_end_offset": end})
+    state = backend.group_state(group_id)
+    return ResetPlan(group_id, target, state["state"], state["members"], rows, warnings)
+
+
+def cmd_groups_reset_offsets(backend: Backend, args) -> Output:
+    scope = None if args.all_topics else parse_topic_partitions(args.topic)
+    target = reset_target(args, backend)
+    plan = plan_reset(backend, args.group, scope, target)
+    if args.execute:
+        backend.reset_offsets(args.group, plan)
+    for warning in plan.warnings:
+        print(f"lodestream: warning: {warning}", file=sys.stderr)
+    if args.execute:
+        summary = f"Reset the offsets of group {plan.group} to {target.label} ({len(plan.rows)} partitions)."
+    else:
+        summary = (f"Dry run: nothing was committed. Group {plan.group} (state {plan.state}, {plan.members} "
+                   f"members) would be reset to {target.label}; --execute to commit.")
+        if plan.members:
+            summary += (f" The group is active: --execute will be refused until its members stop "
+                        "(assignments can only be reset while the group is inactive).")
+    return Output(plan.as_json(args.execute), [(None, ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"],
+                                                [[plan.group, r["topic"], r["partition"], r["current_offset"],
+                                                  r["new_offset"]] for r in plan.rows])], [summary])
 
 
 # -- tiered storage (REST only: admin/tiering.py) ---------------------------------------------------
@@ -1066,11 +1557,38 @@ def _change_options(parser: argparse.ArgumentParser) -> None:
                         help="remove an override, back to the default (repeatable)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _reset_target_options(parser: argparse.ArgumentParser):
+    """`groups reset-offsets`' targets, exactly one required (reset_target turns it into a ResetTarget)."""
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-earliest", action="store_true", help="the log start offset")
+    target.add_argument("--to-latest", action="store_true", help="the log end offset")
+    target.add_argument("--to-offset", type=int, metavar="N", help="offset N (kept within the log)")
+    target.add_argument("--to-datetime", metavar="YYYY-MM-DDTHH:mm:SS.sss",
+                        help="the first offset at or after this time (UTC unless a zone is given: Z, +hh:mm)")
+    target.add_argument("--by-duration", metavar="PnDTnHnMnS",
+                        help="the first offset at or after this long ago (ISO-8601 duration, e.g. PT1H, P1DT12H)")
+    target.add_argument("--shift-by", type=int, metavar="N", help="the committed offset plus N (N may be negative)")
+    target.add_argument("--to-current", action="store_true",
+                        help="the committed offset (the log end where nothing is committed)")
+    return target
+
+
 def add_subcommands(sub) -> None:
     """Add `topics`, `groups`, `configs`, `tiering` and `namespaces` to the `lodestream` parser's subparsers."""
     common = _connection_options()
 
-    topics = sub.add_parser("topics", help="list, describe, create, delete topics; change topic configs")
+    topics = sub.add_parser("topics", help="list, describe, create, delete topics; add partitions; change topic "
+                                           "configs")
     topic_sub = topics.add_subparsers(dest="action", required=True)
     p = topic_sub.add_parser("list", parents=[common], help="list topics")
     p.add_argument("--include-internal", action="store_true", help="also list internal topics (__consumer_offsets)")
@@ -1084,7 +1602,13 @@ def add_subcommands(sub) -> None:
     p.add_argument("--replication-factor", type=int, default=-1,
                    help="replicas per partition (default: the broker's default.replication.factor)")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="topic config (repeatable)")
+    p.add_argument("--if-not-exists", action="store_true", help="a topic of that name already existing is success")
     p.set_defaults(run=cmd_topics_create)
+    p = topic_sub.add_parser("alter", parents=[common], help="increase a topic's partition count")
+    p.add_argument("topic", metavar="TOPIC")
+    p.add_argument("--partitions", type=_positive_int, required=True, metavar="N",
+                   help="the new partition count, larger than the current one (partitions cannot be removed)")
+    p.set_defaults(run=cmd_topics_alter)
     p = topic_sub.add_parser("delete", parents=[common], help="delete topics")
     p.add_argument("topics", nargs="+", metavar="TOPIC")
     p.set_defaults(run=cmd_topics_delete)
@@ -1093,13 +1617,38 @@ def add_subcommands(sub) -> None:
     _change_options(p)
     p.set_defaults(run=cmd_topics_alter_config)
 
-    groups = sub.add_parser("groups", help="list and describe consumer groups (members, offsets, lag)")
+    groups = sub.add_parser("groups", help="list, describe and delete consumer groups; delete and reset their "
+                                           "offsets")
     group_sub = groups.add_subparsers(dest="action", required=True)
     p = group_sub.add_parser("list", parents=[common], help="list groups with their type and state")
     p.set_defaults(run=cmd_groups_list)
     p = group_sub.add_parser("describe", parents=[common], help="members, committed offsets and lag per partition")
     p.add_argument("groups", nargs="*", metavar="GROUP", help="groups to describe (default: all)")
     p.set_defaults(run=cmd_groups_describe)
+    p = group_sub.add_parser("delete", parents=[common], help="delete groups without members, and their offsets")
+    p.add_argument("groups", nargs="+", metavar="GROUP")
+    p.set_defaults(run=cmd_groups_delete)
+    p = group_sub.add_parser("delete-offsets", parents=[common],
+                             help="delete a group's committed offsets of topics it no longer consumes")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("--topic", action="append", required=True, metavar="TOPIC[:P,...]",
+                   help="a topic (all its partitions) or some of its partitions (repeatable)")
+    p.set_defaults(run=cmd_groups_delete_offsets)
+    p = group_sub.add_parser(
+        "reset-offsets", parents=[common], help="move an inactive group's committed offsets (dry run by default)",
+        description="Like kafka-consumer-groups --reset-offsets: prints the plan (--dry-run, the default) or "
+                    "commits it (--execute), which the broker accepts only while the group has no members. "
+                    "New offsets are kept within [log start, log end].")
+    p.add_argument("group", metavar="GROUP")
+    scope = p.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--topic", action="append", metavar="TOPIC[:P,...]",
+                       help="a topic (all its partitions) or some of its partitions (repeatable)")
+    scope.add_argument("--all-topics", action="store_true", help="every partition the group has an offset for")
+    _reset_target_options(p)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print the plan, change nothing (the default)")
+    mode.add_argument("--execute", action="store_true", help="commit the new offsets")
+    p.set_defaults(run=cmd_groups_reset_offsets)
 
     configs = sub.add_parser("configs", help="describe and alter topic and broker configs")
     config_sub = configs.add_subparsers(dest="action", required=True)

@@ -8,6 +8,7 @@ import datetime
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,9 @@ CLI_TIMEOUT_S = 60
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    process = BrokerProcess(tmp_path_factory.mktemp("cli-broker"), {"admin.listeners": "http://127.0.0.1:0"})
+    process = BrokerProcess(tmp_path_factory.mktemp("cli-broker"), {
+        "admin.listeners": "http://127.0.0.1:0",
+        "group.initial.rebalance.delay.ms": "0"})  # a classic consumer joins at once
     process.start()
     yield process
     process.stop()
@@ -266,3 +269,233 @@ def test_version_is_the_package_version():
     from importlib.metadata import version
 
     assert cli("--version").stdout.strip() == f"lodestream {version('lodestream')}"
+
+
+# -- daily operations: --if-not-exists, more partitions, group and offset deletion, offset resets ---------
+# In-process (cli.main.main) against the same `lodestream serve` subprocess: the sockets are real, and no
+# interpreter start per command (the subprocess tests above cover the installed entry point).
+
+def run_cli(*args: str, expect: int = 0) -> tuple[str, str]:
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from lodestream.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+    assert code == expect, f"{args}: exit {code}\n{out.getvalue()}\n{err.getvalue()}"
+    return out.getvalue(), err.getvalue()
+
+
+def run_json(*args: str):
+    return json.loads(run_cli(*args, "--output", "json")[0])
+
+
+def test_topics_create_if_not_exists_and_alter_partitions(where, request):
+    name = f"cli-grow-{request.node.callspec.id}"
+    assert run_json("topics", "create", name, "--partitions", "1", "--if-not-exists", *where)["created"] is True
+    out, _ = run_cli("topics", "create", name, "--partitions", "5", "--if-not-exists", *where)
+    assert "already exists" in out
+    _, err = run_cli("topics", "create", name, *where, expect=1)
+    assert "TOPIC_ALREADY_EXISTS" in err
+
+    assert run_json("topics", "alter", name, "--partitions", "3", *where) == {"name": name, "partitions": 3}
+    assert next(t for t in run_json("topics", "list", *where) if t["name"] == name)["partitions"] == 3
+    _, err = run_cli("topics", "alter", name, "--partitions", "2", *where, expect=1)
+    assert "INVALID_PARTITIONS" in err and "3" in err
+    _, err = run_cli("topics", "alter", f"{name}-missing", "--partitions", "2", *where, expect=1)
+    assert "does not exist" in err
+    assert "at least 1" in run_cli("topics", "alter", name, "--partitions", "0", *where, expect=2)[1]
+
+
+class ActiveMember:
+    """A consumer-protocol (KIP-848) member of `group` subscribed to `topic`, by ConsumerGroupHeartbeat: the
+    group is active (Stable) at once, with no rebalance delay, until leave()."""
+
+    def __init__(self, broker: BrokerProcess, group: str, topic: str) -> None:
+        self.conn = KafkaConnection(broker.host, broker.port, timeout=30)
+        self.conn.negotiate()
+        self.group, self.topic, self.member_id = group, topic, f"{group}-member"
+        joined = self._heartbeat(0, join=True)
+        assert joined.error_code == ErrorCode.none, joined
+        self.epoch = joined.member_epoch
+
+    def _heartbeat(self, epoch: int, join: bool = False):
+        hb = request_builder(68, 1)
+        return self.conn.request(hb.ConsumerGroupHeartbeatRequest(
+            group_id=self.group, member_id=self.member_id, member_epoch=epoch, instance_id=None, rack_id=None,
+            rebalance_timeout=datetime.timedelta(milliseconds=30_000 if join else -1),
+            subscribed_topic_names=(self.topic,) if join else None, subscribed_topic_regex=None,
+            server_assignor=None, topic_partitions=() if join else None))
+
+    def leave(self) -> None:
+        assert self._heartbeat(-1).error_code == ErrorCode.none
+        self.conn.close()
+
+
+def classic_member(broker: BrokerProcess, group: str, topic: str):
+    """A classic-protocol consumer (confluent-kafka) of `topic` in `group`, once it has its assignment."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "group.protocol": "classic",
+                         "enable.auto.commit": False, "session.timeout.ms": 10_000})
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + 20
+    while not consumer.assignment():
+        assert time.monotonic() < deadline, "the consumer got no assignment"
+        consumer.poll(0.1)
+    return consumer
+
+
+def test_groups_delete_and_delete_offsets(broker, where, request):
+    topic, group = f"cli-del-{request.node.callspec.id}", f"cli-del-group-{request.node.callspec.id}"
+    kafka = ["--bootstrap-server", broker.bootstrap]
+    run_cli("topics", "create", topic, "--partitions", "2", *kafka)
+    _produce_and_commit(broker, topic, group, {0: 3, 1: 3}, {0: 2, 1: 3})
+    if where[0] == "--rest":  # the REST API has no group deletion: said, usage error
+        assert "use --bootstrap-server" in run_cli("groups", "delete", group, *where, expect=2)[1]
+        assert "use --bootstrap-server" in run_cli("groups", "delete-offsets", group, "--topic", topic, *where,
+                                                   expect=2)[1]
+        return
+
+    out, _ = run_cli("groups", "delete-offsets", group, "--topic", f"{topic}:0", *where)
+    assert table(out) == [{"TOPIC": topic, "PARTITION": "0", "STATUS": "Successful"}]
+    (described,) = run_json("groups", "describe", group, *where)
+    assert [(o["partition"], o["committed_offset"]) for o in described["offsets"]] == [(1, 3)]
+    assert "no partition 7" in run_cli("groups", "delete-offsets", group, "--topic", f"{topic}:7", *where,
+                                       expect=1)[1]
+
+    assert "Deleted group" in run_cli("groups", "delete", group, *where)[0]
+    assert "does not exist" in run_cli("groups", "describe", group, *where, expect=1)[1]
+    _, err = run_cli("groups", "delete", group, *where, expect=1)
+    assert "does not exist" in err and "GROUP_ID_NOT_FOUND" in err
+
+    active = f"{group}-active"
+    consumer = classic_member(broker, active, topic)
+    try:
+        _, err = run_cli("groups", "delete", active, *where, expect=1)
+        assert "NON_EMPTY_GROUP" in err and "active members" in err
+        out, err = run_cli("groups", "delete-offsets", active, "--topic", topic, *where, expect=1)
+        assert "GROUP_SUBSCRIBED_TO_TOPIC" in err and "subscribed to" in err
+        assert [r["STATUS"].startswith("Error: GROUP_SUBSCRIBED_TO_TOPIC") for r in table(out)] == [True, True]
+    finally:
+        consumer.close()
+    assert run_json("groups", "delete", active, *where) == [{"group": active, "deleted": True}]
+
+
+def _committed(group: str, where: list[str]) -> dict[int, int]:
+    (described,) = run_json("groups", "describe", group, *where)
+    return {o["partition"]: o["committed_offset"] for o in described["offsets"]}
+
+
+def test_groups_reset_offsets_dry_run_execute_and_active_group(broker):
+    topic, group = "cli-reset", "cli-reset-group"
+    kafka = ["--bootstrap-server", broker.bootstrap]
+    run_cli("topics", "create", topic, "--partitions", "2", *kafka)
+    _produce_and_commit(broker, topic, group, {0: 10, 1: 4}, {0: 7, 1: 4})
+    reset = ["groups", "reset-offsets", group, *kafka]
+
+    out, _ = run_cli(*reset, "--all-topics", "--to-earliest")  # a dry run by default
+    assert "Dry run" in out and "state Empty" in out
+    assert table(out) == [
+        {"GROUP": group, "TOPIC": topic, "PARTITION": "0", "CURRENT-OFFSET": "7", "NEW-OFFSET": "0"},
+        {"GROUP": group, "TOPIC": topic, "PARTITION": "1", "CURRENT-OFFSET": "4", "NEW-OFFSET": "0"}]
+    assert _committed(group, kafka) == {0: 7, 1: 4}
+    planned = run_json(*reset, "--topic", f"{topic}:1", "--to-offset", "2", "--dry-run")
+    assert planned["executed"] is False and planned["state"] == "Empty" and planned["members"] == 0
+    assert planned["partitions"] == [{"topic": topic, "partition": 1, "current_offset": 4, "new_offset": 2,
+                                      "log_start_offset": 0, "log_end_offset": 4}]
+    assert _committed(group, kafka) == {0: 7, 1: 4}
+
+    executed = run_json(*reset, "--topic", f"{topic}:0", "--to-offset", "5", "--execute")
+    assert executed["executed"] is True and executed["partitions"][0]["new_offset"] == 5
+    assert _committed(group, kafka) == {0: 5, 1: 4}
+    out, err = run_cli(*reset, "--all-topics", "--shift-by", "-6", "--execute")  # clamped to the log start
+    assert "is lower than earliest offset" in err and f"{topic}-0" in err
+    assert _committed(group, kafka) == {0: 0, 1: 0}
+    run_cli(*reset, "--topic", topic, "--to-latest", "--execute")
+    assert _committed(group, kafka) == {0: 10, 1: 4}
+    run_cli(*reset, "--topic", topic, "--by-duration", "P1D", "--execute")  # every record is younger
+    assert _committed(group, kafka) == {0: 0, 1: 0}
+    moments = [run_json(*reset, "--topic", topic, "--to-datetime", when)["partitions"]
+               for when in ("2999-01-01T00:00:00.000Z", "2000-01-01T00:00:00+02:00")]
+    assert [[p["new_offset"] for p in plan] for plan in moments] == [[10, 4], [0, 0]]
+    assert [p["new_offset"] for p in run_json(*reset, "--topic", topic, "--to-current")["partitions"]] == [0, 0]
+
+    # an active group: the dry run says so, --execute is refused and changes nothing
+    member = ActiveMember(broker, "cli-reset-active", topic)
+    try:
+        out, _ = run_cli("groups", "reset-offsets", member.group, "--topic", topic, "--to-latest", *kafka)
+        assert "The group is active" in out and "state Stable" in out
+        _, err = run_cli("groups", "reset-offsets", member.group, "--topic", topic, "--to-latest", "--execute",
+                         *kafka, expect=1)
+        assert f"Assignments can only be reset if the group '{member.group}' is inactive" in err
+        assert "Stable" in err
+    finally:
+        member.leave()
+    assert _committed(member.group, kafka) == {}  # the refused commit changed nothing
+    run_cli("groups", "reset-offsets", member.group, "--topic", topic, "--to-latest", "--execute", *kafka)
+    assert _committed(member.group, kafka) == {0: 10, 1: 4}
+
+
+def test_groups_reset_offsets_usage_errors(broker):
+    kafka = ["--bootstrap-server", broker.bootstrap]
+    base = ["groups", "reset-offsets", "g", *kafka]
+    assert "not allowed with" in run_cli(*base, "--all-topics", "--to-earliest", "--to-latest", expect=2)[1]
+    assert "one of the arguments" in run_cli(*base, "--all-topics", expect=2)[1]
+    assert "not allowed with" in run_cli(*base, "--all-topics", "--topic", "t", "--to-earliest", expect=2)[1]
+    assert "--to-datetime" in run_cli(*base, "--all-topics", "--to-datetime", "2024-01-01 10:00", expect=2)[1]
+    assert "PnDTnHnMnS" in run_cli(*base, "--all-topics", "--by-duration", "1h", expect=2)[1]
+    assert "TOPIC:PARTITION" in run_cli(*base, "--topic", "t:", "--to-earliest", expect=2)[1]
+    assert "no committed offsets" in run_cli(*base, "--all-topics", "--to-earliest", expect=1)[1]
+    assert "does not exist" in run_cli(*base, "--topic", "cli-no-such-topic", "--to-earliest", expect=1)[1]
+    rest = ["--rest", rest_url(broker)]
+    _, err = run_cli("groups", "reset-offsets", "g", "--all-topics", "--to-earliest", *rest, expect=2)
+    assert "REST API" in err and "use --bootstrap-server" in err
+
+
+def test_datetime_and_duration_parse_as_kafka():
+    from lodestream.cli.cluster_tools import parse_datetime_ms, parse_duration_ms
+
+    assert parse_datetime_ms("1970-01-01T00:00:01.500Z") == 1500
+    assert parse_datetime_ms("1970-01-01T00:00:02") == 2000  # no zone: UTC, as Kafka's Utils.getDateTime
+    assert parse_datetime_ms("1970-01-01T01:00:00.000+01:00") == parse_datetime_ms("1970-01-01T01:00:00+0100") == 0
+    assert parse_duration_ms("PT1H30M") == 5_400_000
+    assert parse_duration_ms("P1DT2H3M4.005S") == 93_784_005
+    assert parse_duration_ms("-PT1S") == -1000
+
+
+def test_progress_on_a_terminal_and_off_it(monkeypatch):
+    import io
+
+    from lodestream.cli import cluster_tools
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    progress = cluster_tools.Progress("deleting topics", 3, terminal)
+    for _ in range(3):
+        progress.step()
+    progress.done()
+    assert terminal.getvalue() == ("\rdeleting topics: 1/3\rdeleting topics: 2/3\rdeleting topics: 3/3"
+                                   "\rdeleting topics: 3/3 done\n")
+    quiet = io.StringIO()
+    few = cluster_tools.Progress("deleting topics", cluster_tools.PROGRESS_MIN - 1, quiet)
+    few.step()
+    few.done()
+    assert quiet.getvalue() == ""
+    monkeypatch.setattr(cluster_tools, "PROGRESS_EVERY_S", 0.0)
+    log = io.StringIO()
+    many = cluster_tools.Progress("deleting topics", cluster_tools.PROGRESS_MIN, log)
+    for _ in range(cluster_tools.PROGRESS_MIN):
+        many.step()
+    many.done()
+    lines = log.getvalue().splitlines()
+    assert lines[0] == f"deleting topics: 1/{cluster_tools.PROGRESS_MIN}"
+    assert lines[-1] == f"deleting topics: {cluster_tools.PROGRESS_MIN}/{cluster_tools.PROGRESS_MIN} done"

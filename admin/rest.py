@@ -211,23 +211,26 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
 
     @api.put("/brokers/{broker_id}/configs/{name}", status_code=204, tags=["Configs"],
              summary="Set a dynamic broker config")
-    async def update_broker_config(broker_id: int, body: UpdateConfigRequest, name: str = ConfigName):
+    async def update_broker_config(request: Request, broker_id: int, body: UpdateConfigRequest, name: str = ConfigName):
         broker_or_404(broker_id)
-        await _alter(broker.alter_broker_configs(str(broker_id), {name: body.value}, False, False))
+        await _alter(broker.alter_broker_configs(str(broker_id), {name: body.value}, False, False,
+                                                 session=request.state.session))
         return Response(status_code=204)
 
     @api.delete("/brokers/{broker_id}/configs/{name}", status_code=204, tags=["Configs"],
                 summary="Reset a dynamic broker config to its static or default value")
-    async def reset_broker_config(broker_id: int, name: str = ConfigName):
+    async def reset_broker_config(request: Request, broker_id: int, name: str = ConfigName):
         broker_or_404(broker_id)
-        await _alter(broker.alter_broker_configs(str(broker_id), {name: None}, False, False))
+        await _alter(broker.alter_broker_configs(str(broker_id), {name: None}, False, False,
+                                                 session=request.state.session))
         return Response(status_code=204)
 
     @api.post("/brokers/{broker_id}/configs:alter", status_code=204, tags=["Configs"],
               summary="Set or reset several dynamic broker configs at once")
-    async def alter_broker_configs(broker_id: int, body: AlterConfigBatchRequest):
+    async def alter_broker_configs(request: Request, broker_id: int, body: AlterConfigBatchRequest):
         broker_or_404(broker_id)
-        await _alter(broker.alter_broker_configs(str(broker_id), _changes(body), False, body.validate_only))
+        await _alter(broker.alter_broker_configs(str(broker_id), _changes(body), False, body.validate_only,
+                                                 session=request.state.session))
         return Response(status_code=204)
 
     def cluster_config(links: Links, key: str) -> dict | None:
@@ -259,20 +262,21 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
 
     @api.put("/broker-configs/{name}", status_code=204, tags=["Configs"],
              summary="Set a cluster-wide dynamic broker config")
-    async def update_cluster_config(body: UpdateConfigRequest, name: str = ConfigName):
-        await _alter(broker.alter_broker_configs("", {name: body.value}, False, False))
+    async def update_cluster_config(request: Request, body: UpdateConfigRequest, name: str = ConfigName):
+        await _alter(broker.alter_broker_configs("", {name: body.value}, False, False, session=request.state.session))
         return Response(status_code=204)
 
     @api.delete("/broker-configs/{name}", status_code=204, tags=["Configs"],
                 summary="Remove a cluster-wide dynamic broker config")
-    async def reset_cluster_config(name: str = ConfigName):
-        await _alter(broker.alter_broker_configs("", {name: None}, False, False))
+    async def reset_cluster_config(request: Request, name: str = ConfigName):
+        await _alter(broker.alter_broker_configs("", {name: None}, False, False, session=request.state.session))
         return Response(status_code=204)
 
     @api.post("/broker-configs:alter", status_code=204, tags=["Configs"],
               summary="Set or remove several cluster-wide dynamic broker configs at once")
-    async def alter_cluster_configs(body: AlterConfigBatchRequest):
-        await _alter(broker.alter_broker_configs("", _changes(body), False, body.validate_only))
+    async def alter_cluster_configs(request: Request, body: AlterConfigBatchRequest):
+        await _alter(broker.alter_broker_configs("", _changes(body), False, body.validate_only,
+                                                 session=request.state.session))
         return Response(status_code=204)
 
     # -- topics ----------------------------------------------------------------------------------
@@ -432,23 +436,26 @@ def create_app(broker, authenticator: Authenticator | None = None) -> FastAPI:
         return topic_config(Links(request, broker), topic, name)
 
     @api.put("/topics/{topic_name}/configs/{name}", status_code=204, tags=["Configs"], summary="Set a topic config")
-    async def update_topic_config(body: UpdateConfigRequest, topic_name: str = TopicName, name: str = ConfigName):
+    async def update_topic_config(request: Request, body: UpdateConfigRequest, topic_name: str = TopicName,
+                                  name: str = ConfigName):
         topic_or_404(topic_name)
-        await _alter(broker.alter_topic_configs(topic_name, {name: body.value}, False, False))
+        await _alter(broker.alter_topic_configs(topic_name, {name: body.value}, False, False,
+                                                session=request.state.session))
         return Response(status_code=204)
 
     @api.delete("/topics/{topic_name}/configs/{name}", status_code=204, tags=["Configs"],
                 summary="Reset a topic config to its default")
-    async def reset_topic_config(topic_name: str = TopicName, name: str = ConfigName):
+    async def reset_topic_config(request: Request, topic_name: str = TopicName, name: str = ConfigName):
         topic_or_404(topic_name)
-        await _alter(broker.alter_topic_configs(topic_name, {name: None}, False, False))
+        await _alter(broker.alter_topic_configs(topic_name, {name: None}, False, False, session=request.state.session))
         return Response(status_code=204)
 
     @api.post("/topics/{topic_name}/configs:alter", status_code=204, tags=["Configs"],
               summary="Set or reset several topic configs at once (all or nothing)")
-    async def alter_topic_configs(body: AlterConfigBatchRequest, topic_name: str = TopicName):
+    async def alter_topic_configs(request: Request, body: AlterConfigBatchRequest, topic_name: str = TopicName):
         topic_or_404(topic_name)
-        await _alter(broker.alter_topic_configs(topic_name, _changes(body), False, body.validate_only))
+        await _alter(broker.alter_topic_configs(topic_name, _changes(body), False, body.validate_only,
+                                                session=request.state.session))
         return Response(status_code=204)
 
     # -- records ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.storage.leveldb_log import LogStore, StorageError
 from lodestream.storage.fragment_store import FragmentStoreError
 
+from lodestream.broker import audit
 from lodestream.broker.authorizer import AclAuthorizer, AllowAllAuthorizer, Authorizer
 from lodestream.broker.clock import Clock
 from lodestream.broker.config import (
@@ -62,6 +63,7 @@ from lodestream.broker import tls
 from lodestream.broker.namespaces import apply_defaults, namespace_of, quota_charges
 from lodestream.broker.sasl import SaslServer, check_mechanisms, listener_plain_users
 from lodestream.broker.scram import ScramCredential, credential_of
+from lodestream.broker.session import Session
 from lodestream.broker.log_cleaner import LogCleaner
 from lodestream.broker.metadata_log import METADATA_LOG_DIR
 from lodestream.broker.metadata_quorum import MetadataQuorum, QuorumError, quorum_timing
@@ -717,9 +719,10 @@ class Broker:
         return image
 
     async def _alter_configs_at_controller(self, resource_type: int, name: str, changes: dict[str, str | None],
-                                           replace_all: bool, validate_only: bool) -> None:
+                                           replace_all: bool, validate_only: bool, session: Session | None) -> None:
         """A config change this node was asked for (the REST API), made by the active controller:
-        IncrementalAlterConfigs, or the legacy AlterConfigs when the whole set is replaced."""
+        IncrementalAlterConfigs, or the legacy AlterConfigs when the whole set is replaced; in an Envelope with
+        the caller's principal when there is one, which the controller authorizes and logs (broker/audit.py)."""
         if replace_all:
             from kio.schema.alter_configs.v2 import request as alter
 
@@ -734,7 +737,10 @@ class Broker:
                 resource_type=resource_type, resource_name=name,
                 configs=tuple(alter.AlterableConfig(name=k, config_operation=1 if v is None else 0, value=v)
                               for k, v in changes.items())),), validate_only=validate_only)
-        response = await self.controller_client.forward(body)
+        if session is not None:
+            response = await self.controller_client.forward_for(session, 0, "lodestream-rest", body)
+        else:
+            response = await self.controller_client.forward(body)
         _raise_forwarded(response.responses[0])
         if validate_only:
             return
@@ -991,14 +997,16 @@ class Broker:
             await self.propose([PartitionRecord(topic.topic_id, current + i, replicas, replicas[0], 0, replicas)
                                 for i, replicas in enumerate(placed)])
 
-    async def alter_topic_configs(self, name: str, changes: dict[str, str | None], replace_all: bool, validate_only: bool) -> None:
-        """Set (str) or delete (None) topic config overrides. replace_all = legacy AlterConfigs semantics."""
+    async def alter_topic_configs(self, name: str, changes: dict[str, str | None], replace_all: bool, validate_only: bool,
+                                  session: Session | None = None) -> None:
+        """Set (str) or delete (None) topic config overrides. replace_all = legacy AlterConfigs semantics.
+        `session` is who asks (the audit log names them, broker/audit.py)."""
         async with self._metadata_lock:
             topic = self.image.topic(name)
             if topic is None:
                 raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist.")
             if self.forwards_to_controller:
-                return await self._alter_configs_at_controller(2, name, changes, replace_all, validate_only)
+                return await self._alter_configs_at_controller(2, name, changes, replace_all, validate_only, session)
             for key, value in changes.items():
                 if value is None:
                     if key not in TOPIC_CONFIGS:
@@ -1015,15 +1023,18 @@ class Broker:
             if validate_only or not changes:
                 return
             await self.propose([ConfigRecord("topic", name, k, v) for k, v in changes.items()])
+            audit.config_changed(session, f"topic {name}", changes, TOPIC_CONFIGS)
             _warn_without_effect(f"topic {name}", [k for k, v in changes.items() if v is not None], TOPIC_CONFIGS)
 
-    async def alter_broker_configs(self, broker: str, changes: dict[str, str | None], replace_all: bool, validate_only: bool) -> None:
-        """Dynamic broker configs; broker "" is the cluster-wide default."""
+    async def alter_broker_configs(self, broker: str, changes: dict[str, str | None], replace_all: bool, validate_only: bool,
+                                   session: Session | None = None) -> None:
+        """Dynamic broker configs; broker "" is the cluster-wide default. `session` is who asks (the audit log
+        names them, broker/audit.py)."""
         async with self._metadata_lock:
             if broker != "" and (not broker.isdigit() or int(broker) not in self.broker_ids() | {self.node_id}):
                 raise KafkaError(ErrorCode.invalid_request, f"Unknown broker id {broker}.")
             if self.forwards_to_controller:
-                return await self._alter_configs_at_controller(4, broker, changes, replace_all, validate_only)
+                return await self._alter_configs_at_controller(4, broker, changes, replace_all, validate_only, session)
             for key, value in changes.items():
                 definition = BROKER_CONFIGS.get(key)
                 if definition is None:
@@ -1057,6 +1068,8 @@ class Broker:
             if validate_only or not changes:
                 return
             await self.propose([ConfigRecord("broker", broker, k, v) for k, v in changes.items()])
+            audit.config_changed(session, f"broker {broker}" if broker else "cluster-wide broker default", changes,
+                                 BROKER_CONFIGS)
             _warn_without_effect(f"broker config {broker or '(cluster default)'}",
                                  [k for k, v in changes.items() if v is not None], BROKER_CONFIGS)
 

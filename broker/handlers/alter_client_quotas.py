@@ -14,6 +14,7 @@ from kio.schema.alter_client_quotas.v1.response import AlterClientQuotasResponse
 from lodestream.protocol.errors import ErrorCode
 
 from lodestream.consensus.records import QuotaRecord
+from lodestream.broker import audit
 from lodestream.broker.quotas import QuotaError, make_entity, validate
 from lodestream.broker.authorizer import DENIED, Operation, ResourceType
 from lodestream.broker.request_context import RequestContext
@@ -58,4 +59,9 @@ async def handle(ctx: RequestContext, request: AlterClientQuotasRequest) -> Alte
         results.append(build.EntryData(error_code=error, error_message=message, entity=entity_data))
     if records and not request.validate_only:
         await ctx.broker.propose(records)
+        changed: dict = {}
+        for record in records:  # one audit line per entity
+            changed.setdefault(record.entity, {})[record.key] = record.value
+        for entity, changes in changed.items():
+            audit.quotas_changed(ctx.session, entity, changes)
     return build.AlterClientQuotasResponse(throttle_time=datetime.timedelta(0), entries=tuple(results))

@@ -63,11 +63,13 @@ async def apply_changes(ctx, resource_type: int, name: str, changes: dict[str, s
                         validate_only: bool) -> None:
     broker = ctx.broker
     if resource_type == TOPIC:
-        await broker.alter_topic_configs(name, changes, replace_all=replace_all, validate_only=validate_only)
+        await broker.alter_topic_configs(name, changes, replace_all=replace_all, validate_only=validate_only,
+                                         session=ctx.session)
     elif resource_type == BROKER:
         scope = broker_scope(ctx, name)
         try:
-            await broker.alter_broker_configs(scope, changes, replace_all=replace_all, validate_only=validate_only)
+            await broker.alter_broker_configs(scope, changes, replace_all=replace_all, validate_only=validate_only,
+                                              session=ctx.session)
         except KafkaError as exc:
             if exc.code == ErrorCode.invalid_config:  # Kafka wraps broker config validation errors (KAFKA-13609)
                 raise KafkaError(ErrorCode.invalid_request, exc.message) from None

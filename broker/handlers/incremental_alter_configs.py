@@ -15,6 +15,7 @@ from kio.schema.incremental_alter_configs.v1.request import IncrementalAlterConf
 from kio.schema.incremental_alter_configs.v1.response import IncrementalAlterConfigsResponse
 from lodestream.protocol.errors import ErrorCode, KafkaError
 
+from lodestream.broker import audit
 from lodestream.broker.config import BROKER_CONFIGS, TOPIC_CONFIGS
 from lodestream.broker.quotas import GROUP_RESOURCE_TYPE, QuotaError, group_config_records
 
@@ -106,6 +107,7 @@ async def _alter_group_configs(ctx, resource, validate_only: bool) -> None:
         raise KafkaError(ErrorCode.invalid_config, str(exc)) from None
     if records and not validate_only:
         await ctx.broker.propose(records)
+        audit.config_changed(ctx.session, f"group {resource.resource_name}", changes, {})
 
 
 async def handle(ctx: RequestContext, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse:

@@ -74,11 +74,14 @@ class ExplicitOffset(BaseModel):
 
 
 class ResetRequest(BaseModel):
-    to: str = Field(description="earliest, latest, snapshot, timestamp, duration or offsets")
+    to: str = Field(description="earliest, latest, current, offset, shift, snapshot, timestamp, duration or offsets")
     snapshot: str | None = None
     timestamp_ms: int | None = Field(default=None, description="epoch ms: the first offset at or after it")
     duration_ms: int | None = Field(default=None, description="that long ago")
     offsets: list[ExplicitOffset] | None = None
+    offset: int | None = Field(default=None, description="`offset`: every partition in scope to this offset")
+    shift_by: int | None = Field(default=None, description="`shift`: the committed offset plus this (may be "
+                                 "negative)")
     topics: list[str] | None = Field(default=None, description="only these topics (default: every topic the "
                                      "target names, else every topic the group has committed offsets for)")
     dry_run: bool = Field(default=True, description="only print the plan")
@@ -232,10 +235,19 @@ def add_routes(api: APIRouter, broker) -> None:
         for topic, index in sorted(scope):
             partition = leader(topic, index)
             start, end = partition.log_start_offset, partition.high_watermark
+            current = committed.get((topic, index))
             if target.to == "earliest":
                 offset = start
             elif target.to == "latest":
                 offset = end
+            elif target.to == "current":  # the log end where nothing is committed, as Kafka
+                offset = end if current is None else current.offset
+            elif target.to == "offset":
+                offset = target.offset
+            elif target.to == "shift":
+                if current is None:
+                    raise bad(f"cannot shift {topic}-{index}: group {group_id} has no committed offset there")
+                offset = current.offset + target.shift_by
             elif timestamp is not None:
                 try:
                     found = (await lookup_offset(partition, timestamp))[1]
@@ -244,7 +256,6 @@ def add_routes(api: APIRouter, broker) -> None:
                 offset = end if found < 0 else found  # nothing that late: the end, as Kafka does
             else:
                 offset = explicit[(topic, index)]
-            current = committed.get((topic, index))
             planned.append(PlannedReset(topic, index, current.offset if current else None,
                                         None if offset is None else clamp(offset, start, end), start, end))
         return planned
@@ -253,7 +264,8 @@ def add_routes(api: APIRouter, broker) -> None:
               tags=["Consumer Group"], summary="Reset a group's committed offsets (a dry run unless dry_run=false)")
     async def reset_offsets(request: Request, body: ResetRequest, consumer_group_id: str = GroupId):
         offsets = None if body.offsets is None else {(o.topic, o.partition): o.offset for o in body.offsets}
-        target = ResetTarget(body.to, body.snapshot, body.timestamp_ms, body.duration_ms, offsets)
+        target = ResetTarget(body.to, body.snapshot, body.timestamp_ms, body.duration_ms, offsets, body.offset,
+                             body.shift_by)
         try:
             target.check()
         except ValueError as exc:

@@ -102,7 +102,7 @@ def warn_below_log_start(partition, pinned: Mapping[str, int]) -> None:
 
 # -- resets ----------------------------------------------------------------------------------------------
 
-TARGETS = ("earliest", "latest", "snapshot", "timestamp", "duration", "offsets")
+TARGETS = ("earliest", "latest", "current", "offset", "shift", "snapshot", "timestamp", "duration", "offsets")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +114,14 @@ class ResetTarget:
     timestamp_ms: int | None = None  # "timestamp"; "duration" turns into one when the plan is made
     duration_ms: int | None = None
     offsets: Mapping[Partition, int] | None = None  # "offsets"
+    offset: int | None = None  # "offset": every partition in scope to this offset
+    shift_by: int | None = None  # "shift": the committed offset plus this
 
     def check(self) -> None:
         if self.to not in TARGETS:
             raise ValueError(f"reset target {self.to!r}: one of {', '.join(TARGETS)}")
         needed = {"snapshot": self.snapshot, "timestamp": self.timestamp_ms, "duration": self.duration_ms,
-                  "offsets": self.offsets}.get(self.to, True)
+                  "offsets": self.offsets, "offset": self.offset, "shift": self.shift_by}.get(self.to, True)
         if needed is None:
             raise ValueError(f"a reset to {self.to} needs its {self.to}")
         if self.to == "duration" and self.duration_ms < 0:

@@ -1303,6 +1303,8 @@ def reset_target(args, backend: Backend, now_ms: int | None = None) -> ResetTarg
         return ResetTarget("timestamp", parse_datetime_ms(args.to_datetime), f"datetime {args.to_datetime}")
     if args.by_duration is not None:
         return ResetTarget("timestamp", now_ms - parse_duration_ms(args.by_duration), f"duration {args.by_duration}")
+    if args.to_snapshot is not None:
+        return ResetTarget("snapshot", args.to_snapshot, f"snapshot {args.to_snapshot}")
     raise CliError("give one target: --to-earliest, --to-latest, --to-offset, --to-datetime, --by-duration, "
                    "--shift-by or --to-current", EXIT_USAGE)
 
@@ -1370,23 +1372,59 @@ def plan_reset(backend: Backend, group_id: str, scope: dict[str, list[int] | Non
     return ResetPlan(group_id, target, state["state"], state["members"], rows, warnings)
 
 
+def _rest_reset(rest: "RestBackend", group_id: str, scope: dict[str, list[int] | None] | None,
+                target: ResetTarget, execute: bool, online: bool) -> ResetPlan:
+    """The plan the broker makes (admin/offset_snapshots.py), applied by it when `execute`."""
+    if scope is not None and any(partitions is not None for partitions in scope.values()):
+        raise CliError("over --rest a reset covers whole topics: name partitions with --bootstrap-server",
+                       EXIT_USAGE)
+    body: dict[str, Any] = {"dry_run": not execute, "online": online,
+                            "topics": None if scope is None else sorted(scope)}
+    kind, value = target.kind, target.value
+    body.update({"earliest": {"to": "earliest"}, "latest": {"to": "latest"}, "current": {"to": "current"},
+                 "offset": {"to": "offset", "offset": value}, "shift": {"to": "shift", "shift_by": value},
+                 "timestamp": {"to": "timestamp", "timestamp_ms": value},
+                 "snapshot": {"to": "snapshot", "snapshot": value}}[kind])
+    answer = rest._call("POST", rest._c(f"/consumer-groups/{rest._q(group_id)}/offset-resets"), body)
+    rows = [{"topic": r["topic"], "partition": r["partition"], "current_offset": r["current_offset"],
+             "new_offset": r["new_offset"], "log_start_offset": r["log_start_offset"],
+             "log_end_offset": r["end_offset"]} for r in answer["plan"]]
+    fenced = answer["fenced_members"]
+    warnings = [f"fenced {len(fenced)} members; they rejoin at the new offsets"] if fenced else []
+    return ResetPlan(group_id, target, "", len(fenced), rows, warnings)
+
+
 def cmd_groups_reset_offsets(backend: Backend, args) -> Output:
     scope = None if args.all_topics else parse_topic_partitions(args.topic)
     target = reset_target(args, backend)
+    if isinstance(backend, RestBackend):
+        plan = _rest_reset(backend, args.group, scope, target, args.execute, args.online)
+        return _reset_output(plan, args.execute)
+    if target.kind == "snapshot" or args.online:
+        raise CliError("--to-snapshot and --online are served by the REST API: give --rest URL "
+                       f"(default {DEFAULT_REST})", EXIT_USAGE)
     plan = plan_reset(backend, args.group, scope, target)
     if args.execute:
         backend.reset_offsets(args.group, plan)
+    return _reset_output(plan, args.execute)
+
+
+def _reset_output(plan: ResetPlan, execute: bool) -> Output:
+    target = plan.target
     for warning in plan.warnings:
         print(f"lodestream: warning: {warning}", file=sys.stderr)
-    if args.execute:
+    if execute:
         summary = f"Reset the offsets of group {plan.group} to {target.label} ({len(plan.rows)} partitions)."
+    elif not plan.state:  # planned by the broker (--rest): it refuses an active group unless --online
+        summary = (f"Dry run: nothing was committed. Group {plan.group} would be reset to {target.label}; "
+                   "--execute to commit (--online for a consumer-protocol group with members).")
     else:
         summary = (f"Dry run: nothing was committed. Group {plan.group} (state {plan.state}, {plan.members} "
                    f"members) would be reset to {target.label}; --execute to commit.")
         if plan.members:
-            summary += (f" The group is active: --execute will be refused until its members stop "
+            summary += (" The group is active: --execute will be refused until its members stop "
                         "(assignments can only be reset while the group is inactive).")
-    return Output(plan.as_json(args.execute), [(None, ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"],
+    return Output(plan.as_json(execute), [(None, ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"],
                                                 [[plan.group, r["topic"], r["partition"], r["current_offset"],
                                                   r["new_offset"]] for r in plan.rows])], [summary])
 
@@ -1454,6 +1492,55 @@ def _namespace_rows(namespaces: list[dict]) -> list[list]:
 
 
 _NAMESPACE_HEADER = ["NAMESPACE", "PREFIX", "TOPICS", "DEFAULTS", "ACLS"]
+
+
+# -- offset snapshots (REST only: admin/offset_snapshots.py) --------------------------------------------
+
+_SNAPSHOT_HEADER = ["SNAPSHOT", "CREATED", "SOURCE", "PARTITIONS", "BELOW-LOG-START"]
+
+
+def _snapshot_row(snapshot: dict) -> list:
+    source = f"group {snapshot['group_id']}" if snapshot["group_id"] else "topic ends"
+    return [snapshot["name"], snapshot["created_at"], source, snapshot["partitions"], snapshot["below_log_start"]]
+
+
+def _below_log_start_warning(snapshot: dict) -> None:
+    if snapshot["below_log_start"]:
+        print(f"lodestream: warning: snapshot {snapshot['name']} points below the log start of "
+              f"{snapshot['below_log_start']} partitions: a reset to it skips records retention deleted "
+              "(retention.keep.snapshots=true on a topic keeps them)", file=sys.stderr)
+
+
+def cmd_snapshot_create(backend: Backend, args) -> Output:
+    rest = _rest_only(backend, "offset snapshots")
+    body = {"name": args.name, "group_id": args.group} if args.group else {"name": args.name, "topics": args.topic}
+    created = rest._call("POST", rest._c("/offset-snapshots"), body)
+    return Output(created, [(None, _SNAPSHOT_HEADER, [_snapshot_row(created)])],
+                  [f"snapshot {args.name} taken ({created['partitions']} partitions)"])
+
+
+def cmd_snapshot_list(backend: Backend, args) -> Output:
+    rest = _rest_only(backend, "offset snapshots")
+    listed = rest._call("GET", rest._c("/offset-snapshots"))["data"]
+    for snapshot in listed:
+        _below_log_start_warning(snapshot)
+    return Output(listed, [(None, _SNAPSHOT_HEADER, [_snapshot_row(s) for s in listed])])
+
+
+def cmd_snapshot_describe(backend: Backend, args) -> Output:
+    rest = _rest_only(backend, "offset snapshots")
+    snapshot = rest._call("GET", rest._c(f"/offset-snapshots/{rest._q(args.name)}"), missing=f"snapshot {args.name}")
+    _below_log_start_warning(snapshot)
+    rows = [[o["topic"], o["partition"], o["offset"], o["log_start_offset"], o["below_log_start"]]
+            for o in snapshot["offsets"]]
+    return Output(snapshot, [(None, _SNAPSHOT_HEADER, [_snapshot_row(snapshot)]),
+                             (None, ["TOPIC", "PARTITION", "OFFSET", "LOG-START", "BELOW-LOG-START"], rows)])
+
+
+def cmd_snapshot_delete(backend: Backend, args) -> Output:
+    rest = _rest_only(backend, "offset snapshots")
+    rest._call("DELETE", rest._c(f"/offset-snapshots/{rest._q(args.name)}"), missing=f"snapshot {args.name}")
+    return Output({"deleted": args.name}, lines=[f"deleted snapshot {args.name}"])
 
 
 def _rest_only(backend: Backend, what: str) -> "RestBackend":
@@ -1580,6 +1667,8 @@ def _reset_target_options(parser: argparse.ArgumentParser):
     target.add_argument("--shift-by", type=int, metavar="N", help="the committed offset plus N (N may be negative)")
     target.add_argument("--to-current", action="store_true",
                         help="the committed offset (the log end where nothing is committed)")
+    target.add_argument("--to-snapshot", metavar="NAME",
+                        help="the offsets of a snapshot (`groups snapshot create`; REST API only)")
     return target
 
 
@@ -1648,7 +1737,30 @@ def add_subcommands(sub) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the plan, change nothing (the default)")
     mode.add_argument("--execute", action="store_true", help="commit the new offsets")
+    p.add_argument("--online", action="store_true",
+                   help="a consumer-protocol group with members: fence them and reset while they run; they rejoin "
+                        "at the new offsets (REST API only)")
     p.set_defaults(run=cmd_groups_reset_offsets)
+    snapshot = group_sub.add_parser("snapshot", help="named snapshots of offsets, to reset groups to later "
+                                                     "(REST API; docs/replay.md)")
+    snapshot_sub = snapshot.add_subparsers(dest="snapshot_action", required=True)
+    p = snapshot_sub.add_parser("create", parents=[common], help="snapshot a group's committed offsets, or the "
+                                                                 "current end offsets of topics")
+    p.add_argument("name", metavar="NAME")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--group", metavar="GROUP", help="the group whose committed offsets to keep")
+    source.add_argument("--topic", action="append", metavar="TOPIC", help="a topic whose end offsets to keep "
+                                                                          "(repeatable)")
+    p.set_defaults(run=cmd_snapshot_create)
+    p = snapshot_sub.add_parser("list", parents=[common], help="snapshots, and how many of their partitions "
+                                                               "point below the log start")
+    p.set_defaults(run=cmd_snapshot_list)
+    p = snapshot_sub.add_parser("describe", parents=[common], help="a snapshot's offsets and the log starts")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(run=cmd_snapshot_describe)
+    p = snapshot_sub.add_parser("delete", parents=[common], help="delete a snapshot")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(run=cmd_snapshot_delete)
 
     configs = sub.add_parser("configs", help="describe and alter topic and broker configs")
     config_sub = configs.add_subparsers(dest="action", required=True)

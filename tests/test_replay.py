@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -86,6 +87,13 @@ def read_in_group(bootstrap: str, group: str, count: int) -> list[tuple[int, int
         c.close()
 
 
+def cli(broker: BrokerProcess, *args: str) -> str:
+    """The `lodestream` command against the broker's REST API; its standard output."""
+    result = subprocess.run([CLI, *args, "--rest", rest(broker)], capture_output=True, text=True, timeout=DEADLINE_S)
+    assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
 def committed(http: httpx.Client, path: str, group: str) -> dict[int, int]:
     lags = http.get(f"{path}/consumer-groups/{group}/lags").json()["data"]
     return {lag["partition_id"]: lag["current_offset"] for lag in lags}
@@ -96,22 +104,20 @@ def test_a_group_reset_to_a_snapshot_reads_the_same_records_again(broker):
     with httpx.Client(base_url=rest(broker), timeout=DEADLINE_S) as http:
         path = cluster_path(http)
         read_in_group(broker.bootstrap, "features", HALF)
-        taken = http.post(f"{path}/offset-snapshots", json={"name": "before-v2", "group_id": "features"})
-        assert taken.status_code == 201, taken.text
-        snapshot = {o["partition"]: o["offset"] for o in taken.json()["offsets"] if o["offset"] >= 0}
+        taken = json.loads(cli(broker, "groups", "snapshot", "create", "before-v2", "--group", "features",
+                               "--output", "json"))
+        snapshot = {o["partition"]: o["offset"] for o in taken["offsets"] if o["offset"] >= 0}
         assert sum(snapshot.values()) == HALF
         second = read_in_group(broker.bootstrap, "features", HALF)
         after_second = committed(http, path, "features")
 
-        dry = http.post(f"{path}/consumer-groups/features/offset-resets", json={"to": "snapshot",
-                                                                                "snapshot": "before-v2"})
-        assert dry.status_code == 200, dry.text
-        assert {(r["partition"], r["current_offset"], r["new_offset"]) for r in dry.json()["plan"]} == \
-            {(p, after_second.get(p), snapshot.get(p)) for p in (0, 1)}
+        printed = cli(broker, "groups", "reset-offsets", "features", "--all-topics", "--to-snapshot", "before-v2")
+        plan = {tuple(line.split()) for line in printed.splitlines() if line.startswith("features ")}
+        assert plan == {("features", TOPIC, str(p), str(after_second.get(p, "-")), str(snapshot.get(p, "-")))
+                        for p in (0, 1)}, printed
+        assert "Dry run: nothing was committed" in printed
         assert committed(http, path, "features") == after_second  # a dry run changes nothing
-        done = http.post(f"{path}/consumer-groups/features/offset-resets", json={
-            "to": "snapshot", "snapshot": "before-v2", "dry_run": False})
-        assert done.status_code == 200 and done.json()["applied"], done.text
+        cli(broker, "groups", "reset-offsets", "features", "--all-topics", "--to-snapshot", "before-v2", "--execute")
         assert committed(http, path, "features") == snapshot
         assert sorted(read_in_group(broker.bootstrap, "features", HALF)) == sorted(second)
 

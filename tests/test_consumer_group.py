@@ -542,6 +542,28 @@ async def test_an_empty_consumer_group_can_be_deleted(autojump_clock, nursery):
     assert group_of(coordinator).group_epoch == 1
 
 
+async def test_an_offset_reset_of_a_running_group_fences_its_members_only_online(autojump_clock, nursery):
+    """broker/offset_snapshots.py: Kafka refuses to reset a group with members; online, the members are fenced
+    (their next heartbeat answers UNKNOWN_MEMBER_ID) and the new offsets are committed, None removing one."""
+    from lodestream.protocol.errors import KafkaError
+
+    world = World()
+    world.create_topic("t", 2)
+    coordinator = await start_coordinator(nursery)
+    a = Client(coordinator, world)
+    await a.join()
+    assert group_of(coordinator).is_subscribed_to_topic("t")  # OffsetDelete's GROUP_SUBSCRIBED_TO_TOPIC
+    assert not group_of(coordinator).is_subscribed_to_topic("other")
+    await coordinator.commit_offsets("g", {("t", 0): (7, -1, ""), ("t", 1): (9, -1, "")})
+    with pytest.raises(KafkaError) as refused:
+        await coordinator.reset_offsets("g", {("t", 0): 5}, online=False)
+    assert refused.value.code == ErrorCode.non_empty_group
+    assert await coordinator.reset_offsets("g", {("t", 0): 5, ("t", 1): None}, online=True) == [a.member_id]
+    assert {key: c.offset for key, c in coordinator.committed("g").items()} == {("t", 0): 5}
+    assert (await a.beat()).error == ErrorCode.unknown_member_id
+    assert (await a.join()).error == ErrorCode.none  # rejoins, and reads the new offsets
+
+
 class NonEmptyClassicGroup:
     group_type = "classic"
     protocol_type = "consumer"

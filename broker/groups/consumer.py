@@ -374,6 +374,10 @@ class ConsumerGroup:
     def subscribed_topics(self) -> set[str]:
         return self._subscribed_names(self.members.values())
 
+    def is_subscribed_to_topic(self, topic: str) -> bool:
+        """OffsetDelete refuses a topic the members consume (GROUP_SUBSCRIBED_TO_TOPIC), as Kafka does."""
+        return topic in self.subscribed_topics()
+
     def validate_offset_commit(self, member_id: str, generation_or_member_epoch: int,
                                group_instance_id: str | None, is_transactional: bool = False) -> ErrorCode:
         epoch = generation_or_member_epoch

@@ -37,6 +37,7 @@ _BAD_REQUEST = {
     ErrorCode.invalid_topic_exception, ErrorCode.policy_violation, ErrorCode.topic_deletion_disabled,
     ErrorCode.message_too_large, ErrorCode.record_list_too_large, ErrorCode.invalid_timestamp,
     ErrorCode.corrupt_message, ErrorCode.invalid_required_acks, ErrorCode.unsupported_version,
+    ErrorCode.invalid_record,
 }
 
 

@@ -19,11 +19,14 @@ from lodestream.protocol.errors import ErrorCode, KafkaError
 from lodestream.protocol.record_batch import CONTROL_BIT, TRANSACTIONAL_BIT, InvalidBatch, keyless_records, split_batches
 
 from lodestream.broker.config import cleanup_policy_includes
+from lodestream.broker.internal_topics import INTERNAL_TOPICS
 from lodestream.broker.replica_manager import AppendRequest
 
 
 def validate_batches(broker, topic: TopicImage, partition_index: int, records, now_ms: int):
     """(partition, entries, append_time, producer batch header or None); raises KafkaError for a refused request."""
+    if topic.name in INTERNAL_TOPICS:  # only the coordinators write them (Kafka refuses clients the same way)
+        raise KafkaError(ErrorCode.invalid_topic_exception, f"Cannot append to internal topic {topic.name}")
     partition = broker.replicas.get(topic.topic_id, partition_index)
     if partition is None or not partition.is_leader:
         error = broker.not_leader_error(topic, partition_index)

@@ -295,6 +295,20 @@ async def test_produce_to_unknown_topic(client):
         assert response.topics[0].error_code == UNKNOWN_TOPIC_OR_PARTITION
 
 
+def test_clients_cannot_append_to_internal_topics():
+    """Only the coordinators write __consumer_offsets and __transaction_state: a client's records there (Kafka
+    protocol or REST) would be replayed as group or transaction state. Kafka refuses them the same way."""
+    import uuid
+
+    from lodestream.broker.append import validate_batches
+    from lodestream.consensus.image import TopicImage
+    from lodestream.protocol.errors import ErrorCode, KafkaError
+
+    with pytest.raises(KafkaError) as refused:
+        validate_batches(None, TopicImage("__consumer_offsets", uuid.uuid4()), 0, rb.simple_batch(1), 0)
+    assert refused.value.code == ErrorCode.invalid_topic_exception
+
+
 async def test_log_append_time_topic(client):
     with trio.fail_after(DEADLINE_S):
         await create_topic(client, "lat", **{"message.timestamp.type": "LogAppendTime"})

@@ -716,6 +716,39 @@ def parse_properties(text: str) -> dict[str, str]:
     return result
 
 
+ENV_PREFIX = "LODESTREAM_"
+
+
+def env_variable_key(name: str) -> str:
+    """LODESTREAM_LOG_DIRS -> log.dirs, as Kafka's docker image maps KAFKA_*: lower case, `_` -> `.`,
+    `__` -> `_`, `___` -> `-`."""
+    dotted = ".".join(name[len(ENV_PREFIX):].lower().split("_"))
+    return "_".join("-".join(dotted.split("...")).split(".."))
+
+
+def environment_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """The broker configs set by LODESTREAM_* variables. A variable whose key is a broker config (or a
+    listener.name.* one) is config; one whose first word is a config's first word (log, num, listeners,
+    ...) but is not a config is a typo and refused; any other (LODESTREAM_BOOTSTRAP_SERVER of the CLI,
+    the tests' LODESTREAM_COMPAT_BROKER, ...) is not config and left alone."""
+    found: dict[str, str] = {}
+    refused: list[str] = []
+    first_words = {key.split(".")[0] for key in BROKER_CONFIGS}
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
+            continue
+        key = env_variable_key(name)
+        if key in BROKER_CONFIGS or key.startswith("listener.name."):
+            found[key] = value
+        elif key.split(".")[0] in first_words:
+            refused.append(f"{name} ({key})")
+    if refused:
+        raise ConfigError(f"environment variable{'s' if len(refused) > 1 else ''} {', '.join(refused)} "
+                          f"name{'' if len(refused) > 1 else 's'} no broker config (LODESTREAM_<KEY>: the key in "
+                          "upper case with `.` as `_`, `_` as `__`, `-` as `___`)")
+    return found
+
+
 @dataclass(frozen=True)
 class ConfigEntryView:
     """One config as DescribeConfigs reports it."""
@@ -811,13 +844,16 @@ class BrokerConfig:
         return reasons
 
     @classmethod
-    def load(cls, path: Path | None, overrides: list[str]) -> "BrokerConfig":
+    def load(cls, path: Path | None, overrides: list[str],
+             environment: Mapping[str, str] | None = None) -> "BrokerConfig":
+        """The file, then `environment` (environment_overrides), then each key=value override."""
         explicit: dict[str, str] = {}
         if path is not None:
             try:
                 explicit.update(parse_properties(path.read_text()))
             except OSError as exc:
                 raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        explicit.update(environment or {})
         for override in overrides:
             if "=" not in override:
                 raise ConfigError(f"--override expects key=value, got {override!r}")

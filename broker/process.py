@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 
 from lodestream.broker.broker import Broker
-from lodestream.broker.config import BrokerConfig, ConfigError, NodeHalted, StartupError
+from lodestream.broker.config import BrokerConfig, ConfigError, NodeHalted, StartupError, environment_overrides
 from lodestream.broker.lifecycle import serve_broker
 
 log = logging.getLogger("lodestream")
@@ -64,10 +64,13 @@ def serve(config_file: Path | None, overrides: list[str], log_level: str, ready_
     )
     logging.getLogger("pysyncobj").setLevel(logging.WARNING)
     try:
-        config = BrokerConfig.load(config_file, overrides)
+        environment = environment_overrides(os.environ)
+        config = BrokerConfig.load(config_file, overrides, environment)
     except ConfigError as exc:
         print(f"lodestream: configuration error: {exc}", file=sys.stderr)
         return 2
+    if environment:  # names only: values may be secrets
+        log.info("configuration from LODESTREAM_* variables: %s", ", ".join(sorted(environment)))
     ignored = config.without_effect()
     if ignored:  # one warning, not one per key
         log.warning("accepted with no effect here (Kafka config names Lodestream does not act on): %s",

@@ -50,6 +50,15 @@ class ApiError(Exception):
         self.headers = headers
 
 
+async def commit_admin_records(broker, records: list) -> None:
+    """Namespace or offset snapshot records, committed through the active controller (UpdateAdminRecords);
+    what it refuses is a 400 with its reason."""
+    try:
+        await broker.controller_client.update_admin_records(records)
+    except KafkaError as exc:
+        raise ApiError(400, KAFKA_BAD_REQUEST, exc.message or exc.code.name) from None
+
+
 def kafka_error_status(exc: KafkaError) -> tuple[int, int]:
     """(HTTP status, error_code) for a Kafka error, as REST Proxy's KafkaExceptionMapper."""
     if exc.code == ErrorCode.unknown_topic_or_partition:

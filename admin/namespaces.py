@@ -9,12 +9,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from lodestream.admin.errors import KAFKA_BAD_REQUEST, ApiError
+from lodestream.admin.errors import KAFKA_BAD_REQUEST, ApiError, commit_admin_records
 from lodestream.broker.authorizer import (Acl, Operation, PatternType, Permission, ResourceType, acl_of, acl_problem,
                                           acl_record)
 from lodestream.broker.namespaces import check_definition, namespace_acls, prefix, topics_in
 from lodestream.consensus.records import NamespaceRecord, RemoveAclRecord, RemoveNamespaceRecord
-from lodestream.protocol.errors import KafkaError
 
 NamespaceName = Path(description="Namespace name: its topics are named <name>.*")
 
@@ -74,12 +73,6 @@ def add_routes(api: APIRouter, broker) -> None:
             raise ApiError(404, 404, f"Namespace {name} cannot be found.")
         return record
 
-    async def commit(records: list) -> None:
-        try:
-            await broker.controller_client.update_admin_records(records)
-        except KafkaError as exc:
-            raise ApiError(400, KAFKA_BAD_REQUEST, exc.message or exc.code.name) from None
-
     def checked(name: str, defaults: dict[str, str]) -> NamespaceRecord:
         try:
             check_definition(name, defaults)
@@ -98,7 +91,7 @@ def add_routes(api: APIRouter, broker) -> None:
         if body.name in broker.image.namespaces:
             raise ApiError(400, KAFKA_BAD_REQUEST, f"Namespace {body.name} already exists.")
         record = checked(body.name, body.defaults)
-        await commit([record])
+        await commit_admin_records(broker, [record])
         return namespace_data(record)
 
     @api.get("/namespaces/{namespace_name}", response_model=NamespaceData, tags=["Namespace"],
@@ -111,7 +104,7 @@ def add_routes(api: APIRouter, broker) -> None:
     async def update_defaults(body: UpdateDefaultsRequest, namespace_name: str = NamespaceName):
         existing(namespace_name)
         record = checked(namespace_name, body.defaults)
-        await commit([record])
+        await commit_admin_records(broker, [record])
         return namespace_data(record)
 
     @api.delete("/namespaces/{namespace_name}", status_code=204, tags=["Namespace"],
@@ -119,7 +112,7 @@ def add_routes(api: APIRouter, broker) -> None:
     async def delete_namespace(namespace_name: str = NamespaceName):
         existing(namespace_name)
         own = [RemoveAclRecord(acl_id) for acl_id in namespace_acls(broker.image.acls, namespace_name)]
-        await commit([RemoveNamespaceRecord(namespace_name), *own])
+        await commit_admin_records(broker, [RemoveNamespaceRecord(namespace_name), *own])
 
     @api.post("/namespaces/{namespace_name}/acls", response_model=NamespaceData, status_code=201,
               tags=["Namespace"], summary="Grant ACLs on every topic (or group) of the namespace")
@@ -142,5 +135,5 @@ def add_routes(api: APIRouter, broker) -> None:
         have = {acl_of(a) for a in broker.image.acls.values()}
         records = [acl_record(acl) for acl in dict.fromkeys(acls) if acl not in have]
         if records:
-            await commit(records)
+            await commit_admin_records(broker, records)
         return namespace_data(record)

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from lodestream.admin.auth import require
-from lodestream.admin.errors import KAFKA_BAD_REQUEST, ApiError
+from lodestream.admin.errors import KAFKA_BAD_REQUEST, ApiError, commit_admin_records
 from lodestream.broker.authorizer import Action, Operation, ResourceType
 from lodestream.broker.handlers.list_offsets import lookup_offset
 from lodestream.broker.offset_snapshots import (
@@ -151,12 +151,6 @@ def add_routes(api: APIRouter, broker) -> None:
             raise ApiError(404, 404, f"Offset snapshot {name} cannot be found.")
         return record
 
-    async def commit(records: list) -> None:
-        try:
-            await broker.controller_client.update_admin_records(records)
-        except KafkaError as exc:
-            raise bad(exc.message or exc.code.name) from None
-
     @api.get("/offset-snapshots", response_model=OffsetSnapshotDataList, tags=["Offset snapshot"],
              summary="List offset snapshots")
     async def list_snapshots():
@@ -193,7 +187,7 @@ def add_routes(api: APIRouter, broker) -> None:
                 offsets.extend((name, p, leader(name, p).high_watermark) for p in sorted(topic.partitions))
             offsets = tuple(offsets)
         record = OffsetSnapshotRecord(body.name, int(time.time() * 1000), body.group_id, offsets)
-        await commit([record])
+        await commit_admin_records(broker, [record])
         return snapshot_data(record)
 
     @api.get("/offset-snapshots/{snapshot_name}", response_model=OffsetSnapshotData, tags=["Offset snapshot"],
@@ -205,7 +199,7 @@ def add_routes(api: APIRouter, broker) -> None:
                 summary="Delete an offset snapshot")
     async def delete_snapshot(snapshot_name: str = SnapshotName):
         existing(snapshot_name)
-        await commit([RemoveOffsetSnapshotRecord(snapshot_name)])
+        await commit_admin_records(broker, [RemoveOffsetSnapshotRecord(snapshot_name)])
         return Response(status_code=204)
 
     async def plan(group_id: str, coordinator, target: ResetTarget, topics: list[str] | None) -> list[PlannedReset]:

@@ -229,8 +229,8 @@ async def _ask_a_broker_that_does_not_coordinate(cluster) -> tuple[ErrorCode, Er
     client with a stale FindCoordinator answer sends. Not "no committed offsets", not "unknown producer"."""
     ports = {i: cluster.nodes[i].port for i in cluster.ids}
     with trio.fail_after(30):
-        group_coordinator = await _coordinator(ports[cluster.ids[0]], "a-group", key_type=0)
-        txn_coordinator = await _coordinator(ports[cluster.ids[0]], "an-id", key_type=1)
+        group_coordinator = await _agreed_coordinator(ports.values(), "a-group", key_type=0)
+        txn_coordinator = await _agreed_coordinator(ports.values(), "an-id", key_type=1)
         not_group = await WireClient.connect(ports[next(i for i in cluster.ids if i != group_coordinator)])
         not_txn = await WireClient.connect(ports[next(i for i in cluster.ids if i != txn_coordinator)])
         try:
@@ -284,6 +284,16 @@ async def _coordinator(port: int, key: str, key_type: int) -> int:
             await trio.sleep(0.2)  # the internal topic is being created, or its leader elected
     finally:
         await client.aclose()
+
+
+async def _agreed_coordinator(ports, key: str, key_type: int) -> int:
+    """The coordinator every broker names: a new internal topic's leaders reach each broker's metadata a moment
+    apart, and a broker that is not the coordinator must be one by every broker's account."""
+    while True:
+        found = {await _coordinator(port, key, key_type) for port in ports}
+        if len(found) == 1:
+            return found.pop()
+        await trio.sleep(0.2)  # the metadata log is still reaching a broker
 
 
 async def _add_partition(client: WireClient, transactional_id: str, producer: tuple[int, int], topic: str) -> ErrorCode:

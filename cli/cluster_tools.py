@@ -1285,6 +1285,26 @@ def parse_duration_ms(text: str) -> int:
     return -millis if sign == "-" else millis
 
 
+def read_offsets_file(path: str) -> dict[tuple[str, int], int]:
+    """--from-file: TOPIC,PARTITION,OFFSET lines, as kafka-consumer-groups --export writes them."""
+    offsets: dict[tuple[str, int], int] = {}
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError as exc:
+        raise CliError(f"--from-file {path}: {exc.strerror or exc}", EXIT_USAGE) from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        fields = line.strip().rsplit(",", 2)
+        if len(fields) != 3 or not fields[1].strip().isdigit() or not fields[2].strip().lstrip("-").isdigit():
+            raise CliError(f"--from-file {path} line {number}: expected TOPIC,PARTITION,OFFSET, got {line!r}",
+                           EXIT_USAGE)
+        offsets[(fields[0].strip(), int(fields[1]))] = int(fields[2])
+    if not offsets:
+        raise CliError(f"--from-file {path}: no offsets in it", EXIT_USAGE)
+    return offsets
+
+
 def reset_target(args, backend: Backend, now_ms: int | None = None) -> ResetTarget:
     """The one target option of `groups reset-offsets` as a ResetTarget (a new target: its option in
     _reset_target_options and its branch here, resolving to one of ResetTarget's kinds)."""
@@ -1305,6 +1325,8 @@ def reset_target(args, backend: Backend, now_ms: int | None = None) -> ResetTarg
         return ResetTarget("timestamp", now_ms - parse_duration_ms(args.by_duration), f"duration {args.by_duration}")
     if args.to_snapshot is not None:
         return ResetTarget("snapshot", args.to_snapshot, f"snapshot {args.to_snapshot}")
+    if args.from_file is not None:
+        return ResetTarget("explicit", read_offsets_file(args.from_file), f"the offsets in {args.from_file}")
     raise CliError("give one target: --to-earliest, --to-latest, --to-offset, --to-datetime, --by-duration, "
                    "--shift-by or --to-current", EXIT_USAGE)
 
@@ -1384,7 +1406,9 @@ def _rest_reset(rest: "RestBackend", group_id: str, scope: dict[str, list[int] |
     body.update({"earliest": {"to": "earliest"}, "latest": {"to": "latest"}, "current": {"to": "current"},
                  "offset": {"to": "offset", "offset": value}, "shift": {"to": "shift", "shift_by": value},
                  "timestamp": {"to": "timestamp", "timestamp_ms": value},
-                 "snapshot": {"to": "snapshot", "snapshot": value}}[kind])
+                 "snapshot": {"to": "snapshot", "snapshot": value},
+                 "explicit": {"to": "offsets", "offsets": [{"topic": t, "partition": p, "offset": o}
+                                                           for (t, p), o in sorted((value or {}).items())]}}[kind])
     answer = rest._call("POST", rest._c(f"/consumer-groups/{rest._q(group_id)}/offset-resets"), body)
     rows = [{"topic": r["topic"], "partition": r["partition"], "current_offset": r["current_offset"],
              "new_offset": r["new_offset"], "log_start_offset": r["log_start_offset"],
@@ -1667,6 +1691,8 @@ def _reset_target_options(parser: argparse.ArgumentParser):
     target.add_argument("--shift-by", type=int, metavar="N", help="the committed offset plus N (N may be negative)")
     target.add_argument("--to-current", action="store_true",
                         help="the committed offset (the log end where nothing is committed)")
+    target.add_argument("--from-file", metavar="CSV", help="explicit offsets, one TOPIC,PARTITION,OFFSET a line "
+                                                          "(kafka-consumer-groups' format)")
     target.add_argument("--to-snapshot", metavar="NAME",
                         help="the offsets of a snapshot (`groups snapshot create`; REST API only)")
     return target

@@ -1,6 +1,7 @@
-"""`lodestream topics|groups|configs` as a subprocess against a `lodestream serve` process,
-over the Kafka protocol (--bootstrap-server) and the REST API (--rest), in table and
-JSON output, with exit codes for errors."""
+"""`lodestream topics|groups|configs` against a `lodestream serve` process, over the Kafka protocol
+(--bootstrap-server) and the REST API (--rest), in table and JSON output, with exit codes for errors.
+The commands run in this process (cli.main.main: real sockets, no interpreter start per command); the
+installed entry point runs once, as a subprocess (test_version_is_the_package_version)."""
 
 from __future__ import annotations
 
@@ -54,9 +55,8 @@ def where(request, broker) -> list[str]:
 
 
 def cli(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
-    result = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
-    assert result.returncode == expect, f"{args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
+    out, err = run_cli(*args, expect=expect)
+    return subprocess.CompletedProcess(args, expect, out, err)
 
 
 def cli_json(*args: str):
@@ -268,12 +268,11 @@ def test_render_table_aligns_columns():
 def test_version_is_the_package_version():
     from importlib.metadata import version
 
-    assert cli("--version").stdout.strip() == f"lodestream {version('lodestream')}"
+    installed = subprocess.run([CLI, "--version"], capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    assert installed.stdout.strip() == f"lodestream {version('lodestream')}"
 
 
 # -- daily operations: --if-not-exists, more partitions, group and offset deletion, offset resets ---------
-# In-process (cli.main.main) against the same `lodestream serve` subprocess: the sockets are real, and no
-# interpreter start per command (the subprocess tests above cover the installed entry point).
 
 def run_cli(*args: str, expect: int = 0) -> tuple[str, str]:
     import io
@@ -392,7 +391,7 @@ def _committed(group: str, where: list[str]) -> dict[int, int]:
     return {o["partition"]: o["committed_offset"] for o in described["offsets"]}
 
 
-def test_groups_reset_offsets_dry_run_execute_and_active_group(broker):
+def test_groups_reset_offsets_dry_run_execute_and_active_group(broker, tmp_path):
     topic, group = "cli-reset", "cli-reset-group"
     kafka = ["--bootstrap-server", broker.bootstrap]
     run_cli("topics", "create", topic, "--partitions", "2", *kafka)
@@ -425,6 +424,12 @@ def test_groups_reset_offsets_dry_run_execute_and_active_group(broker):
                for when in ("2999-01-01T00:00:00.000Z", "2000-01-01T00:00:00+02:00")]
     assert [[p["new_offset"] for p in plan] for plan in moments] == [[10, 4], [0, 0]]
     assert [p["new_offset"] for p in run_json(*reset, "--topic", topic, "--to-current")["partitions"]] == [0, 0]
+    offsets_file = tmp_path / "offsets.csv"  # kafka-consumer-groups --export's format, over both transports
+    offsets_file.write_text(f"{topic},0,3\n{topic},1,99\n")
+    for where in (kafka, ["--rest", rest_url(broker)]):
+        run_cli(*reset[:3], *where, "--all-topics", "--from-file", str(offsets_file), "--execute")
+        assert _committed(group, kafka) == {0: 3, 1: 4}  # 99 kept within the log
+        run_cli(*reset, "--all-topics", "--to-earliest", "--execute")
 
     # an active group: the dry run says so, --execute is refused and changes nothing
     member = ActiveMember(broker, "cli-reset-active", topic)

@@ -1403,12 +1403,14 @@ def _rest_reset(rest: "RestBackend", group_id: str, scope: dict[str, list[int] |
     body: dict[str, Any] = {"dry_run": not execute, "online": online,
                             "topics": None if scope is None else sorted(scope)}
     kind, value = target.kind, target.value
-    body.update({"earliest": {"to": "earliest"}, "latest": {"to": "latest"}, "current": {"to": "current"},
-                 "offset": {"to": "offset", "offset": value}, "shift": {"to": "shift", "shift_by": value},
-                 "timestamp": {"to": "timestamp", "timestamp_ms": value},
-                 "snapshot": {"to": "snapshot", "snapshot": value},
-                 "explicit": {"to": "offsets", "offsets": [{"topic": t, "partition": p, "offset": o}
-                                                           for (t, p), o in sorted((value or {}).items())]}}[kind])
+    if kind == "explicit":
+        body.update({"to": "offsets", "offsets": [{"topic": t, "partition": p, "offset": o}
+                                                  for (t, p), o in sorted(value.items())]})
+    else:
+        body.update({"earliest": {"to": "earliest"}, "latest": {"to": "latest"}, "current": {"to": "current"},
+                     "offset": {"to": "offset", "offset": value}, "shift": {"to": "shift", "shift_by": value},
+                     "timestamp": {"to": "timestamp", "timestamp_ms": value},
+                     "snapshot": {"to": "snapshot", "snapshot": value}}[kind])
     answer = rest._call("POST", rest._c(f"/consumer-groups/{rest._q(group_id)}/offset-resets"), body)
     rows = [{"topic": r["topic"], "partition": r["partition"], "current_offset": r["current_offset"],
              "new_offset": r["new_offset"], "log_start_offset": r["log_start_offset"],

@@ -346,17 +346,24 @@ class GroupCoordinator:
     async def reset_offsets(self, group_id: str, offsets: dict[tuple[str, int], int | None],
                             online: bool) -> list[str]:
         """An offset reset (broker/offset_snapshots.py): commit `offsets` for the group, which need not exist
-        (a new group seeded from a snapshot); None removes a partition's committed offset. A group with members is refused (NON_EMPTY_GROUP), as Kafka
+        (a new group seeded from a snapshot); None removes a partition's committed offset. One write, so a
+        reset is applied whole or not at all. A group with members is refused (NON_EMPTY_GROUP), as Kafka
         refuses it; with `online`, a consumer-protocol group's members are fenced first, under the group's
         lock, so none rejoins (and fetches its offsets) before the new ones are durable, and their commits
         from before the reset are refused. Returns the fenced member ids."""
         await self.ensure_loaded(group_id)
-        values = {key: (offset, -1, "") for key, offset in offsets.items() if offset is not None}
-        removed = [key for key, offset in offsets.items() if offset is None]
+
+        def records() -> Write:
+            write = self._offset_records(group_id, {key: (offset, -1, "") for key, offset in offsets.items()
+                                                    if offset is not None})
+            committed = self.offsets.get(group_id, {})
+            write.records.extend((offset_key(group_id, t, p), None) for (t, p), offset in offsets.items()
+                                 if offset is None and (t, p) in committed)
+            return write
+
         group = self.groups.get(group_id)
         if group is None or group.state_name == "Dead" or group.is_empty():
-            await self.commit_offsets(group_id, values)
-            await self.delete_offsets(group_id, removed)
+            await self.runtime.write(self.partition_for(group_id), records)
             return []
         fence_all = getattr(group, "fence_all_members", None)
         if not online or fence_all is None:
@@ -368,8 +375,7 @@ class GroupCoordinator:
                 raise KafkaError(ErrorCode.coordinator_not_available, f"group {group_id} is changing; retry")
             fenced = fence_all()
             await self.persist_group(group)
-            await self.commit_offsets(group_id, values)
-            await self.delete_offsets(group_id, removed)
+            await self.runtime.write(self.partition_for(group_id), records)
         return fenced
 
     async def commit_transactional_offsets(self, group_id: str, producer_id: int, producer_epoch: int,

@@ -392,23 +392,29 @@ class KafkaBackend(Backend):
         return sizes
 
     def _offsets(self, topic: str, partitions: list[tuple[int, int]], timestamp: int) -> dict[int, int | None]:
-        """ListOffsets for (partition, leader) pairs, each sent to its leader."""
-        by_leader: dict[int, list[int]] = {}
+        """ListOffsets for one topic's (partition, leader) pairs."""
+        by_leader: dict[int, dict[str, list[int]]] = {}
         for index, leader in partitions:
-            by_leader.setdefault(leader, []).append(index)
-        result: dict[int, int | None] = {}
-        for leader, indexes in by_leader.items():
+            by_leader.setdefault(leader, {}).setdefault(topic, []).append(index)
+        return {index: offset for (_, index), offset in self._list_offsets(by_leader, timestamp).items()}
+
+    def _list_offsets(self, by_leader: dict[int, dict[str, list[int]]], timestamp: int
+                      ) -> dict[tuple[str, int], int | None]:
+        """ListOffsets sent to each leader (-1: unknown, the bootstrap broker) for its {topic: partitions}:
+        each partition's offset, None where it answered an error."""
+        result: dict[tuple[str, int], int | None] = {}
+        for leader, topics in by_leader.items():
             conn = self._node(leader) if leader >= 0 else self.bootstrap
-            version = conn.version(LIST_OFFSETS)
-            b = request_builder(LIST_OFFSETS, version)
+            b = request_builder(LIST_OFFSETS, conn.version(LIST_OFFSETS))
             response = conn.request(b.ListOffsetsRequest(
                 replica_id=-1, isolation_level=0, timeout=datetime.timedelta(seconds=self.timeout),
-                topics=(b.ListOffsetsTopic(name=topic, partitions=tuple(
+                topics=tuple(b.ListOffsetsTopic(name=topic, partitions=tuple(
                     b.ListOffsetsPartition(partition_index=i, current_leader_epoch=-1, timestamp=timestamp)
-                    for i in indexes)),)))
+                    for i in indexes)) for topic, indexes in topics.items())))
             for topic_response in response.topics:
                 for p in topic_response.partitions:
-                    result[int(p.partition_index)] = int(p.offset) if int(p.error_code) == 0 else None
+                    key = (topic_response.name, int(p.partition_index))
+                    result[key] = int(p.offset) if int(p.error_code) == 0 else None
         return result
 
     # -- topic administration -----------------------------------------------------------------------
@@ -651,20 +657,9 @@ class KafkaBackend(Backend):
         by_leader: dict[int, dict[str, list[int]]] = {}
         for topic, partition in partitions:
             by_leader.setdefault(leaders.get((topic, partition), -1), {}).setdefault(topic, []).append(partition)
-        result: dict[tuple[str, int], int | None] = {tp: None for tp in partitions}
-        for leader, topics in by_leader.items():
-            conn = self._node(leader) if leader >= 0 else self.bootstrap
-            b = request_builder(LIST_OFFSETS, conn.version(LIST_OFFSETS))
-            response = conn.request(b.ListOffsetsRequest(
-                replica_id=-1, isolation_level=0, timeout=datetime.timedelta(seconds=self.timeout),
-                topics=tuple(b.ListOffsetsTopic(name=topic, partitions=tuple(
-                    b.ListOffsetsPartition(partition_index=i, current_leader_epoch=-1, timestamp=timestamp)
-                    for i in indexes)) for topic, indexes in topics.items())))
-            for topic_response in response.topics:
-                for p in topic_response.partitions:
-                    ok = int(p.error_code) == 0 and int(p.offset) >= 0
-                    result[(topic_response.name, int(p.partition_index))] = int(p.offset) if ok else None
-        return result
+        found = self._list_offsets(by_leader, timestamp)
+        # -1: no record that late (a timestamp lookup)
+        return {tp: None if found.get(tp) is None or found[tp] < 0 else found[tp] for tp in partitions}
 
     def group_state(self, group_id: str) -> dict:
         conn = self._coordinator(group_id)
@@ -1328,7 +1323,7 @@ def reset_target(args, backend: Backend, now_ms: int | None = None) -> ResetTarg
     if args.from_file is not None:
         return ResetTarget("explicit", read_offsets_file(args.from_file), f"the offsets in {args.from_file}")
     raise CliError("give one target: --to-earliest, --to-latest, --to-offset, --to-datetime, --by-duration, "
-                   "--shift-by or --to-current", EXIT_USAGE)
+                   "--shift-by, --to-current, --to-snapshot or --from-file", EXIT_USAGE)
 
 
 def plan_reset(backend: Backend, group_id: str, scope: dict[str, list[int] | None] | None,

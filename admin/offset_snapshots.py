@@ -11,6 +11,7 @@ refused with a message that says so, never answered from a partial view.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 
@@ -114,6 +115,12 @@ def add_routes(api: APIRouter, broker) -> None:
     def bad(message: str) -> ApiError:
         return ApiError(400, KAFKA_BAD_REQUEST, message)
 
+    def topic_or_400(name: str):
+        topic = broker.image.topic(name)
+        if topic is None:
+            raise bad(f"topic {name} does not exist")
+        return topic
+
     def leader(topic_name: str, index: int):
         """This broker's copy of a partition it leads (400 if it does not exist or another broker leads it)."""
         topic = broker.image.topic(topic_name)
@@ -175,17 +182,12 @@ def add_routes(api: APIRouter, broker) -> None:
             if not committed:
                 raise bad(f"group {body.group_id} has no committed offsets")
             # Every partition of its topics: where it has no committed offset, the snapshot says so.
+            topics = {t: broker.image.topic(t) for t, _ in committed}
             offsets = tuple(sorted((t, p, committed[(t, p)].offset if (t, p) in committed else NO_OFFSET)
-                                   for t in {t for t, _ in committed} if broker.image.topic(t) is not None
-                                   for p in broker.image.topic(t).partitions))
+                                   for t, topic in topics.items() if topic is not None for p in topic.partitions))
         else:
-            offsets = []
-            for name in body.topics:
-                topic = broker.image.topic(name)
-                if topic is None:
-                    raise bad(f"topic {name} does not exist")
-                offsets.extend((name, p, leader(name, p).high_watermark) for p in sorted(topic.partitions))
-            offsets = tuple(offsets)
+            offsets = tuple((name, p, leader(name, p).high_watermark)
+                            for name in body.topics for p in sorted(topic_or_400(name).partitions))
         record = OffsetSnapshotRecord(body.name, int(time.time() * 1000), body.group_id, offsets)
         await commit_admin_records(broker, [record])
         return snapshot_data(record)
@@ -210,12 +212,7 @@ def add_routes(api: APIRouter, broker) -> None:
         elif target.to == "offsets":
             explicit = dict(target.offsets)
         if topics is not None:
-            scope = set()
-            for name in topics:
-                topic = broker.image.topic(name)
-                if topic is None:
-                    raise bad(f"topic {name} does not exist")
-                scope.update((name, p) for p in topic.partitions)
+            scope = {(name, p) for name in topics for p in topic_or_400(name).partitions}
             if explicit:
                 scope &= set(explicit)
         else:
@@ -280,6 +277,4 @@ def add_routes(api: APIRouter, broker) -> None:
                 raise bad(exc.message or exc.code.name) from None
         return {"kind": "LodestreamOffsetReset", "group_id": consumer_group_id, "applied": not body.dry_run,
                 "fenced_members": fenced,
-                "plan": [{"topic": r.topic, "partition": r.partition, "current_offset": r.current_offset,
-                          "new_offset": r.new_offset, "log_start_offset": r.log_start_offset,
-                          "end_offset": r.end_offset} for r in planned]}
+                "plan": [dataclasses.asdict(row) for row in planned]}

@@ -116,6 +116,9 @@ class RemoteLogManager:
         self.reader = RemoteSegmentReader(lambda: self.stores, self.coding_limiter, StripeCache(cache_bytes), redis,
                                           hedge_s=hedge_s)
         self.copying: set[uuid.UUID] = set()  # segments this broker is writing now (not orphans)
+        # Segments being deleted now -> set when done: DeleteRecords and the background pass (which finishes
+        # any DELETE_SEGMENT_STARTED it sees) may both reach one; the second waits for the first.
+        self.deleting: dict[uuid.UUID, trio.Event] = {}
         self.passes = 0
         self.seen_topics: set[uuid.UUID] = set()  # topics in an image of an earlier pass (gone = deleted)
         self.health: dict[uuid.UUID, dict[int, list[int]]] = {}  # segment -> {bad fragment: bad stripes}
@@ -295,13 +298,30 @@ class RemoteLogManager:
                 await self._delete_segment(segment)
 
     async def _delete_segment(self, segment: RemoteSegmentRecord) -> None:
-        if segment.state != DELETE_STARTED:
-            segment = replace(segment, state=DELETE_STARTED)
-            await self._update([segment])
-            crash_point("delete-started")
-        await trio.to_thread.run_sync(self._delete_objects, segment, limiter=self.broker.io_limiter)
-        await self._update([replace(segment, state=DELETE_FINISHED)])
-        self.counters["deleted_segments"] += 1
+        """Delete one offloaded segment's fragments and manifest. Callers hold manifests read before an await,
+        so the segment may be gone or being deleted by the other caller by now."""
+        while True:
+            underway = self.deleting.get(segment.segment_id)
+            if underway is not None:
+                await underway.wait()
+            current = self.broker.image.remote_segments.get((segment.topic_id, segment.partition), {})
+            if segment.segment_id not in current:
+                return  # deleted already
+            segment = current[segment.segment_id]  # its state now (another deletion may have failed midway)
+            if underway is None:
+                break
+        self.deleting[segment.segment_id] = done = trio.Event()
+        try:
+            if segment.state != DELETE_STARTED:
+                segment = replace(segment, state=DELETE_STARTED)
+                await self._update([segment])
+                crash_point("delete-started")
+            await trio.to_thread.run_sync(self._delete_objects, segment, limiter=self.broker.io_limiter)
+            await self._update([replace(segment, state=DELETE_FINISHED)])
+            self.counters["deleted_segments"] += 1
+        finally:
+            del self.deleting[segment.segment_id]
+            done.set()
 
     def _delete_objects(self, segment: RemoteSegmentRecord) -> None:
         key = segment_key(segment)

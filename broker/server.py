@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 RECEIVE_CHUNK = 64 * 1024
 MAX_RECEIVE = 1024 * 1024  # the largest read inside a frame
 MAX_IN_FLIGHT_PER_CONNECTION = 16
+IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers one sendmsg takes
 TLS_HANDSHAKE_TIMEOUT_S = 10.0  # a client that opens a TLS connection and stalls is closed
 # Fetch responses reference stored batches (up to the request's max_bytes each): a client that does
 # not read its socket can pin at most this many of them per connection (docs/limits.md).
@@ -78,6 +82,7 @@ class Connection:
     def __init__(self, broker: Broker, stream: trio.abc.Stream, session: Session) -> None:
         self.broker = broker
         self.stream = stream
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None  # gathered writes
         self.session = session
         self.peer = session.peer
         self.max_request_bytes = int(broker.config.get("socket.request.max.bytes"))
@@ -318,29 +323,73 @@ class Connection:
         await self.slots_send.send(slot)
 
     async def _write_responses(self) -> None:
-        async for slot in self.slots_receive:
-            await slot.ready.wait()
-            if slot.close_after:
-                await self.stream.aclose()
-                return
-            if slot.payload is not None:
+        """Answers in request order. The answers already done behind the first leave in the same write
+        (a pipelining producer's acks): one syscall for several responses."""
+        waiting: ResponseSlot | None = None
+        while True:
+            if waiting is None:
                 try:
-                    for chunk in slot.payload:
-                        await self.stream.send_all(chunk)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    waiting = await self.slots_receive.receive()
+                except trio.EndOfChannel:
                     return
-            slot.payload = None
-            if slot.ctx is not None and slot.ctx.close_after_response:
+            await waiting.ready.wait()
+            batch, waiting = [waiting], None
+            while not (batch[-1].close_after or _closes_after(batch[-1])):
+                try:
+                    following = self.slots_receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if not following.ready.is_set():
+                    waiting = following
+                    break
+                batch.append(following)
+            closing = batch[-1].close_after  # the handler failed: closed without its answer
+            written = batch[:-1] if closing else batch
+            chunks = [chunk for slot in written if slot.payload is not None for chunk in slot.payload]
+            if chunks and not await self._send(chunks):
+                return
+            for slot in written:
+                slot.payload = None
+                self._answered(slot)
+            if closing or (written and _closes_after(written[-1])):
                 await self.stream.aclose()
                 return
-            if slot.ctx is not None and slot.ctx.throttle_ms > 0:  # over quota: pause reading (KIP-219)
-                self.muted_until = max(self.muted_until, trio.current_time() + slot.ctx.throttle_ms / 1000)
-            if slot.fetch_permit:
-                slot.fetch_permit = False
-                self.fetch_slots.release()
-            self.in_flight -= 1
-            self.metrics.request_done(slot.api_key, slot.api_version, slot.body,
-                                      slot.received, slot.started, slot.completed, time.perf_counter())
+
+    async def _send(self, chunks: list) -> bool:
+        """Write the buffers with as few syscalls as the kernel allows: on a plain socket a gathered
+        sendmsg (not a send per buffer), through TLS one send_all of their concatenation. False: the
+        peer is gone."""
+        try:
+            if self._socket is None:
+                await self.stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                return True
+            buffers = collections.deque(memoryview(chunk).cast("B") for chunk in chunks if len(chunk))
+            while buffers:
+                sent = await self._socket.sendmsg(list(itertools.islice(buffers, IOV_MAX)))
+                while sent:
+                    head = buffers[0]
+                    if sent < len(head):
+                        buffers[0] = head[sent:]
+                        break
+                    sent -= len(head)
+                    buffers.popleft()
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    def _answered(self, slot: ResponseSlot) -> None:
+        if slot.ctx is not None and slot.ctx.throttle_ms > 0:  # over quota: pause reading (KIP-219)
+            self.muted_until = max(self.muted_until, trio.current_time() + slot.ctx.throttle_ms / 1000)
+        if slot.fetch_permit:
+            slot.fetch_permit = False
+            self.fetch_slots.release()
+        self.in_flight -= 1
+        self.metrics.request_done(slot.api_key, slot.api_version, slot.body,
+                                  slot.received, slot.started, slot.completed, time.perf_counter())
+
+
+def _closes_after(slot: ResponseSlot) -> bool:
+    return slot.ctx is not None and slot.ctx.close_after_response
 
 
 def _socket_of(stream: trio.abc.Stream) -> socket.socket | None:

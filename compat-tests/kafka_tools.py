@@ -80,9 +80,9 @@ class KafkaTools:
                                       candidates[-1])
         return cls(version, classpath, main_classes)
 
-    def command(self, tool: str, *args: str) -> list[str]:
+    def command(self, tool: str, *args: str, jvm_options: list[str] = JVM_OPTIONS) -> list[str]:
         main_class = self.main_classes.get(tool, tool)  # a tool's name, or a main class (the Java test programs)
-        return ["java", *JVM_OPTIONS, "-cp", self.classpath, main_class, *args]
+        return ["java", *jvm_options, "-cp", self.classpath, main_class, *args]
 
     def run(self, tool: str, *args: str, input: str | None = None, timeout: float = 120,
             check: bool = True) -> subprocess.CompletedProcess:
@@ -94,9 +94,9 @@ class KafkaTools:
                             f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}")
         return done
 
-    def start(self, tool: str, *args: str, **popen) -> subprocess.Popen:
-        """Start a long-running tool (verifiable clients); the caller stops it."""
-        return subprocess.Popen(self.command(tool, *args), text=True, **popen)
+    def start(self, tool: str, *args: str, jvm_options: list[str] = JVM_OPTIONS, **popen) -> subprocess.Popen:
+        """Start a long-running tool (verifiable clients, benchmarks' load); the caller stops it."""
+        return subprocess.Popen(self.command(tool, *args, jvm_options=jvm_options), text=True, **popen)
 
 
 def perf_test_figures(stdout: str) -> dict[str, str]:

@@ -696,6 +696,25 @@ async def test_metadata_empty_topic_list_means_all_in_v0_and_none_later(client):
         assert [t.name for t in v1_all.topics] == ["listed"]
 
 
+async def test_all_topics_metadata_follows_a_topic_that_changed(client):
+    """Metadata's topic entries are reused while their topic is unchanged (broker/handlers/metadata.py):
+    a topic that grew must be answered as it is now, in every version."""
+    with trio.fail_after(DEADLINE_S):
+        await create_topic(client, "steady")
+        await create_topic(client, "grown")
+        for version in (1, 12):
+            everything = await client.request(metadata_request(None, version=version))
+            assert {t.name: len(t.partitions) for t in everything.topics} == {"steady": 1, "grown": 1}
+        build = request_builder(37, 3)  # CreatePartitions
+        response = await client.request(build.CreatePartitionsRequest(
+            topics=(build.CreatePartitionsTopic(name="grown", count=3, assignments=None),),
+            timeout=datetime.timedelta(seconds=10), validate_only=False))
+        assert response.results[0].error_code == NONE
+        for version in (1, 12):
+            everything = await client.request(metadata_request(None, version=version))
+            assert {t.name: len(t.partitions) for t in everything.topics} == {"steady": 1, "grown": 3}
+
+
 # -- edge cases where Kafka's behaviour is easy to get wrong --------------------------------------------------
 
 

@@ -50,6 +50,32 @@ def topic_response(ctx: RequestContext, topic, include_operations: bool = False)
     )
 
 
+class _TopicEntries:
+    """Metadata's topic entries, built once per topic version. An image keeps the objects of the topics a
+    change did not touch, and an entry depends only on its topic, the live brokers and the response
+    version, so an all-topics Metadata over 10,000 partitions rebuilds only what changed (building the
+    entries was half of its time). Entries are immutable; a change of the live brokers clears them."""
+
+    def __init__(self) -> None:
+        self.live: frozenset[int] = frozenset()
+        self.entries: dict[tuple[int, int], tuple[object, object]] = {}  # (version, id(topic)) -> (topic, entry)
+
+    def get(self, ctx: RequestContext, topic):
+        live = frozenset(b.broker_id for b in ctx.broker.image.live_brokers()) or frozenset({ctx.broker.node_id})
+        if live != self.live or len(self.entries) > 4 * len(ctx.broker.image.topics_by_id) + 1024:
+            self.live, self.entries = live, {}  # also drops the entries of changed and deleted topics
+        key = (ctx.api_version, id(topic))
+        cached = self.entries.get(key)
+        if cached is not None and cached[0] is topic:  # the same object, not a new one at a reused id
+            return cached[1]
+        entry = topic_response(ctx, topic)
+        self.entries[key] = (topic, entry)
+        return entry
+
+
+_TOPIC_ENTRIES = _TopicEntries()
+
+
 def error_topic(ctx, name, topic_id, error: ErrorCode):
     return ctx.build.MetadataResponseTopic(
         error_code=error, name=name, topic_id=topic_id, is_internal=False, partitions=(),
@@ -66,7 +92,8 @@ async def handle(ctx: RequestContext, request: MetadataRequest) -> MetadataRespo
     operations = bool(getattr(request, "include_topic_authorized_operations", False))
     if all_topics:  # only the topics this principal may describe, as in Kafka
         visible = ctx.authorized(Operation.DESCRIBE, ResourceType.TOPIC, image.topics_by_name)
-        topics = [topic_response(ctx, image.topics_by_name[name], operations) for name in sorted(visible)]
+        topics = [topic_response(ctx, image.topics_by_name[name], True) if operations
+                  else _TOPIC_ENTRIES.get(ctx, image.topics_by_name[name]) for name in sorted(visible)]
     else:
         # v0-v3 have no flag; they auto-create when the broker allows it.
         allow_create = getattr(request, "allow_auto_topic_creation", True) and bool(

@@ -271,7 +271,7 @@ def main() -> None:
         workloads = [Workload(1024, 8, "all", kib_records)]
     latency_s = args.latency_seconds or (30 if args.full else 10)
     backlog_gb = args.backlog_gb if args.backlog_gb is not None else (5 if args.full else 0.2)
-    print(f"brokers: {', '.join(names)}; load: Kafka {tools.version}'s perf tools, confluent-kafka probes")
+    print(f"brokers: {', '.join(names)}; load: Kafka {tools.version}'s perf tools and LatencyProbe (Java)")
 
     peaks: dict[str, float] = {}
     if "throughput" not in skip:

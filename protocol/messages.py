@@ -45,9 +45,12 @@ class MessageBuilder:
         names = _field_names(cls)
 
         def build(**kwargs: Any) -> Any:
+            if names.issuperset(kwargs):  # the common case: every field is in this version
+                return cls(**kwargs)
             return cls(**{k: v for k, v in kwargs.items() if k in names})
 
         build.__name__ = class_name
+        setattr(self, class_name, build)  # later lookups find it without __getattr__ (builders are cached)
         return build
 
 

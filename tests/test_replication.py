@@ -110,7 +110,9 @@ def test_a_killed_leader_loses_nothing_acknowledged_and_an_in_sync_follower_take
     admin = AdminClient({"bootstrap.servers": bootstrap(cluster, survivors)})
     elected = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("replicated", 0)]).result(30)
     assert list(elected.values()) == [None]
-    assert cluster.partition_state(survivors[0], "replicated")[0][0] == leader
+    # The controller answers once the election is committed; another node's image sees it a moment later.
+    wait_until(lambda: cluster.partition_state(survivors[0], "replicated")[0][0] == leader, 20,
+               "the preferred leader back, in a survivor's image")
     again = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("replicated", 0)]).result(30)
     assert [error.code() for error in again.values()] == [KafkaError.ELECTION_NOT_NEEDED]
     assert consume_all(cluster, "replicated", 400, survivors) == first + second

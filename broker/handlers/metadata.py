@@ -26,9 +26,13 @@ def brokers(ctx) -> tuple:
                  for node, host, port, rack, _ in ctx.broker.broker_endpoints(ctx.session.listener_name))
 
 
-def topic_response(ctx: RequestContext, topic, include_operations: bool = False):
+def live_broker_ids(ctx: RequestContext) -> frozenset[int]:
+    """The registered, unfenced brokers (this one while the image has none yet)."""
+    return frozenset(b.broker_id for b in ctx.broker.image.live_brokers()) or frozenset({ctx.broker.node_id})
+
+
+def topic_response(ctx: RequestContext, topic, live: frozenset[int], include_operations: bool = False):
     build = ctx.build
-    live = {b.broker_id for b in ctx.broker.image.live_brokers()} or {ctx.broker.node_id}
     partitions = tuple(
         build.MetadataResponsePartition(
             # A partition whose eligible replicas are all fenced has no leader until one comes back.
@@ -60,15 +64,14 @@ class _TopicEntries:
         self.live: frozenset[int] = frozenset()
         self.entries: dict[tuple[int, int], tuple[object, object]] = {}  # (version, id(topic)) -> (topic, entry)
 
-    def get(self, ctx: RequestContext, topic):
-        live = frozenset(b.broker_id for b in ctx.broker.image.live_brokers()) or frozenset({ctx.broker.node_id})
+    def get(self, ctx: RequestContext, topic, live: frozenset[int]):
         if live != self.live or len(self.entries) > 4 * len(ctx.broker.image.topics_by_id) + 1024:
             self.live, self.entries = live, {}  # also drops the entries of changed and deleted topics
         key = (ctx.api_version, id(topic))
         cached = self.entries.get(key)
         if cached is not None and cached[0] is topic:  # the same object, not a new one at a reused id
             return cached[1]
-        entry = topic_response(ctx, topic)
+        entry = topic_response(ctx, topic, live)
         self.entries[key] = (topic, entry)
         return entry
 
@@ -90,10 +93,11 @@ async def handle(ctx: RequestContext, request: MetadataRequest) -> MetadataRespo
     # v0: an empty list means all topics; v1+: null means all, empty means none.
     all_topics = request.topics is None or (ctx.api_version == 0 and not request.topics)
     operations = bool(getattr(request, "include_topic_authorized_operations", False))
+    live = live_broker_ids(ctx)
     if all_topics:  # only the topics this principal may describe, as in Kafka
         visible = ctx.authorized(Operation.DESCRIBE, ResourceType.TOPIC, image.topics_by_name)
-        topics = [topic_response(ctx, image.topics_by_name[name], True) if operations
-                  else _TOPIC_ENTRIES.get(ctx, image.topics_by_name[name]) for name in sorted(visible)]
+        topics = [topic_response(ctx, image.topics_by_name[name], live, True) if operations
+                  else _TOPIC_ENTRIES.get(ctx, image.topics_by_name[name], live) for name in sorted(visible)]
     else:
         # v0-v3 have no flag; they auto-create when the broker allows it.
         allow_create = getattr(request, "allow_auto_topic_creation", True) and bool(
@@ -110,7 +114,7 @@ async def handle(ctx: RequestContext, request: MetadataRequest) -> MetadataRespo
                 elif not ctx.authorize(Operation.DESCRIBE, ResourceType.TOPIC, topic.name):
                     topics.append(error_topic(ctx, None, topic_id, DENIED[ResourceType.TOPIC]))
                 else:
-                    topics.append(topic_response(ctx, topic, operations))
+                    topics.append(topic_response(ctx, topic, live, operations))
                 continue
             if not ctx.authorize(Operation.DESCRIBE, ResourceType.TOPIC, name):
                 topics.append(error_topic(ctx, name, None, DENIED[ResourceType.TOPIC]))
@@ -135,7 +139,7 @@ async def handle(ctx: RequestContext, request: MetadataRequest) -> MetadataRespo
             if topic is None:
                 topics.append(error_topic(ctx, name, None, ErrorCode.unknown_topic_or_partition))
             else:
-                topics.append(topic_response(ctx, topic, operations))
+                topics.append(topic_response(ctx, topic, live, operations))
     cluster_operations = (ctx.authorized_operations(ResourceType.CLUSTER)
                           if getattr(request, "include_cluster_authorized_operations", False) else _NO_OPS)
     return build.MetadataResponse(

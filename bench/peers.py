@@ -99,24 +99,21 @@ def parse_producer_summary(stdout: str) -> dict[str, float]:
 
 def producer_perf(tools: KafkaTools, bootstrap: str, topic: str, records: int, size: int, acks: str,
                   throughput: int = -1) -> dict[str, float]:
-    command = tools.command("kafka-producer-perf-test", "--topic", topic, "--num-records", str(records),
-                            "--record-size", str(size), "--throughput", str(throughput), "--producer-props",
-                            f"bootstrap.servers={bootstrap}", f"acks={acks}", jvm_options=TOOL_JVM)
-    return parse_producer_summary(run_tool(command))
+    return parse_producer_summary(run_tool(
+        tools, "kafka-producer-perf-test", "--topic", topic, "--num-records", str(records), "--record-size",
+        str(size), "--throughput", str(throughput), "--producer-props", f"bootstrap.servers={bootstrap}",
+        f"acks={acks}"))
 
 
 def consumer_perf(tools: KafkaTools, bootstrap: str, topic: str, records: int) -> dict[str, float]:
-    command = tools.command("kafka-consumer-perf-test", "--bootstrap-server", bootstrap, "--topic", topic,
-                            "--messages", str(records), "--timeout", "120000", jvm_options=TOOL_JVM)
-    row = perf_test_figures(run_tool(command))
+    row = perf_test_figures(run_tool(tools, "kafka-consumer-perf-test", "--bootstrap-server", bootstrap,
+                                     "--topic", topic, "--messages", str(records), "--timeout", "120000"))
     return {"consume MB/s": float(row["fetch.MB.sec"]) * 1.048576, "consume records/s": float(row["fetch.nMsg.sec"])}
 
 
-def run_tool(command: list[str]) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise RuntimeError(f"{command[-12:]} exited {done.returncode}: {done.stdout[-2000:]} {done.stderr[-2000:]}")
-    return done.stdout
+def run_tool(tools: KafkaTools, tool: str, *args: str) -> str:
+    """A tool's output, run with the load generator's JVM options (a failure raises with its output)."""
+    return tools.run(tool, *args, timeout=3600, jvm_options=TOOL_JVM).stdout
 
 
 class Profile:
@@ -180,8 +177,8 @@ def measure_latency(tools: KafkaTools, broker: BrokerProcess, partitions: int, s
     topic = f"latency-{time.time_ns()}"
     create_topic(broker.bootstrap, topic, partitions)
     rate = megabytes_per_s * 1e6 / size
-    line = run_tool(tools.command("dev.lodestream.LatencyProbe", broker.bootstrap, topic, str(partitions), str(rate),
-                                  str(size), str(seconds), "all", jvm_options=TOOL_JVM)).strip().splitlines()[-1]
+    line = run_tool(tools, "dev.lodestream.LatencyProbe", broker.bootstrap, topic, str(partitions), str(rate),
+                    str(size), str(seconds), "all").strip().splitlines()[-1]
     # "received R of S; p50 A ms; p99 B ms; p99.9 C ms; max D ms"
     parts = line.split(";")
     received, _, sent = parts[0].split()[1:4]
@@ -201,10 +198,10 @@ def measure_catch_up(tools: KafkaTools, broker: BrokerProcess, backlog_gb: float
     records = int(backlog_gb * GB / size)
     producer_perf(tools, broker.bootstrap, topic, records, size, "all")
     rate = int(producer_mb_s * 1e6 / size)
-    live = subprocess.Popen(tools.command(
+    live = tools.start(
         "kafka-producer-perf-test", "--topic", topic, "--num-records", str(rate * 3600), "--record-size",
         str(size), "--throughput", str(rate), "--producer-props", f"bootstrap.servers={broker.bootstrap}",
-        "acks=all", jvm_options=TOOL_JVM), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        "acks=all", jvm_options=TOOL_JVM, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         figures = consumer_perf(tools, broker.bootstrap, topic, records)
     finally:

@@ -85,9 +85,10 @@ class KafkaTools:
         return ["java", *jvm_options, "-cp", self.classpath, main_class, *args]
 
     def run(self, tool: str, *args: str, input: str | None = None, timeout: float = 120,
-            check: bool = True) -> subprocess.CompletedProcess:
+            check: bool = True, jvm_options: list[str] = JVM_OPTIONS) -> subprocess.CompletedProcess:
         """Run a tool to completion; with `check`, a non-zero exit fails with its output."""
-        done = subprocess.run(self.command(tool, *args), input=input, capture_output=True, text=True,
+        done = subprocess.run(self.command(tool, *args, jvm_options=jvm_options), input=input,
+                              capture_output=True, text=True,
                               timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
         if check and done.returncode != 0:
             raise ToolError(f"{tool} {' '.join(args)} exited with {done.returncode}\n"
